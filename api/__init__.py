@@ -1,0 +1,1 @@
+"""Tollgate: a multi-tenant LLM gateway."""

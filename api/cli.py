@@ -1,0 +1,136 @@
+"""The `tollgate` command: serve, db upgrade, admin create-user."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from api.errors import DomainError
+from api.settings import ConfigError, Settings, config_path_from_env, load_settings
+
+logger = logging.getLogger("tollgate")
+
+
+def _load(config: str | None) -> Settings:
+    if config is not None:
+        # Worker processes started by uvicorn re-read the config through this variable.
+        os.environ["TOLLGATE_CONFIG"] = config
+    return load_settings(Path(config) if config else config_path_from_env())
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.db.migrate import upgrade_database
+
+    settings = _load(args.config)
+    _configure_logging(settings)
+    if args.workers > 1 and settings.dependencies.redis is None:
+        print(
+            "error: --workers > 1 needs dependencies.redis: without Redis each process would keep its own "
+            "limits, throttles and caches, and every limit would be multiplied by the number of workers.",
+            file=sys.stderr,
+        )
+        return 2
+    upgrade_database(settings.dependencies.database.url)
+    uvicorn.run(
+        "api.main:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.settings.log_level.lower(),
+        proxy_headers=True,
+    )
+    return 0
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    from api.db.migrate import upgrade_database
+
+    settings = _load(args.config)
+    _configure_logging(settings)
+    upgrade_database(settings.dependencies.database.url, args.revision)
+    print(f"database upgraded to {args.revision}")
+    return 0
+
+
+def admin_create_user(args: argparse.Namespace) -> int:
+    from api.db.migrate import upgrade_database
+    from api.identity.bootstrap import create_user_with_role
+
+    settings = _load(args.config)
+    _configure_logging(settings)
+    upgrade_database(settings.dependencies.database.url)
+    user_id, role_created = asyncio.run(
+        create_user_with_role(settings, args.email, args.password, args.role_name, args.permission, args.name)
+    )
+    if role_created:
+        print(f"created role '{args.role_name}' with permissions {sorted(set(args.permission))}")
+    print(f"created user {user_id} ({args.email.strip().lower()}) with role '{args.role_name}'")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tollgate", description="Tollgate LLM gateway")
+    parser.add_argument("--config", help="config file (default: $TOLLGATE_CONFIG or ./config.yml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="apply migrations, then serve the API")
+    serve_parser.add_argument("--config", default=argparse.SUPPRESS, help="config file")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument("--workers", type=int, default=1, help="processes; more than 1 needs Redis")
+    serve_parser.set_defaults(handler=serve)
+
+    db_parser = commands.add_parser("db", help="database maintenance")
+    db_commands = db_parser.add_subparsers(dest="db_command", required=True)
+    upgrade_parser = db_commands.add_parser("upgrade", help="apply migrations")
+    upgrade_parser.add_argument("--config", default=argparse.SUPPRESS, help="config file")
+    upgrade_parser.add_argument("revision", nargs="?", default="head")
+    upgrade_parser.set_defaults(handler=db_upgrade)
+
+    admin_parser = commands.add_parser("admin", help="administration without the API")
+    admin_commands = admin_parser.add_subparsers(dest="admin_command", required=True)
+    create_user_parser = admin_commands.add_parser("create-user", help="create a user (and its role if missing)")
+    create_user_parser.add_argument("--config", default=argparse.SUPPRESS, help="config file")
+    create_user_parser.add_argument("--email", required=True)
+    create_user_parser.add_argument("--password", required=True)
+    create_user_parser.add_argument("--name")
+    create_user_parser.add_argument("--role-name", required=True)
+    create_user_parser.add_argument(
+        "--permission", action="append", default=[],
+        choices=["admin", "create_public_collection", "read_metric", "provide_models"],
+        help="permission of the role when it is created (repeatable); ignored for an existing role",
+    )
+    create_user_parser.set_defaults(handler=admin_create_user)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "config"):
+        args.config = None
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DomainError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Types shared by every domain's schemas: ids, timestamps, list pages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_ID = 2**31 - 1
+# Year 9999: beyond it a timestamp cannot be stored as a date.
+MAX_TIMESTAMP = 253_402_300_799
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP, description="Unix time in seconds")]
+Name = Annotated[str, Field(min_length=1, max_length=255)]
+
+ItemT = TypeVar("ItemT")
+
+
+class RequestModel(BaseModel):
+    # Unknown fields are refused so a typo does not silently do nothing.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListPage(BaseModel, Generic[ItemT]):
+    object: Literal["list"] = "list"
+    data: list[ItemT]
+    total: int
+
+
+class OrderDirection(StrEnum):
+    asc = "asc"
+    desc = "desc"
+
+
+def to_unix(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp())
+
+
+def from_unix(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)

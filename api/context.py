@@ -1,0 +1,61 @@
+"""Everything a request may need, built once per app by the lifespan and torn down with it."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from api.db.engine import build_engine, build_session_factory
+from api.identity.auth import Authenticator
+from api.identity.login import LoginThrottle
+from api.identity.secrets import PasswordHasher
+from api.settings import Settings
+from api.state import CounterStore, MemoryCounterStore, RedisCounterStore
+
+logger = logging.getLogger("tollgate")
+
+
+@dataclass(frozen=True)
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    redis: Redis | None
+    counters: CounterStore
+    authenticator: Authenticator
+    hasher: PasswordHasher
+    login_throttle: LoginThrottle
+
+
+async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext:
+    """Open the engine and Redis; register their closing on `stack`."""
+    engine = build_engine(settings.dependencies.database)
+    stack.push_async_callback(engine.dispose)
+    session_factory = build_session_factory(engine)
+
+    redis: Redis | None = None
+    counters: CounterStore
+    redis_settings = settings.dependencies.redis
+    if redis_settings is not None:
+        redis = Redis.from_url(redis_settings.url, socket_timeout=5, socket_connect_timeout=5)
+        stack.push_async_callback(redis.aclose)
+        await redis.ping()
+        counters = RedisCounterStore(redis, redis_settings.key_prefix)
+    else:
+        counters = MemoryCounterStore()
+
+    general = settings.settings
+    return AppContext(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory,
+        redis=redis,
+        counters=counters,
+        authenticator=Authenticator(session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds),
+        hasher=PasswordHasher(),
+        login_throttle=LoginThrottle(counters, general.login),
+    )

@@ -1,0 +1,70 @@
+"""FastAPI dependencies: hand the app's context, a DB session and the caller to the routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.common.listing import PageRequest
+from api.common.schemas import OrderDirection
+from api.context import AppContext
+from api.identity.auth import Principal
+from api.identity.schemas import Permission
+
+
+def get_context(request: Request) -> AppContext:
+    return request.app.state.context
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
+    async with context.session_factory() as session:
+        yield session
+
+
+Session = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_principal(
+    context: Context, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> Principal:
+    return await context.authenticator.authenticate(authorization)
+
+
+Caller = Annotated[Principal, Depends(get_principal)]
+
+
+async def require_admin(caller: Caller) -> Principal:
+    caller.require(Permission.admin)
+    return caller
+
+
+Admin = Annotated[Principal, Depends(require_admin)]
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+ClientAddress = Annotated[str | None, Depends(client_address)]
+
+
+def page_params(enum_name: str, order_by: Iterable[str]) -> Callable[..., PageRequest]:
+    """A dependency reading offset, limit, order_by (one of `order_by`) and order_direction."""
+    OrderBy = StrEnum(enum_name, {name: name for name in order_by})  # type: ignore[misc]
+
+    def dependency(
+        offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+        limit: Annotated[int, Query(ge=1, le=100)] = 10,
+        order_by: Annotated[OrderBy, Query()] = OrderBy("id"),  # type: ignore[valid-type]
+        order_direction: Annotated[OrderDirection, Query()] = OrderDirection.asc,
+    ) -> PageRequest:
+        return PageRequest(offset=offset, limit=limit, order_by=order_by.value, order_direction=order_direction)
+
+    return dependency

@@ -1,0 +1,45 @@
+"""Typed domain errors. Services raise these; `api.http_errors` maps them to HTTP in one place."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidRequestError(DomainError):
+    """The request is well-formed but cannot be honoured as asked (400)."""
+
+
+class AuthenticationError(DomainError):
+    """No valid credentials: missing, unknown, expired or revoked key, or a failed login (401)."""
+
+
+class InsufficientBudgetError(DomainError):
+    """The user's budget cannot cover the request (402)."""
+
+
+class PermissionDeniedError(DomainError):
+    """Authenticated, but not allowed to do this (403)."""
+
+
+class NotFoundError(DomainError):
+    """The resource does not exist, or is not the caller's to see (404)."""
+
+
+class ConflictError(DomainError):
+    """The change clashes with existing data: a duplicate, or a resource still in use (409)."""
+
+
+class TooManyRequestsError(DomainError):
+    """A throttle or limit is reached; retry after `retry_after` seconds (429)."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)
+
+
+class PayloadTooLargeError(DomainError):
+    """The request body is larger than the configured maximum (413)."""

@@ -1,0 +1,1 @@
+"""Identity and tenancy: organizations, roles, users, API keys, login."""

@@ -1,0 +1,154 @@
+"""Who is calling: API key (or master key) to a `Principal`, with a short revocation-safe cache."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.db.models import ApiKey, Role, User
+from api.errors import AuthenticationError, PermissionDeniedError
+from api.identity.schemas import Permission
+from api.identity.secrets import hash_api_key
+
+ALL_PERMISSIONS = frozenset(p.value for p in Permission)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller. The master key is a principal with no user behind it."""
+
+    user_id: int | None
+    key_id: int | None
+    role_id: int | None
+    organization_id: int | None
+    permissions: frozenset[str]
+    priority: int
+    # The earlier of the key's and the user's expiry.
+    expires: datetime | None
+
+    @property
+    def is_master(self) -> bool:
+        return self.user_id is None
+
+    def has(self, permission: Permission) -> bool:
+        return permission.value in self.permissions
+
+    def require(self, permission: Permission) -> None:
+        if not self.has(permission):
+            raise PermissionDeniedError(f"Permission '{permission.value}' is required")
+
+    def require_user(self) -> int:
+        if self.user_id is None:
+            raise PermissionDeniedError("The master key is not a user; use a user's API key")
+        return self.user_id
+
+
+MASTER_PRINCIPAL = Principal(
+    user_id=None, key_id=None, role_id=None, organization_id=None,
+    permissions=ALL_PERMISSIONS, priority=0, expires=None,
+)
+
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    present = [m for m in moments if m is not None]
+    return min(present) if present else None
+
+
+class Authenticator:
+    """Resolves bearer keys. Cached entries live at most `ttl` seconds (≤ 1 s), so a key deleted
+    through any replica stops working everywhere within that time; deletions made through this
+    process are dropped from the cache at once."""
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        master_key: str,
+        ttl: float = 1.0,
+        max_entries: int = 50_000,
+    ) -> None:
+        self._session_factory = session_factory
+        self._master_key = master_key.encode()
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._cache: dict[str, tuple[Principal, float]] = {}
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        key = _bearer_token(authorization)
+        if hmac.compare_digest(key.encode(), self._master_key):
+            return MASTER_PRINCIPAL
+        key_hash = hash_api_key(key)
+        principal = self._cached(key_hash)
+        if principal is None:
+            principal = await self._load(key_hash)
+            self._remember(key_hash, principal)
+        if principal.expires is not None and principal.expires <= datetime.now(UTC):
+            raise AuthenticationError("API key or user has expired")
+        return principal
+
+    def forget_keys(self, key_ids: set[int]) -> None:
+        for key_hash, (principal, _) in list(self._cache.items()):
+            if principal.key_id in key_ids:
+                del self._cache[key_hash]
+
+    def forget_user(self, user_id: int) -> None:
+        for key_hash, (principal, _) in list(self._cache.items()):
+            if principal.user_id == user_id:
+                del self._cache[key_hash]
+
+    def forget_all(self) -> None:
+        self._cache.clear()
+
+    def _cached(self, key_hash: str) -> Principal | None:
+        entry = self._cache.get(key_hash)
+        if entry is None:
+            return None
+        principal, stored_at = entry
+        if time.monotonic() - stored_at >= self._ttl:
+            del self._cache[key_hash]
+            return None
+        return principal
+
+    def _remember(self, key_hash: str, principal: Principal) -> None:
+        if self._ttl <= 0:
+            return
+        if len(self._cache) >= self._max_entries:
+            self._cache.clear()
+        self._cache[key_hash] = (principal, time.monotonic())
+
+    async def _load(self, key_hash: str) -> Principal:
+        query = (
+            select(ApiKey.id, ApiKey.expires, User.id, User.role_id, User.organization_id,
+                   User.priority, User.expires, Role.permissions)
+            .join(User, User.id == ApiKey.user_id)
+            .join(Role, Role.id == User.role_id)
+            .where(ApiKey.key_hash == key_hash)
+        )
+        async with self._session_factory() as session:
+            row = (await session.execute(query)).first()
+        if row is None:
+            raise AuthenticationError("Invalid API key")
+        key_id, key_expires, user_id, role_id, organization_id, priority, user_expires, permissions = row
+        return Principal(
+            user_id=user_id,
+            key_id=key_id,
+            role_id=role_id,
+            organization_id=organization_id,
+            permissions=frozenset(permissions or ()),
+            priority=priority,
+            expires=_earliest(key_expires, user_expires),
+        )
+
+
+def _bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError("Invalid authorization header: expected 'Bearer <key>'")
+    return token

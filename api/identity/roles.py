@@ -1,0 +1,97 @@
+"""Roles: a set of permissions and the limits on each router a role may reach."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.common.listing import PageRequest, fetch_page
+from api.common.schemas import to_unix
+from api.db.models import Role, RoleLimit, User
+from api.errors import ConflictError, NotFoundError
+from api.identity.schemas import Limit, Permission, RoleCreate, RoleOut, RoleUpdate
+
+ORDER_COLUMNS = {"id": Role.id, "name": Role.name, "created": Role.created, "updated": Role.updated}
+
+_user_count = select(func.count(User.id)).where(User.role_id == Role.id).correlate(Role).scalar_subquery()
+
+
+def role_limits(role: Role) -> list[Limit]:
+    return [Limit(router=limit.router_id, type=limit.type, value=limit.value) for limit in role.limits]
+
+
+def role_permissions(role: Role) -> list[Permission]:
+    return [Permission(p) for p in role.permissions if p in Permission.__members__]
+
+
+def _out(role: Role, users: int) -> RoleOut:
+    return RoleOut(
+        id=role.id, name=role.name, permissions=role_permissions(role), limits=role_limits(role),
+        users=users, created=to_unix(role.created), updated=to_unix(role.updated),
+    )
+
+
+def _limit_rows(limits: list[Limit]) -> list[RoleLimit]:
+    return [RoleLimit(router_id=limit.router, type=limit.type.value, value=limit.value) for limit in limits]
+
+
+async def get_role_model(session: AsyncSession, role_id: int) -> Role:
+    role = await session.get(Role, role_id)
+    if role is None:
+        raise NotFoundError(f"Role {role_id} not found")
+    return role
+
+
+async def _commit_unique_name(session: AsyncSession, name: str) -> None:
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise ConflictError(f"A role named '{name}' already exists") from exc
+
+
+async def create_role(session: AsyncSession, body: RoleCreate) -> int:
+    role = Role(name=body.name, permissions=[p.value for p in body.permissions], limits=_limit_rows(body.limits))
+    session.add(role)
+    await _commit_unique_name(session, body.name)
+    return role.id
+
+
+async def get_role(session: AsyncSession, role_id: int) -> RoleOut:
+    row = (await session.execute(select(Role, _user_count).where(Role.id == role_id))).first()
+    if row is None:
+        raise NotFoundError(f"Role {role_id} not found")
+    return _out(*row)
+
+
+async def list_roles(session: AsyncSession, page: PageRequest) -> tuple[list[RoleOut], int]:
+    rows, total = await fetch_page(session, select(Role, _user_count), ORDER_COLUMNS[page.order_by], Role.id, page)
+    return [_out(*row) for row in rows], total
+
+
+async def update_role(session: AsyncSession, role_id: int, body: RoleUpdate) -> None:
+    role = await get_role_model(session, role_id)
+    if body.name is not None:
+        role.name = body.name
+    if body.permissions is not None:
+        role.permissions = [p.value for p in body.permissions]
+    if body.limits is not None:
+        # Replace the whole set: clear first so the unique (role, router, type) rows never clash.
+        role.limits.clear()
+        await session.flush()
+        role.limits.extend(_limit_rows(body.limits))
+    await _commit_unique_name(session, role.name)
+
+
+async def delete_role(session: AsyncSession, role_id: int) -> None:
+    role = await get_role_model(session, role_id)
+    users = (await session.execute(select(func.count(User.id)).where(User.role_id == role_id))).scalar_one()
+    if users:
+        raise ConflictError(f"Role {role_id} is still given to {users} user(s): change their role first")
+    await session.delete(role)
+    try:
+        await session.commit()
+    except IntegrityError as exc:  # a user got the role meanwhile
+        await session.rollback()
+        raise ConflictError(f"Role {role_id} is still in use") from exc

@@ -1,0 +1,1 @@
+"""HTTP routes of the identity domain: thin wrappers over the services."""

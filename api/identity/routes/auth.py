@@ -1,0 +1,26 @@
+"""POST /v1/auth/login: email and password in, a fresh playground key out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import ClientAddress, Context, Session
+from api.identity import login as login_service
+from api.identity.schemas import LoginRequest, LoginResult
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+@router.post("/login")
+async def login(body: LoginRequest, session: Session, context: Context, client: ClientAddress) -> LoginResult:
+    key_id, secret = await login_service.login(
+        session,
+        context.hasher,
+        context.login_throttle,
+        context.authenticator,
+        context.settings.settings.keys.playground_lifetime_days,
+        body.email,
+        body.password,
+        client,
+    )
+    return LoginResult(id=key_id, key=secret)

@@ -1,0 +1,236 @@
+"""Request and response bodies of the identity API (OpenGateLLM shapes)."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, field_validator
+
+from api.common.schemas import Id, Name, RequestModel, Timestamp
+
+
+class Permission(StrEnum):
+    admin = "admin"
+    create_public_collection = "create_public_collection"
+    read_metric = "read_metric"
+    provide_models = "provide_models"
+
+
+class LimitType(StrEnum):
+    tpm = "tpm"
+    tpd = "tpd"
+    rpm = "rpm"
+    rpd = "rpd"
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def _normalise_email(value: str) -> str:
+    value = value.strip().lower()
+    if not _EMAIL.match(value):
+        raise ValueError("not a valid email address")
+    return value
+
+
+Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_normalise_email)]
+# Bounded above: argon2 of a megabyte-long password would be a cheap denial of service.
+Password = Annotated[str, Field(min_length=8, max_length=128)]
+Budget = Annotated[Decimal, Field(ge=0, le=10**12, decimal_places=6)]
+Priority = Annotated[int, Field(ge=0, le=1000)]
+
+
+class Limit(BaseModel):
+    router: Id
+    type: LimitType
+    value: int | None = Field(default=None, ge=0, le=10**15, description="null = unlimited, 0 = forbidden")
+
+
+def _unique_limits(limits: list[Limit] | None) -> list[Limit] | None:
+    if limits is None:
+        return None
+    seen = {(limit.router, limit.type) for limit in limits}
+    if len(seen) != len(limits):
+        raise ValueError("each (router, type) pair may appear only once")
+    return limits
+
+
+def _unique_permissions(permissions: list[Permission] | None) -> list[Permission] | None:
+    return None if permissions is None else sorted(set(permissions))
+
+
+Limits = Annotated[list[Limit], Field(max_length=1000), AfterValidator(_unique_limits)]
+Permissions = Annotated[list[Permission], AfterValidator(_unique_permissions)]
+
+
+class Created(BaseModel):
+    id: int
+
+
+class KeyCreated(BaseModel):
+    id: int
+    token: str = Field(description="The API key. It is shown this once and cannot be read again.")
+
+
+class LoginResult(BaseModel):
+    id: int
+    key: str
+
+
+# Organizations
+
+
+class OrganizationCreate(RequestModel):
+    name: Name
+
+
+class OrganizationUpdate(RequestModel):
+    name: Name | None = None
+
+
+class OrganizationOut(BaseModel):
+    object: Literal["organization"] = "organization"
+    id: int
+    name: str
+    users: int
+    created: int
+    updated: int
+
+
+# Roles
+
+
+class RoleCreate(RequestModel):
+    name: Name
+    permissions: Permissions = []
+    limits: Limits = []
+
+
+class RoleUpdate(RequestModel):
+    name: Name | None = None
+    permissions: Permissions | None = None
+    limits: Limits | None = None
+
+
+class RoleOut(BaseModel):
+    object: Literal["role"] = "role"
+    id: int
+    name: str
+    permissions: list[Permission]
+    limits: list[Limit]
+    users: int
+    created: int
+    updated: int
+
+
+# Users
+
+
+class UserCreate(RequestModel):
+    email: Email
+    name: Name | None = None
+    password: Password
+    role: Id
+    organization: Id | None = None
+    budget: Budget | None = None
+    expires: Timestamp | None = None
+    priority: Priority = 0
+
+
+class UserUpdate(RequestModel):
+    """Absent fields stay as they are; an explicit null clears organization, budget or expires."""
+
+    email: Email | None = None
+    name: Name | None = None
+    password: Password | None = None
+    role: Id | None = None
+    organization: Id | None = None
+    budget: Budget | None = None
+    expires: Timestamp | None = None
+    priority: Priority | None = None
+
+    @field_validator("email", "password", "role", "priority")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
+
+
+class UserOut(BaseModel):
+    object: Literal["user"] = "user"
+    id: int
+    email: str
+    name: str | None
+    role: int
+    organization: int | None
+    budget: float | None
+    expires: int | None
+    priority: int
+    created: int
+    updated: int
+
+
+# Keys
+
+
+class KeyCreate(RequestModel):
+    name: Name
+    expires: Timestamp | None = None
+
+
+class TokenCreate(KeyCreate):
+    user: Id
+
+
+class KeyOut(BaseModel):
+    object: Literal["key"] = "key"
+    id: int
+    name: str
+    token: str = Field(description="A masked hint of the key, never the key itself.")
+    expires: int | None
+    created: int
+
+
+class TokenOut(BaseModel):
+    object: Literal["token"] = "token"
+    id: int
+    name: str
+    token: str = Field(description="A masked hint of the key, never the key itself.")
+    user: int
+    expires: int | None
+    created: int
+
+
+# Self-service and login
+
+
+class UserInfo(BaseModel):
+    object: Literal["userInfo"] = "userInfo"
+    id: int
+    email: str
+    name: str | None
+    role: int
+    organization: int | None
+    budget: float | None
+    permissions: list[Permission]
+    limits: list[Limit]
+    expires: int | None
+    priority: int
+    created: int
+    updated: int
+
+
+class UserInfoUpdate(RequestModel):
+    name: Name | None = None
+    email: Email | None = None
+    current_password: Annotated[str, Field(max_length=128)] | None = None
+    password: Password | None = None
+
+
+class LoginRequest(RequestModel):
+    email: Annotated[str, Field(min_length=1, max_length=254)]
+    password: Annotated[str, Field(min_length=1, max_length=128)]

@@ -1,0 +1,125 @@
+"""Users: who may call the gateway, under which role and organization, with which budget."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.common.listing import PageRequest, fetch_page
+from api.common.schemas import from_unix, to_unix
+from api.db.base import utcnow
+from api.db.models import Organization, Role, User
+from api.errors import ConflictError, NotFoundError
+from api.identity.secrets import PasswordHasher
+from api.identity.schemas import UserCreate, UserOut, UserUpdate
+
+ORDER_COLUMNS = {"id": User.id, "name": User.name, "created": User.created, "updated": User.updated}
+
+MICROS = Decimal(1_000_000)
+
+
+def budget_to_micros(budget: Decimal | None) -> int | None:
+    return None if budget is None else int(budget * MICROS)
+
+
+def micros_to_budget(micros: int | None) -> float | None:
+    return None if micros is None else float(Decimal(micros) / MICROS)
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id, email=user.email, name=user.name, role=user.role_id, organization=user.organization_id,
+        budget=micros_to_budget(user.budget_micros), expires=to_unix(user.expires), priority=user.priority,
+        created=to_unix(user.created), updated=to_unix(user.updated),
+    )
+
+
+async def get_user_model(session: AsyncSession, user_id: int) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFoundError(f"User {user_id} not found")
+    return user
+
+
+async def _check_references(session: AsyncSession, role_id: int | None, organization_id: int | None) -> None:
+    if role_id is not None and await session.get(Role, role_id) is None:
+        raise NotFoundError(f"Role {role_id} not found")
+    if organization_id is not None and await session.get(Organization, organization_id) is None:
+        raise NotFoundError(f"Organization {organization_id} not found")
+
+
+async def commit_unique_email(session: AsyncSession, email: str) -> None:
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise ConflictError(f"A user with email '{email}' already exists") from exc
+
+
+async def create_user(session: AsyncSession, hasher: PasswordHasher, body: UserCreate) -> int:
+    await _check_references(session, body.role, body.organization)
+    user = User(
+        email=body.email, name=body.name, password_hash=await hasher.hash(body.password), role_id=body.role,
+        organization_id=body.organization, budget_micros=budget_to_micros(body.budget),
+        expires=from_unix(body.expires), priority=body.priority,
+    )
+    session.add(user)
+    await commit_unique_email(session, body.email)
+    return user.id
+
+
+async def get_user(session: AsyncSession, user_id: int) -> UserOut:
+    return user_out(await get_user_model(session, user_id))
+
+
+async def list_users(
+    session: AsyncSession,
+    page: PageRequest,
+    role_id: int | None = None,
+    organization_id: int | None = None,
+    email: str | None = None,
+) -> tuple[list[UserOut], int]:
+    query = select(User)
+    if role_id is not None:
+        query = query.where(User.role_id == role_id)
+    if organization_id is not None:
+        query = query.where(User.organization_id == organization_id)
+    if email is not None:
+        query = query.where(User.email == email.strip().lower())
+    rows, total = await fetch_page(session, query, ORDER_COLUMNS[page.order_by], User.id, page)
+    return [user_out(row[0]) for row in rows], total
+
+
+async def update_user(session: AsyncSession, hasher: PasswordHasher, user_id: int, body: UserUpdate) -> bool:
+    """Apply the fields present in `body`. Returns whether the password changed."""
+    user = await get_user_model(session, user_id)
+    changes = body.model_dump(exclude_unset=True)
+    await _check_references(session, changes.get("role"), changes.get("organization"))
+    if "email" in changes:
+        user.email = body.email  # type: ignore[assignment]  # validated non-null
+    if "name" in changes:
+        user.name = body.name
+    if "password" in changes:
+        user.password_hash = await hasher.hash(body.password)  # type: ignore[arg-type]
+    if "role" in changes:
+        user.role_id = body.role  # type: ignore[assignment]
+    if "organization" in changes:
+        user.organization_id = body.organization
+    if "budget" in changes:
+        user.budget_micros = budget_to_micros(body.budget)
+    if "expires" in changes:
+        user.expires = from_unix(body.expires)
+    if "priority" in changes:
+        user.priority = body.priority  # type: ignore[assignment]
+    user.updated = utcnow()
+    await commit_unique_email(session, user.email)
+    return "password" in changes
+
+
+async def delete_user(session: AsyncSession, user_id: int) -> None:
+    user = await get_user_model(session, user_id)
+    await session.delete(user)
+    await session.commit()

@@ -1,0 +1,58 @@
+"""The application factory: `create_app(settings)` builds a fresh, self-contained app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.context import build_context
+from api.http_errors import install_error_handlers
+from api.identity.routes import admin, auth, me
+from api.limits import BodySizeLimit
+from api.settings import Settings, load_settings
+
+logger = logging.getLogger("tollgate")
+
+MASTER_KEY_WARNING = (
+    "\n" + "!" * 78 + "\n"
+    "!! settings.auth_master_key is the shipped default 'changeme'. Anyone who knows it\n"
+    "!! is an administrator. Set TOLLGATE_MASTER_KEY (or the config) before exposing Tollgate.\n"
+    + "!" * 78
+)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.uses_default_master_key:
+            logger.warning(MASTER_KEY_WARNING)
+        async with AsyncExitStack() as stack:
+            app.state.context = await build_context(settings, stack)
+            yield
+
+    app = FastAPI(
+        title="Tollgate",
+        summary="One OpenAI-compatible API in front of many model providers, with organisations, "
+        "roles, users, keys, budgets, limits and accounting.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.settings.max_request_body_bytes)
+
+    @app.get("/health", tags=["monitoring"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(auth.router)
+    app.include_router(me.router)
+    app.include_router(admin.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Entry point for uvicorn workers: read the config named by TOLLGATE_CONFIG."""
+    return create_app(load_settings())

@@ -1,0 +1,163 @@
+"""Configuration: `config.yml`, with `${VAR:-default}` substitution, then environment overrides.
+
+Precedence, highest first: `TOLLGATE_*` environment variables (nested with `__`, e.g.
+`TOLLGATE_DEPENDENCIES__DATABASE__URL`), then the YAML file, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = Path("config.yml")
+SHIPPED_MASTER_KEY = "changeme"
+
+_SUBSTITUTION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the bad field."""
+
+
+class _Section(BaseModel):
+    # A misspelt key must fail loudly rather than silently fall back to a default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginSettings(_Section):
+    max_failures: int = Field(default=10, ge=1, description="Failed logins allowed per window, per email and per client address.")
+    window_seconds: int = Field(default=60, ge=1, le=86_400, description="Length of the login throttling window.")
+
+
+class KeySettings(_Section):
+    max_lifetime_days: int | None = Field(default=None, ge=1, description="Longest lifetime a user may give an API key; null = no maximum.")
+    playground_lifetime_days: int = Field(default=7, ge=1, description="Lifetime of the key issued by POST /v1/auth/login.")
+
+
+class GeneralSettings(_Section):
+    auth_master_key: str = Field(default=SHIPPED_MASTER_KEY, min_length=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    auth_cache_ttl_seconds: float = Field(default=1.0, ge=0, le=1.0, description="How long a key lookup is cached; bounded by 1 s so revocation is honoured within 1 s.")
+    max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    login: LoginSettings = LoginSettings()
+    keys: KeySettings = KeySettings()
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///./data/tollgate.db"
+    pool_size: int = Field(default=10, ge=1)
+    echo: bool = False
+
+    @model_validator(mode="after")
+    def _async_driver(self) -> "DatabaseSettings":
+        if not (self.url.startswith("sqlite+aiosqlite://") or self.url.startswith("postgresql+asyncpg://")):
+            raise ValueError("database.url must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return self
+
+
+class RedisSettings(_Section):
+    url: str
+    key_prefix: str = "tollgate:"
+
+
+class QdrantSettings(_Section):
+    path: str | None = "./data/qdrant"
+    url: str | None = None
+    api_key: str | None = None
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "QdrantSettings":
+        if (self.path is None) == (self.url is None):
+            raise ValueError("qdrant needs exactly one of `path` (local mode) or `url` (server)")
+        return self
+
+
+class Dependencies(_Section):
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings | None = None
+    qdrant: QdrantSettings = QdrantSettings()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", env_nested_delimiter="__", extra="forbid")
+
+    settings: GeneralSettings = GeneralSettings()
+    dependencies: Dependencies = Dependencies()
+    # Routers and providers seeded at start; their schema arrives with the model gateway.
+    models: list[dict[str, Any]] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment must win over it.
+        return env_settings, init_settings
+
+    @property
+    def uses_default_master_key(self) -> bool:
+        return self.settings.auth_master_key == SHIPPED_MASTER_KEY
+
+
+def substitute_env(value: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string of parsed YAML (not in comments)."""
+    env = os.environ if environ is None else environ
+    if isinstance(value, dict):
+        return {key: substitute_env(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(item, env) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        value = env.get(match["name"])
+        if value is None or value == "":
+            if match["default"] is None:
+                raise ConfigError(f"environment variable {match['name']} is not set and has no default")
+            return match["default"]
+        return value
+
+    return _SUBSTITUTION.sub(replace, value)
+
+
+def config_path_from_env() -> Path:
+    return Path(os.environ.get("TOLLGATE_CONFIG", str(DEFAULT_CONFIG_PATH)))
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the config file (absent file = all defaults) and apply the environment."""
+    path = path or config_path_from_env()
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = substitute_env(loaded or {})
+    elif path != DEFAULT_CONFIG_PATH:
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid configuration:\n{format_validation_error(exc)}") from exc
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  - {field}: {error['msg']}")
+    return "\n".join(lines)
