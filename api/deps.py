@@ -1,7 +1,5 @@
 """FastAPI dependencies: hand the app's context, a DB session and the caller to the routes."""
 
-from __future__ import annotations
-
 from collections.abc import AsyncIterator, Callable, Iterable
 from enum import StrEnum
 from typing import Annotated

@@ -1,0 +1,221 @@
+"""Test backends: every app-level test runs on SQLite + in-process state, and on PostgreSQL +
+Redis when TOLLGATE_TEST_DATABASE_URL and TOLLGATE_TEST_REDIS_URL are set (.ci/run sets them).
+Schemas are built by the Alembic migrations, never by create_all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from api.db.base import Base
+from api.db.migrate import upgrade_database
+from api.main import create_app
+from api.settings import Settings
+
+MASTER_KEY = "test-master-key-" + uuid.uuid4().hex
+PG_URL = os.environ.get("TOLLGATE_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("TOLLGATE_TEST_REDIS_URL")
+BACKENDS = ["sqlite-memory"] + (["postgres-redis"] if PG_URL and REDIS_URL else [])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("CI") == "true" and "postgres-redis" not in BACKENDS:
+        raise pytest.UsageError("CI must test PostgreSQL + Redis: set TOLLGATE_TEST_DATABASE_URL and TOLLGATE_TEST_REDIS_URL")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = ["tollgate backends: " + ", ".join(BACKENDS)]
+    if "postgres-redis" in BACKENDS:
+        lines.append(f"  postgres-redis: {_hide_password(PG_URL)} + {REDIS_URL}")
+    else:
+        lines.append("  postgres-redis: skipped (set TOLLGATE_TEST_DATABASE_URL and TOLLGATE_TEST_REDIS_URL, or run .ci/run)")
+    return lines
+
+
+def _hide_password(url: str | None) -> str:
+    return make_url(url).render_as_string(hide_password=True) if url else ""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    database_url: str
+    redis_url: str | None
+
+
+async def _create_pg_database(admin_url: str, name: str) -> str:
+    url = make_url(admin_url)
+    connection = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password, database=url.database
+    )
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_pg_database(admin_url: str, name: str) -> None:
+    url = make_url(admin_url)
+    connection = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password, database=url.database
+    )
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    if request.param == "sqlite-memory":
+        path = tmp_path_factory.mktemp("sqlite") / "tollgate.db"
+        url = f"sqlite+aiosqlite:///{path}"
+        upgrade_database(url)
+        yield Backend("sqlite-memory", url, None)
+        return
+    assert PG_URL is not None
+    name = f"tollgate_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    url = asyncio.run(_create_pg_database(PG_URL, name))
+    upgrade_database(url)
+    try:
+        yield Backend("postgres-redis", url, REDIS_URL)
+    finally:
+        asyncio.run(_drop_pg_database(PG_URL, name))
+
+
+def make_settings(backend: Backend, redis_prefix: str, **general: object) -> Settings:
+    """Settings for one test. Each test has its own Redis key prefix, so tests never see each
+    other's counters, while the apps of one test share it like replicas of one deployment."""
+    dependencies: dict[str, object] = {
+        "database": {"url": backend.database_url},
+        "qdrant": {"path": None, "url": "http://127.0.0.1:6333"},
+    }
+    if backend.redis_url:
+        dependencies["redis"] = {"url": backend.redis_url, "key_prefix": redis_prefix}
+    return Settings(settings={"auth_master_key": MASTER_KEY, **general}, dependencies=dependencies)
+
+
+async def _empty_tables(app_context: object) -> None:
+    engine = app_context.engine  # type: ignore[attr-defined]
+    tables = list(reversed(Base.metadata.sorted_tables))
+    async with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(table.name for table in tables)
+            await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                await connection.execute(table.delete())
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Start an app (lifespan included) and yield an HTTP client talking to it in-process."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://tollgate.test") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+AppFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+@pytest.fixture
+async def app_factory(backend: Backend) -> AsyncIterator[AppFactory]:
+    """Build apps on the test's backend; the first one empties the tables. Several apps built
+    here share the database and Redis, like replicas."""
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+        first = True
+        redis_prefix = f"tollgate-test:{uuid.uuid4().hex}:"
+
+        async def build(**general: object) -> httpx.AsyncClient:
+            nonlocal first
+            client = await stack.enter_async_context(running_app(make_settings(backend, redis_prefix, **general)))
+            if first:
+                await _empty_tables(client.app.state.context)  # type: ignore[attr-defined]
+                first = False
+            return client
+
+        yield build
+
+
+@pytest.fixture
+async def client(app_factory: AppFactory) -> httpx.AsyncClient:
+    return await app_factory()
+
+
+ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@dataclass(frozen=True)
+class SeededUser:
+    id: int
+    email: str
+    password: str
+    role: int
+    key: str
+    key_id: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.key)
+
+
+class Seeder:
+    """Creates tenants through the public API, as a platform team would."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def role(self, permissions: list[str] | None = None, limits: list[dict] | None = None) -> int:
+        body = {"name": f"role-{uuid.uuid4().hex[:8]}", "permissions": permissions or [], "limits": limits or []}
+        response = await self.client.post("/v1/admin/roles", json=body, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    async def organization(self) -> int:
+        response = await self.client.post("/v1/admin/organizations", json={"name": f"org-{uuid.uuid4().hex[:8]}"}, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    async def user(self, permissions: list[str] | None = None, organization: int | None = None, **extra: object) -> SeededUser:
+        role = await self.role(permissions)
+        email = f"user-{uuid.uuid4().hex[:8]}@example.com"
+        password = "a long enough password"
+        body = {"email": email, "password": password, "role": role, "organization": organization, **extra}
+        response = await self.client.post("/v1/admin/users", json=body, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        user_id = response.json()["id"]
+        response = await self.client.post("/v1/admin/tokens", json={"name": "test", "user": user_id}, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        return SeededUser(user_id, email, password, role, response.json()["token"], response.json()["id"])
+
+
+@pytest.fixture
+def seed(client: httpx.AsyncClient) -> Seeder:
+    return Seeder(client)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

@@ -1,0 +1,70 @@
+"""/v1/me/info: a user's own account."""
+
+import time
+
+from conftest import ADMIN, Seeder, bearer
+
+
+async def test_info_shows_role_permissions_and_limits(client, seed: Seeder) -> None:
+    org = await seed.organization()
+    role = await seed.role(permissions=["read_metric"], limits=[{"router": 7, "type": "rpm", "value": 5}])
+    email = "info@example.com"
+    created = await client.post("/v1/admin/users", json={"email": email, "password": "12345678", "role": role, "organization": org, "budget": 2.5, "priority": 4}, headers=ADMIN)
+    key = (await client.post("/v1/admin/tokens", json={"name": "k", "user": created.json()["id"]}, headers=ADMIN)).json()["token"]
+    info = (await client.get("/v1/me/info", headers=bearer(key))).json()
+    assert info == {**info, "object": "userInfo", "id": created.json()["id"], "email": email, "organization": org,
+                    "budget": 2.5, "permissions": ["read_metric"], "limits": [{"router": 7, "type": "rpm", "value": 5}],
+                    "priority": 4, "expires": None}
+
+
+async def test_rename_needs_no_password(client, seed: Seeder) -> None:
+    user = await seed.user()
+    assert (await client.patch("/v1/me/info", json={"name": "New Name"}, headers=user.headers)).status_code == 204
+    assert (await client.get("/v1/me/info", headers=user.headers)).json()["name"] == "New Name"
+
+
+async def test_password_change_needs_the_current_password(client, seed: Seeder) -> None:
+    user = await seed.user()
+    missing = await client.patch("/v1/me/info", json={"password": "another password"}, headers=user.headers)
+    assert missing.status_code == 400 and "current_password" in missing.json()["detail"]
+    wrong = await client.patch("/v1/me/info", json={"password": "another password", "current_password": "wrong one"}, headers=user.headers)
+    assert wrong.status_code == 400 and "incorrect" in wrong.json()["detail"]
+    ok = await client.patch("/v1/me/info", json={"password": "another password", "current_password": user.password}, headers=user.headers)
+    assert ok.status_code == 204
+    assert (await client.post("/v1/auth/login", json={"email": user.email, "password": user.password})).status_code == 401
+    assert (await client.post("/v1/auth/login", json={"email": user.email, "password": "another password"})).status_code == 200
+
+
+async def test_password_change_revokes_the_playground_key(client, seed: Seeder) -> None:
+    user = await seed.user()
+    playground = (await client.post("/v1/auth/login", json={"email": user.email, "password": user.password})).json()["key"]
+    body = {"password": "another password", "current_password": user.password}
+    assert (await client.patch("/v1/me/info", json=body, headers=bearer(playground))).status_code == 204
+    assert (await client.get("/v1/me/info", headers=bearer(playground))).status_code == 401
+    assert (await client.get("/v1/me/info", headers=user.headers)).status_code == 200
+
+
+async def test_email_change_needs_password_and_stays_unique(client, seed: Seeder) -> None:
+    user, other = await seed.user(), await seed.user()
+    assert (await client.patch("/v1/me/info", json={"email": "new@example.com"}, headers=user.headers)).status_code == 400
+    taken = await client.patch("/v1/me/info", json={"email": other.email, "current_password": user.password}, headers=user.headers)
+    assert taken.status_code == 409
+    ok = await client.patch("/v1/me/info", json={"email": "New@Example.com", "current_password": user.password}, headers=user.headers)
+    assert ok.status_code == 204
+    assert (await client.get("/v1/me/info", headers=user.headers)).json()["email"] == "new@example.com"
+
+
+async def test_me_refuses_the_master_key_and_unknown_fields(client, seed: Seeder) -> None:
+    response = await client.get("/v1/me/info", headers=ADMIN)
+    assert response.status_code == 403 and "master key" in response.json()["detail"]
+    user = await seed.user()
+    assert (await client.patch("/v1/me/info", json={"role": 1}, headers=user.headers)).status_code == 422
+    assert (await client.patch("/v1/me/info", json={"budget": 1e9}, headers=user.headers)).status_code == 422
+
+
+async def test_expired_user_is_refused_at_once(client, seed: Seeder) -> None:
+    user = await seed.user()
+    assert (await client.get("/v1/me/info", headers=user.headers)).status_code == 200  # cached
+    assert (await client.patch(f"/v1/admin/users/{user.id}", json={"expires": int(time.time()) - 1}, headers=ADMIN)).status_code == 204
+    response = await client.get("/v1/me/info", headers=user.headers)
+    assert response.status_code == 401 and "expired" in response.json()["detail"]
