@@ -40,6 +40,3 @@ class TooManyRequestsError(DomainError):
         super().__init__(detail)
         self.retry_after = max(1, retry_after)
 
-
-class PayloadTooLargeError(DomainError):
-    """The request body is larger than the configured maximum (413)."""

@@ -18,7 +18,6 @@ from api.errors import (
     InsufficientBudgetError,
     InvalidRequestError,
     NotFoundError,
-    PayloadTooLargeError,
     PermissionDeniedError,
     TooManyRequestsError,
 )
@@ -32,7 +31,6 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     PermissionDeniedError: 403,
     NotFoundError: 404,
     ConflictError: 409,
-    PayloadTooLargeError: 413,
     TooManyRequestsError: 429,
 }
 
