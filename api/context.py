@@ -15,6 +15,7 @@ from api.identity.login import LoginThrottle
 from api.identity.secrets import PasswordHasher
 from api.settings import Settings
 from api.state import CounterStore, MemoryCounterStore, RedisCounterStore
+from api.state.redis_client import build_redis
 
 logger = logging.getLogger("tollgate")
 
@@ -41,7 +42,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
     counters: CounterStore
     redis_settings = settings.dependencies.redis
     if redis_settings is not None:
-        redis = Redis.from_url(redis_settings.url, socket_timeout=5, socket_connect_timeout=5)
+        redis = build_redis(redis_settings)
         stack.push_async_callback(redis.aclose)
         await redis.ping()
         counters = RedisCounterStore(redis, redis_settings.key_prefix)

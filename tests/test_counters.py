@@ -4,9 +4,10 @@ import asyncio
 import uuid
 
 import pytest
-from redis.asyncio import Redis
 
+from api.settings import RedisSettings
 from api.state import MemoryCounterStore, RedisCounterStore
+from api.state.redis_client import build_redis
 from conftest import REDIS_URL
 
 
@@ -15,7 +16,7 @@ async def store(request: pytest.FixtureRequest):
     if request.param == "memory":
         yield MemoryCounterStore()
         return
-    redis = Redis.from_url(REDIS_URL)
+    redis = build_redis(RedisSettings(url=REDIS_URL))
     yield RedisCounterStore(redis, f"tollgate-test:{uuid.uuid4().hex}:")
     await redis.aclose()
 
