@@ -88,7 +88,9 @@ class Dependencies(_Section):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="TOLLGATE_", env_nested_delimiter="__", env_parse_none_str="null", extra="forbid"
+    )
 
     settings: GeneralSettings = GeneralSettings()
     dependencies: Dependencies = Dependencies()

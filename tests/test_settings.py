@@ -47,6 +47,13 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert settings.dependencies.redis is not None and settings.dependencies.redis.url == "redis://cache:6379/1"
 
 
+def test_environment_can_set_null(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOLLGATE_DEPENDENCIES__QDRANT__PATH", "null")
+    monkeypatch.setenv("TOLLGATE_DEPENDENCIES__QDRANT__URL", "http://qdrant:6333")
+    qdrant = load_settings(write(tmp_path, "settings: {}\n")).dependencies.qdrant
+    assert qdrant.path is None and qdrant.url == "http://qdrant:6333"
+
+
 @pytest.mark.parametrize(
     ("text", "field"),
     [
