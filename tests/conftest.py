@@ -43,6 +43,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Say how many tests ran on each backend, so a run shows PostgreSQL + Redis were exercised."""
+    tally: dict[str, dict[str, int]] = {name: {} for name in BACKENDS}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for name in BACKENDS:
+                if f"[{name}" in report.nodeid or f"-{name}]" in report.nodeid:
+                    tally[name][outcome] = tally[name].get(outcome, 0) + 1
+    terminalreporter.section("tests per backend")
+    for name, outcomes in tally.items():
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items()) or "none"
+        terminalreporter.write_line(f"{name}: {counts}")
+
+
 def _hide_password(url: str | None) -> str:
     return make_url(url).render_as_string(hide_password=True) if url else ""
 

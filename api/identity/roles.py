@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
+from api.db.base import utcnow
 from api.db.models import Role, RoleLimit, User
 from api.errors import ConflictError, NotFoundError
 from api.identity.schemas import Limit, Permission, RoleCreate, RoleOut, RoleUpdate
@@ -81,6 +82,7 @@ async def update_role(session: AsyncSession, role_id: int, body: RoleUpdate) -> 
         role.limits.clear()
         await session.flush()
         role.limits.extend(_limit_rows(body.limits))
+    role.updated = utcnow()  # limits live in their own table, so the row itself may not change
     await _commit_unique_name(session, role.name)
 
 
