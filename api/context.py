@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -11,6 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.db.engine import build_engine, build_session_factory
 from api.identity.auth import Authenticator
+from api.inference.gateway import Gateway
+from api.models.catalog import ModelCatalog
+from api.models.crypto import SecretBox
+from api.providers.sessions import UpstreamSessions
+from api.state.load import LoadTracker, MemoryLoadTracker, RedisLoadTracker
+from api.usage.writer import UsageWriter
 from api.identity.login import LoginThrottle
 from api.identity.secrets import PasswordHasher
 from api.settings import Settings
@@ -30,6 +37,12 @@ class AppContext:
     authenticator: Authenticator
     hasher: PasswordHasher
     login_throttle: LoginThrottle
+    secrets: SecretBox
+    upstreams: UpstreamSessions
+    catalog: ModelCatalog
+    load: LoadTracker
+    gateway: Gateway
+    usage_writer: UsageWriter
 
 
 async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext:
@@ -40,16 +53,30 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
 
     redis: Redis | None = None
     counters: CounterStore
+    load: LoadTracker
     redis_settings = settings.dependencies.redis
     if redis_settings is not None:
         redis = build_redis(redis_settings)
         stack.push_async_callback(redis.aclose)
         await redis.ping()
         counters = RedisCounterStore(redis, redis_settings.key_prefix)
+        load = RedisLoadTracker(redis, redis_settings.key_prefix)
     else:
         counters = MemoryCounterStore()
+        load = MemoryLoadTracker()
 
     general = settings.settings
+    secrets = SecretBox(general.encryption_key or general.auth_master_key)
+    upstreams = UpstreamSessions()
+    stack.push_async_callback(upstreams.close)
+    catalog = ModelCatalog(session_factory, secrets)
+    await catalog.reload()
+    refresher = asyncio.create_task(catalog.refresh_forever(general.models_refresh_seconds), name="catalog-refresh")
+    stack.push_async_callback(_cancel, refresher)
+    usage_writer = UsageWriter(session_factory)
+    usage_writer.start()
+    # Registered last, so it runs first at shutdown: in-flight usage is written before the engine closes.
+    stack.push_async_callback(usage_writer.stop)
     return AppContext(
         settings=settings,
         engine=engine,
@@ -59,4 +86,18 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         authenticator=Authenticator(session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds),
         hasher=PasswordHasher(),
         login_throttle=LoginThrottle(counters, general.login),
+        secrets=secrets,
+        upstreams=upstreams,
+        catalog=catalog,
+        load=load,
+        gateway=Gateway(catalog, load, upstreams, general.gateway),
+        usage_writer=usage_writer,
     )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

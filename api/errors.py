@@ -40,3 +40,41 @@ class TooManyRequestsError(DomainError):
         super().__init__(detail)
         self.retry_after = max(1, retry_after)
 
+
+
+class ServiceUnavailableError(DomainError):
+    """No provider can take the request now (all at capacity or cooling down) (503)."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)
+
+
+class UpstreamError(DomainError):
+    """Every provider tried failed: unreachable, 5xx, or an answer that is not valid (502)."""
+
+
+class UpstreamTimeoutError(DomainError):
+    """The provider did not answer within its timeout (504)."""
+
+
+STATUS_BY_ERROR: dict[type[DomainError], int] = {
+    InvalidRequestError: 400,
+    AuthenticationError: 401,
+    InsufficientBudgetError: 402,
+    PermissionDeniedError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    TooManyRequestsError: 429,
+    UpstreamError: 502,
+    ServiceUnavailableError: 503,
+    UpstreamTimeoutError: 504,
+}
+
+
+def status_for(error: DomainError) -> int:
+    """The HTTP status of a domain error (also what usage records store for failed calls)."""
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 400

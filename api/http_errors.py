@@ -11,47 +11,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import (
-    AuthenticationError,
-    ConflictError,
-    DomainError,
-    InsufficientBudgetError,
-    InvalidRequestError,
-    NotFoundError,
-    PermissionDeniedError,
-    TooManyRequestsError,
-)
+from api.errors import AuthenticationError, DomainError, ServiceUnavailableError, TooManyRequestsError, status_for
+from api.inference.gateway import UpstreamRejected
 
 logger = logging.getLogger("tollgate.errors")
 
-STATUS_BY_ERROR: dict[type[DomainError], int] = {
-    InvalidRequestError: 400,
-    AuthenticationError: 401,
-    InsufficientBudgetError: 402,
-    PermissionDeniedError: 403,
-    NotFoundError: 404,
-    ConflictError: 409,
-    TooManyRequestsError: 429,
-}
-
 _SECRET_FIELDS = ("password", "current_password", "key", "token")
-
-
-def _status_for(error: DomainError) -> int:
-    for cls in type(error).__mro__:
-        if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]
-    return 400
 
 
 async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, DomainError)
     headers: dict[str, str] = {}
-    if isinstance(error, TooManyRequestsError):
+    if isinstance(error, (TooManyRequestsError, ServiceUnavailableError)):
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse({"detail": error.detail}, status_code=_status_for(error), headers=headers)
+    return JSONResponse({"detail": error.detail}, status_code=status_for(error), headers=headers)
 
 
 def _without_secrets(error: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +36,12 @@ def _without_secrets(error: dict[str, Any]) -> dict[str, Any]:
     if isinstance(error.get("input"), (bytes, bytearray)):
         error = {**error, "input": None}
     return error
+
+
+async def _upstream_rejected(_request: Request, error: Exception) -> JSONResponse:
+    # The provider refused the request itself: the client sees its status and body unchanged.
+    assert isinstance(error, UpstreamRejected)
+    return JSONResponse(error.body, status_code=error.status)
 
 
 async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
@@ -81,6 +62,7 @@ async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(UpstreamRejected, _upstream_rejected)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

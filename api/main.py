@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from api.context import build_context
 from api.http_errors import install_error_handlers
 from api.identity.routes import admin, auth, me
+from api.inference import routes as inference_routes
+from api.models.routes import admin as models_admin
 from api.limits import BodySizeLimit
 from api.settings import Settings, load_settings
 
@@ -50,6 +52,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(me.router)
     app.include_router(admin.router)
+    app.include_router(models_admin.router)
+    app.include_router(inference_routes.router)
     return app
 
 

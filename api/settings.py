@@ -41,13 +41,28 @@ class KeySettings(_Section):
     playground_lifetime_days: int = Field(default=7, ge=1, description="Lifetime of the key issued by POST /v1/auth/login.")
 
 
+class GatewaySettings(_Section):
+    max_attempts: int = Field(default=3, ge=1, le=10, description="Providers tried per request before giving up.")
+    cooldown_seconds: float = Field(default=10.0, ge=0, le=3600, description="How long a failing provider is avoided.")
+    qos_wait_seconds: float = Field(default=10.0, ge=0, le=600, description="How long a request waits when every provider is at its QoS cap.")
+    qos_poll_seconds: float = Field(default=0.05, gt=0, le=5, description="How often a waiting request looks for a free slot.")
+
+
 class GeneralSettings(_Section):
     auth_master_key: str = Field(default=SHIPPED_MASTER_KEY, min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     auth_cache_ttl_seconds: float = Field(default=1.0, ge=0, le=1.0, description="How long a key lookup is cached; bounded by 1 s so revocation is honoured within 1 s.")
     max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    encryption_key: str | None = Field(
+        default=None, min_length=16,
+        description="Secret that encrypts provider keys at rest; null derives it from auth_master_key.",
+    )
+    models_refresh_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="How often each process re-reads routers and providers."
+    )
     login: LoginSettings = LoginSettings()
     keys: KeySettings = KeySettings()
+    gateway: GatewaySettings = GatewaySettings()
 
 
 class DatabaseSettings(_Section):

@@ -233,3 +233,62 @@ def seed(client: httpx.AsyncClient) -> Seeder:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator["FakeUpstream"]:
+    from fakes.upstream import FakeUpstream
+
+    fake = FakeUpstream()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+class Models:
+    """Routers and providers through the admin API, and users who may call them."""
+
+    def __init__(self, client: httpx.AsyncClient, seeder: Seeder) -> None:
+        self.client = client
+        self.seeder = seeder
+
+    async def router(self, name: str = "chat", type: str = "text-generation", **extra: object) -> int:
+        body = {"name": name, "type": type, **extra}
+        response = await self.client.post("/v1/admin/routers", json=body, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    async def provider(self, router: int, url: str, model_name: str = "fake-chat", **extra: object) -> int:
+        body = {"router": router, "type": "vllm", "url": url, "model_name": model_name, **extra}
+        response = await self.client.post("/v1/admin/providers", json=body, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    async def user_for(self, *routers: int, **extra: object) -> SeededUser:
+        """A user whose role has a limit row (unlimited) for each router: what grants access."""
+        limits = [{"router": r, "type": "rpm", "value": None} for r in routers]
+        role = await self.seeder.role(limits=limits)
+        email = f"caller-{uuid.uuid4().hex[:8]}@example.com"
+        body = {"email": email, "password": "a long enough password", "role": role, **extra}
+        response = await self.client.post("/v1/admin/users", json=body, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        user_id = response.json()["id"]
+        key = (await self.client.post("/v1/admin/tokens", json={"name": "sdk", "user": user_id}, headers=ADMIN)).json()
+        return SeededUser(user_id, email, "a long enough password", role, key["token"], key["id"])
+
+
+@pytest.fixture
+def models(client: httpx.AsyncClient, seed: Seeder) -> Models:
+    return Models(client, seed)
+
+
+async def usage_rows(client: httpx.AsyncClient) -> list:
+    """Every usage record, after flushing the writer's queue."""
+    from sqlalchemy import select
+
+    from api.db.models import Usage
+
+    context = client.app.state.context  # type: ignore[attr-defined]
+    await context.usage_writer.flush()
+    async with context.session_factory() as session:
+        return list((await session.execute(select(Usage).order_by(Usage.id))).scalars())

@@ -72,3 +72,90 @@ class ApiKey(Base):
     hint: Mapped[str] = mapped_column(String(32))
     expires: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Router(TimestampMixin, Base):
+    """A model alias users call, served by one or more providers of the same type."""
+
+    __tablename__ = "routers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    load_balancing_strategy: Mapped[str] = mapped_column(String(32), default="shuffle")
+    # Prices per million tokens, in millionths of the budget's currency unit.
+    cost_prompt_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_completion_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    aliases: Mapped[list[RouterAlias]] = relationship(
+        back_populates="router", cascade="all, delete-orphan", lazy="selectin", order_by="RouterAlias.id"
+    )
+    providers: Mapped[list[Provider]] = relationship(
+        back_populates="router", cascade="all, delete-orphan", lazy="selectin", order_by="Provider.id"
+    )
+
+
+class RouterAlias(Base):
+    """One more name of a router; unique across all routers so a name always means one router."""
+
+    __tablename__ = "router_aliases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    router_id: Mapped[int] = mapped_column(ForeignKey("routers.id", ondelete="CASCADE"), index=True)
+    alias: Mapped[str] = mapped_column(String(255), unique=True)
+    router: Mapped[Router] = relationship(back_populates="aliases")
+
+
+class Provider(TimestampMixin, Base):
+    """An upstream serving a router's model: where it is, how to call it, what it costs the planet."""
+
+    __tablename__ = "providers"
+    __table_args__ = (UniqueConstraint("router_id", "url", "model_name", name="uq_providers_router_url_model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    router_id: Mapped[int] = mapped_column(ForeignKey("routers.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(2048))
+    # Fernet token of the provider's API key: never stored or returned in clear.
+    key_encrypted: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    timeout: Mapped[int] = mapped_column(Integer, default=300)
+    model_name: Mapped[str] = mapped_column(String(255))
+    model_hosting_zone: Mapped[str] = mapped_column(String(3), default="WOR")
+    model_total_params: Mapped[int] = mapped_column(BigInteger, default=0)
+    model_active_params: Mapped[int] = mapped_column(BigInteger, default=0)
+    qos_metric: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    qos_limit: Mapped[float | None] = mapped_column(nullable=True)
+    vector_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_context_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    router: Mapped[Router] = relationship(back_populates="providers")
+
+
+class Usage(Base):
+    """One record per request to a model endpoint, success or failure."""
+
+    __tablename__ = "usage"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    organization_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    key_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    router_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    provider_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(8))
+    status: Mapped[int] = mapped_column(Integer)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Billionths of the budget's currency unit: exact sums, no float drift.
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    kwh_min: Mapped[float] = mapped_column(default=0.0)
+    kwh_max: Mapped[float] = mapped_column(default=0.0)
+    kgco2eq_min: Mapped[float] = mapped_column(default=0.0)
+    kgco2eq_max: Mapped[float] = mapped_column(default=0.0)
+    latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ttft_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.db.models import ApiKey, Role, User
+from api.db.models import ApiKey, Role, RoleLimit, User
 from api.errors import AuthenticationError, PermissionDeniedError
 from api.identity.schemas import Permission
 from api.identity.secrets import hash_api_key
@@ -27,6 +28,8 @@ class Principal:
     role_id: int | None
     organization_id: int | None
     permissions: frozenset[str]
+    # Router id -> {limit type: value}. A router absent here is out of reach; None: every router.
+    limits: Mapping[int, Mapping[str, int | None]] | None
     priority: int
     # The earlier of the key's and the user's expiry.
     expires: datetime | None
@@ -42,6 +45,9 @@ class Principal:
         if not self.has(permission):
             raise PermissionDeniedError(f"Permission '{permission.value}' is required")
 
+    def may_use(self, router_id: int) -> bool:
+        return self.limits is None or router_id in self.limits
+
     def require_user(self) -> int:
         if self.user_id is None:
             raise PermissionDeniedError("The master key is not a user; use a user's API key")
@@ -50,7 +56,7 @@ class Principal:
 
 MASTER_PRINCIPAL = Principal(
     user_id=None, key_id=None, role_id=None, organization_id=None,
-    permissions=ALL_PERMISSIONS, priority=0, expires=None,
+    permissions=ALL_PERMISSIONS, limits=None, priority=0, expires=None,
 )
 
 
@@ -130,15 +136,24 @@ class Authenticator:
         )
         async with self._session_factory() as session:
             row = (await session.execute(query)).first()
-        if row is None:
-            raise AuthenticationError("Invalid API key")
-        key_id, key_expires, user_id, role_id, organization_id, priority, user_expires, permissions = row
+            if row is None:
+                raise AuthenticationError("Invalid API key")
+            key_id, key_expires, user_id, role_id, organization_id, priority, user_expires, permissions = row
+            limit_rows = (
+                await session.execute(
+                    select(RoleLimit.router_id, RoleLimit.type, RoleLimit.value).where(RoleLimit.role_id == role_id)
+                )
+            ).all()
+        limits: dict[int, dict[str, int | None]] = {}
+        for router_id, limit_type, value in limit_rows:
+            limits.setdefault(router_id, {})[limit_type] = value
         return Principal(
             user_id=user_id,
             key_id=key_id,
             role_id=role_id,
             organization_id=organization_id,
             permissions=frozenset(permissions or ()),
+            limits=limits,
             priority=priority,
             expires=_earliest(key_expires, user_expires),
         )

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible model endpoints: chat, embeddings, rerank, transcription, models."""

@@ -1,0 +1,342 @@
+"""Routing a call to a provider: pick, admit, call, fail over, cool down.
+
+A provider is tried at most once per request. Failover happens on a connection error, a
+timeout, a 5xx or 429, or an unreadable answer — always before the first byte reaches the
+client. Upstream 4xx answers are the client's to see and pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from api.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    ServiceUnavailableError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from api.identity.auth import Principal
+from api.models.catalog import ModelCatalog, ProviderTarget, RouterEntry
+from api.providers import Endpoint, adapter_for
+from api.providers.sessions import UpstreamSessions
+from api.settings import GatewaySettings
+from api.state.load import Lease, LoadTracker
+from api.usage.meter import Meter
+
+# Which router types may serve which endpoint.
+ENDPOINT_TYPES: dict[Endpoint, frozenset[str]] = {
+    Endpoint.chat: frozenset({"text-generation", "image-text-to-text"}),
+    Endpoint.embeddings: frozenset({"text-embeddings-inference"}),
+    Endpoint.rerank: frozenset({"text-classification"}),
+    Endpoint.transcriptions: frozenset({"automatic-speech-recognition"}),
+}
+
+
+@dataclass
+class UpstreamAnswer:
+    """A provider's complete (non-streamed) answer."""
+
+    status: int
+    body: Any  # parsed JSON
+    provider: ProviderTarget
+
+
+@dataclass
+class OpenStream:
+    """A streamed answer whose headers arrived with a 2xx: from here on there is no failover."""
+
+    response: aiohttp.ClientResponse
+    provider: ProviderTarget
+    lease: Lease
+
+
+class _Retryable(Exception):
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind  # "timeout" | "unreachable" | "status" | "invalid"
+        self.detail = detail
+
+
+class UpstreamRejected(Exception):
+    """The provider refused the request itself (4xx): the client gets that answer."""
+
+    def __init__(self, status: int, body: Any, provider: ProviderTarget) -> None:
+        super().__init__(f"upstream answered {status}")
+        self.status = status
+        self.body = body
+        self.provider = provider
+
+
+class PriorityGate:
+    """Requests waiting for a provider slot, served highest priority first, then oldest first."""
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def enqueue(self, priority: int) -> tuple[int, int, asyncio.Future[None]]:
+        entry = (-priority, next(self._order), asyncio.get_running_loop().create_future())
+        heapq.heappush(self._waiters, entry)
+        if self._waiters[0] is entry:
+            entry[2].set_result(None)
+        return entry
+
+    def is_first(self, entry: tuple[int, int, asyncio.Future[None]]) -> bool:
+        return bool(self._waiters) and self._waiters[0] is entry
+
+    def leave(self, entry: tuple[int, int, asyncio.Future[None]]) -> None:
+        self._waiters.remove(entry)
+        heapq.heapify(self._waiters)
+        if self._waiters and not self._waiters[0][2].done():
+            self._waiters[0][2].set_result(None)
+
+
+class Gateway:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        tracker: LoadTracker,
+        upstreams: UpstreamSessions,
+        settings: GatewaySettings,
+    ) -> None:
+        self.catalog = catalog
+        self._tracker = tracker
+        self._upstreams = upstreams
+        self._settings = settings
+        self._gates: dict[int, PriorityGate] = {}
+
+    # resolution and access
+
+    def resolve(self, principal: Principal, model: str, endpoint: Endpoint) -> RouterEntry:
+        router = self.catalog.resolve(model)
+        if router is None or not principal.may_use(router.id):
+            raise NotFoundError(f"Model '{model}' not found")
+        if router.type not in ENDPOINT_TYPES[endpoint]:
+            raise InvalidRequestError(f"Model '{model}' is a {router.type} model and cannot serve {endpoint.value}")
+        return router
+
+    def visible_routers(self, principal: Principal) -> list[RouterEntry]:
+        return [r for r in self.catalog.routers() if principal.may_use(r.id)]
+
+    # provider choice
+
+    async def _candidates(self, router: RouterEntry) -> list[ProviderTarget]:
+        """Providers in the order to try them: healthy ones by strategy, cooling ones last."""
+        providers = list(router.providers)
+        if not providers:
+            raise ServiceUnavailableError(f"Model '{router.name}' has no provider", retry_after=30)
+        cooling = await self._tracker.cooling(p.id for p in providers)
+        if router.load_balancing_strategy == "least_busy":
+            counts = await self._tracker.in_flight(p.id for p in providers)
+            random.shuffle(providers)  # ties are broken at random, not by id
+            providers.sort(key=lambda p: counts.get(p.id, 0))
+        else:
+            random.shuffle(providers)
+        healthy = [p for p in providers if p.id not in cooling]
+        return healthy + [p for p in providers if p.id in cooling]
+
+    @staticmethod
+    def _cap(provider: ProviderTarget) -> int | None:
+        if provider.qos_metric == "inflight" and provider.qos_limit is not None:
+            return max(1, int(provider.qos_limit))
+        return None
+
+    def _lease_seconds(self, provider: ProviderTarget) -> float:
+        return provider.timeout + 60.0
+
+    async def _admit(self, provider: ProviderTarget) -> Lease | None:
+        return await self._tracker.acquire(provider.id, self._cap(provider), self._lease_seconds(provider))
+
+    async def _wait_for_slot(self, router: RouterEntry, tried: set[int], priority: int) -> tuple[ProviderTarget, Lease]:
+        """Every untried provider is at its cap: wait, highest priority first, for a free slot."""
+        gate = self._gates.setdefault(router.id, PriorityGate())
+        entry = gate.enqueue(priority)
+        deadline = time.monotonic() + self._settings.qos_wait_seconds
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ServiceUnavailableError(
+                        f"Model '{router.name}' is at capacity; retry shortly",
+                        retry_after=max(1, int(self._settings.qos_wait_seconds)),
+                    )
+                if not gate.is_first(entry):
+                    try:
+                        await asyncio.wait_for(asyncio.shield(entry[2]), timeout=remaining)
+                    except TimeoutError:
+                        continue
+                for provider in await self._candidates(router):
+                    if provider.id in tried:
+                        continue
+                    lease = await self._admit(provider)
+                    if lease is not None:
+                        return provider, lease
+                # Slots free up in this process or in another replica: poll.
+                await asyncio.sleep(min(self._settings.qos_poll_seconds, max(remaining, 0)))
+        finally:
+            gate.leave(entry)
+
+    async def _attempts(self, router: RouterEntry, priority: int):  # type: ignore[no-untyped-def]
+        """Yield (provider, lease) pairs to try, at most `max_attempts`, waiting when all are full."""
+        tried: set[int] = set()
+        for _ in range(min(self._settings.max_attempts, len(router.providers))):
+            chosen: tuple[ProviderTarget, Lease] | None = None
+            for provider in await self._candidates(router):
+                if provider.id in tried:
+                    continue
+                lease = await self._admit(provider)
+                if lease is not None:
+                    chosen = (provider, lease)
+                    break
+            if chosen is None:
+                if len(tried) == len(router.providers):
+                    return
+                chosen = await self._wait_for_slot(router, tried, priority)
+            tried.add(chosen[0].id)
+            yield chosen
+
+    async def release(self, lease: Lease) -> None:
+        await self._tracker.release(lease)
+
+    async def _failed(self, provider: ProviderTarget, error: _Retryable) -> None:
+        await self._tracker.cool_down(provider.id, self._settings.cooldown_seconds)
+
+    # calls
+
+    def _request_args(self, provider: ProviderTarget, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        adapter = adapter_for(provider.type)
+        payload = adapter.request_body(endpoint, {**body, "model": provider.model_name})
+        return {"url": adapter.url(provider.url, endpoint), "json": payload, "headers": adapter.headers(provider.key)}
+
+    async def call_json(self, meter: Meter, endpoint: Endpoint, body: dict[str, Any], priority: int) -> UpstreamAnswer:
+        """Send a JSON request, failing over as needed, and return the provider's parsed answer."""
+        assert meter.router is not None
+        last: _Retryable | None = None
+        async for provider, lease in self._attempts(meter.router, priority):
+            meter.provider = provider
+            try:
+                return await self._send_json(meter, provider, endpoint, body)
+            except _Retryable as error:
+                last = error
+                await self._failed(provider, error)
+            finally:
+                await self.release(lease)
+        raise self._exhausted(meter.router, last)
+
+    async def call_multipart(
+        self, meter: Meter, endpoint: Endpoint, build_form: Callable[[str], aiohttp.FormData], priority: int
+    ) -> UpstreamAnswer:
+        assert meter.router is not None
+        last: _Retryable | None = None
+        async for provider, lease in self._attempts(meter.router, priority):
+            meter.provider = provider
+            adapter = adapter_for(provider.type)
+            try:
+                return await self._send(
+                    meter, provider,
+                    {"url": adapter.url(provider.url, endpoint), "data": build_form(provider.model_name),
+                     "headers": adapter.headers(provider.key)},
+                    endpoint,
+                )
+            except _Retryable as error:
+                last = error
+                await self._failed(provider, error)
+            finally:
+                await self.release(lease)
+        raise self._exhausted(meter.router, last)
+
+    async def _send_json(self, meter: Meter, provider: ProviderTarget, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamAnswer:
+        return await self._send(meter, provider, self._request_args(provider, endpoint, body), endpoint)
+
+    async def _send(self, meter: Meter, provider: ProviderTarget, args: dict[str, Any], endpoint: Endpoint) -> UpstreamAnswer:
+        session = self._upstreams.for_url(provider.url)
+        started = time.perf_counter()
+        try:
+            async with session.post(**args, timeout=aiohttp.ClientTimeout(total=provider.timeout)) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError as exc:
+            raise _Retryable("timeout", f"provider {provider.id} timed out after {provider.timeout}s") from exc
+        except aiohttp.ClientError as exc:
+            raise _Retryable("unreachable", f"provider {provider.id} is unreachable ({exc.__class__.__name__})") from exc
+        finally:
+            meter.upstream_seconds += time.perf_counter() - started
+        meter.first_byte_at = time.perf_counter()
+        if status >= 500 or status == 429:
+            raise _Retryable("status", f"provider {provider.id} answered {status}")
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError as exc:
+            raise _Retryable("invalid", f"provider {provider.id} answered with invalid JSON") from exc
+        if status >= 400:
+            raise UpstreamRejected(status, parsed, provider)
+        return UpstreamAnswer(status, adapter_for(provider.type).response_body(endpoint, parsed), provider)
+
+    async def open_stream(self, meter: Meter, body: dict[str, Any], priority: int) -> OpenStream:
+        """Open a streamed chat completion: failover until a provider answers 2xx headers."""
+        assert meter.router is not None
+        last: _Retryable | None = None
+        async for provider, lease in self._attempts(meter.router, priority):
+            meter.provider = provider
+            session = self._upstreams.for_url(provider.url)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(provider.timeout, 30), sock_read=provider.timeout)
+            started = time.perf_counter()
+            response: aiohttp.ClientResponse | None = None
+            try:
+                response = await session.post(**self._request_args(provider, Endpoint.chat, body), timeout=timeout)
+                if response.status >= 500 or response.status == 429:
+                    raise _Retryable("status", f"provider {provider.id} answered {response.status}")
+                if response.status >= 400:
+                    raw = await response.read()
+                    try:
+                        parsed = json.loads(raw) if raw else None
+                    except ValueError:
+                        parsed = {"error": {"message": raw.decode(errors="replace")[:2000]}}
+                    raise UpstreamRejected(response.status, parsed, provider)
+                meter.upstream_seconds += time.perf_counter() - started
+                return OpenStream(response, provider, lease)
+            except _Retryable as error:
+                last = error
+                meter.upstream_seconds += time.perf_counter() - started
+                if response is not None:
+                    response.release()
+                await self._failed(provider, error)
+                await self.release(lease)
+            except TimeoutError as exc:
+                meter.upstream_seconds += time.perf_counter() - started
+                last = _Retryable("timeout", f"provider {provider.id} timed out after {provider.timeout}s")
+                await self._failed(provider, last)
+                await self.release(lease)
+                del exc
+            except aiohttp.ClientError as exc:
+                meter.upstream_seconds += time.perf_counter() - started
+                last = _Retryable("unreachable", f"provider {provider.id} is unreachable ({exc.__class__.__name__})")
+                await self._failed(provider, last)
+                await self.release(lease)
+            except BaseException:
+                if response is not None:
+                    response.release()
+                await self.release(lease)
+                raise
+        raise self._exhausted(meter.router, last)
+
+    def _exhausted(self, router: RouterEntry, last: _Retryable | None) -> Exception:
+        if last is None:
+            return ServiceUnavailableError(
+                f"Model '{router.name}' has no available provider; retry shortly",
+                retry_after=max(1, int(self._settings.cooldown_seconds)),
+            )
+        if last.kind == "timeout":
+            return UpstreamTimeoutError(f"Model '{router.name}': {last.detail}")
+        return UpstreamError(f"Model '{router.name}': {last.detail}")

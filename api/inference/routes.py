@@ -1,0 +1,117 @@
+"""/v1/models, /v1/chat/completions, /v1/embeddings, /v1/rerank, /v1/audio/transcriptions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Path, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from api.deps import Caller, Context
+from api.errors import NotFoundError
+from api.inference import service
+from api.inference.schemas import ChatCompletionRequest, EmbeddingsRequest, RerankRequest, as_upstream_body
+from api.inference.streaming import MeteredStreamingResponse
+from api.models.catalog import RouterEntry
+from api.models.routers import micros_to_price
+from api.models.schemas import ModelCosts, ModelList, ModelOut
+from api.providers import Endpoint
+from api.usage.meter import Meter
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+OVERHEAD_HEADER = "x-tollgate-overhead-ms"
+REQUEST_ID_HEADER = "x-tollgate-request-id"
+
+
+def _model_out(entry: RouterEntry) -> ModelOut:
+    return ModelOut(
+        id=entry.name, type=entry.type, aliases=list(entry.aliases), created=entry.created, owned_by="tollgate",
+        max_context_length=entry.max_context_length,
+        costs=ModelCosts(prompt_tokens=micros_to_price(entry.cost_prompt_micros),
+                         completion_tokens=micros_to_price(entry.cost_completion_micros)),
+    )
+
+
+def _headers(meter: Meter) -> dict[str, str]:
+    return {OVERHEAD_HEADER: f"{meter.overhead_ms():.3f}", REQUEST_ID_HEADER: meter.request_id}
+
+
+def _json(meter: Meter, content: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(content, headers=_headers(meter))
+
+
+@router.get("/models")
+async def list_models(caller: Caller, context: Context) -> ModelList:
+    return ModelList(data=[_model_out(r) for r in context.gateway.visible_routers(caller)])
+
+
+@router.get("/models/{model:path}")
+async def get_model(model: Annotated[str, Path(max_length=255)], caller: Caller, context: Context) -> ModelOut:
+    entry = context.catalog.resolve(model)
+    if entry is None or not caller.may_use(entry.id):
+        raise NotFoundError(f"Model '{model}' not found")
+    return _model_out(entry)
+
+
+def _meter(context: Any, caller: Any, endpoint: Endpoint, model: str) -> Meter:
+    meter = Meter(context.usage_writer, caller, endpoint.value)
+    meter.model = model
+    return meter
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(request: ChatCompletionRequest, caller: Caller, context: Context) -> Response:
+    meter = _meter(context, caller, Endpoint.chat, request.model)
+    body = as_upstream_body(request)
+    async with service.metered(meter):
+        meter.router = context.gateway.resolve(caller, request.model, Endpoint.chat)
+        if request.stream:
+            relay = await service.open_chat_stream(context.gateway, meter, body, caller.priority)
+            return MeteredStreamingResponse(relay, headers=_headers(meter))
+        return _json(meter, await service.chat_completion(context.gateway, meter, body, caller.priority))
+
+
+@router.post("/embeddings")
+async def create_embeddings(request: EmbeddingsRequest, caller: Caller, context: Context) -> JSONResponse:
+    meter = _meter(context, caller, Endpoint.embeddings, request.model)
+    async with service.metered(meter):
+        meter.router = context.gateway.resolve(caller, request.model, Endpoint.embeddings)
+        return _json(meter, await service.embeddings(context.gateway, meter, as_upstream_body(request), caller.priority))
+
+
+@router.post("/rerank")
+async def create_rerank(request: RerankRequest, caller: Caller, context: Context) -> JSONResponse:
+    meter = _meter(context, caller, Endpoint.rerank, request.model)
+    async with service.metered(meter):
+        meter.router = context.gateway.resolve(caller, request.model, Endpoint.rerank)
+        return _json(meter, await service.rerank(context.gateway, meter, as_upstream_body(request), caller.priority))
+
+
+@router.post("/audio/transcriptions")
+async def create_transcription(
+    caller: Caller,
+    context: Context,
+    file: Annotated[UploadFile, File()],
+    model: Annotated[str, Form(min_length=1, max_length=255)],
+    language: Annotated[str | None, Form(max_length=32)] = None,
+    prompt: Annotated[str | None, Form(max_length=10_000)] = None,
+    response_format: Annotated[str | None, Form(pattern="^(json|text)$")] = None,
+    temperature: Annotated[float | None, Form(ge=0, le=1)] = None,
+) -> JSONResponse:
+    meter = _meter(context, caller, Endpoint.transcriptions, model)
+    async with service.metered(meter):
+        meter.router = context.gateway.resolve(caller, model, Endpoint.transcriptions)
+        fields = {
+            name: str(value)
+            for name, value in (("language", language), ("prompt", prompt), ("temperature", temperature))
+            if value not in (None, "")
+        }
+        # Always JSON from the provider, so the usage can be attached.
+        fields["response_format"] = "json"
+        audio = await file.read()
+        result = await service.transcribe(
+            context.gateway, meter, audio, file.filename or "audio", file.content_type or "application/octet-stream",
+            fields, caller.priority,
+        )
+        return _json(meter, result)

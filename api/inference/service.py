@@ -1,0 +1,132 @@
+"""The model endpoints' logic: resolve the model, call through the gateway, settle the usage."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+
+from api.errors import DomainError, UpstreamError, status_for
+from api.inference.gateway import Gateway, UpstreamRejected
+from api.inference.streaming import CLIENT_CLOSED, ChatStreamRelay
+from api.inference.tokens import count_inputs, count_messages, count_text
+from api.providers import Endpoint
+from api.usage.meter import Meter
+
+
+@asynccontextmanager
+async def metered(meter: Meter) -> AsyncIterator[Meter]:
+    """Record the meter if the body fails before recording it: every request counts once."""
+    try:
+        yield meter
+    except UpstreamRejected as error:
+        await meter.record(error.status)
+        raise
+    except DomainError as error:
+        await meter.record(status_for(error))
+        raise
+    except asyncio.CancelledError:
+        await asyncio.shield(meter.record(CLIENT_CLOSED))
+        raise
+    except BaseException:
+        await meter.record(500)
+        raise
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _completion_text(answer: dict[str, Any]) -> str:
+    parts: list[str] = []
+    for choice in answer.get("choices") or []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        for field in ("content", "reasoning_content"):
+            if isinstance(message.get(field), str):
+                parts.append(message[field])
+        for call in message.get("tool_calls") or []:
+            arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+            if isinstance(arguments, str):
+                parts.append(arguments)
+    return "".join(parts)
+
+
+async def _settle(meter: Meter, answer: dict[str, Any], prompt: int, completion: int) -> dict[str, Any]:
+    usage, cost, carbon = meter.usage(prompt, completion)
+    answer["usage"] = usage
+    await meter.record(200, prompt, completion, cost, carbon)
+    return answer
+
+
+def _answer_dict(body: Any, meter: Meter) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise UpstreamError(f"Model '{meter.model}': the provider's answer is not a JSON object")
+    return body
+
+
+async def chat_completion(gateway: Gateway, meter: Meter, body: dict[str, Any], priority: int) -> dict[str, Any]:
+    answer = await gateway.call_json(meter, Endpoint.chat, body, priority)
+    result = _answer_dict(answer.body, meter)
+    upstream_usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+    prompt = _int(upstream_usage.get("prompt_tokens"))
+    completion = _int(upstream_usage.get("completion_tokens"))
+    if prompt is None:
+        prompt = count_messages(body.get("messages", []))
+    if completion is None:
+        completion = count_text(_completion_text(result))
+    return await _settle(meter, result, prompt, completion)
+
+
+async def open_chat_stream(gateway: Gateway, meter: Meter, body: dict[str, Any], priority: int) -> ChatStreamRelay:
+    # Always ask the provider for its real token counts.
+    body = {**body, "stream": True, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+    stream = await gateway.open_stream(meter, body, priority)
+    return ChatStreamRelay(gateway, meter, stream, body)
+
+
+async def embeddings(gateway: Gateway, meter: Meter, body: dict[str, Any], priority: int) -> dict[str, Any]:
+    answer = await gateway.call_json(meter, Endpoint.embeddings, body, priority)
+    result = _answer_dict(answer.body, meter)
+    upstream_usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+    prompt = _int(upstream_usage.get("prompt_tokens"))
+    if prompt is None:
+        prompt = count_inputs(body.get("input"))
+    return await _settle(meter, result, prompt, 0)
+
+
+async def rerank(gateway: Gateway, meter: Meter, body: dict[str, Any], priority: int) -> dict[str, Any]:
+    answer = await gateway.call_json(meter, Endpoint.rerank, body, priority)
+    result = _answer_dict(answer.body, meter)
+    results = result.get("results")
+    if isinstance(results, list) and body.get("top_n"):
+        result["results"] = sorted(results, key=lambda r: -float(r.get("relevance_score", 0)))[: body["top_n"]]
+    upstream_usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+    prompt = _int(upstream_usage.get("prompt_tokens"))
+    if prompt is None:
+        prompt = count_text(body["query"]) + sum(count_text(d) for d in body["documents"])
+    result.setdefault("object", "list")
+    result.setdefault("model", meter.model)
+    return await _settle(meter, result, prompt, 0)
+
+
+async def transcribe(
+    gateway: Gateway, meter: Meter, audio: bytes, filename: str, content_type: str, fields: dict[str, str], priority: int
+) -> dict[str, Any]:
+    def form(model_name: str) -> aiohttp.FormData:
+        data = aiohttp.FormData()
+        data.add_field("file", audio, filename=filename, content_type=content_type)
+        data.add_field("model", model_name)
+        for name, value in fields.items():
+            data.add_field(name, value)
+        return data
+
+    answer = await gateway.call_multipart(meter, Endpoint.transcriptions, form, priority)
+    result = _answer_dict(answer.body, meter)
+    text = result.get("text") if isinstance(result.get("text"), str) else ""
+    # Transcripts are generated text: their tokens are the completion.
+    return await _settle(meter, result, 0, count_text(text))

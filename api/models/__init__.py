@@ -1,0 +1,1 @@
+"""Routers (model aliases) and the providers behind them."""

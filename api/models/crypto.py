@@ -1,0 +1,33 @@
+"""Provider keys at rest: Fernet (AES-128-CBC + HMAC-SHA256) under a key from settings."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from cryptography.fernet import Fernet, InvalidToken
+
+
+class SecretBox:
+    def __init__(self, secret: str) -> None:
+        # Fernet wants 32 url-safe base64 bytes; derive them so any passphrase works.
+        derived = hashlib.sha256(b"tollgate-provider-keys:" + secret.encode()).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+
+    def encrypt(self, clear: str | None) -> str | None:
+        return None if clear is None else self._fernet.encrypt(clear.encode()).decode()
+
+    def decrypt(self, token: str | None) -> str | None:
+        if token is None:
+            return None
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken as exc:
+            raise ValueError("a provider key cannot be decrypted: was settings.encryption_key changed?") from exc
+
+
+def mask_secret(clear: str | None) -> str | None:
+    """What a response shows of a provider key: that there is one, and its last characters."""
+    if clear is None:
+        return None
+    return "***" + clear[-4:] if len(clear) >= 12 else "***"

@@ -1,0 +1,183 @@
+"""Request and response bodies for routers and providers (OpenGateLLM shapes)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, HttpUrl, field_validator
+
+from api.common.schemas import Id, RequestModel
+
+Price = Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=6, description="Per million tokens")]
+Alias = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S+$")]
+
+
+class ModelType(StrEnum):
+    text_generation = "text-generation"
+    text_embeddings_inference = "text-embeddings-inference"
+    automatic_speech_recognition = "automatic-speech-recognition"
+    text_classification = "text-classification"
+    image_text_to_text = "image-text-to-text"
+    image_to_text = "image-to-text"
+
+
+class LoadBalancingStrategy(StrEnum):
+    shuffle = "shuffle"
+    least_busy = "least_busy"
+
+
+class ProviderType(StrEnum):
+    openai = "openai"
+    vllm = "vllm"
+    tei = "tei"
+    mistral = "mistral"
+    albert = "albert"
+
+
+class QosMetric(StrEnum):
+    inflight = "inflight"
+
+
+def _unique_aliases(aliases: list[str] | None) -> list[str] | None:
+    if aliases is not None and len(set(aliases)) != len(aliases):
+        raise ValueError("aliases must be unique")
+    return aliases
+
+
+Aliases = Annotated[list[Alias], Field(max_length=32), AfterValidator(_unique_aliases)]
+ModelName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")]
+
+
+class RouterCreate(RequestModel):
+    name: ModelName
+    type: ModelType
+    aliases: Aliases = []
+    load_balancing_strategy: LoadBalancingStrategy = LoadBalancingStrategy.shuffle
+    cost_prompt_tokens: Price = Decimal(0)
+    cost_completion_tokens: Price = Decimal(0)
+
+
+class RouterUpdate(RequestModel):
+    name: ModelName | None = None
+    type: ModelType | None = None
+    aliases: Aliases | None = None
+    load_balancing_strategy: LoadBalancingStrategy | None = None
+    cost_prompt_tokens: Price | None = None
+    cost_completion_tokens: Price | None = None
+
+
+class RouterOut(BaseModel):
+    object: Literal["router"] = "router"
+    id: int
+    name: str
+    type: ModelType
+    aliases: list[str]
+    load_balancing_strategy: LoadBalancingStrategy
+    vector_size: int | None
+    max_context_length: int | None
+    cost_prompt_tokens: float
+    cost_completion_tokens: float
+    providers: int
+    created: int
+    updated: int
+
+
+def _base_url(url: HttpUrl) -> str:
+    text = str(url).rstrip("/")
+    if url.query or url.fragment:
+        raise ValueError("the provider url must not carry a query or fragment")
+    return text
+
+
+ProviderUrl = Annotated[HttpUrl, Field(max_length=2048)]
+Timeout = Annotated[int, Field(ge=1, le=3600)]
+Params = Annotated[int, Field(ge=0, le=100_000, description="Billions of parameters")]
+Zone = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class ProviderCreate(RequestModel):
+    router: Id
+    type: ProviderType
+    url: ProviderUrl
+    key: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+    timeout: Timeout = 300
+    model_name: Annotated[str, Field(min_length=1, max_length=255)]
+    model_hosting_zone: Zone = "WOR"
+    model_total_params: Params = 0
+    model_active_params: Params = 0
+    qos_metric: QosMetric | None = None
+    qos_limit: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: HttpUrl) -> HttpUrl:
+        _base_url(url)
+        return url
+
+
+class ProviderUpdate(RequestModel):
+    router: Id | None = None
+    timeout: Timeout | None = None
+    key: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+    model_hosting_zone: Zone | None = None
+    model_total_params: Params | None = None
+    model_active_params: Params | None = None
+    qos_metric: QosMetric | None = None
+    qos_limit: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
+
+
+class ProviderOut(BaseModel):
+    object: Literal["provider"] = "provider"
+    id: int
+    router: int
+    user_id: int | None
+    type: ProviderType
+    url: str
+    key: str | None = Field(description="Masked: the key itself is never returned.")
+    timeout: int
+    model_name: str
+    model_hosting_zone: str
+    model_total_params: int
+    model_active_params: int
+    qos_metric: QosMetric | None
+    qos_limit: float | None
+    vector_size: int | None
+    max_context_length: int | None
+    created: int
+    updated: int
+
+
+class ModelCosts(BaseModel):
+    prompt_tokens: float
+    completion_tokens: float
+
+
+class ModelOut(BaseModel):
+    object: Literal["model"] = "model"
+    id: str
+    type: ModelType
+    aliases: list[str]
+    created: int
+    owned_by: str
+    max_context_length: int | None
+    costs: ModelCosts
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]
+
+
+class ModelsConfigEntry(RequestModel):
+    """One router of the `models:` section of config.yml, with its providers."""
+
+    name: ModelName
+    type: ModelType
+    aliases: Aliases = []
+    load_balancing_strategy: LoadBalancingStrategy = LoadBalancingStrategy.shuffle
+    cost_prompt_tokens: Price = Decimal(0)
+    cost_completion_tokens: Price = Decimal(0)
+    providers: list[dict] = Field(min_length=1)
+

@@ -1,0 +1,29 @@
+"""Pooled aiohttp sessions, one per upstream host, built by the lifespan and closed with it."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import aiohttp
+
+
+class UpstreamSessions:
+    def __init__(self, connections_per_host: int = 256) -> None:
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._connections_per_host = connections_per_host
+
+    def for_url(self, url: str) -> aiohttp.ClientSession:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        session = self._sessions.get(origin)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=self._connections_per_host, ttl_dns_cache=300, enable_cleanup_closed=True)
+            # No total timeout here: each call sets its own from the provider's `timeout`.
+            session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True)
+            self._sessions[origin] = session
+        return session
+
+    async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()

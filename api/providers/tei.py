@@ -1,0 +1,36 @@
+"""Hugging Face Text Embeddings Inference: OpenAI-style embeddings, its own rerank route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from api.providers.base import Endpoint, ProbeResult, ProviderAdapter
+
+
+class TeiAdapter(ProviderAdapter):
+    def url(self, base_url: str, endpoint: Endpoint) -> str:
+        if endpoint is Endpoint.rerank:
+            return base_url + "/rerank"
+        return super().url(base_url, endpoint)
+
+    def request_body(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        if endpoint is Endpoint.rerank:
+            return {"query": body["query"], "texts": body["documents"], "raw_scores": False}
+        return body
+
+    def response_body(self, endpoint: Endpoint, body: Any) -> Any:
+        if endpoint is Endpoint.rerank and isinstance(body, list):
+            results = [{"index": r["index"], "relevance_score": r["score"]} for r in body]
+            return {"results": results}
+        return body
+
+    async def probe(
+        self, session: aiohttp.ClientSession, base_url: str, key: str | None, model_name: str, model_type: str, timeout: float
+    ) -> ProbeResult:
+        if model_type == "text-classification":
+            body = self.request_body(Endpoint.rerank, {"query": "probe", "documents": ["probe"]})
+            await self._call(session, "POST", self.url(base_url, Endpoint.rerank), key, body, aiohttp.ClientTimeout(total=timeout))
+            return ProbeResult()
+        return await super().probe(session, base_url, key, model_name, model_type, timeout)

@@ -1,0 +1,1 @@
+"""Usage: tokens, cost and carbon of every model call, recorded exactly once."""

@@ -1,0 +1,132 @@
+"""Usage records leave the request path through a bounded queue and reach the database in
+batches. A full queue slows requests down rather than dropping records; a failed write is
+retried; shutdown drains the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.db.base import utcnow
+from api.db.models import Usage
+
+logger = logging.getLogger("tollgate.usage")
+
+
+@dataclass
+class UsageRecord:
+    request_id: str
+    endpoint: str
+    method: str
+    status: int
+    user_id: int | None
+    organization_id: int | None
+    key_id: int | None
+    key_name: str | None
+    router_id: int | None = None
+    provider_id: int | None = None
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_nanos: int = 0
+    kwh_min: float = 0.0
+    kwh_max: float = 0.0
+    kgco2eq_min: float = 0.0
+    kgco2eq_max: float = 0.0
+    latency_ms: int | None = None
+    ttft_ms: int | None = None
+    created: datetime = field(default_factory=utcnow)
+
+
+class UsageWriter:
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        max_queue: int = 10_000,
+        batch_size: int = 500,
+        interval_seconds: float = 0.2,
+    ) -> None:
+        self._session_factory = session_factory
+        self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=max_queue)
+        self._batch_size = batch_size
+        self._interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+        # Records taken off the queue but not yet committed: stop() writes them if cut short.
+        self._in_hand: list[UsageRecord] = []
+        self._written = 0
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize() + len(self._in_hand)
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    async def record(self, record: UsageRecord) -> None:
+        await self._queue.put(record)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def stop(self) -> None:
+        """Write everything queued or in hand, then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._in_hand:
+            await self._write(self._in_hand)
+        while not self._queue.empty():
+            await self._write(self._take(self._batch_size))
+
+    async def flush(self) -> None:
+        """Return once every record queued so far is written (tests and shutdown)."""
+        if self._task is not None and not self._task.done():
+            await self._queue.join()
+            return
+        await self.stop()
+
+    def _take(self, at_most: int) -> list[UsageRecord]:
+        batch: list[UsageRecord] = []
+        while len(batch) < at_most and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            self._in_hand = [await self._queue.get()]
+            await asyncio.sleep(self._interval)  # let a batch gather
+            self._in_hand += self._take(self._batch_size - 1)
+            await self._write(self._in_hand)
+
+    async def _write(self, batch: list[UsageRecord]) -> None:
+        """Insert `batch` in one transaction, retrying until it is in."""
+        delay = 0.1
+        while batch:
+            try:
+                async with self._session_factory() as session:
+                    await session.execute(insert(Usage), [asdict(r) for r in batch])
+                    await session.commit()
+                    # Committed: from here a cancellation must not write the batch again.
+                    if batch is self._in_hand:
+                        self._in_hand = []
+                    self._written += len(batch)
+                    for _ in batch:
+                        self._queue.task_done()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("writing %d usage records failed; retrying in %.1fs", len(batch), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,294 @@
+"""A fake model provider speaking the OpenAI-compatible wire protocol over real HTTP.
+
+It is the one test double of the suite: Tollgate talks to it exactly as to vLLM or OpenAI.
+Behaviour is injected by changing `FakeUpstream.behaviour` (status codes, delays, dropped
+connections, malformed output) and every request it receives is logged in `received`.
+
+Run alone (for benchmarks): `python -m tests.fakes.upstream --port 9100`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+CHAT_MODEL = "fake-chat"
+EMBEDDING_MODEL = "fake-embed"
+
+
+@dataclass
+class Behaviour:
+    fail_status: int | None = None  # answer this status instead of a result...
+    fail_times: int = -1  # ...this many times (-1: always)
+    delay_seconds: float = 0.0  # before the response headers
+    chunk_delay_seconds: float = 0.0  # between streamed chunks
+    drop_connection: bool = False  # close the socket without answering
+    drop_after_chunks: int | None = None  # close the socket mid-stream
+    malformed: bool = False  # 200 with a body that is not JSON / not SSE JSON
+    omit_usage: bool = False  # no `usage` in answers
+    reply_words: int = 5  # completion length in words (one token per word)
+    embedding_dimensions: int = 8
+    max_context_length: int = 8192
+
+
+@dataclass
+class Received:
+    path: str
+    body: Any
+    headers: dict[str, str]
+
+
+def count_tokens(text: str) -> int:
+    """The fake's tokenizer: one token per whitespace-separated word."""
+    return len(text.split())
+
+
+def _message_text(messages: list[dict[str, Any]]) -> str:
+    parts: list[str] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+    return " ".join(parts)
+
+
+@dataclass
+class FakeUpstream:
+    models: list[str] = field(default_factory=lambda: [CHAT_MODEL, EMBEDDING_MODEL])
+    api_key: str | None = None
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    received: list[Received] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    cancelled: int = 0
+    log_requests: bool = True
+
+    def __post_init__(self) -> None:
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # lifecycle
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/rerank", self._rerank)
+        app.router.add_post("/rerank", self._tei_rerank)
+        app.router.add_post("/v1/audio/transcriptions", self._transcription)
+        app.router.add_get("/health", self._health)
+        return app
+
+    async def start(self, port: int = 0) -> str:
+        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{bound}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # behaviour helpers
+
+    def _consume_failure(self) -> int | None:
+        b = self.behaviour
+        if b.fail_status is None or b.fail_times == 0:
+            return None
+        if b.fail_times > 0:
+            b.fail_times -= 1
+        return b.fail_status
+
+    async def _enter(self, request: web.Request, body: Any) -> web.StreamResponse | None:
+        """Log, check the key, apply injected faults. Returns a response to send instead, if any."""
+        if self.log_requests:
+            self.received.append(Received(request.path, body, dict(request.headers)))
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "invalid api key", "type": "authentication_error"}}, status=401)
+        if self.behaviour.delay_seconds:
+            await asyncio.sleep(self.behaviour.delay_seconds)
+        if self.behaviour.drop_connection:
+            assert request.transport is not None
+            request.transport.close()
+            raise asyncio.CancelledError
+        status = self._consume_failure()
+        if status is not None:
+            return web.json_response({"error": {"message": f"injected failure {status}", "code": status}}, status=status)
+        if self.behaviour.malformed:
+            return web.Response(text='{"choices": [ this is not json', content_type="application/json")
+        return None
+
+    # endpoints
+
+    async def _health(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "invalid api key"}}, status=401)
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake", "max_model_len": self.behaviour.max_context_length}
+                for m in self.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return web.json_response({"error": {"message": "bad json"}}, status=400)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            early = await self._enter(request, body)
+            if early is not None:
+                return early
+            if body.get("model") not in self.models:
+                return web.json_response({"error": {"message": f"model {body.get('model')} not found"}}, status=404)
+            prompt_tokens = count_tokens(_message_text(body.get("messages", [])))
+            if body.get("stream"):
+                return await self._stream_chat(request, body, prompt_tokens)
+            return web.json_response(self._completion(body, prompt_tokens))
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.in_flight -= 1
+
+    def _reply_words(self, body: dict[str, Any]) -> list[str]:
+        words = self.behaviour.reply_words
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int):
+            words = min(words, limit)
+        return [f"word{i}" for i in range(words)]
+
+    def _completion(self, body: dict[str, Any], prompt_tokens: int) -> dict[str, Any]:
+        words = self._reply_words(body)
+        message: dict[str, Any] = {"role": "assistant", "content": " ".join(words), "reasoning_content": "thinking"}
+        finish = "stop"
+        if body.get("tools") and body.get("tool_choice") != "none":
+            tool = body["tools"][0]["function"]["name"]
+            message = {"role": "assistant", "content": None,
+                       "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": tool, "arguments": '{"city": "Paris"}'}}]}
+            finish = "tool_calls"
+        answer: dict[str, Any] = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": body["model"], "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "system_fingerprint": "fake-upstream",
+        }
+        if not self.behaviour.omit_usage:
+            answer["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
+        return answer
+
+    async def _stream_chat(self, request: web.Request, body: dict[str, Any], prompt_tokens: int) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        chunk_id, created, words = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self._reply_words(body)
+
+        def event(payload: dict[str, Any]) -> bytes:
+            return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": body["model"],
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        await response.write(event(chunk({"role": "assistant", "content": ""})))
+        for index, word in enumerate(words):
+            if self.behaviour.drop_after_chunks is not None and index >= self.behaviour.drop_after_chunks:
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            if self.behaviour.chunk_delay_seconds:
+                await asyncio.sleep(self.behaviour.chunk_delay_seconds)
+            if self.behaviour.malformed:
+                await response.write(b"data: {not json\n\n")
+                continue
+            await response.write(event(chunk({"content": word if index == 0 else " " + word})))
+        await response.write(event(chunk({}, "stop")))
+        include_usage = (body.get("stream_options") or {}).get("include_usage")
+        if include_usage and not self.behaviour.omit_usage:
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
+            await response.write(event({"id": chunk_id, "object": "chat.completion.chunk", "created": created,
+                                        "model": body["model"], "choices": [], "usage": usage}))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    def _vector(self, text: str) -> list[float]:
+        digest = hashlib.sha256(text.encode()).digest()
+        return [digest[i % len(digest)] / 255 for i in range(self.behaviour.embedding_dimensions)]
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        early = await self._enter(request, body)
+        if early is not None:
+            return early
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        tokens = sum(count_tokens(str(t)) for t in texts)
+        answer: dict[str, Any] = {
+            "object": "list", "model": body.get("model"),
+            "data": [{"object": "embedding", "index": i, "embedding": self._vector(str(t))} for i, t in enumerate(texts)],
+        }
+        if not self.behaviour.omit_usage:
+            answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return web.json_response(answer)
+
+    def _scores(self, query: str, documents: list[str]) -> list[dict[str, Any]]:
+        query_words = set(query.lower().split())
+        scored = [{"index": i, "relevance_score": len(query_words & set(d.lower().split())) / (len(query_words) or 1)}
+                  for i, d in enumerate(documents)]
+        return sorted(scored, key=lambda r: -r["relevance_score"])
+
+    async def _rerank(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        early = await self._enter(request, body)
+        if early is not None:
+            return early
+        documents = [str(d) for d in body.get("documents", [])]
+        tokens = count_tokens(body.get("query", "")) + sum(count_tokens(d) for d in documents)
+        return web.json_response({"id": f"rerank-{uuid.uuid4().hex}", "model": body.get("model"),
+                                  "results": self._scores(body.get("query", ""), documents),
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def _tei_rerank(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        early = await self._enter(request, body)
+        if early is not None:
+            return early
+        results = self._scores(body.get("query", ""), [str(t) for t in body.get("texts", [])])
+        return web.json_response([{"index": r["index"], "score": r["relevance_score"]} for r in results])
+
+    async def _transcription(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        audio = form.get("file")
+        size = len(audio.file.read()) if hasattr(audio, "file") else 0
+        early = await self._enter(request, {k: v for k, v in form.items() if k != "file"})
+        if early is not None:
+            return early
+        text = f"transcribed {size} bytes"
+        return web.json_response({"text": text, "usage": {"type": "duration", "seconds": max(1, size // 32000)}})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="fake OpenAI-compatible upstream")
+    parser.add_argument("--port", type=int, default=9100)
+    args = parser.parse_args()
+    upstream = FakeUpstream(log_requests=False)
+    web.run_app(upstream.build_app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
