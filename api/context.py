@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api.db.engine import build_engine, build_session_factory
 from api.identity.auth import Authenticator
 from api.inference.gateway import Gateway
+from api.metrics import GatewayMetrics
 from api.models.catalog import ModelCatalog
 from api.models.crypto import SecretBox
+from api.models.seed import seed_models
 from api.providers.sessions import UpstreamSessions
 from api.state.load import LoadTracker, MemoryLoadTracker, RedisLoadTracker
 from api.usage.writer import UsageWriter
@@ -43,6 +45,7 @@ class AppContext:
     load: LoadTracker
     gateway: Gateway
     usage_writer: UsageWriter
+    metrics: GatewayMetrics
 
 
 async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext:
@@ -69,10 +72,12 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
     secrets = SecretBox(general.encryption_key or general.auth_master_key)
     upstreams = UpstreamSessions()
     stack.push_async_callback(upstreams.close)
+    await seed_models(session_factory, upstreams, secrets, settings.models)
     catalog = ModelCatalog(session_factory, secrets)
     await catalog.reload()
     refresher = asyncio.create_task(catalog.refresh_forever(general.models_refresh_seconds), name="catalog-refresh")
     stack.push_async_callback(_cancel, refresher)
+    metrics = GatewayMetrics()
     usage_writer = UsageWriter(session_factory)
     usage_writer.start()
     # Registered last, so it runs first at shutdown: in-flight usage is written before the engine closes.
@@ -90,8 +95,9 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         upstreams=upstreams,
         catalog=catalog,
         load=load,
-        gateway=Gateway(catalog, load, upstreams, general.gateway),
+        gateway=Gateway(catalog, load, upstreams, general.gateway, metrics),
         usage_writer=usage_writer,
+        metrics=metrics,
     )
 
 

@@ -7,12 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.context import build_context
+from api.deps import Caller, Context
+from api.identity.schemas import Permission
 from api.http_errors import install_error_handlers
 from api.identity.routes import admin, auth, me
 from api.inference import routes as inference_routes
 from api.models.routes import admin as models_admin
+from api.usage import routes as usage_routes
 from api.limits import BodySizeLimit
 from api.settings import Settings, load_settings
 
@@ -49,11 +54,19 @@ def create_app(settings: Settings) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/metrics", tags=["monitoring"], response_class=PlainTextResponse)
+    async def metrics(caller: Caller, context: Context) -> PlainTextResponse:
+        """Prometheus metrics; needs the `read_metric` permission."""
+        caller.require(Permission.read_metric)
+        context.metrics.usage_queue.set(context.usage_writer.pending)
+        return PlainTextResponse(context.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
     app.include_router(auth.router)
     app.include_router(me.router)
     app.include_router(admin.router)
     app.include_router(models_admin.router)
     app.include_router(inference_routes.router)
+    app.include_router(usage_routes.router)
     return app
 
 

@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from api.models.schemas import ModelsConfigEntry
+
 DEFAULT_CONFIG_PATH = Path("config.yml")
 SHIPPED_MASTER_KEY = "changeme"
 
@@ -109,8 +111,8 @@ class Settings(BaseSettings):
 
     settings: GeneralSettings = GeneralSettings()
     dependencies: Dependencies = Dependencies()
-    # Routers and providers seeded at start; their schema arrives with the model gateway.
-    models: list[dict[str, Any]] = Field(default_factory=list)
+    # Routers and their providers, created or updated at start.
+    models: list[ModelsConfigEntry] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(

@@ -292,3 +292,32 @@ async def usage_rows(client: httpx.AsyncClient) -> list:
     await context.usage_writer.flush()
     async with context.session_factory() as session:
         return list((await session.execute(select(Usage).order_by(Usage.id))).scalars())
+
+
+@asynccontextmanager
+async def live_server(app_client: httpx.AsyncClient) -> AsyncIterator[str]:
+    """Serve an already-started app over real HTTP (for timing and disconnect tests: the
+    in-process transport buffers whole responses)."""
+    import uvicorn
+
+    config = uvicorn.Config(app_client.app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")  # type: ignore[attr-defined]
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def second_upstream() -> AsyncIterator["FakeUpstream"]:
+    from fakes.upstream import FakeUpstream
+
+    fake = FakeUpstream()
+    await fake.start()
+    yield fake
+    await fake.stop()

@@ -31,7 +31,12 @@ def build_engine(database: DatabaseSettings) -> AsyncEngine:
     ensure_sqlite_directory(database.url)
     kwargs: dict[str, Any] = {"echo": database.echo, "pool_pre_ping": True}
     if database.url.startswith("postgresql"):
-        kwargs.update(pool_size=database.pool_size, max_overflow=database.pool_size)
+        kwargs.update(
+            pool_size=database.pool_size,
+            max_overflow=database.pool_size,
+            # Day boundaries in usage reports are UTC whatever the server's zone.
+            connect_args={"server_settings": {"timezone": "UTC"}},
+        )
     engine = create_async_engine(database.url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -25,6 +25,7 @@ class Principal:
 
     user_id: int | None
     key_id: int | None
+    key_name: str | None
     role_id: int | None
     organization_id: int | None
     permissions: frozenset[str]
@@ -55,7 +56,7 @@ class Principal:
 
 
 MASTER_PRINCIPAL = Principal(
-    user_id=None, key_id=None, role_id=None, organization_id=None,
+    user_id=None, key_id=None, key_name=None, role_id=None, organization_id=None,
     permissions=ALL_PERMISSIONS, limits=None, priority=0, expires=None,
 )
 
@@ -128,7 +129,7 @@ class Authenticator:
 
     async def _load(self, key_hash: str) -> Principal:
         query = (
-            select(ApiKey.id, ApiKey.expires, User.id, User.role_id, User.organization_id,
+            select(ApiKey.id, ApiKey.name, ApiKey.expires, User.id, User.role_id, User.organization_id,
                    User.priority, User.expires, Role.permissions)
             .join(User, User.id == ApiKey.user_id)
             .join(Role, Role.id == User.role_id)
@@ -138,7 +139,7 @@ class Authenticator:
             row = (await session.execute(query)).first()
             if row is None:
                 raise AuthenticationError("Invalid API key")
-            key_id, key_expires, user_id, role_id, organization_id, priority, user_expires, permissions = row
+            key_id, key_name, key_expires, user_id, role_id, organization_id, priority, user_expires, permissions = row
             limit_rows = (
                 await session.execute(
                     select(RoleLimit.router_id, RoleLimit.type, RoleLimit.value).where(RoleLimit.role_id == role_id)
@@ -150,6 +151,7 @@ class Authenticator:
         return Principal(
             user_id=user_id,
             key_id=key_id,
+            key_name=key_name,
             role_id=role_id,
             organization_id=organization_id,
             permissions=frozenset(permissions or ()),

@@ -27,6 +27,7 @@ from api.errors import (
     UpstreamTimeoutError,
 )
 from api.identity.auth import Principal
+from api.metrics import GatewayMetrics
 from api.models.catalog import ModelCatalog, ProviderTarget, RouterEntry
 from api.providers import Endpoint, adapter_for
 from api.providers.sessions import UpstreamSessions
@@ -79,27 +80,28 @@ class UpstreamRejected(Exception):
 
 
 class PriorityGate:
-    """Requests waiting for a provider slot, served highest priority first, then oldest first."""
+    """Requests of one process waiting for a slot on a router: only the first in line (highest
+    priority, then oldest) tries to take a slot; the others wait their turn."""
 
     def __init__(self) -> None:
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, int]] = []
         self._order = itertools.count()
 
-    def enqueue(self, priority: int) -> tuple[int, int, asyncio.Future[None]]:
-        entry = (-priority, next(self._order), asyncio.get_running_loop().create_future())
+    def enqueue(self, priority: int) -> tuple[int, int]:
+        entry = (-priority, next(self._order))
         heapq.heappush(self._waiters, entry)
-        if self._waiters[0] is entry:
-            entry[2].set_result(None)
         return entry
 
-    def is_first(self, entry: tuple[int, int, asyncio.Future[None]]) -> bool:
-        return bool(self._waiters) and self._waiters[0] is entry
+    def is_first(self, entry: tuple[int, int]) -> bool:
+        return bool(self._waiters) and self._waiters[0] == entry
 
-    def leave(self, entry: tuple[int, int, asyncio.Future[None]]) -> None:
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiters)
+
+    def leave(self, entry: tuple[int, int]) -> None:
         self._waiters.remove(entry)
         heapq.heapify(self._waiters)
-        if self._waiters and not self._waiters[0][2].done():
-            self._waiters[0][2].set_result(None)
 
 
 class Gateway:
@@ -109,8 +111,10 @@ class Gateway:
         tracker: LoadTracker,
         upstreams: UpstreamSessions,
         settings: GatewaySettings,
+        metrics: GatewayMetrics,
     ) -> None:
         self.catalog = catalog
+        self._metrics = metrics
         self._tracker = tracker
         self._upstreams = upstreams
         self._settings = settings
@@ -156,7 +160,10 @@ class Gateway:
         return provider.timeout + 60.0
 
     async def _admit(self, provider: ProviderTarget) -> Lease | None:
-        return await self._tracker.acquire(provider.id, self._cap(provider), self._lease_seconds(provider))
+        lease = await self._tracker.acquire(provider.id, self._cap(provider), self._lease_seconds(provider))
+        if lease is not None:
+            self._metrics.in_flight.labels(str(provider.id)).inc()
+        return lease
 
     async def _wait_for_slot(self, router: RouterEntry, tried: set[int], priority: int) -> tuple[ProviderTarget, Lease]:
         """Every untried provider is at its cap: wait, highest priority first, for a free slot."""
@@ -167,21 +174,18 @@ class Gateway:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    self._metrics.rejections.labels("capacity").inc()
                     raise ServiceUnavailableError(
                         f"Model '{router.name}' is at capacity; retry shortly",
                         retry_after=max(1, int(self._settings.qos_wait_seconds)),
                     )
-                if not gate.is_first(entry):
-                    try:
-                        await asyncio.wait_for(asyncio.shield(entry[2]), timeout=remaining)
-                    except TimeoutError:
-                        continue
-                for provider in await self._candidates(router):
-                    if provider.id in tried:
-                        continue
-                    lease = await self._admit(provider)
-                    if lease is not None:
-                        return provider, lease
+                if gate.is_first(entry):
+                    for provider in await self._candidates(router):
+                        if provider.id in tried:
+                            continue
+                        lease = await self._admit(provider)
+                        if lease is not None:
+                            return provider, lease
                 # Slots free up in this process or in another replica: poll.
                 await asyncio.sleep(min(self._settings.qos_poll_seconds, max(remaining, 0)))
         finally:
@@ -192,7 +196,11 @@ class Gateway:
         tried: set[int] = set()
         for _ in range(min(self._settings.max_attempts, len(router.providers))):
             chosen: tuple[ProviderTarget, Lease] | None = None
-            for provider in await self._candidates(router):
+            gate = self._gates.get(router.id)
+            if gate is not None and gate.busy and not tried:
+                # Others are already waiting for this router: queue behind them, no barging.
+                chosen = await self._wait_for_slot(router, tried, priority)
+            for provider in [] if chosen else await self._candidates(router):
                 if provider.id in tried:
                     continue
                 lease = await self._admit(provider)
@@ -207,9 +215,11 @@ class Gateway:
             yield chosen
 
     async def release(self, lease: Lease) -> None:
+        self._metrics.in_flight.labels(str(lease.provider_id)).dec()
         await self._tracker.release(lease)
 
     async def _failed(self, provider: ProviderTarget, error: _Retryable) -> None:
+        self._metrics.upstream_errors.labels(str(provider.id), error.kind).inc()
         await self._tracker.cool_down(provider.id, self._settings.cooldown_seconds)
 
     # calls

@@ -55,7 +55,7 @@ async def get_model(model: Annotated[str, Path(max_length=255)], caller: Caller,
 
 
 def _meter(context: Any, caller: Any, endpoint: Endpoint, model: str) -> Meter:
-    meter = Meter(context.usage_writer, caller, endpoint.value)
+    meter = Meter(context.usage_writer, caller, endpoint.value, observe=context.metrics.observe)
     meter.model = model
     return meter
 

@@ -97,8 +97,9 @@ Params = Annotated[int, Field(ge=0, le=100_000, description="Billions of paramet
 Zone = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
 
-class ProviderCreate(RequestModel):
-    router: Id
+class ProviderSeed(RequestModel):
+    """A provider as written under a router in the `models:` section of config.yml."""
+
     type: ProviderType
     url: ProviderUrl
     key: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
@@ -115,6 +116,10 @@ class ProviderCreate(RequestModel):
     def _url(cls, url: HttpUrl) -> HttpUrl:
         _base_url(url)
         return url
+
+
+class ProviderCreate(ProviderSeed):
+    router: Id
 
 
 class ProviderUpdate(RequestModel):
@@ -179,5 +184,5 @@ class ModelsConfigEntry(RequestModel):
     load_balancing_strategy: LoadBalancingStrategy = LoadBalancingStrategy.shuffle
     cost_prompt_tokens: Price = Decimal(0)
     cost_completion_tokens: Price = Decimal(0)
-    providers: list[dict] = Field(min_length=1)
+    providers: list[ProviderSeed] = Field(min_length=1)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from api.identity.auth import Principal
@@ -13,7 +14,14 @@ from api.usage.writer import UsageRecord, UsageWriter
 
 
 class Meter:
-    def __init__(self, writer: UsageWriter, principal: Principal, endpoint: str, method: str = "POST") -> None:
+    def __init__(
+        self,
+        writer: UsageWriter,
+        principal: Principal,
+        endpoint: str,
+        method: str = "POST",
+        observe: Callable[[UsageRecord], None] | None = None,
+    ) -> None:
         self.request_id = uuid.uuid4().hex
         self.started = time.perf_counter()
         self.principal = principal
@@ -25,6 +33,7 @@ class Meter:
         self.first_byte_at: float | None = None
         self.upstream_seconds = 0.0
         self._writer = writer
+        self._observe = observe
         self._recorded = False
 
     @property
@@ -62,16 +71,17 @@ class Meter:
             return
         self._recorded = True
         now = time.perf_counter()
-        await self._writer.record(
-            UsageRecord(
-                request_id=self.request_id, endpoint=self.endpoint, method=self.method, status=status,
-                user_id=self.principal.user_id, organization_id=self.principal.organization_id,
-                key_id=self.principal.key_id, key_name=None,
-                router_id=self.router.id if self.router else None, provider_id=self.provider.id if self.provider else None,
-                model=self.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                total_tokens=prompt_tokens + completion_tokens, cost_nanos=cost,
-                kwh_min=carbon.kwh_min, kwh_max=carbon.kwh_max, kgco2eq_min=carbon.kgco2eq_min, kgco2eq_max=carbon.kgco2eq_max,
-                latency_ms=int((now - self.started) * 1000),
-                ttft_ms=int((self.first_byte_at - self.started) * 1000) if self.first_byte_at else None,
+        record = UsageRecord(
+            request_id=self.request_id, endpoint=self.endpoint, method=self.method, status=status,
+            user_id=self.principal.user_id, organization_id=self.principal.organization_id,
+            key_id=self.principal.key_id, key_name=self.principal.key_name,
+            router_id=self.router.id if self.router else None, provider_id=self.provider.id if self.provider else None,
+            model=self.model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens, cost_nanos=cost,
+            kwh_min=carbon.kwh_min, kwh_max=carbon.kwh_max, kgco2eq_min=carbon.kgco2eq_min, kgco2eq_max=carbon.kgco2eq_max,
+            latency_ms=int((now - self.started) * 1000),
+            ttft_ms=int((self.first_byte_at - self.started) * 1000) if self.first_byte_at else None,
             )
-        )
+        if self._observe is not None:
+            self._observe(record)
+        await self._writer.record(record)

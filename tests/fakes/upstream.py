@@ -164,6 +164,9 @@ class FakeUpstream:
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
+        except ConnectionResetError:  # the caller hung up mid-stream
+            self.cancelled += 1
+            return web.Response(status=499)
         finally:
             self.in_flight -= 1
 

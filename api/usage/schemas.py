@@ -1,0 +1,65 @@
+"""Usage responses (OpenGateLLM's `me.usage` shape) and the admin's daily totals."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class CarbonRange(BaseModel):
+    min: float
+    max: float
+
+
+class Carbon(BaseModel):
+    kWh: CarbonRange
+    kgCO2eq: CarbonRange
+
+
+class UsageMetrics(BaseModel):
+    latency: int | None
+    ttft: int | None
+
+
+class UsageDetail(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: float
+    carbon: Carbon
+    metrics: UsageMetrics
+
+
+class MeUsage(BaseModel):
+    object: Literal["me.usage"] = "me.usage"
+    id: int
+    model: str | None
+    key: str | None
+    endpoint: str
+    method: str
+    status: int
+    usage: UsageDetail
+    created: int
+
+
+class UsageGroup(StrEnum):
+    user = "user"
+    organization = "organization"
+    router = "router"
+
+
+class UsageTotal(BaseModel):
+    object: Literal["usage.total"] = "usage.total"
+    day: str
+    group: UsageGroup
+    id: int | None
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: float
+    kWh: CarbonRange
+    kgCO2eq: CarbonRange

@@ -1,0 +1,96 @@
+"""Reading usage: a user's own records, and the admin's totals per day."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Date, case, cast, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from api.common.schemas import from_unix, to_unix
+from api.db.base import utcnow
+from api.db.models import ApiKey, Usage
+from api.usage.schemas import Carbon, CarbonRange, MeUsage, UsageDetail, UsageGroup, UsageMetrics, UsageTotal
+
+NANOS = 1_000_000_000
+
+
+def _window(start_time: int | None, end_time: int | None) -> tuple[datetime, datetime]:
+    end = from_unix(end_time) or utcnow()
+    start = from_unix(start_time) or end - timedelta(days=30)
+    return start, end
+
+
+async def list_my_usage(
+    session: AsyncSession, user_id: int, offset: int, limit: int,
+    start_time: int | None, end_time: int | None, endpoint: str | None,
+) -> tuple[list[MeUsage], int]:
+    start, end = _window(start_time, end_time)
+    conditions = [Usage.user_id == user_id, Usage.created >= start, Usage.created <= end]
+    if endpoint is not None:
+        conditions.append(Usage.endpoint == endpoint)
+    total = (await session.execute(select(func.count(Usage.id)).where(*conditions))).scalar_one()
+    query = (
+        select(Usage, ApiKey.name)
+        .outerjoin(ApiKey, ApiKey.id == Usage.key_id)
+        .where(*conditions)
+        .order_by(Usage.created.desc(), Usage.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    rows = (await session.execute(query)).all()
+    return [_me_usage(usage, key_name) for usage, key_name in rows], total
+
+
+def _me_usage(usage: Usage, key_name: str | None) -> MeUsage:
+    return MeUsage(
+        id=usage.id, model=usage.model, key=key_name, endpoint=usage.endpoint, method=usage.method, status=usage.status,
+        usage=UsageDetail(
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens,
+            cost=usage.cost_nanos / NANOS,
+            carbon=Carbon(kWh=CarbonRange(min=usage.kwh_min, max=usage.kwh_max),
+                          kgCO2eq=CarbonRange(min=usage.kgco2eq_min, max=usage.kgco2eq_max)),
+            metrics=UsageMetrics(latency=usage.latency_ms, ttft=usage.ttft_ms),
+        ),
+        created=to_unix(usage.created),
+    )
+
+
+def _day(dialect: str) -> ColumnElement[object]:
+    # Sessions run in UTC (see db.engine), so both give the UTC calendar day.
+    return func.date(Usage.created) if dialect == "sqlite" else cast(Usage.created, Date)
+
+
+_GROUP_COLUMNS = {UsageGroup.user: Usage.user_id, UsageGroup.organization: Usage.organization_id, UsageGroup.router: Usage.router_id}
+
+
+async def usage_totals(
+    session: AsyncSession, group: UsageGroup, start_time: int | None, end_time: int | None, group_id: int | None
+) -> list[UsageTotal]:
+    start, end = _window(start_time, end_time)
+    day = _day(session.bind.dialect.name).label("day")
+    key = _GROUP_COLUMNS[group]
+    query = (
+        select(
+            day, key,
+            func.count(Usage.id), func.sum(case((Usage.status >= 400, 1), else_=0)),
+            func.sum(Usage.prompt_tokens), func.sum(Usage.completion_tokens), func.sum(Usage.cost_nanos),
+            func.sum(Usage.kwh_min), func.sum(Usage.kwh_max), func.sum(Usage.kgco2eq_min), func.sum(Usage.kgco2eq_max),
+        )
+        .where(Usage.created >= start, Usage.created <= end)
+        .group_by(day, key)
+        .order_by(day, key)
+    )
+    if group_id is not None:
+        query = query.where(key == group_id)
+    rows = (await session.execute(query)).all()
+    return [
+        UsageTotal(
+            day=str(row[0]), group=group, id=row[1], requests=row[2], errors=int(row[3] or 0),
+            prompt_tokens=int(row[4] or 0), completion_tokens=int(row[5] or 0),
+            total_tokens=int(row[4] or 0) + int(row[5] or 0), cost=int(row[6] or 0) / NANOS,
+            kWh=CarbonRange(min=row[7] or 0.0, max=row[8] or 0.0), kgCO2eq=CarbonRange(min=row[9] or 0.0, max=row[10] or 0.0),
+        )
+        for row in rows
+    ]
