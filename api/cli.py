@@ -51,6 +51,7 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=settings.settings.log_level.lower(),
+        access_log=settings.settings.access_log,
         proxy_headers=True,
     )
     return 0

@@ -14,7 +14,9 @@ from api.identity.auth import Principal
 from api.identity.schemas import Permission
 
 
-def get_context(request: Request) -> AppContext:
+# Dependencies are `async def` even when they await nothing: FastAPI runs plain `def`
+# dependencies in a thread pool, a thread hop per request on the hot path.
+async def get_context(request: Request) -> AppContext:
     return request.app.state.context
 
 
@@ -46,7 +48,7 @@ async def require_admin(caller: Caller) -> Principal:
 Admin = Annotated[Principal, Depends(require_admin)]
 
 
-def client_address(request: Request) -> str | None:
+async def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
@@ -57,7 +59,7 @@ def page_params(enum_name: str, order_by: Iterable[str]) -> Callable[..., PageRe
     """A dependency reading offset, limit, order_by (one of `order_by`) and order_direction."""
     OrderBy = StrEnum(enum_name, {name: name for name in order_by})  # type: ignore[misc]
 
-    def dependency(
+    async def dependency(
         offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
         limit: Annotated[int, Query(ge=1, le=100)] = 10,
         order_by: Annotated[OrderBy, Query()] = OrderBy("id"),  # type: ignore[valid-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -44,10 +45,21 @@ async def _upstream_rejected(_request: Request, error: Exception) -> JSONRespons
     return JSONResponse(error.body, status_code=error.status)
 
 
+def _encodable(content: Any) -> bool:
+    try:
+        json.dumps(content, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        return True
+    except (ValueError, UnicodeEncodeError):
+        return False
+
+
 async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    details = [_without_secrets(dict(e)) for e in error.errors()]
-    return JSONResponse({"detail": jsonable_encoder(details)}, status_code=422)
+    details = jsonable_encoder([_without_secrets(dict(e)) for e in error.errors()])
+    if not _encodable(details):
+        # The rejected input itself cannot be written as JSON (NaN, lone surrogate): omit it.
+        details = jsonable_encoder([{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in error.errors()])
+    return JSONResponse({"detail": details}, status_code=422)
 
 
 async def _http_error(_request: Request, error: Exception) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""ASGI middleware refusing request bodies over the configured size with 413.
+"""ASGI middleware refusing request bodies over the configured size with 413, and NUL in URLs.
 
 A declared Content-Length over the limit is refused before the app runs. A body without one
 (chunked) is counted as the app reads it; once over the limit, whatever the app answers or
@@ -23,6 +23,10 @@ class BodySizeLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
+            # PostgreSQL cannot store NUL, and no legitimate id or filter contains one.
+            await self._send(send, 400, b'{"detail":"NUL characters are not allowed in URLs"}')
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
@@ -62,6 +66,10 @@ class BodySizeLimit:
                 await self._send_413(send)
 
     async def _send_413(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(self.body)).encode())]})
-        await send({"type": "http.response.body", "body": self.body})
+        await self._send(send, 413, self.body)
+
+    @staticmethod
+    async def _send(send: Send, status: int, body: bytes) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

@@ -53,6 +53,7 @@ class GatewaySettings(_Section):
 class GeneralSettings(_Section):
     auth_master_key: str = Field(default=SHIPPED_MASTER_KEY, min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    access_log: bool = Field(default=True, description="Log one line per HTTP request.")
     auth_cache_ttl_seconds: float = Field(default=1.0, ge=0, le=1.0, description="How long a key lookup is cached; bounded by 1 s so revocation is honoured within 1 s.")
     max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     encryption_key: str | None = Field(

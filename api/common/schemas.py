@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Generic, Literal, TypeVar
+import re
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 MAX_ID = 2**31 - 1
 # Year 9999: beyond it a timestamp cannot be stored as a date.
@@ -19,9 +20,36 @@ Name = Annotated[str, Field(min_length=1, max_length=255)]
 ItemT = TypeVar("ItemT")
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_storable(value: Any) -> Any:
+    """Refuse NUL characters and unpaired surrogates anywhere in `value`: PostgreSQL cannot
+    store them, and no legitimate name, email or password contains them."""
+    if isinstance(value, str):
+        if _UNSTORABLE.search(value):
+            raise ValueError("text must not contain NUL characters or unpaired surrogates")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable(key)
+            check_storable(item)
+    elif isinstance(value, list):
+        for item in value:
+            check_storable(item)
+    return value
+
+
 class RequestModel(BaseModel):
     # Unknown fields are refused so a typo does not silently do nothing.
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        return check_storable(data)
+
+
+StorableStr = Annotated[str, AfterValidator(check_storable)]
 
 
 class ListPage(BaseModel, Generic[ItemT]):

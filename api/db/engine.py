@@ -25,11 +25,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+    # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE instead of the driver's own BEGIN.
+    dbapi_connection.isolation_level = None
 
 
 def build_engine(database: DatabaseSettings) -> AsyncEngine:
     ensure_sqlite_directory(database.url)
-    kwargs: dict[str, Any] = {"echo": database.echo, "pool_pre_ping": True}
+    # hide_parameters: a failed statement's values (password hashes, emails) stay out of logs.
+    kwargs: dict[str, Any] = {"echo": database.echo, "pool_pre_ping": True, "hide_parameters": True}
     if database.url.startswith("postgresql"):
         kwargs.update(
             pool_size=database.pool_size,
@@ -40,7 +43,15 @@ def build_engine(database: DatabaseSettings) -> AsyncEngine:
     engine = create_async_engine(database.url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
     return engine
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    # SQLite's default deferred transactions deadlock when two connections read then write
+    # ("database is locked" at once, busy_timeout or not). Taking the write lock at BEGIN makes
+    # them queue behind busy_timeout instead.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def build_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

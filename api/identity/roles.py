@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.common.db import commit_or_conflict, flush_or_conflict
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
 from api.db.base import utcnow
@@ -72,18 +73,25 @@ async def list_roles(session: AsyncSession, page: PageRequest) -> tuple[list[Rol
 
 
 async def update_role(session: AsyncSession, role_id: int, body: RoleUpdate) -> None:
-    role = await get_role_model(session, role_id)
-    if body.name is not None:
+    # Row lock (PostgreSQL): concurrent updates of one role's limits queue instead of deadlocking.
+    role = await session.get(Role, role_id, with_for_update=True, populate_existing=True)
+    if role is None:
+        raise NotFoundError(f"Role {role_id} not found")
+    if body.name is not None and body.name != role.name:
+        taken = (await session.execute(select(Role.id).where(Role.name == body.name))).first()
+        if taken:
+            raise ConflictError(f"A role named '{body.name}' already exists")
         role.name = body.name
     if body.permissions is not None:
         role.permissions = [p.value for p in body.permissions]
+    concurrent = f"Role {role_id} was changed by another request at the same time; retry"
     if body.limits is not None:
         # Replace the whole set: clear first so the unique (role, router, type) rows never clash.
         role.limits.clear()
-        await session.flush()
+        await flush_or_conflict(session, concurrent)
         role.limits.extend(_limit_rows(body.limits))
     role.updated = utcnow()  # limits live in their own table, so the row itself may not change
-    await _commit_unique_name(session, role.name)
+    await commit_or_conflict(session, concurrent)
 
 
 async def delete_role(session: AsyncSession, role_id: int) -> None:

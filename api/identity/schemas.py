@@ -33,6 +33,8 @@ def _normalise_email(value: str) -> str:
     value = value.strip().lower()
     if not _EMAIL.match(value):
         raise ValueError("not a valid email address")
+    if len(value) > 254:  # lower-casing can lengthen some characters (İ -> i̇)
+        raise ValueError("an email address has at most 254 characters")
     return value
 
 

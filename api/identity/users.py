@@ -56,7 +56,10 @@ async def commit_unique_email(session: AsyncSession, email: str) -> None:
         await session.commit()
     except IntegrityError as exc:
         await session.rollback()
-        raise ConflictError(f"A user with email '{email}' already exists") from exc
+        # Either the email was taken meanwhile, or the role/organization was deleted meanwhile.
+        if (await session.execute(select(User.id).where(User.email == email))).first():
+            raise ConflictError(f"A user with email '{email}' already exists") from exc
+        raise ConflictError("The user's role or organization was changed at the same time; retry") from exc
 
 
 async def create_user(session: AsyncSession, hasher: PasswordHasher, body: UserCreate) -> int:

@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ModelName = Annotated[str, Field(min_length=1, max_length=255)]
+from api.common.schemas import StorableStr
+
+ModelName = Annotated[StorableStr, Field(min_length=1, max_length=255)]
 
 
 class PassThroughModel(BaseModel):

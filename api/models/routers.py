@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.common.db import flush_or_conflict
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
 from api.db.base import utcnow
@@ -92,7 +93,9 @@ async def list_routers(session: AsyncSession, page: PageRequest) -> tuple[list[R
 
 
 async def update_router(session: AsyncSession, router_id: int, body: RouterUpdate) -> None:
-    router = await get_router_model(session, router_id)
+    router = await session.get(Router, router_id, with_for_update=True, populate_existing=True)
+    if router is None:
+        raise NotFoundError(f"Router {router_id} not found")
     name = body.name or router.name
     aliases = body.aliases if body.aliases is not None else [a.alias for a in router.aliases]
     if name in aliases:
@@ -105,7 +108,7 @@ async def update_router(session: AsyncSession, router_id: int, body: RouterUpdat
         router.type = body.type.value
     if body.aliases is not None:
         router.aliases.clear()
-        await session.flush()
+        await flush_or_conflict(session, "A router name or alias is already in use")
         router.aliases.extend(RouterAlias(alias=a) for a in body.aliases)
     if body.load_balancing_strategy is not None:
         router.load_balancing_strategy = body.load_balancing_strategy.value

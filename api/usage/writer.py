@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from sqlalchemy import insert
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.db.base import utcnow
@@ -60,6 +61,7 @@ class UsageWriter:
         # Records taken off the queue but not yet committed: stop() writes them if cut short.
         self._in_hand: list[UsageRecord] = []
         self._written = 0
+        self._rejected = 0
 
     @property
     def pending(self) -> int:
@@ -110,23 +112,57 @@ class UsageWriter:
             await self._write(self._in_hand)
 
     async def _write(self, batch: list[UsageRecord]) -> None:
-        """Insert `batch` in one transaction, retrying until it is in."""
+        """Insert `batch`, retrying transient failures until it is in. A failure that is not
+        transient (a record the database refuses, or one already written) switches to one
+        insert per record, so one bad record cannot block every later one."""
+        pending = list(batch)
+        one_by_one = False
         delay = 0.1
-        while batch:
+        while pending:
             try:
-                async with self._session_factory() as session:
-                    await session.execute(insert(Usage), [asdict(r) for r in batch])
-                    await session.commit()
-                    # Committed: from here a cancellation must not write the batch again.
-                    if batch is self._in_hand:
-                        self._in_hand = []
-                    self._written += len(batch)
-                    for _ in batch:
-                        self._queue.task_done()
-                return
+                if one_by_one:
+                    await self._insert_each(pending)
+                else:
+                    await self._insert(pending)
+                    pending.clear()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("writing %d usage records failed; retrying in %.1fs", len(batch), delay)
+            except Exception as exc:
+                if not one_by_one and isinstance(exc, DBAPIError) and not _is_transient(exc):
+                    one_by_one = True
+                    continue
+                logger.exception("writing %d usage records failed; retrying in %.1fs", len(pending), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        if batch is self._in_hand:
+            self._in_hand = []
+        for _ in batch:
+            self._queue.task_done()
+
+    async def _insert(self, records: list[UsageRecord]) -> None:
+        async with self._session_factory() as session:
+            await session.execute(insert(Usage), [asdict(r) for r in records])
+            await session.commit()
+            self._written += len(records)
+
+    async def _insert_each(self, records: list[UsageRecord]) -> None:
+        """Insert records one at a time, removing each from `records` once settled."""
+        while records:
+            record = records[0]
+            try:
+                await self._insert([record])
+            except IntegrityError:
+                logger.info("usage record %s was already written", record.request_id)
+            except DBAPIError as exc:
+                if _is_transient(exc):
+                    raise
+                self._rejected += 1
+                logger.error("usage record %s cannot be stored and is dropped: %r", record.request_id, record)
+            records.pop(0)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A failure of the connection or the server, not of the data: worth retrying as is."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError))

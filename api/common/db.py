@@ -1,0 +1,25 @@
+"""Turning database constraint violations into clear 409s."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.errors import ConflictError
+
+
+async def commit_or_conflict(session: AsyncSession, detail: str) -> None:
+    """Commit; a constraint violation (a concurrent change won) becomes a 409 with `detail`."""
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise ConflictError(detail) from exc
+
+
+async def flush_or_conflict(session: AsyncSession, detail: str) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise ConflictError(detail) from exc

@@ -1,0 +1,156 @@
+"""Benchmark: non-streaming chat through Tollgate vs. the fake upstream directly vs. minimal
+pass-through proxies, measured with wrk on this machine.
+
+    .venv/bin/python bench/overhead.py [--duration 10] [--connections 32]
+
+Prints a Markdown table: requests/s at concurrency 32; p50/p99 latency at concurrency 1 and the
+latency each proxy adds over the direct call. Every process runs on this machine (2 cores
+here), so absolute numbers are only comparable within one run; the ratios are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+MASTER_KEY = "bench-master-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def start(stack: ExitStack, args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.Popen:
+    process = subprocess.Popen(args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def stop() -> None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+    stack.callback(stop)
+    return process
+
+
+def api(base: str, method: str, path: str, body: dict | None, key: str) -> dict:
+    request = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body else None,
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def wrk(url: str, key: str | None, model: str, connections: int, duration: int) -> dict[str, float]:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hello there, how are you today?"}]})
+    headers = 'wrk.headers["Content-Type"] = "application/json"\n'
+    if key:
+        headers += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    script = f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n{headers}'
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+        file.write(script)
+    threads = min(2, connections)
+    output = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", file.name, url + "/v1/chat/completions"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    os.unlink(file.name)
+    if "Non-2xx" in output:
+        raise RuntimeError(f"errors during the run against {url}:\n{output}")
+
+    def ms(label: str) -> float:
+        match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)", output, re.M)
+        assert match, output
+        value, unit = float(match[1]), match[2]
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])  # type: ignore[index]
+    return {"rps": rps, "p50": ms("50"), "p99": ms("99")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        upstream_port = free_port()
+        upstream = f"http://127.0.0.1:{upstream_port}"
+        start(stack, [PYTHON, "-m", "tests.fakes.upstream", "--port", str(upstream_port)])
+        wait_until_up(upstream + "/health")
+
+        targets: dict[str, tuple[str, str | None, str]] = {"direct (fake upstream)": (upstream, None, "fake-chat")}
+        for name, module in (("FastAPI + httpx pass-through", "bench.passthrough_httpx:app"),
+                             ("FastAPI + aiohttp pass-through", "bench.passthrough_aiohttp:app")):
+            port = free_port()
+            start(stack, [PYTHON, "-m", "uvicorn", module, "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                  env={"UPSTREAM": upstream})
+            wait_until_up(f"http://127.0.0.1:{port}/docs")
+            targets[name] = (f"http://127.0.0.1:{port}", None, "fake-chat")
+
+        config = Path(tmp) / "config.yml"
+        config.write_text(
+            f"settings:\n  auth_master_key: {MASTER_KEY}\n  log_level: WARNING\n  access_log: false\n"
+            f"dependencies:\n  database:\n    url: sqlite+aiosqlite:///{tmp}/tollgate.db\n  qdrant:\n    path: {tmp}/qdrant\n"
+            f"models:\n  - name: chat\n    type: text-generation\n    cost_prompt_tokens: 1\n    cost_completion_tokens: 2\n"
+            f"    providers:\n      - type: vllm\n        url: {upstream}\n        model_name: fake-chat\n"
+            f"        model_total_params: 8\n        model_active_params: 8\n        model_hosting_zone: FRA\n"
+        )
+        port = free_port()
+        tollgate = f"http://127.0.0.1:{port}"
+        start(stack, [PYTHON, "-m", "api.cli", "--config", str(config), "serve", "--port", str(port)], cwd=Path(tmp))
+        wait_until_up(tollgate + "/health")
+        routers = api(tollgate, "GET", "/v1/admin/routers", None, MASTER_KEY)["data"]
+        role = api(tollgate, "POST", "/v1/admin/roles", {"name": "bench", "limits": [{"router": routers[0]["id"], "type": "rpm", "value": None}]}, MASTER_KEY)["id"]
+        user = api(tollgate, "POST", "/v1/admin/users", {"email": "bench@example.com", "password": "bench-password", "role": role}, MASTER_KEY)["id"]
+        key = api(tollgate, "POST", "/v1/admin/tokens", {"name": "bench", "user": user}, MASTER_KEY)["token"]
+        targets["Tollgate (auth, routing, usage, cost, carbon)"] = (tollgate, key, "chat")
+
+        results = {}
+        for name, (url, target_key, model) in targets.items():
+            wrk(url, target_key, model, 4, 2)  # warm-up
+            throughput = wrk(url, target_key, model, args.connections, args.duration)
+            single = wrk(url, target_key, model, 1, args.duration)
+            results[name] = {"rps": throughput["rps"], "p50": single["p50"], "p99": single["p99"]}
+
+    direct = results["direct (fake upstream)"]
+    print(f"| target | req/s at c={args.connections} | p50 at c=1 (ms) | p99 at c=1 (ms) | added p50 (ms) | added p99 (ms) |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p50'] - direct['p50']:+.2f} | {r['p99'] - direct['p99']:+.2f} |")
+
+
+if __name__ == "__main__":
+    main()
