@@ -61,12 +61,13 @@ def create_app(settings: Settings) -> FastAPI:
         context.metrics.usage_queue.set(context.usage_writer.pending)
         return PlainTextResponse(context.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    # The model endpoints first: routes are matched in order, and these carry the traffic.
+    app.include_router(inference_routes.router)
     app.include_router(auth.router)
     app.include_router(me.router)
+    app.include_router(usage_routes.router)
     app.include_router(admin.router)
     app.include_router(models_admin.router)
-    app.include_router(inference_routes.router)
-    app.include_router(usage_routes.router)
     return app
 
 

@@ -149,3 +149,59 @@ async def test_all_providers_failing_gives_502_and_timeout_504(app_factory, upst
     assert streamed.status_code == 504
     assert [r.status for r in await usage_rows(client)] == [502, 502, 504, 504]
     assert provider
+
+
+async def test_a_lone_dead_provider_gives_502(client, models: Models, upstream) -> None:
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router)
+    await upstream.stop()
+    response = await chat(client, user)
+    assert response.status_code == 502 and "unreachable" in response.json()["detail"]
+    # Cooling down, it is still tried when it is the only one: a clear 502 again, not a hang.
+    assert (await chat(client, user)).status_code == 502
+
+
+async def test_in_flight_leases_expire_when_a_process_dies(backend) -> None:
+    if backend.redis_url is None:
+        return  # in-process counts die with their process
+    import uuid
+
+    from api.settings import RedisSettings
+    from api.state.load import RedisLoadTracker
+    from api.state.redis_client import build_redis
+
+    redis = build_redis(RedisSettings(url=backend.redis_url))
+    tracker = RedisLoadTracker(redis, f"tollgate-test:{uuid.uuid4().hex}:")
+    assert await tracker.acquire(7, cap=1, lease_seconds=0.3) is not None
+    assert await tracker.acquire(7, cap=1, lease_seconds=0.3) is None  # at the cap
+    # The holder "crashes": it never releases. Its lease runs out and the slot comes back.
+    await asyncio.sleep(0.4)
+    assert (await tracker.in_flight([7]))[7] == 0
+    assert await tracker.acquire(7, cap=1, lease_seconds=0.3) is not None
+    await redis.aclose()
+
+
+async def test_usage_queued_at_shutdown_is_written(backend, upstream, app_factory) -> None:
+    from sqlalchemy import func, select
+
+    from api.db.engine import build_engine, build_session_factory
+    from api.db.models import Usage
+    from api.settings import DatabaseSettings
+    from conftest import make_settings, running_app
+
+    await app_factory()  # empties the tables
+    settings = make_settings(backend, "shutdown-test:")
+    async with running_app(settings) as client:
+        models = Models(client, Seeder(client))
+        router = await models.router()
+        await models.provider(router, upstream.base_url)
+        user = await models.user_for(router)
+        client.app.state.context.usage_writer._interval = 30  # nothing would be written for 30 s
+        for _ in range(5):
+            assert (await chat(client, user)).status_code == 200
+    # The app has stopped: everything it answered is in the database.
+    engine = build_engine(DatabaseSettings(url=backend.database_url))
+    async with build_session_factory(engine)() as session:
+        assert (await session.execute(select(func.count(Usage.id)))).scalar_one() == 5
+    await engine.dispose()
