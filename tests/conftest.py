@@ -212,8 +212,11 @@ class Seeder:
         assert response.status_code == 201, response.text
         return response.json()["id"]
 
-    async def user(self, permissions: list[str] | None = None, organization: int | None = None, **extra: object) -> SeededUser:
-        role = await self.role(permissions)
+    async def user(
+        self, permissions: list[str] | None = None, organization: int | None = None,
+        limits: list[dict] | None = None, **extra: object,
+    ) -> SeededUser:
+        role = await self.role(permissions, limits)
         email = f"user-{uuid.uuid4().hex[:8]}@example.com"
         password = "a long enough password"
         body = {"email": email, "password": password, "role": role, "organization": organization, **extra}
@@ -266,15 +269,7 @@ class Models:
 
     async def user_for(self, *routers: int, **extra: object) -> SeededUser:
         """A user whose role has a limit row (unlimited) for each router: what grants access."""
-        limits = [{"router": r, "type": "rpm", "value": None} for r in routers]
-        role = await self.seeder.role(limits=limits)
-        email = f"caller-{uuid.uuid4().hex[:8]}@example.com"
-        body = {"email": email, "password": "a long enough password", "role": role, **extra}
-        response = await self.client.post("/v1/admin/users", json=body, headers=ADMIN)
-        assert response.status_code == 201, response.text
-        user_id = response.json()["id"]
-        key = (await self.client.post("/v1/admin/tokens", json={"name": "sdk", "user": user_id}, headers=ADMIN)).json()
-        return SeededUser(user_id, email, "a long enough password", role, key["token"], key["id"])
+        return await self.seeder.user(limits=[{"router": r, "type": "rpm", "value": None} for r in routers], **extra)
 
 
 @pytest.fixture

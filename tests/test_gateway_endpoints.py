@@ -123,7 +123,7 @@ async def test_me_usage_and_admin_totals(client, models: Models, seed, upstream)
     mine = (await client.get("/v1/me/usage?limit=2", headers=alice.headers)).json()
     assert mine["total"] == 4 and len(mine["data"]) == 2
     item = mine["data"][0]
-    assert item["object"] == "me.usage" and item["key"] == "sdk" and item["endpoint"] == "/v1/chat/completions"
+    assert item["object"] == "me.usage" and item["key"] == "test" and item["endpoint"] == "/v1/chat/completions"
     assert set(item["usage"]) >= {"prompt_tokens", "completion_tokens", "total_tokens", "cost", "carbon", "metrics"}
     only_errors = (await client.get("/v1/me/usage?endpoint=/v1/embeddings", headers=alice.headers)).json()
     assert only_errors["total"] == 0

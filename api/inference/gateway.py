@@ -13,7 +13,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,43 +231,36 @@ class Gateway:
 
     async def call_json(self, meter: Meter, endpoint: Endpoint, body: dict[str, Any], priority: int) -> UpstreamAnswer:
         """Send a JSON request, failing over as needed, and return the provider's parsed answer."""
-        assert meter.router is not None
-        last: _Retryable | None = None
-        async for provider, lease in self._attempts(meter.router, priority):
-            meter.provider = provider
-            try:
-                return await self._send_json(meter, provider, endpoint, body)
-            except _Retryable as error:
-                last = error
-                await self._failed(provider, error)
-            finally:
-                await self.release(lease)
-        raise self._exhausted(meter.router, last)
+        return await self._with_failover(
+            meter, priority, lambda provider: self._send(meter, provider, self._request_args(provider, endpoint, body), endpoint)
+        )
 
     async def call_multipart(
         self, meter: Meter, endpoint: Endpoint, build_form: Callable[[str], aiohttp.FormData], priority: int
+    ) -> UpstreamAnswer:
+        def send(provider: ProviderTarget) -> Awaitable[UpstreamAnswer]:
+            adapter = adapter_for(provider.type)
+            args = {"url": adapter.url(provider.url, endpoint), "data": build_form(provider.model_name),
+                    "headers": adapter.headers(provider.key)}
+            return self._send(meter, provider, args, endpoint)
+
+        return await self._with_failover(meter, priority, send)
+
+    async def _with_failover(
+        self, meter: Meter, priority: int, send: Callable[[ProviderTarget], Awaitable[UpstreamAnswer]]
     ) -> UpstreamAnswer:
         assert meter.router is not None
         last: _Retryable | None = None
         async for provider, lease in self._attempts(meter.router, priority):
             meter.provider = provider
-            adapter = adapter_for(provider.type)
             try:
-                return await self._send(
-                    meter, provider,
-                    {"url": adapter.url(provider.url, endpoint), "data": build_form(provider.model_name),
-                     "headers": adapter.headers(provider.key)},
-                    endpoint,
-                )
+                return await send(provider)
             except _Retryable as error:
                 last = error
                 await self._failed(provider, error)
             finally:
                 await self.release(lease)
         raise self._exhausted(meter.router, last)
-
-    async def _send_json(self, meter: Meter, provider: ProviderTarget, endpoint: Endpoint, body: dict[str, Any]) -> UpstreamAnswer:
-        return await self._send(meter, provider, self._request_args(provider, endpoint, body), endpoint)
 
     async def _send(self, meter: Meter, provider: ProviderTarget, args: dict[str, Any], endpoint: Endpoint) -> UpstreamAnswer:
         session = self._upstreams.for_url(provider.url)

@@ -175,14 +175,7 @@ class ModelList(BaseModel):
     data: list[ModelOut]
 
 
-class ModelsConfigEntry(RequestModel):
+class ModelsConfigEntry(RouterCreate):
     """One router of the `models:` section of config.yml, with its providers."""
 
-    name: ModelName
-    type: ModelType
-    aliases: Aliases = []
-    load_balancing_strategy: LoadBalancingStrategy = LoadBalancingStrategy.shuffle
-    cost_prompt_tokens: Price = Decimal(0)
-    cost_completion_tokens: Price = Decimal(0)
     providers: list[ProviderSeed] = Field(min_length=1)
-
