@@ -164,7 +164,7 @@ async def test_a_lone_dead_provider_gives_502(client, models: Models, upstream) 
 
 async def test_in_flight_leases_expire_when_a_process_dies(backend) -> None:
     if backend.redis_url is None:
-        return  # in-process counts die with their process
+        pytest.skip("in-process counts die with their process: no lease to expire")
     import uuid
 
     from api.settings import RedisSettings
