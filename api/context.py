@@ -13,11 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api.db.engine import build_engine, build_session_factory
 from api.identity.auth import Authenticator
 from api.inference.gateway import Gateway
+from api.inference.limits import Limiter
 from api.metrics import GatewayMetrics
 from api.models.catalog import ModelCatalog
 from api.models.crypto import SecretBox
 from api.models.seed import seed_models
 from api.providers.sessions import UpstreamSessions
+from api.state.limits import LimitStore, MemoryLimitStore, RedisLimitStore
 from api.state.load import LoadTracker, MemoryLoadTracker, RedisLoadTracker
 from api.usage.writer import UsageWriter
 from api.identity.login import LoginThrottle
@@ -44,6 +46,7 @@ class AppContext:
     catalog: ModelCatalog
     load: LoadTracker
     gateway: Gateway
+    limiter: Limiter
     usage_writer: UsageWriter
     metrics: GatewayMetrics
 
@@ -64,9 +67,11 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         await redis.ping()
         counters = RedisCounterStore(redis, redis_settings.key_prefix)
         load = RedisLoadTracker(redis, redis_settings.key_prefix)
+        limits: LimitStore = RedisLimitStore(redis, redis_settings.key_prefix)
     else:
         counters = MemoryCounterStore()
         load = MemoryLoadTracker()
+        limits = MemoryLimitStore()
 
     general = settings.settings
     secrets = SecretBox(general.encryption_key or general.auth_master_key)
@@ -96,6 +101,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         catalog=catalog,
         load=load,
         gateway=Gateway(catalog, load, upstreams, general.gateway, metrics),
+        limiter=Limiter(limits, metrics),
         usage_writer=usage_writer,
         metrics=metrics,
     )

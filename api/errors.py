@@ -36,9 +36,10 @@ class ConflictError(DomainError):
 class TooManyRequestsError(DomainError):
     """A throttle or limit is reached; retry after `retry_after` seconds (429)."""
 
-    def __init__(self, detail: str, retry_after: int) -> None:
+    def __init__(self, detail: str, retry_after: int, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.retry_after = max(1, retry_after)
+        self.headers = headers or {}
 
 
 

@@ -25,6 +25,8 @@ async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(error, (TooManyRequestsError, ServiceUnavailableError)):
         headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, TooManyRequestsError):
+        headers.update(error.headers)
     if isinstance(error, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"detail": error.detail}, status_code=status_for(error), headers=headers)

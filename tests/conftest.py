@@ -267,9 +267,11 @@ class Models:
         assert response.status_code == 201, response.text
         return response.json()["id"]
 
-    async def user_for(self, *routers: int, **extra: object) -> SeededUser:
-        """A user whose role has a limit row (unlimited) for each router: what grants access."""
-        return await self.seeder.user(limits=[{"router": r, "type": "rpm", "value": None} for r in routers], **extra)
+    async def user_for(self, *routers: int, limits: dict[str, int | None] | None = None, **extra: object) -> SeededUser:
+        """A user whose role has limit rows for each router (by default one unlimited row: what
+        grants access), or the given `limits` ({"rpm": 5, ...}) on each."""
+        rows = [{"router": r, "type": kind, "value": value} for r in routers for kind, value in (limits or {"rpm": None}).items()]
+        return await self.seeder.user(limits=rows, **extra)
 
 
 @pytest.fixture

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, UploadFile
 from fastapi.responses import JSONResponse, Response
 
+from api.context import AppContext
 from api.deps import Caller, Context
+from api.identity.auth import Principal
+from api.inference.tokens import count_inputs, count_messages, count_text
 from api.errors import NotFoundError
 from api.inference import service
 from api.inference.schemas import ChatCompletionRequest, EmbeddingsRequest, RerankRequest, as_upstream_body
@@ -34,7 +38,7 @@ def _model_out(entry: RouterEntry) -> ModelOut:
 
 
 def _headers(meter: Meter) -> dict[str, str]:
-    return {OVERHEAD_HEADER: f"{meter.overhead_ms():.3f}", REQUEST_ID_HEADER: meter.request_id}
+    return {**meter.headers, OVERHEAD_HEADER: f"{meter.overhead_ms():.3f}", REQUEST_ID_HEADER: meter.request_id}
 
 
 def _json(meter: Meter, content: dict[str, Any]) -> JSONResponse:
@@ -54,10 +58,22 @@ async def get_model(model: Annotated[str, Path(max_length=255)], caller: Caller,
     return _model_out(entry)
 
 
-def _meter(context: Any, caller: Any, endpoint: Endpoint, model: str) -> Meter:
+def _meter(context: AppContext, caller: Principal, endpoint: Endpoint, model: str) -> Meter:
     meter = Meter(context.usage_writer, caller, endpoint.value, observe=context.metrics.observe)
     meter.model = model
     return meter
+
+
+async def _route_and_admit(
+    context: AppContext, caller: Principal, meter: Meter, endpoint: Endpoint, estimate: Callable[[], int]
+) -> None:
+    """Resolve the model, then count the request against the caller's limits on it."""
+    assert meter.model is not None
+    meter.router = context.gateway.resolve(caller, meter.model, endpoint)
+    ticket = await context.limiter.admit(caller, meter.router, estimate)
+    if ticket is not None:
+        meter.headers = ticket.headers()
+        meter.on_record(lambda total_tokens: context.limiter.settle(ticket, total_tokens))
 
 
 @router.post("/chat/completions", response_model=None)
@@ -65,7 +81,7 @@ async def chat_completions(request: ChatCompletionRequest, caller: Caller, conte
     meter = _meter(context, caller, Endpoint.chat, request.model)
     body = as_upstream_body(request)
     async with service.metered(meter):
-        meter.router = context.gateway.resolve(caller, request.model, Endpoint.chat)
+        await _route_and_admit(context, caller, meter, Endpoint.chat, lambda: count_messages(body["messages"]))
         if request.stream:
             relay = await service.open_chat_stream(context.gateway, meter, body, caller.priority)
             return MeteredStreamingResponse(relay, headers=_headers(meter))
@@ -76,16 +92,21 @@ async def chat_completions(request: ChatCompletionRequest, caller: Caller, conte
 async def create_embeddings(request: EmbeddingsRequest, caller: Caller, context: Context) -> JSONResponse:
     meter = _meter(context, caller, Endpoint.embeddings, request.model)
     async with service.metered(meter):
-        meter.router = context.gateway.resolve(caller, request.model, Endpoint.embeddings)
-        return _json(meter, await service.embeddings(context.gateway, meter, as_upstream_body(request), caller.priority))
+        body = as_upstream_body(request)
+        await _route_and_admit(context, caller, meter, Endpoint.embeddings, lambda: count_inputs(body["input"]))
+        return _json(meter, await service.embeddings(context.gateway, meter, body, caller.priority))
 
 
 @router.post("/rerank")
 async def create_rerank(request: RerankRequest, caller: Caller, context: Context) -> JSONResponse:
     meter = _meter(context, caller, Endpoint.rerank, request.model)
     async with service.metered(meter):
-        meter.router = context.gateway.resolve(caller, request.model, Endpoint.rerank)
-        return _json(meter, await service.rerank(context.gateway, meter, as_upstream_body(request), caller.priority))
+        body = as_upstream_body(request)
+        await _route_and_admit(
+            context, caller, meter, Endpoint.rerank,
+            lambda: count_text(request.query) + sum(count_text(d) for d in request.documents),
+        )
+        return _json(meter, await service.rerank(context.gateway, meter, body, caller.priority))
 
 
 @router.post("/audio/transcriptions")
@@ -101,7 +122,8 @@ async def create_transcription(
 ) -> JSONResponse:
     meter = _meter(context, caller, Endpoint.transcriptions, model)
     async with service.metered(meter):
-        meter.router = context.gateway.resolve(caller, model, Endpoint.transcriptions)
+        # The audio's length in tokens is unknown before it is transcribed: settle counts it.
+        await _route_and_admit(context, caller, meter, Endpoint.transcriptions, lambda: 0)
         fields = {
             name: str(value)
             for name, value in (("language", language), ("prompt", prompt), ("temperature", temperature))

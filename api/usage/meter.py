@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from api.identity.auth import Principal
@@ -34,7 +34,13 @@ class Meter:
         self.upstream_seconds = 0.0
         self._writer = writer
         self._observe = observe
+        self._on_record: list[Callable[[int], Awaitable[None]]] = []
+        self.headers: dict[str, str] = {}
         self._recorded = False
+
+    def on_record(self, settle: Callable[[int], Awaitable[None]]) -> None:
+        """Run `settle(total_tokens)` when the request is recorded (exactly once, any outcome)."""
+        self._on_record.append(settle)
 
     @property
     def recorded(self) -> bool:
@@ -84,4 +90,6 @@ class Meter:
             )
         if self._observe is not None:
             self._observe(record)
+        for settle in self._on_record:
+            await settle(record.total_tokens)
         await self._writer.record(record)

@@ -1,0 +1,102 @@
+"""Role limits on a router, per user: rpm, rpd, tpm, tpd.
+
+Requests are counted when admitted. Tokens are admitted on the prompt's estimate and settled
+with the real total (prompt + completion) once the call ends, whatever its outcome. A limit
+of 0 forbids the router (403); null is unlimited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from api.errors import PermissionDeniedError, TooManyRequestsError
+from api.identity.auth import Principal
+from api.metrics import GatewayMetrics
+from api.models.catalog import RouterEntry
+from api.state.limits import Admission, LimitStore, WindowCheck, WindowState
+
+WINDOWS = {"rpm": 60, "rpd": 86_400, "tpm": 60, "tpd": 86_400}
+TOKEN_LIMITS = ("tpm", "tpd")
+
+
+@dataclass
+class Ticket:
+    """What one request was admitted with, to settle when it ends."""
+
+    windows: dict[str, WindowState]
+    estimated_tokens: int
+    settled: bool = False
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI-style x-ratelimit-* headers, from the per-minute windows (else per-day)."""
+        headers: dict[str, str] = {}
+        for kind, minute, day in (("requests", "rpm", "rpd"), ("tokens", "tpm", "tpd")):
+            state = self.windows.get(minute) or self.windows.get(day)
+            if state is not None:
+                headers[f"x-ratelimit-limit-{kind}"] = str(state.limit)
+                headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, state.limit - state.used))
+                headers[f"x-ratelimit-reset-{kind}"] = f"{state.reset_in:.0f}s"
+        return headers
+
+
+class Limiter:
+    def __init__(self, store: LimitStore, metrics: GatewayMetrics) -> None:
+        self._store = store
+        self._metrics = metrics
+
+    @staticmethod
+    def _limits(principal: Principal, router: RouterEntry) -> Mapping[str, int | None]:
+        if principal.limits is None:  # the master key
+            return {}
+        return principal.limits.get(router.id, {})
+
+    async def admit(self, principal: Principal, router: RouterEntry, estimate: Callable[[], int]) -> Ticket | None:
+        """Count the request in every window of the caller's limits on `router`, or refuse it.
+        `estimate` (the prompt's tokens) is only computed when a token limit applies."""
+        limits = self._limits(principal, router)
+        if any(value == 0 for value in limits.values()):
+            raise PermissionDeniedError(f"Your role may not use model '{router.name}'")
+        needs_tokens = any(limits.get(kind) is not None for kind in TOKEN_LIMITS)
+        estimated_tokens = estimate() if needs_tokens else 0
+        checks = [
+            WindowCheck(
+                key=f"{principal.user_id}:{router.id}:{kind}", limit=value, window_seconds=WINDOWS[kind],
+                amount=estimated_tokens if kind in TOKEN_LIMITS else 1,
+            )
+            for kind, value in sorted(limits.items())
+            if value is not None and kind in WINDOWS
+        ]
+        if not checks:
+            return None
+        admission = await self._store.admit(checks)
+        if not admission.admitted:
+            self._refuse(admission, checks)
+        kinds = [kind for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
+        return Ticket(dict(zip(kinds, admission.windows, strict=True)), estimated_tokens)
+
+    def _refuse(self, admission: Admission, checks: list[WindowCheck]) -> None:
+        state = admission.windows[0]
+        kind = state.key.split(":")[-2]
+        self._metrics.rejections.labels(kind).inc()
+        unit = "tokens" if kind in TOKEN_LIMITS else "requests"
+        raise TooManyRequestsError(
+            f"Rate limit reached: {kind} {state.limit} {unit} (used {state.used}); retry in {admission.retry_after}s",
+            retry_after=admission.retry_after,
+            headers={
+                f"x-ratelimit-limit-{unit}": str(state.limit),
+                f"x-ratelimit-remaining-{unit}": str(max(0, state.limit - state.used)),
+                f"x-ratelimit-reset-{unit}": f"{state.reset_in:.0f}s",
+            },
+        )
+
+    async def settle(self, ticket: Ticket | None, real_tokens: int) -> None:
+        """Replace the token estimate by the real total in every token window, once."""
+        if ticket is None or ticket.settled:
+            return
+        ticket.settled = True
+        delta = real_tokens - ticket.estimated_tokens
+        for kind in TOKEN_LIMITS:
+            state = ticket.windows.get(kind)
+            if state is not None and delta:
+                await self._store.adjust(state.key, delta, state.reset_in)

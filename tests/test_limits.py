@@ -1,0 +1,127 @@
+"""Role limits per router and user: exact under concurrency and across replicas."""
+
+import asyncio
+import time
+import uuid
+
+import openai
+import pytest
+
+from api.state.limits import MemoryLimitStore, RedisLimitStore, WindowCheck
+from conftest import REDIS_URL, Models, Seeder, usage_rows
+from test_gateway_chat import sdk
+
+BODY = {"model": "chat", "messages": [{"role": "user", "content": "one two three"}]}
+
+
+async def test_a_limit_of_zero_forbids(client, models: Models, upstream) -> None:
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, limits={"rpm": 0})
+    response = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+    assert response.status_code == 403 and "may not use model 'chat'" in response.json()["detail"]
+    assert upstream.received == []
+
+
+async def test_a_burst_of_three_times_the_rpm_admits_exactly_the_limit(client, models: Models, upstream) -> None:
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, limits={"rpm": 5, "rpd": 1000})
+    responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=BODY, headers=user.headers) for _ in range(15)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 5 + [429] * 10
+    refused = next(r for r in responses if r.status_code == 429)
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ratelimit-limit-requests"] == "5" and refused.headers["x-ratelimit-remaining-requests"] == "0"
+    admitted = next(r for r in responses if r.status_code == 200)
+    assert admitted.headers["x-ratelimit-limit-requests"] == "5"
+    assert len(upstream.received) == 5
+    assert sorted(r.status for r in await usage_rows(client)) == [200] * 5 + [429] * 10
+    with pytest.raises(openai.RateLimitError) as error:
+        await sdk(client, user.key).chat.completions.create(**BODY)
+    assert int(error.value.response.headers["retry-after"]) >= 1
+
+
+async def test_the_limit_holds_across_two_replicas(app_factory, backend, upstream) -> None:
+    if backend.redis_url is None:
+        pytest.skip("embedded mode runs one process; replicas need Redis")
+    first = await app_factory()
+    second = await app_factory()
+    models = Models(first, Seeder(first))
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, limits={"rpm": 6})
+    await second.app.state.context.catalog.reload()
+    calls = [replica.post("/v1/chat/completions", json=BODY, headers=user.headers) for replica in (first, second) * 9]
+    statuses = sorted(r.status_code for r in await asyncio.gather(*calls))
+    assert statuses == [200] * 6 + [429] * 12
+
+
+async def test_tokens_are_admitted_on_the_estimate_and_settled_on_real_usage(client, models: Models, upstream) -> None:
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, limits={"tpm": 30})
+    # Each call: 3 prompt tokens estimated (tiktoken) and 3 + 5 = 8 really used.
+    remaining = []
+    for _ in range(4):
+        response = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+        assert response.status_code == 200
+        remaining.append(int(response.headers["x-ratelimit-remaining-tokens"]))
+    # At admission: earlier calls' real totals + this call's estimate.
+    assert remaining == [30 - 3, 30 - 8 - 3, 30 - 16 - 3, 30 - 24 - 3]
+    refused = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+    assert refused.status_code == 429 and "tpm 30 tokens" in refused.json()["detail"]
+
+
+async def test_a_failed_call_gives_its_token_estimate_back(app_factory, upstream) -> None:
+    client = await app_factory(gateway={"cooldown_seconds": 0})
+    models = Models(client, Seeder(client))
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, limits={"tpm": 100})
+    upstream.behaviour.fail_status = 500
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 502
+    upstream.behaviour.fail_status = None
+    response = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+    assert int(response.headers["x-ratelimit-remaining-tokens"]) == 100 - 3
+
+
+async def test_a_streamed_call_is_settled_when_it_ends(client, models: Models, upstream) -> None:
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, limits={"tpm": 100})
+    streamed = await client.post("/v1/chat/completions", json={**BODY, "stream": True}, headers=user.headers)
+    assert streamed.status_code == 200 and "[DONE]" in streamed.text
+    response = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+    assert int(response.headers["x-ratelimit-remaining-tokens"]) == 100 - 8 - 3
+
+
+@pytest.fixture(params=["memory"] + (["redis"] if REDIS_URL else []))
+async def store(request):
+    if request.param == "memory":
+        yield MemoryLimitStore()
+        return
+    from api.settings import RedisSettings
+    from api.state.redis_client import build_redis
+
+    redis = build_redis(RedisSettings(url=REDIS_URL))
+    yield RedisLimitStore(redis, f"tollgate-test:{uuid.uuid4().hex}:")
+    await redis.aclose()
+
+
+async def test_windows_reset_when_they_end(store) -> None:
+    check = [WindowCheck("u:r:rpm", limit=2, window_seconds=1, amount=1)]
+    await asyncio.sleep(1 - (time.time() % 1) + 0.05)  # start just after a window begins
+    results = [(await store.admit(check)).admitted for _ in range(3)]
+    assert results == [True, True, False]
+    await asyncio.sleep(1.05)
+    assert (await store.admit(check)).admitted
+
+
+async def test_a_refusal_counts_nothing_in_any_window(store) -> None:
+    checks = [WindowCheck("u:r:rpm", limit=10, window_seconds=60, amount=1), WindowCheck("u:r:tpm", limit=5, window_seconds=60, amount=4)]
+    assert (await store.admit(checks)).admitted
+    refused = await store.admit(checks)  # tpm would reach 8 > 5
+    assert not refused.admitted and refused.windows[0].limit == 5
+    admitted = await store.admit([checks[0]])
+    assert admitted.windows[0].used == 2  # the refused call took no request slot
