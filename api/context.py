@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api.db.engine import build_engine, build_session_factory
 from api.identity.auth import Authenticator
 from api.inference.gateway import Gateway
+from api.inference.budget import Budgeter
 from api.inference.limits import Limiter
+from api.state.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from api.metrics import GatewayMetrics
 from api.models.catalog import ModelCatalog
 from api.models.crypto import SecretBox
@@ -47,6 +49,8 @@ class AppContext:
     load: LoadTracker
     gateway: Gateway
     limiter: Limiter
+    budgets: BudgetStore
+    budgeter: Budgeter
     usage_writer: UsageWriter
     metrics: GatewayMetrics
 
@@ -68,10 +72,12 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         counters = RedisCounterStore(redis, redis_settings.key_prefix)
         load = RedisLoadTracker(redis, redis_settings.key_prefix)
         limits: LimitStore = RedisLimitStore(redis, redis_settings.key_prefix)
+        budgets: BudgetStore = RedisBudgetStore(redis, redis_settings.key_prefix)
     else:
         counters = MemoryCounterStore()
         load = MemoryLoadTracker()
         limits = MemoryLimitStore()
+        budgets = MemoryBudgetStore()
 
     general = settings.settings
     secrets = SecretBox(general.encryption_key or general.auth_master_key)
@@ -102,6 +108,8 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         load=load,
         gateway=Gateway(catalog, load, upstreams, general.gateway, metrics),
         limiter=Limiter(limits, metrics),
+        budgets=budgets,
+        budgeter=Budgeter(budgets, metrics, general.gateway.default_max_tokens),
         usage_writer=usage_writer,
         metrics=metrics,
     )

@@ -48,6 +48,10 @@ class GatewaySettings(_Section):
     cooldown_seconds: float = Field(default=10.0, ge=0, le=3600, description="How long a failing provider is avoided.")
     qos_wait_seconds: float = Field(default=10.0, ge=0, le=600, description="How long a request waits when every provider is at its QoS cap.")
     qos_poll_seconds: float = Field(default=0.05, gt=0, le=5, description="How often a waiting request looks for a free slot.")
+    default_max_tokens: int = Field(
+        default=4096, ge=1, le=1_000_000,
+        description="Completion bound set on calls of budgeted users that give no max_tokens (their reservation).",
+    )
 
 
 class GeneralSettings(_Section):

@@ -53,8 +53,8 @@ class User(TimestampMixin, Base):
     organization_id: Mapped[int | None] = mapped_column(
         ForeignKey("organizations.id", ondelete="RESTRICT"), nullable=True, index=True
     )
-    # Money is exact: millionths of the budget's currency unit, never a float.
-    budget_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Remaining budget, exact: billionths of the currency unit (as usage costs), never a float.
+    budget_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     expires: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -159,3 +159,18 @@ class Usage(Base):
     kgco2eq_max: Mapped[float] = mapped_column(default=0.0)
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     ttft_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class BudgetChange(Base):
+    """The ledger of budget changes made by administrators: who, when, how much, why."""
+
+    __tablename__ = "budget_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    actor_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # null: the master key
+    kind: Mapped[str] = mapped_column(String(16))  # "recharge" (relative) or "set" (absolute)
+    amount_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    balance_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # after the change (database view)
+    reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -32,6 +32,8 @@ class Principal:
     # Router id -> {limit type: value}. A router absent here is out of reach; None: every router.
     limits: Mapping[int, Mapping[str, int | None]] | None
     priority: int
+    # The user's budget in the database (nanos; None: unlimited). Live balances are elsewhere.
+    budget_nanos: int | None
     # The earlier of the key's and the user's expiry.
     expires: datetime | None
 
@@ -57,7 +59,7 @@ class Principal:
 
 MASTER_PRINCIPAL = Principal(
     user_id=None, key_id=None, key_name=None, role_id=None, organization_id=None,
-    permissions=ALL_PERMISSIONS, limits=None, priority=0, expires=None,
+    permissions=ALL_PERMISSIONS, limits=None, priority=0, budget_nanos=None, expires=None,
 )
 
 
@@ -130,7 +132,7 @@ class Authenticator:
     async def _load(self, key_hash: str) -> Principal:
         query = (
             select(ApiKey.id, ApiKey.name, ApiKey.expires, User.id, User.role_id, User.organization_id,
-                   User.priority, User.expires, Role.permissions)
+                   User.priority, User.expires, User.budget_nanos, Role.permissions)
             .join(User, User.id == ApiKey.user_id)
             .join(Role, Role.id == User.role_id)
             .where(ApiKey.key_hash == key_hash)
@@ -139,7 +141,8 @@ class Authenticator:
             row = (await session.execute(query)).first()
             if row is None:
                 raise AuthenticationError("Invalid API key")
-            key_id, key_name, key_expires, user_id, role_id, organization_id, priority, user_expires, permissions = row
+            (key_id, key_name, key_expires, user_id, role_id, organization_id, priority, user_expires,
+             budget_nanos, permissions) = row
             limit_rows = (
                 await session.execute(
                     select(RoleLimit.router_id, RoleLimit.type, RoleLimit.value).where(RoleLimit.role_id == role_id)
@@ -157,6 +160,7 @@ class Authenticator:
             permissions=frozenset(permissions or ()),
             limits=limits,
             priority=priority,
+            budget_nanos=budget_nanos,
             expires=_earliest(key_expires, user_expires),
         )
 

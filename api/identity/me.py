@@ -14,7 +14,7 @@ from api.identity.login import LoginThrottle, verify_password_throttled
 from api.identity.roles import role_limits, role_permissions
 from api.identity.schemas import UserInfo, UserInfoUpdate
 from api.identity.secrets import PasswordHasher
-from api.identity.users import commit_unique_email, get_user_model, micros_to_budget
+from api.identity.users import commit_unique_email, get_user_model, nanos_to_budget
 
 
 async def get_info(session: AsyncSession, user_id: int) -> UserInfo:
@@ -23,7 +23,7 @@ async def get_info(session: AsyncSession, user_id: int) -> UserInfo:
     assert role is not None  # users.role_id is a non-null foreign key
     return UserInfo(
         id=user.id, email=user.email, name=user.name, role=user.role_id, organization=user.organization_id,
-        budget=micros_to_budget(user.budget_micros), permissions=role_permissions(role), limits=role_limits(role),
+        budget=nanos_to_budget(user.budget_nanos), permissions=role_permissions(role), limits=role_limits(role),
         expires=to_unix(user.expires), priority=user.priority,
         created=to_unix(user.created), updated=to_unix(user.updated),
     )

@@ -41,7 +41,8 @@ def _normalise_email(value: str) -> str:
 Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_normalise_email)]
 # Bounded above: argon2 of a megabyte-long password would be a cheap denial of service.
 Password = Annotated[str, Field(min_length=8, max_length=128)]
-Budget = Annotated[Decimal, Field(ge=0, le=10**12, decimal_places=6)]
+# At most a billion units, so that its billionths fit a 64-bit integer.
+Budget = Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=9)]
 Priority = Annotated[int, Field(ge=0, le=1000)]
 
 
@@ -236,3 +237,20 @@ class UserInfoUpdate(RequestModel):
 class LoginRequest(RequestModel):
     email: Annotated[str, Field(min_length=1, max_length=254)]
     password: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class BudgetRecharge(RequestModel):
+    amount: Annotated[Decimal, Field(ge=-(10**9), le=10**9, decimal_places=9)]
+    reason: Annotated[str, Field(max_length=1000)] | None = None
+
+
+class BudgetChangeOut(BaseModel):
+    object: Literal["budget.change"] = "budget.change"
+    id: int
+    user: int
+    actor: int | None = Field(description="The administrator's user id; null for the master key.")
+    kind: Literal["set", "recharge"]
+    amount: float | None
+    budget: float | None = Field(description="The budget right after the change.")
+    reason: str | None
+    created: int

@@ -18,21 +18,21 @@ from api.identity.schemas import UserCreate, UserOut, UserUpdate
 
 ORDER_COLUMNS = {"id": User.id, "name": User.name, "created": User.created, "updated": User.updated}
 
-MICROS = Decimal(1_000_000)
+NANOS = Decimal(1_000_000_000)
 
 
-def budget_to_micros(budget: Decimal | None) -> int | None:
-    return None if budget is None else int(budget * MICROS)
+def budget_to_nanos(budget: Decimal | None) -> int | None:
+    return None if budget is None else int(budget * NANOS)
 
 
-def micros_to_budget(micros: int | None) -> float | None:
-    return None if micros is None else float(Decimal(micros) / MICROS)
+def nanos_to_budget(nanos: int | None) -> float | None:
+    return None if nanos is None else float(Decimal(nanos) / NANOS)
 
 
 def user_out(user: User) -> UserOut:
     return UserOut(
         id=user.id, email=user.email, name=user.name, role=user.role_id, organization=user.organization_id,
-        budget=micros_to_budget(user.budget_micros), expires=to_unix(user.expires), priority=user.priority,
+        budget=nanos_to_budget(user.budget_nanos), expires=to_unix(user.expires), priority=user.priority,
         created=to_unix(user.created), updated=to_unix(user.updated),
     )
 
@@ -66,7 +66,7 @@ async def create_user(session: AsyncSession, hasher: PasswordHasher, body: UserC
     await _check_references(session, body.role, body.organization)
     user = User(
         email=body.email, name=body.name, password_hash=await hasher.hash(body.password), role_id=body.role,
-        organization_id=body.organization, budget_micros=budget_to_micros(body.budget),
+        organization_id=body.organization, budget_nanos=budget_to_nanos(body.budget),
         expires=from_unix(body.expires), priority=body.priority,
     )
     session.add(user)
@@ -112,7 +112,7 @@ async def update_user(session: AsyncSession, hasher: PasswordHasher, user_id: in
     if "organization" in changes:
         user.organization_id = body.organization
     if "budget" in changes:
-        user.budget_micros = budget_to_micros(body.budget)
+        user.budget_nanos = budget_to_nanos(body.budget)
     if "expires" in changes:
         user.expires = from_unix(body.expires)
     if "priority" in changes:

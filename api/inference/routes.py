@@ -58,6 +58,18 @@ async def get_model(model: Annotated[str, Path(max_length=255)], caller: Caller,
     return _model_out(entry)
 
 
+def _once(compute: Callable[[], int]) -> Callable[[], int]:
+    """A token estimate computed at most once, and only if a limit or a budget needs it."""
+    value: list[int] = []
+
+    def get() -> int:
+        if not value:
+            value.append(compute())
+        return value[0]
+
+    return get
+
+
 def _meter(context: AppContext, caller: Principal, endpoint: Endpoint, model: str) -> Meter:
     meter = Meter(context.usage_writer, caller, endpoint.value, observe=context.metrics.observe)
     meter.model = model
@@ -65,15 +77,24 @@ def _meter(context: AppContext, caller: Principal, endpoint: Endpoint, model: st
 
 
 async def _route_and_admit(
-    context: AppContext, caller: Principal, meter: Meter, endpoint: Endpoint, estimate: Callable[[], int]
+    context: AppContext,
+    caller: Principal,
+    meter: Meter,
+    endpoint: Endpoint,
+    estimate: Callable[[], int],
+    max_completion_tokens: int = 0,
 ) -> None:
-    """Resolve the model, then count the request against the caller's limits on it."""
+    """Resolve the model, count the request against the caller's limits on it, and reserve
+    the most it can cost from the caller's budget. Both are settled when it is recorded."""
     assert meter.model is not None
-    meter.router = context.gateway.resolve(caller, meter.model, endpoint)
-    ticket = await context.limiter.admit(caller, meter.router, estimate)
+    router = meter.router = context.gateway.resolve(caller, meter.model, endpoint)
+    ticket = await context.limiter.admit(caller, router, estimate)
     if ticket is not None:
         meter.headers = ticket.headers()
-        meter.on_record(lambda total_tokens: context.limiter.settle(ticket, total_tokens))
+        meter.on_record(lambda record: context.limiter.settle(ticket, record.total_tokens))
+    if context.budgeter.applies(caller):
+        reservation = await context.budgeter.reserve(caller, router, estimate(), max_completion_tokens)
+        meter.on_record(lambda record: context.budgeter.settle(reservation, record.cost_nanos))
 
 
 @router.post("/chat/completions", response_model=None)
@@ -81,7 +102,10 @@ async def chat_completions(request: ChatCompletionRequest, caller: Caller, conte
     meter = _meter(context, caller, Endpoint.chat, request.model)
     body = as_upstream_body(request)
     async with service.metered(meter):
-        await _route_and_admit(context, caller, meter, Endpoint.chat, lambda: count_messages(body["messages"]))
+        completion_bound = context.budgeter.cap_completion(caller, body)
+        await _route_and_admit(
+            context, caller, meter, Endpoint.chat, _once(lambda: count_messages(body["messages"])), completion_bound
+        )
         if request.stream:
             relay = await service.open_chat_stream(context.gateway, meter, body, caller.priority)
             return MeteredStreamingResponse(relay, headers=_headers(meter))
@@ -93,7 +117,7 @@ async def create_embeddings(request: EmbeddingsRequest, caller: Caller, context:
     meter = _meter(context, caller, Endpoint.embeddings, request.model)
     async with service.metered(meter):
         body = as_upstream_body(request)
-        await _route_and_admit(context, caller, meter, Endpoint.embeddings, lambda: count_inputs(body["input"]))
+        await _route_and_admit(context, caller, meter, Endpoint.embeddings, _once(lambda: count_inputs(body["input"])))
         return _json(meter, await service.embeddings(context.gateway, meter, body, caller.priority))
 
 
@@ -104,7 +128,7 @@ async def create_rerank(request: RerankRequest, caller: Caller, context: Context
         body = as_upstream_body(request)
         await _route_and_admit(
             context, caller, meter, Endpoint.rerank,
-            lambda: count_text(request.query) + sum(count_text(d) for d in request.documents),
+            _once(lambda: count_text(request.query) + sum(count_text(d) for d in request.documents)),
         )
         return _json(meter, await service.rerank(context.gateway, meter, body, caller.priority))
 
@@ -123,7 +147,9 @@ async def create_transcription(
     meter = _meter(context, caller, Endpoint.transcriptions, model)
     async with service.metered(meter):
         # The audio's length in tokens is unknown before it is transcribed: settle counts it.
-        await _route_and_admit(context, caller, meter, Endpoint.transcriptions, lambda: 0)
+        await _route_and_admit(
+            context, caller, meter, Endpoint.transcriptions, lambda: 0, context.budgeter.default_max_tokens
+        )
         fields = {
             name: str(value)
             for name, value in (("language", language), ("prompt", prompt), ("temperature", temperature))

@@ -34,12 +34,12 @@ class Meter:
         self.upstream_seconds = 0.0
         self._writer = writer
         self._observe = observe
-        self._on_record: list[Callable[[int], Awaitable[None]]] = []
+        self._on_record: list[Callable[[UsageRecord], Awaitable[None]]] = []
         self.headers: dict[str, str] = {}
         self._recorded = False
 
-    def on_record(self, settle: Callable[[int], Awaitable[None]]) -> None:
-        """Run `settle(total_tokens)` when the request is recorded (exactly once, any outcome)."""
+    def on_record(self, settle: Callable[[UsageRecord], Awaitable[None]]) -> None:
+        """Run `settle(record)` when the request is recorded (exactly once, any outcome)."""
         self._on_record.append(settle)
 
     @property
@@ -91,5 +91,5 @@ class Meter:
         if self._observe is not None:
             self._observe(record)
         for settle in self._on_record:
-            await settle(record.total_tokens)
+            await settle(record)
         await self._writer.record(record)

@@ -9,12 +9,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.db.base import utcnow
-from api.db.models import Usage
+from api.db.models import Usage, User
 
 logger = logging.getLogger("tollgate.usage")
 
@@ -140,10 +140,22 @@ class UsageWriter:
             self._queue.task_done()
 
     async def _insert(self, records: list[UsageRecord]) -> None:
+        spent: dict[int, int] = {}
+        for record in records:
+            if record.user_id is not None and record.cost_nanos:
+                spent[record.user_id] = spent.get(record.user_id, 0) + record.cost_nanos
         async with self._session_factory() as session:
             # Core insert of plain dicts: the ORM and dataclasses.asdict (a deep copy) cost
             # milliseconds of event-loop time per batch.
             await session.execute(insert(Usage.__table__), [vars(r) for r in records])
+            if spent:
+                # Budgets move in the same transaction as the records: each cost counts once.
+                await session.execute(
+                    update(User.__table__)
+                    .where(User.__table__.c.id == bindparam("uid"), User.__table__.c.budget_nanos.is_not(None))
+                    .values(budget_nanos=User.__table__.c.budget_nanos - bindparam("spent")),
+                    [{"uid": uid, "spent": amount} for uid, amount in spent.items()],
+                )
             await session.commit()
             self._written += len(records)
 

@@ -8,9 +8,11 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.common.listing import PageRequest
 from api.common.schemas import MAX_ID, ListPage
-from api.deps import Context, Session, page_params, require_admin
-from api.identity import keys, organizations, roles, users
+from api.deps import Admin, Context, Session, page_params, require_admin
+from api.identity import budgets, keys, organizations, roles, users
 from api.identity.schemas import (
+    BudgetChangeOut,
+    BudgetRecharge,
     Created,
     KeyCreated,
     OrganizationCreate,
@@ -126,10 +128,32 @@ async def get_user(user: PathId, session: Session) -> UserOut:
 
 
 @router.patch("/users/{user}", status_code=204, tags=["admin: users"])
-async def update_user(user: PathId, body: UserUpdate, session: Session, context: Context) -> Response:
+async def update_user(user: PathId, body: UserUpdate, session: Session, context: Context, caller: Admin) -> Response:
+    budget_changed = "budget" in body.model_fields_set
+    if budget_changed:
+        await budgets.record_set(session, user, caller.user_id, users.budget_to_nanos(body.budget))
     await users.update_user(session, context.hasher, user, body)
+    if budget_changed:
+        await context.budgets.set_budget(user, users.budget_to_nanos(body.budget))
     context.authenticator.forget_user(user)
     return Response(status_code=204)
+
+
+@router.post("/users/{user}/budget", status_code=201, tags=["admin: users"])
+async def recharge_budget(user: PathId, body: BudgetRecharge, session: Session, context: Context, caller: Admin) -> Created:
+    """Add to (or, negative, take from) a user's budget; every change goes to the ledger."""
+    change = await budgets.recharge(session, context.budgets, user, caller.user_id, body.amount, body.reason)
+    context.authenticator.forget_user(user)
+    return Created(id=change)
+
+
+@router.get("/users/{user}/budget", tags=["admin: users"])
+async def budget_history(
+    user: PathId, session: Session,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> ListPage[BudgetChangeOut]:
+    data, total = await budgets.history(session, user, offset, limit)
+    return ListPage(data=data, total=total)
 
 
 @router.delete("/users/{user}", status_code=204, tags=["admin: users"])

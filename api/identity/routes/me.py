@@ -10,6 +10,7 @@ from api.common.listing import PageRequest
 from api.common.schemas import MAX_ID, ListPage
 from api.deps import Caller, ClientAddress, Context, Session, page_params
 from api.identity import keys, me
+from api.identity.users import nanos_to_budget
 from api.identity.schemas import KeyCreate, KeyCreated, KeyOut, UserInfo, UserInfoUpdate
 
 router = APIRouter(prefix="/v1/me", tags=["me"])
@@ -19,8 +20,14 @@ KeyPage = Annotated[PageRequest, Depends(page_params("KeyOrderBy", keys.ORDER_CO
 
 
 @router.get("/info")
-async def get_info(caller: Caller, session: Session) -> UserInfo:
-    return await me.get_info(session, caller.require_user())
+async def get_info(caller: Caller, session: Session, context: Context) -> UserInfo:
+    info = await me.get_info(session, caller.require_user())
+    if info.budget is not None:
+        # What is left now: the live balance knows about calls in flight and not yet written.
+        live = await context.budgets.balance(info.id)
+        if live is not None:
+            info.budget = nanos_to_budget(live)
+    return info
 
 
 @router.patch("/info", status_code=204)

@@ -1,0 +1,110 @@
+"""Budgets: reserved before the call, settled to the real cost, never overspent, with a ledger."""
+
+import asyncio
+
+import openai
+import pytest
+from sqlalchemy import select
+
+from api.db.models import User
+from conftest import ADMIN, Models, Seeder, usage_rows
+from test_gateway_chat import sdk
+
+BODY = {"model": "chat", "messages": [{"role": "user", "content": "one two three"}], "max_tokens": 5}
+# Router prices: 1 per million prompt and completion tokens. A call reserves the prompt estimate
+# (3 tokens × 1.25 + 16 = 19) plus max_tokens (5): 24 micro-units; it really costs 3 + 5 = 8.
+RESERVED, SPENT = 24_000, 8_000  # nanos
+
+
+async def budgeted(client, models: Models, upstream, budget: float):
+    router = await models.router(cost_prompt_tokens=1, cost_completion_tokens=1)
+    await models.provider(router, upstream.base_url)
+    return await models.user_for(router, budget=budget)
+
+
+async def db_budget(client, user_id: int) -> int:
+    await usage_rows(client)  # flush: the budget moves with the usage records
+    async with client.app.state.context.session_factory() as session:
+        return (await session.execute(select(User.budget_nanos).where(User.id == user_id))).scalar_one()
+
+
+async def test_a_call_is_charged_its_real_cost(client, models: Models, upstream) -> None:
+    user = await budgeted(client, models, upstream, budget=1)
+    response = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+    assert response.status_code == 200 and response.json()["usage"]["cost"] == pytest.approx(SPENT / 1e9)
+    assert await db_budget(client, user.id) == 1_000_000_000 - SPENT
+    info = (await client.get("/v1/me/info", headers=user.headers)).json()
+    assert info["budget"] == pytest.approx((1_000_000_000 - SPENT) / 1e9)
+
+
+async def test_concurrent_calls_cannot_overspend(client, models: Models, upstream) -> None:
+    # Room for exactly 10 reservations of 24 µ-units: 240 µ-units + a little.
+    user = await budgeted(client, models, upstream, budget=0.000245)
+    upstream.behaviour.delay_seconds = 2  # the first admitted are still in flight when the last arrive
+    responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=BODY, headers=user.headers) for _ in range(100)))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 10 and statuses.count(402) == 90
+    assert next(r for r in responses if r.status_code == 402).json() == {"detail": "Insufficient budget"}
+    assert len(await usage_rows(client)) == 100  # refused calls are recorded too
+    remaining = await db_budget(client, user.id)
+    assert remaining == 245_000 - 10 * SPENT >= 0
+    # Once the reservations are settled, what is left is usable again.
+    upstream.behaviour.delay_seconds = 0
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+
+
+async def test_the_sdk_sees_402(client, models: Models, upstream) -> None:
+    user = await budgeted(client, models, upstream, budget=0)
+    with pytest.raises(openai.APIStatusError) as error:
+        await sdk(client, user.key).chat.completions.create(**BODY)
+    assert error.value.status_code == 402 and upstream.received == []
+
+
+async def test_budgeted_calls_without_max_tokens_get_the_default_bound(app_factory, upstream) -> None:
+    client = await app_factory(gateway={"default_max_tokens": 50})
+    user = await budgeted(client, Models(client, Seeder(client)), upstream, budget=1)
+    body = {k: v for k, v in BODY.items() if k != "max_tokens"}
+    assert (await client.post("/v1/chat/completions", json=body, headers=user.headers)).status_code == 200
+    assert upstream.received[-1].body["max_tokens"] == 50
+
+
+async def test_a_stream_settles_when_it_ends(client, models: Models, upstream) -> None:
+    user = await budgeted(client, models, upstream, budget=1)
+    response = await client.post("/v1/chat/completions", json={**BODY, "stream": True}, headers=user.headers)
+    assert response.status_code == 200 and "[DONE]" in response.text
+    assert await client.app.state.context.budgets.balance(user.id) == 1_000_000_000 - SPENT
+
+
+async def test_budgets_hold_across_two_replicas(app_factory, backend, upstream) -> None:
+    if backend.redis_url is None:
+        pytest.skip("embedded mode runs one process; replicas need Redis")
+    first, second = await app_factory(), await app_factory()
+    user = await budgeted(first, Models(first, Seeder(first)), upstream, budget=0.000245)
+    await second.app.state.context.catalog.reload()
+    upstream.behaviour.delay_seconds = 2
+    calls = [replica.post("/v1/chat/completions", json=BODY, headers=user.headers) for replica in (first, second) * 20]
+    statuses = [r.status_code for r in await asyncio.gather(*calls)]
+    assert statuses.count(200) == 10 and statuses.count(402) == 30
+    await second.app.state.context.usage_writer.flush()
+    assert await db_budget(first, user.id) == 245_000 - 10 * SPENT
+
+
+async def test_recharge_and_ledger(client, models: Models, upstream) -> None:
+    user = await budgeted(client, models, upstream, budget=0)
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 402
+    recharge = await client.post(f"/v1/admin/users/{user.id}/budget", json={"amount": 0.5, "reason": "Q4 top-up"}, headers=ADMIN)
+    assert recharge.status_code == 201
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+    assert (await client.patch(f"/v1/admin/users/{user.id}", json={"budget": 2}, headers=ADMIN)).status_code == 204
+    history = (await client.get(f"/v1/admin/users/{user.id}/budget", headers=ADMIN)).json()
+    assert history["total"] == 2
+    latest, first = history["data"]
+    assert (latest["kind"], latest["budget"], latest["actor"]) == ("set", 2.0, None)
+    assert (first["kind"], first["amount"], first["budget"], first["reason"]) == ("recharge", 0.5, 0.5, "Q4 top-up")
+    info = (await client.get("/v1/me/info", headers=user.headers)).json()
+    assert info["budget"] == pytest.approx(2.0)
+    unlimited = await models.user_for(1)
+    refused = await client.post(f"/v1/admin/users/{unlimited.id}/budget", json={"amount": 1}, headers=ADMIN)
+    assert refused.status_code == 400
+    assert (await client.post(f"/v1/admin/users/{user.id}/budget", json={"amount": "lots"}, headers=ADMIN)).status_code == 422
+    assert (await client.post("/v1/admin/users/999999/budget", json={"amount": 1}, headers=ADMIN)).status_code == 404
