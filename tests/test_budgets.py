@@ -108,3 +108,11 @@ async def test_recharge_and_ledger(client, models: Models, upstream) -> None:
     assert refused.status_code == 400
     assert (await client.post(f"/v1/admin/users/{user.id}/budget", json={"amount": "lots"}, headers=ADMIN)).status_code == 422
     assert (await client.post("/v1/admin/users/999999/budget", json={"amount": 1}, headers=ADMIN)).status_code == 404
+
+
+async def test_admin_totals_show_the_remaining_budget(client, models: Models, upstream) -> None:
+    user = await budgeted(client, models, upstream, budget=1)
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+    await usage_rows(client)
+    rows = (await client.get(f"/v1/admin/usage?group_by=user&id={user.id}", headers=ADMIN)).json()["data"]
+    assert [(r["requests"], r["budget"]) for r in rows] == [(1, pytest.approx(1 - SPENT / 1e9))]

@@ -125,3 +125,15 @@ async def test_a_refusal_counts_nothing_in_any_window(store) -> None:
     assert not refused.admitted and refused.windows[0].limit == 5
     admitted = await store.admit([checks[0]])
     assert admitted.windows[0].used == 2  # the refused call took no request slot
+
+
+async def test_me_info_shows_where_the_user_stands(client, models: Models, upstream) -> None:
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, limits={"rpm": 10, "tpd": 1000, "rpd": None})
+    for _ in range(3):
+        assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+    info = (await client.get("/v1/me/info", headers=user.headers)).json()
+    usage = {(c["router"], c["type"]): (c["limit"], c["used"]) for c in info["limits_usage"]}
+    assert usage == {(router, "rpm"): (10, 3), (router, "tpd"): (1000, 3 * 8)}
+    assert all(0 < c["reset_in"] <= 86_400 for c in info["limits_usage"])

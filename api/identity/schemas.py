@@ -221,10 +221,19 @@ class UserInfo(BaseModel):
     budget: float | None
     permissions: list[Permission]
     limits: list[Limit]
+    limits_usage: list[LimitUsage] = Field(default_factory=list, description="Current counts of the limited windows.")
     expires: int | None
     priority: int
     created: int
     updated: int
+
+
+class LimitUsage(BaseModel):
+    router: int
+    type: LimitType
+    limit: int
+    used: int
+    reset_in: int = Field(description="Seconds until this window ends and the count restarts.")
 
 
 class UserInfoUpdate(RequestModel):

@@ -40,6 +40,15 @@ class Ticket:
         return headers
 
 
+@dataclass(frozen=True)
+class LimitCounter:
+    router: int
+    type: str
+    limit: int
+    used: int
+    reset_in: int
+
+
 class Limiter:
     def __init__(self, store: LimitStore, metrics: GatewayMetrics) -> None:
         self._store = store
@@ -74,6 +83,22 @@ class Limiter:
             self._refuse(admission, checks)
         kinds = [kind for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
         return Ticket(dict(zip(kinds, admission.windows, strict=True)), estimated_tokens)
+
+    async def counters(self, principal: Principal) -> list[LimitCounter]:
+        """Where the caller stands on each of its limits now (for /v1/me/info)."""
+        if principal.limits is None or principal.user_id is None:
+            return []
+        checks, labels = [], []
+        for router_id, limits in sorted(principal.limits.items()):
+            for kind, value in sorted(limits.items()):
+                if value is not None and value > 0 and kind in WINDOWS:
+                    checks.append(WindowCheck(f"{principal.user_id}:{router_id}:{kind}", value, WINDOWS[kind], 0))
+                    labels.append((router_id, kind))
+        states = await self._store.peek(checks)
+        return [
+            LimitCounter(router=router_id, type=kind, limit=state.limit, used=max(0, state.used), reset_in=round(state.reset_in))
+            for (router_id, kind), state in zip(labels, states, strict=True)
+        ]
 
     def _refuse(self, admission: Admission, checks: list[WindowCheck]) -> None:
         state = admission.windows[0]

@@ -45,6 +45,10 @@ class Admission:
 class LimitStore(Protocol):
     async def admit(self, checks: list[WindowCheck]) -> Admission: ...
 
+    async def peek(self, checks: list[WindowCheck]) -> list[WindowState]:
+        """The current windows' counts, counting nothing."""
+        ...
+
     async def adjust(self, key: str, delta: int, ttl_seconds: float) -> None:
         """Correct a counted amount (settling an estimate with the real figure)."""
         ...
@@ -75,6 +79,16 @@ class MemoryLimitStore:
             self._counts[key] = (used + check.amount, now + reset_in)
             admitted.append(WindowState(key, check.limit, used + check.amount, reset_in))
         return Admission(True, tuple(admitted))
+
+    async def peek(self, checks: list[WindowCheck]) -> list[WindowState]:
+        now = time.time()
+        states = []
+        for check in checks:
+            index = int(now // check.window_seconds)
+            key = f"{check.key}:{index}"
+            used = self._counts.get(key, (0, 0.0))[0]
+            states.append(WindowState(key, check.limit, used, (index + 1) * check.window_seconds - now))
+        return states
 
     async def adjust(self, key: str, delta: int, ttl_seconds: float) -> None:
         if key in self._counts:
@@ -141,6 +155,21 @@ class RedisLimitStore:
             for i, check in enumerate(checks)
         )
         return Admission(True, states)
+
+    async def peek(self, checks: list[WindowCheck]) -> list[WindowState]:
+        if not checks:
+            return []
+        now = time.time()  # only for display: admission itself uses Redis' clock
+        keys, resets = [], []
+        for check in checks:
+            index = int(now // check.window_seconds)
+            keys.append(f"{self._prefix}{check.key}:{index}")
+            resets.append((index + 1) * check.window_seconds - now)
+        values = await self._redis.mget(keys)
+        return [
+            WindowState(key, check.limit, int(value or 0), reset)
+            for key, check, value, reset in zip(keys, checks, values, resets, strict=True)
+        ]
 
     async def adjust(self, key: str, delta: int, ttl_seconds: float) -> None:
         # `key` came back from admit() with its prefix. If its window is over, the counter is

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class CarbonRange(BaseModel):
@@ -16,6 +16,7 @@ class CarbonRange(BaseModel):
 class Carbon(BaseModel):
     kWh: CarbonRange
     kgCO2eq: CarbonRange
+    budget: float | None = Field(default=None, description="group_by=user: the user's remaining budget now.")
 
 
 class UsageMetrics(BaseModel):
@@ -63,3 +64,4 @@ class UsageTotal(BaseModel):
     cost: float
     kWh: CarbonRange
     kgCO2eq: CarbonRange
+    budget: float | None = Field(default=None, description="group_by=user: the user's remaining budget now.")

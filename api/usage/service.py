@@ -10,7 +10,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from api.common.schemas import from_unix, to_unix
 from api.db.base import utcnow
-from api.db.models import ApiKey, Usage
+from api.db.models import ApiKey, Usage, User
 from api.usage.schemas import Carbon, CarbonRange, MeUsage, UsageDetail, UsageGroup, UsageMetrics, UsageTotal
 
 NANOS = 1_000_000_000
@@ -40,6 +40,11 @@ async def list_my_usage(
         .limit(limit)
     )
     rows = (await session.execute(query)).all()
+    budgets: dict[int, int | None] = {}
+    if group is UsageGroup.user:
+        ids = {row[1] for row in rows if row[1] is not None}
+        if ids:
+            budgets = dict((await session.execute(select(User.id, User.budget_nanos).where(User.id.in_(ids)))).all())
     return [_me_usage(usage, key_name) for usage, key_name in rows], total
 
 
@@ -85,12 +90,18 @@ async def usage_totals(
     if group_id is not None:
         query = query.where(key == group_id)
     rows = (await session.execute(query)).all()
+    budgets: dict[int, int | None] = {}
+    if group is UsageGroup.user:
+        ids = {row[1] for row in rows if row[1] is not None}
+        if ids:
+            budgets = dict((await session.execute(select(User.id, User.budget_nanos).where(User.id.in_(ids)))).all())
     return [
         UsageTotal(
             day=str(row[0]), group=group, id=row[1], requests=row[2], errors=int(row[3] or 0),
             prompt_tokens=int(row[4] or 0), completion_tokens=int(row[5] or 0),
             total_tokens=int(row[4] or 0) + int(row[5] or 0), cost=int(row[6] or 0) / NANOS,
             kWh=CarbonRange(min=row[7] or 0.0, max=row[8] or 0.0), kgCO2eq=CarbonRange(min=row[9] or 0.0, max=row[10] or 0.0),
+            budget=None if budgets.get(row[1]) is None else budgets[row[1]] / NANOS,
         )
         for row in rows
     ]

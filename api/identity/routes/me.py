@@ -11,7 +11,7 @@ from api.common.schemas import MAX_ID, ListPage
 from api.deps import Caller, ClientAddress, Context, Session, page_params
 from api.identity import keys, me
 from api.identity.users import nanos_to_budget
-from api.identity.schemas import KeyCreate, KeyCreated, KeyOut, UserInfo, UserInfoUpdate
+from api.identity.schemas import LimitUsage, KeyCreate, KeyCreated, KeyOut, UserInfo, UserInfoUpdate
 
 router = APIRouter(prefix="/v1/me", tags=["me"])
 
@@ -27,6 +27,7 @@ async def get_info(caller: Caller, session: Session, context: Context) -> UserIn
         live = await context.budgets.balance(info.id)
         if live is not None:
             info.budget = nanos_to_budget(live)
+    info.limits_usage = [LimitUsage(**vars(c)) for c in await context.limiter.counters(caller)]
     return info
 
 
