@@ -50,7 +50,9 @@ def wait_until_up(url: str, timeout: float = 60) -> None:
 
 
 def start(stack: ExitStack, args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.Popen:
-    process = subprocess.Popen(args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115  (read on failure)
+    process = subprocess.Popen(args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+    process.log_path = log.name  # type: ignore[attr-defined]
 
     def stop() -> None:
         process.send_signal(signal.SIGINT)
@@ -101,6 +103,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--database-url", help="an empty database for Tollgate (default: a temporary SQLite file)")
+    parser.add_argument("--redis-url", help="Redis for Tollgate's shared state (default: in-process)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--limits", action="store_true", help="give the key's role rpm/tpm limits and the user a budget")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -121,22 +127,38 @@ def main() -> None:
             targets[name] = (f"http://127.0.0.1:{port}", None, "fake-chat")
 
         config = Path(tmp) / "config.yml"
+        database_url = args.database_url or f"sqlite+aiosqlite:///{tmp}/tollgate.db"
+        redis = f"  redis:\n    url: {args.redis_url}\n    key_prefix: \"bench-{os.getpid()}:\"\n" if args.redis_url else ""
         config.write_text(
             f"settings:\n  auth_master_key: {MASTER_KEY}\n  log_level: WARNING\n  access_log: false\n"
-            f"dependencies:\n  database:\n    url: sqlite+aiosqlite:///{tmp}/tollgate.db\n  qdrant:\n    path: {tmp}/qdrant\n"
+            f"dependencies:\n  database:\n    url: {database_url}\n{redis}  qdrant:\n    path: {tmp}/qdrant\n"
             f"models:\n  - name: chat\n    type: text-generation\n    cost_prompt_tokens: 1\n    cost_completion_tokens: 2\n"
             f"    providers:\n      - type: vllm\n        url: {upstream}\n        model_name: fake-chat\n"
             f"        model_total_params: 8\n        model_active_params: 8\n        model_hosting_zone: FRA\n"
         )
         port = free_port()
         tollgate = f"http://127.0.0.1:{port}"
-        start(stack, [PYTHON, "-m", "api.cli", "--config", str(config), "serve", "--port", str(port)], cwd=Path(tmp))
-        wait_until_up(tollgate + "/health")
+        server = start(stack, [PYTHON, "-m", "api.cli", "--config", str(config), "serve", "--port", str(port),
+                               "--workers", str(args.workers)], cwd=Path(tmp))
+        try:
+            wait_until_up(tollgate + "/health")
+        except RuntimeError:
+            sys.exit(Path(server.log_path).read_text()[-3000:])
         routers = api(tollgate, "GET", "/v1/admin/routers", None, MASTER_KEY)["data"]
-        role = api(tollgate, "POST", "/v1/admin/roles", {"name": "bench", "limits": [{"router": routers[0]["id"], "type": "rpm", "value": None}]}, MASTER_KEY)["id"]
-        user = api(tollgate, "POST", "/v1/admin/users", {"email": "bench@example.com", "password": "bench-password", "role": role}, MASTER_KEY)["id"]
+        router_id = routers[0]["id"]
+        if args.limits:  # high enough never to refuse during the run, but checked and counted
+            limits = [{"router": router_id, "type": t, "value": 10**9} for t in ("rpm", "rpd", "tpm", "tpd")]
+            budget: float | None = 10**6
+        else:
+            limits, budget = [{"router": router_id, "type": "rpm", "value": None}], None
+        role = api(tollgate, "POST", "/v1/admin/roles", {"name": "bench", "limits": limits}, MASTER_KEY)["id"]
+        user = api(tollgate, "POST", "/v1/admin/users", {"email": "bench@example.com", "password": "bench-password",
+                                                          "role": role, "budget": budget}, MASTER_KEY)["id"]
         key = api(tollgate, "POST", "/v1/admin/tokens", {"name": "bench", "user": user}, MASTER_KEY)["token"]
-        targets["Tollgate (auth, routing, usage, cost, carbon)"] = (tollgate, key, "chat")
+        label = "Tollgate (auth, routing, usage, cost, carbon"
+        label += ", limits, budget" if args.limits else ""
+        label += f"; {'PostgreSQL' if args.database_url else 'SQLite'} + {'Redis' if args.redis_url else 'in-process'}, {args.workers} worker(s))"
+        targets[label] = (tollgate, key, "chat")
 
         results = {}
         for name, (url, target_key, model) in targets.items():
