@@ -90,9 +90,13 @@ return counts
 
 
 class RedisLoadTracker:
+    # Cooldowns set by other replicas are seen within this delay; this process's own at once.
+    COOLING_CACHE_SECONDS = 0.25
+
     def __init__(self, redis: Redis, key_prefix: str) -> None:
         self._redis = redis
         self._prefix = key_prefix
+        self._cooling_cache: dict[frozenset[int], tuple[float, set[int]]] = {}
         self._acquire = redis.register_script(_ACQUIRE)
         self._count = redis.register_script(_COUNT)
 
@@ -121,10 +125,22 @@ class RedisLoadTracker:
 
     async def cool_down(self, provider_id: int, seconds: float) -> None:
         await self._redis.set(self._cooldown_key(provider_id), b"1", px=max(1, int(seconds * 1000)))
+        self._cooling_cache.clear()
 
     async def cooling(self, provider_ids: Iterable[int]) -> set[int]:
-        ids = list(provider_ids)
+        """Providers cooling down: a Redis look-up at most every COOLING_CACHE_SECONDS per set of
+        providers, not one per request."""
+        ids = frozenset(provider_ids)
         if not ids:
             return set()
-        values = await self._redis.mget([self._cooldown_key(pid) for pid in ids])
-        return {pid for pid, value in zip(ids, values, strict=True) if value is not None}
+        now = time.monotonic()
+        cached = self._cooling_cache.get(ids)
+        if cached is not None and now - cached[0] < self.COOLING_CACHE_SECONDS:
+            return cached[1]
+        ordered = list(ids)
+        values = await self._redis.mget([self._cooldown_key(pid) for pid in ordered])
+        result = {pid for pid, value in zip(ordered, values, strict=True) if value is not None}
+        if len(self._cooling_cache) > 10_000:
+            self._cooling_cache.clear()
+        self._cooling_cache[ids] = (now, result)
+        return result
