@@ -238,14 +238,19 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator["FakeUpstream"]:
+async def _fake_upstream() -> AsyncIterator["FakeUpstream"]:
     from fakes.upstream import FakeUpstream
 
     fake = FakeUpstream()
     await fake.start()
     yield fake
     await fake.stop()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator["FakeUpstream"]:
+    async for fake in _fake_upstream():
+        yield fake
 
 
 class Models:
@@ -312,9 +317,5 @@ async def live_server(app_client: httpx.AsyncClient) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def second_upstream() -> AsyncIterator["FakeUpstream"]:
-    from fakes.upstream import FakeUpstream
-
-    fake = FakeUpstream()
-    await fake.start()
-    yield fake
-    await fake.stop()
+    async for fake in _fake_upstream():
+        yield fake

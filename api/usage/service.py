@@ -40,11 +40,6 @@ async def list_my_usage(
         .limit(limit)
     )
     rows = (await session.execute(query)).all()
-    budgets: dict[int, int | None] = {}
-    if group is UsageGroup.user:
-        ids = {row[1] for row in rows if row[1] is not None}
-        if ids:
-            budgets = dict((await session.execute(select(User.id, User.budget_nanos).where(User.id.in_(ids)))).all())
     return [_me_usage(usage, key_name) for usage, key_name in rows], total
 
 
