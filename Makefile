@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,13 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(BIN)/tollgate serve
 
+# Pyflakes errors (undefined names, unused imports) fail the suite before it runs.
 test: $(VENV)/.installed
+	$(BIN)/ruff check --select F,E9 api tests bench migrations
 	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check --select F,E,W,B,UP --ignore E501,B008 api tests bench migrations
 
 # Needs wrk (apt-get install wrk); see docs/performance.md.
 bench: $(VENV)/.installed

@@ -78,7 +78,7 @@ class DatabaseSettings(_Section):
     echo: bool = False
 
     @model_validator(mode="after")
-    def _async_driver(self) -> "DatabaseSettings":
+    def _async_driver(self) -> DatabaseSettings:
         if not (self.url.startswith("sqlite+aiosqlite://") or self.url.startswith("postgresql+asyncpg://")):
             raise ValueError("database.url must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return self
@@ -97,7 +97,7 @@ class QdrantSettings(_Section):
     api_key: str | None = None
 
     @model_validator(mode="after")
-    def _one_location(self) -> "QdrantSettings":
+    def _one_location(self) -> QdrantSettings:
         if (self.path is None) == (self.url is None):
             raise ValueError("qdrant needs exactly one of `path` (local mode) or `url` (server)")
         return self

@@ -22,6 +22,7 @@ from api.db.base import Base
 from api.db.migrate import upgrade_database
 from api.main import create_app
 from api.settings import Settings
+from fakes.upstream import FakeUpstream
 
 MASTER_KEY = "test-master-key-" + uuid.uuid4().hex
 PG_URL = os.environ.get("TOLLGATE_TEST_DATABASE_URL")
@@ -238,9 +239,7 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-async def _fake_upstream() -> AsyncIterator["FakeUpstream"]:
-    from fakes.upstream import FakeUpstream
-
+async def _fake_upstream() -> AsyncIterator[FakeUpstream]:
     fake = FakeUpstream()
     await fake.start()
     yield fake
@@ -248,7 +247,7 @@ async def _fake_upstream() -> AsyncIterator["FakeUpstream"]:
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator["FakeUpstream"]:
+async def upstream() -> AsyncIterator[FakeUpstream]:
     async for fake in _fake_upstream():
         yield fake
 
@@ -316,6 +315,6 @@ async def live_server(app_client: httpx.AsyncClient) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def second_upstream() -> AsyncIterator["FakeUpstream"]:
+async def second_upstream() -> AsyncIterator[FakeUpstream]:
     async for fake in _fake_upstream():
         yield fake

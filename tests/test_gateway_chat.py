@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import ADMIN, Models, usage_rows
+from conftest import Models, usage_rows
 
 
 def sdk(client: httpx.AsyncClient, key: str) -> openai.AsyncOpenAI:

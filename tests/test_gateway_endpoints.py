@@ -2,7 +2,6 @@
 
 import time
 
-import openai
 import pytest
 from ecologits.electricity_mix_repository import electricity_mixes
 from ecologits.impacts.llm import compute_llm_impacts

@@ -6,7 +6,7 @@ import time
 import openai
 import pytest
 
-from conftest import ADMIN, Models, Seeder, usage_rows
+from conftest import Models, Seeder, usage_rows
 from test_gateway_chat import sdk
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
