@@ -31,7 +31,8 @@ async def test_first_chunk_arrives_before_the_upstream_has_finished(client, mode
 
 
 async def test_client_disconnect_mid_stream_is_charged_and_cancels_upstream(client, models: Models, upstream) -> None:
-    router = await models.router(cost_prompt_tokens=1_000_000, cost_completion_tokens=1_000_000)
+    # least_busy: the provider's in-flight count is shared, so its release can be checked.
+    router = await models.router(cost_prompt_tokens=1_000_000, cost_completion_tokens=1_000_000, load_balancing_strategy="least_busy")
     provider = await models.provider(router, upstream.base_url)
     user = await models.user_for(router)
     upstream.behaviour.reply_words = 50

@@ -159,8 +159,14 @@ class Gateway:
     def _lease_seconds(self, provider: ProviderTarget) -> float:
         return provider.timeout + 60.0
 
-    async def _admit(self, provider: ProviderTarget) -> Lease | None:
-        lease = await self._tracker.acquire(provider.id, self._cap(provider), self._lease_seconds(provider))
+    async def _admit(self, router: RouterEntry, provider: ProviderTarget) -> Lease | None:
+        cap = self._cap(provider)
+        if cap is None and router.load_balancing_strategy != "least_busy":
+            # Nobody reads this provider's shared in-flight count (no cap, no least_busy):
+            # spare the round trips; the process-local gauge still counts it.
+            lease: Lease | None = Lease(provider.id, None)
+        else:
+            lease = await self._tracker.acquire(provider.id, cap, self._lease_seconds(provider))
         if lease is not None:
             self._metrics.in_flight.labels(str(provider.id)).inc()
         return lease
@@ -183,7 +189,7 @@ class Gateway:
                     for provider in await self._candidates(router):
                         if provider.id in tried:
                             continue
-                        lease = await self._admit(provider)
+                        lease = await self._admit(router, provider)
                         if lease is not None:
                             return provider, lease
                 # Slots free up in this process or in another replica: poll.
@@ -203,7 +209,7 @@ class Gateway:
             for provider in [] if chosen else await self._candidates(router):
                 if provider.id in tried:
                     continue
-                lease = await self._admit(provider)
+                lease = await self._admit(router, provider)
                 if lease is not None:
                     chosen = (provider, lease)
                     break

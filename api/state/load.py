@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 @dataclass(frozen=True)
 class Lease:
     provider_id: int
-    token: str
+    token: str | None  # None: not counted in the shared store (nobody reads that count)
 
 
 class LoadTracker(Protocol):
@@ -45,9 +45,11 @@ class MemoryLoadTracker:
         if cap is not None and current >= cap:
             return None
         self._in_flight[provider_id] = current + 1
-        return Lease(provider_id, "")
+        return Lease(provider_id, "memory")
 
     async def release(self, lease: Lease) -> None:
+        if lease.token is None:
+            return
         current = self._in_flight.get(lease.provider_id, 0)
         if current <= 1:
             self._in_flight.pop(lease.provider_id, None)
@@ -114,7 +116,8 @@ class RedisLoadTracker:
         return Lease(provider_id, token) if admitted else None
 
     async def release(self, lease: Lease) -> None:
-        await self._redis.zrem(self._inflight_key(lease.provider_id), lease.token)
+        if lease.token is not None:
+            await self._redis.zrem(self._inflight_key(lease.provider_id), lease.token)
 
     async def in_flight(self, provider_ids: Iterable[int]) -> dict[int, int]:
         ids = list(provider_ids)
