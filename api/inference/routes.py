@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -88,13 +89,29 @@ async def _route_and_admit(
     the most it can cost from the caller's budget. Both are settled when it is recorded."""
     assert meter.model is not None
     router = meter.router = context.gateway.resolve(caller, meter.model, endpoint)
-    ticket = await context.limiter.admit(caller, router, estimate)
+    if not context.budgeter.applies(caller):
+        ticket = await context.limiter.admit(caller, router, estimate)
+    else:
+        # Both checks at once (their round trips overlap); a refusal by one undoes the other's hold.
+        estimate()
+        admitted, reserved = await asyncio.gather(
+            context.limiter.admit(caller, router, estimate),
+            context.budgeter.reserve(caller, router, estimate(), max_completion_tokens),
+            return_exceptions=True,
+        )
+        if isinstance(admitted, BaseException):
+            if not isinstance(reserved, BaseException):
+                await context.budgeter.settle(reserved, 0)
+            raise admitted
+        ticket = admitted
+        if isinstance(reserved, BaseException):
+            await context.limiter.settle(ticket, 0)
+            raise reserved
+        reservation = reserved
+        meter.on_record(lambda record: context.budgeter.settle(reservation, record.cost_nanos))
     if ticket is not None:
         meter.headers = ticket.headers()
         meter.on_record(lambda record: context.limiter.settle(ticket, record.total_tokens))
-    if context.budgeter.applies(caller):
-        reservation = await context.budgeter.reserve(caller, router, estimate(), max_completion_tokens)
-        meter.on_record(lambda record: context.budgeter.settle(reservation, record.cost_nanos))
 
 
 @router.post("/chat/completions", response_model=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -90,6 +91,7 @@ class Meter:
             )
         if self._observe is not None:
             self._observe(record)
-        for settle in self._on_record:
-            await settle(record)
+        if self._on_record:
+            # Independent settlements (limits, budget): their round trips overlap.
+            await asyncio.gather(*(settle(record) for settle in self._on_record))
         await self._writer.record(record)
