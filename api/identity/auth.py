@@ -37,10 +37,6 @@ class Principal:
     # The earlier of the key's and the user's expiry.
     expires: datetime | None
 
-    @property
-    def is_master(self) -> bool:
-        return self.user_id is None
-
     def has(self, permission: Permission) -> bool:
         return permission.value in self.permissions
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.common.db import commit_or_conflict
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
 from api.db.models import Organization, User
@@ -33,18 +33,10 @@ async def _get(session: AsyncSession, organization_id: int) -> Organization:
     return organization
 
 
-async def _commit_unique_name(session: AsyncSession, name: str) -> None:
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        await session.rollback()
-        raise ConflictError(f"An organization named '{name}' already exists") from exc
-
-
 async def create_organization(session: AsyncSession, body: OrganizationCreate) -> int:
     organization = Organization(name=body.name)
     session.add(organization)
-    await _commit_unique_name(session, body.name)
+    await commit_or_conflict(session, f"An organization named '{body.name}' already exists")
     return organization.id
 
 
@@ -66,7 +58,7 @@ async def update_organization(session: AsyncSession, organization_id: int, body:
     organization = await _get(session, organization_id)
     if body.name is not None:
         organization.name = body.name
-    await _commit_unique_name(session, organization.name)
+    await commit_or_conflict(session, f"An organization named '{organization.name}' already exists")
 
 
 async def delete_organization(session: AsyncSession, organization_id: int) -> None:
@@ -75,8 +67,5 @@ async def delete_organization(session: AsyncSession, organization_id: int) -> No
     if users:
         raise ConflictError(f"Organization {organization_id} still has {users} user(s): move or delete them first")
     await session.delete(organization)
-    try:
-        await session.commit()
-    except IntegrityError as exc:  # a user joined it meanwhile
-        await session.rollback()
-        raise ConflictError(f"Organization {organization_id} is still in use") from exc
+    # A user may have joined it meanwhile.
+    await commit_or_conflict(session, f"Organization {organization_id} is still in use")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.db import commit_or_conflict, flush_or_conflict
@@ -45,18 +44,10 @@ async def get_role_model(session: AsyncSession, role_id: int) -> Role:
     return role
 
 
-async def _commit_unique_name(session: AsyncSession, name: str) -> None:
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        await session.rollback()
-        raise ConflictError(f"A role named '{name}' already exists") from exc
-
-
 async def create_role(session: AsyncSession, body: RoleCreate) -> int:
     role = Role(name=body.name, permissions=[p.value for p in body.permissions], limits=_limit_rows(body.limits))
     session.add(role)
-    await _commit_unique_name(session, body.name)
+    await commit_or_conflict(session, f"A role named '{body.name}' already exists")
     return role.id
 
 
@@ -100,8 +91,5 @@ async def delete_role(session: AsyncSession, role_id: int) -> None:
     if users:
         raise ConflictError(f"Role {role_id} is still given to {users} user(s): change their role first")
     await session.delete(role)
-    try:
-        await session.commit()
-    except IntegrityError as exc:  # a user got the role meanwhile
-        await session.rollback()
-        raise ConflictError(f"Role {role_id} is still in use") from exc
+    # A user may have been given the role meanwhile.
+    await commit_or_conflict(session, f"Role {role_id} is still in use")

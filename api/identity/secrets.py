@@ -43,6 +43,3 @@ class PasswordHasher:
             await asyncio.to_thread(self._context.verify, password, self._dummy_hash)
             return False
         return await asyncio.to_thread(self._context.verify, password, password_hash)
-
-    def hash_sync(self, password: str) -> str:
-        return self._context.hash(password)

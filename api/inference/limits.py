@@ -80,7 +80,7 @@ class Limiter:
             return None
         admission = await self._store.admit(checks)
         if not admission.admitted:
-            self._refuse(admission, checks)
+            self._refuse(admission)
         kinds = [kind for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
         return Ticket(dict(zip(kinds, admission.windows, strict=True)), estimated_tokens)
 
@@ -100,7 +100,7 @@ class Limiter:
             for (router_id, kind), state in zip(labels, states, strict=True)
         ]
 
-    def _refuse(self, admission: Admission, checks: list[WindowCheck]) -> None:
+    def _refuse(self, admission: Admission) -> None:
         state = admission.windows[0]
         kind = state.key.split(":")[-2]
         self._metrics.rejections.labels(kind).inc()
@@ -124,4 +124,4 @@ class Limiter:
         for kind in TOKEN_LIMITS:
             state = ticket.windows.get(kind)
             if state is not None and delta:
-                await self._store.adjust(state.key, delta, state.reset_in)
+                await self._store.adjust(state.key, delta)

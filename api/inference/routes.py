@@ -93,7 +93,6 @@ async def _route_and_admit(
         ticket = await context.limiter.admit(caller, router, estimate)
     else:
         # Both checks at once (their round trips overlap); a refusal by one undoes the other's hold.
-        estimate()
         admitted, reserved = await asyncio.gather(
             context.limiter.admit(caller, router, estimate),
             context.budgeter.reserve(caller, router, estimate(), max_completion_tokens),

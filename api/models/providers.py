@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.common.db import commit_or_conflict
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
 from api.db.base import utcnow
 from api.db.models import Provider
-from api.errors import ConflictError, InvalidRequestError, NotFoundError
+from api.errors import InvalidRequestError, NotFoundError
 from api.models.crypto import SecretBox, mask_secret
 from api.models.routers import get_router_model
 from api.models.schemas import ProviderCreate, ProviderOut, ProviderUpdate
@@ -19,6 +19,8 @@ from api.providers.base import normalise_base_url
 from api.providers.sessions import UpstreamSessions
 
 ORDER_COLUMNS = {"id": Provider.id, "model_name": Provider.model_name, "created": Provider.created}
+
+DUPLICATE_PROVIDER = "This router already has a provider for that url and model"
 
 # TEI serves embeddings and reranking only.
 _TEI_TYPES = {"text-embeddings-inference", "text-classification"}
@@ -76,11 +78,7 @@ async def create_provider(
     )
     session.add(provider)
     router.updated = utcnow()
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        await session.rollback()
-        raise ConflictError("This router already has a provider for that url and model") from exc
+    await commit_or_conflict(session, DUPLICATE_PROVIDER)
     return provider.id
 
 
@@ -119,11 +117,7 @@ async def update_provider(session: AsyncSession, secrets: SecretBox, provider_id
     if (provider.qos_metric is None) != (provider.qos_limit is None):
         raise InvalidRequestError("qos_metric and qos_limit go together")
     provider.updated = utcnow()
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        await session.rollback()
-        raise ConflictError("That router already has a provider for this url and model") from exc
+    await commit_or_conflict(session, DUPLICATE_PROVIDER)
 
 
 async def delete_provider(session: AsyncSession, provider_id: int) -> None:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.common.db import flush_or_conflict
+from api.common.db import commit_or_conflict, flush_or_conflict
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
 from api.db.base import utcnow
-from api.db.models import Provider, Router, RouterAlias
+from api.db.models import Router, RouterAlias
 from api.errors import ConflictError, NotFoundError
 from api.models.schemas import RouterCreate, RouterOut, RouterUpdate
 
@@ -60,12 +59,7 @@ async def _check_names_free(session: AsyncSession, names: list[str], router_id: 
         raise ConflictError(f"Model name(s) already used by another router: {', '.join(sorted(taken))}")
 
 
-async def _commit(session: AsyncSession) -> None:
-    try:
-        await session.commit()
-    except IntegrityError as exc:  # a concurrent change took a name first
-        await session.rollback()
-        raise ConflictError("A router name or alias is already in use") from exc
+NAME_TAKEN = "A router name or alias is already in use"
 
 
 async def create_router(session: AsyncSession, body: RouterCreate) -> int:
@@ -79,7 +73,7 @@ async def create_router(session: AsyncSession, body: RouterCreate) -> int:
         aliases=[RouterAlias(alias=a) for a in body.aliases],
     )
     session.add(router)
-    await _commit(session)
+    await commit_or_conflict(session, NAME_TAKEN)
     return router.id
 
 
@@ -108,7 +102,7 @@ async def update_router(session: AsyncSession, router_id: int, body: RouterUpdat
         router.type = body.type.value
     if body.aliases is not None:
         router.aliases.clear()
-        await flush_or_conflict(session, "A router name or alias is already in use")
+        await flush_or_conflict(session, NAME_TAKEN)
         router.aliases.extend(RouterAlias(alias=a) for a in body.aliases)
     if body.load_balancing_strategy is not None:
         router.load_balancing_strategy = body.load_balancing_strategy.value
@@ -117,7 +111,7 @@ async def update_router(session: AsyncSession, router_id: int, body: RouterUpdat
     if body.cost_completion_tokens is not None:
         router.cost_completion_micros = price_to_micros(body.cost_completion_tokens)
     router.updated = utcnow()
-    await _commit(session)
+    await commit_or_conflict(session, NAME_TAKEN)
 
 
 async def delete_router(session: AsyncSession, router_id: int) -> None:
@@ -125,9 +119,3 @@ async def delete_router(session: AsyncSession, router_id: int) -> None:
     router = await get_router_model(session, router_id)
     await session.delete(router)
     await session.commit()
-
-
-async def count_providers(session: AsyncSession, router_id: int) -> int:
-    return (await session.execute(select(func.count(Provider.id)).where(Provider.router_id == router_id))).scalar_one()
-
-

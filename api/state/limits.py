@@ -49,7 +49,7 @@ class LimitStore(Protocol):
         """The current windows' counts, counting nothing."""
         ...
 
-    async def adjust(self, key: str, delta: int, ttl_seconds: float) -> None:
+    async def adjust(self, key: str, delta: int) -> None:
         """Correct a counted amount (settling an estimate with the real figure)."""
         ...
 
@@ -90,7 +90,7 @@ class MemoryLimitStore:
             states.append(WindowState(key, check.limit, used, (index + 1) * check.window_seconds - now))
         return states
 
-    async def adjust(self, key: str, delta: int, ttl_seconds: float) -> None:
+    async def adjust(self, key: str, delta: int) -> None:
         if key in self._counts:
             used, expires = self._counts[key]
             self._counts[key] = (used + delta, expires)
@@ -171,7 +171,7 @@ class RedisLimitStore:
             for key, check, value, reset in zip(keys, checks, values, resets, strict=True)
         ]
 
-    async def adjust(self, key: str, delta: int, ttl_seconds: float) -> None:
+    async def adjust(self, key: str, delta: int) -> None:
         # `key` came back from admit() with its prefix. If its window is over, the counter is
         # gone and there is nothing left to correct.
         if delta:

@@ -61,7 +61,6 @@ class UsageWriter:
         # Records taken off the queue but not yet committed: stop() writes them if cut short.
         self._in_hand: list[UsageRecord] = []
         self._written = 0
-        self._rejected = 0
 
     @property
     def pending(self) -> int:
@@ -170,7 +169,6 @@ class UsageWriter:
             except DBAPIError as exc:
                 if _is_transient(exc):
                     raise
-                self._rejected += 1
                 logger.error("usage record %s cannot be stored and is dropped: %r", record.request_id, record)
             records.pop(0)
 
