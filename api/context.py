@@ -15,6 +15,7 @@ from api.identity.auth import Authenticator
 from api.inference.gateway import Gateway
 from api.inference.budget import Budgeter
 from api.inference.limits import Limiter
+from api.inference.quotas import Quotas
 from api.state.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from api.metrics import GatewayMetrics
 from api.models.catalog import ModelCatalog
@@ -22,6 +23,7 @@ from api.models.crypto import SecretBox
 from api.models.seed import seed_models
 from api.providers.sessions import UpstreamSessions
 from api.state.limits import LimitStore, MemoryLimitStore, RedisLimitStore
+from api.state.quotas import MemoryQuotaStore, QuotaStore, RedisQuotaStore
 from api.state.load import LoadTracker, MemoryLoadTracker, RedisLoadTracker
 from api.usage.writer import UsageWriter
 from api.identity.login import LoginThrottle
@@ -48,9 +50,8 @@ class AppContext:
     catalog: ModelCatalog
     load: LoadTracker
     gateway: Gateway
-    limiter: Limiter
     budgets: BudgetStore
-    budgeter: Budgeter
+    quotas: Quotas
     usage_writer: UsageWriter
     metrics: GatewayMetrics
 
@@ -73,11 +74,13 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         load = RedisLoadTracker(redis, redis_settings.key_prefix)
         limits: LimitStore = RedisLimitStore(redis, redis_settings.key_prefix)
         budgets: BudgetStore = RedisBudgetStore(redis, redis_settings.key_prefix)
+        quota_store: QuotaStore = RedisQuotaStore(redis, redis_settings.key_prefix)
     else:
         counters = MemoryCounterStore()
         load = MemoryLoadTracker()
-        limits = MemoryLimitStore()
-        budgets = MemoryBudgetStore()
+        memory_limits, memory_budgets = MemoryLimitStore(), MemoryBudgetStore()
+        limits, budgets = memory_limits, memory_budgets
+        quota_store = MemoryQuotaStore(memory_limits, memory_budgets)
 
     general = settings.settings
     secrets = SecretBox(general.encryption_key or general.auth_master_key)
@@ -107,9 +110,8 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         catalog=catalog,
         load=load,
         gateway=Gateway(catalog, load, upstreams, general.gateway, metrics),
-        limiter=Limiter(limits, metrics),
         budgets=budgets,
-        budgeter=Budgeter(budgets, metrics, general.gateway.default_max_tokens),
+        quotas=Quotas(quota_store, Limiter(limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens)),
         usage_writer=usage_writer,
         metrics=metrics,
     )

@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--redis-url", help="Redis for Tollgate's shared state (default: in-process)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--limits", action="store_true", help="give the key's role rpm/tpm limits and the user a budget")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="py-spy samples of Tollgate's processes during its c=32 run, as collapsed stacks")
+    parser.add_argument("--only-tollgate", action="store_true", help="skip the direct call and the pass-through proxies")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -118,7 +121,7 @@ def main() -> None:
         wait_until_up(upstream + "/health")
 
         targets: dict[str, tuple[str, str | None, str]] = {"direct (fake upstream)": (upstream, None, "fake-chat")}
-        for name, module in (("FastAPI + httpx pass-through", "bench.passthrough_httpx:app"),
+        for name, module in () if args.only_tollgate else (("FastAPI + httpx pass-through", "bench.passthrough_httpx:app"),
                              ("FastAPI + aiohttp pass-through", "bench.passthrough_aiohttp:app")):
             port = free_port()
             start(stack, [PYTHON, "-m", "uvicorn", module, "--port", str(port), "--no-access-log", "--log-level", "warning"],
@@ -163,7 +166,14 @@ def main() -> None:
         results = {}
         for name, (url, target_key, model) in targets.items():
             wrk(url, target_key, model, 4, 2)  # warm-up
+            profiler = None
+            if args.profile and url == tollgate:
+                profiler = subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking", "-f", "raw",
+                                             "-d", str(args.duration), "-o", args.profile, "-p", str(server.pid)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             throughput = wrk(url, target_key, model, args.connections, args.duration)
+            if profiler is not None:
+                profiler.wait(timeout=60)
             single = wrk(url, target_key, model, 1, args.duration)
             results[name] = {"rps": throughput["rps"], "p50": single["p50"], "p99": single["p99"]}
 

@@ -7,7 +7,9 @@ import uuid
 import openai
 import pytest
 
-from api.state.limits import MemoryLimitStore, RedisLimitStore, WindowCheck
+from api.state.budgets import MemoryBudgetStore
+from api.state.limits import MemoryLimitStore, WindowCheck
+from api.state.quotas import BudgetHold, BudgetRelease, MemoryQuotaStore, RedisQuotaStore
 from conftest import REDIS_URL, Models, Seeder, usage_rows
 from test_gateway_chat import sdk
 
@@ -99,32 +101,45 @@ async def test_a_streamed_call_is_settled_when_it_ends(client, models: Models, u
 @pytest.fixture(params=["memory"] + (["redis"] if REDIS_URL else []))
 async def store(request):
     if request.param == "memory":
-        yield MemoryLimitStore()
+        yield MemoryQuotaStore(MemoryLimitStore(), MemoryBudgetStore())
         return
     from api.settings import RedisSettings
     from api.state.redis_client import build_redis
 
     redis = build_redis(RedisSettings(url=REDIS_URL))
-    yield RedisLimitStore(redis, f"tollgate-test:{uuid.uuid4().hex}:")
+    yield RedisQuotaStore(redis, f"tollgate-test:{uuid.uuid4().hex}:")
     await redis.aclose()
 
 
 async def test_windows_reset_when_they_end(store) -> None:
     check = [WindowCheck("u:r:rpm", limit=2, window_seconds=1, amount=1)]
     await asyncio.sleep(1 - (time.time() % 1) + 0.05)  # start just after a window begins
-    results = [(await store.admit(check)).admitted for _ in range(3)]
+    results = [(await store.admit(check, None)).admitted for _ in range(3)]
     assert results == [True, True, False]
     await asyncio.sleep(1.05)
-    assert (await store.admit(check)).admitted
+    assert (await store.admit(check, None)).admitted
 
 
 async def test_a_refusal_counts_nothing_in_any_window(store) -> None:
     checks = [WindowCheck("u:r:rpm", limit=10, window_seconds=60, amount=1), WindowCheck("u:r:tpm", limit=5, window_seconds=60, amount=4)]
-    assert (await store.admit(checks)).admitted
-    refused = await store.admit(checks)  # tpm would reach 8 > 5
-    assert not refused.admitted and refused.windows[0].limit == 5
-    admitted = await store.admit([checks[0]])
-    assert admitted.windows[0].used == 2  # the refused call took no request slot
+    assert (await store.admit(checks, None)).admitted
+    refused = await store.admit(checks, None)  # tpm would reach 8 > 5
+    assert not refused.admitted and refused.admission.windows[0].limit == 5
+    admitted = await store.admit([checks[0]], None)
+    assert admitted.admission.windows[0].used == 2  # the refused call took no request slot
+
+
+async def test_a_budget_refusal_counts_nothing_and_a_window_refusal_reserves_nothing(store) -> None:
+    rpm = [WindowCheck("u:r:rpm", limit=2, window_seconds=60, amount=1)]
+    assert (await store.admit(rpm, BudgetHold(user_id=1, amount=60, initial_balance=100))).admitted
+    short = await store.admit(rpm, BudgetHold(user_id=1, amount=60, initial_balance=100))
+    assert short.budget_refused and not short.admitted
+    assert (await store.admit(rpm, BudgetHold(user_id=1, amount=40, initial_balance=100))).admitted  # the slot was kept
+    over_limit = await store.admit(rpm, BudgetHold(user_id=1, amount=0, initial_balance=100))
+    assert not over_limit.admission.admitted and not over_limit.budget_refused
+    await store.settle([], BudgetRelease(user_id=1, reserved=60, spent=10))  # 50 back
+    assert (await store.admit([], BudgetHold(user_id=1, amount=50, initial_balance=100))).admitted
+    assert (await store.admit([], BudgetHold(user_id=1, amount=1, initial_balance=100))).budget_refused
 
 
 async def test_me_info_shows_where_the_user_stands(client, models: Models, upstream) -> None:

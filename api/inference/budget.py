@@ -7,14 +7,14 @@ gateway's default, so the completion cannot outgrow its reservation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from api.errors import InsufficientBudgetError
 from api.identity.auth import Principal
 from api.metrics import GatewayMetrics
 from api.models.catalog import RouterEntry
-from api.state.budgets import BudgetStore
+from api.state.quotas import BudgetHold
 from api.usage.accounting import cost_nanos
 
 # Tokenizers differ between tiktoken and the providers': reserve a margin on the prompt.
@@ -22,16 +22,8 @@ PROMPT_MARGIN = 1.25
 PROMPT_SLACK = 16
 
 
-@dataclass
-class Reservation:
-    user_id: int
-    amount: int
-    settled: bool = False
-
-
 class Budgeter:
-    def __init__(self, store: BudgetStore, metrics: GatewayMetrics, default_max_tokens: int) -> None:
-        self._store = store
+    def __init__(self, metrics: GatewayMetrics, default_max_tokens: int) -> None:
         self._metrics = metrics
         self.default_max_tokens = default_max_tokens
 
@@ -48,21 +40,18 @@ class Budgeter:
             body["max_tokens"] = self.default_max_tokens
         return self.default_max_tokens * (body.get("n") or 1)
 
-    async def reserve(
-        self, principal: Principal, router: RouterEntry, prompt_tokens: int, completion_tokens: int
-    ) -> Reservation | None:
+    def hold(
+        self, principal: Principal, router: RouterEntry, estimate: Callable[[], int], completion_tokens: int
+    ) -> BudgetHold | None:
+        """What to reserve from the caller's budget for this call, if it has one. `estimate`
+        (the prompt's tokens) is only computed then."""
         if not self.applies(principal):
             return None
         assert principal.user_id is not None and principal.budget_nanos is not None
-        prompt_bound = int(prompt_tokens * PROMPT_MARGIN) + PROMPT_SLACK
+        prompt_bound = int(estimate() * PROMPT_MARGIN) + PROMPT_SLACK
         amount = cost_nanos(prompt_bound, completion_tokens, router.cost_prompt_micros, router.cost_completion_micros)
-        if await self._store.reserve(principal.user_id, amount, principal.budget_nanos) is None:
-            self._metrics.rejections.labels("budget").inc()
-            raise InsufficientBudgetError("Insufficient budget")
-        return Reservation(principal.user_id, amount)
+        return BudgetHold(principal.user_id, amount, principal.budget_nanos)
 
-    async def settle(self, reservation: Reservation | None, spent: int) -> None:
-        if reservation is None or reservation.settled:
-            return
-        reservation.settled = True
-        await self._store.settle(reservation.user_id, reservation.amount, spent)
+    def refuse(self) -> NoReturn:
+        self._metrics.rejections.labels("budget").inc()
+        raise InsufficientBudgetError("Insufficient budget")

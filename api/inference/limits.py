@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 from api.errors import PermissionDeniedError, TooManyRequestsError
 from api.identity.auth import Principal
@@ -20,13 +21,22 @@ WINDOWS = {"rpm": 60, "rpd": 86_400, "tpm": 60, "tpd": 86_400}
 TOKEN_LIMITS = ("tpm", "tpd")
 
 
-@dataclass
+@dataclass(frozen=True)
+class LimitPlan:
+    kinds: list[str]
+    checks: list[WindowCheck]
+    estimated_tokens: int
+
+    def ticket(self, admission: Admission) -> Ticket:
+        return Ticket(dict(zip(self.kinds, admission.windows, strict=True)), self.estimated_tokens)
+
+
+@dataclass(frozen=True)
 class Ticket:
     """What one request was admitted with, to settle when it ends."""
 
     windows: dict[str, WindowState]
     estimated_tokens: int
-    settled: bool = False
 
     def headers(self) -> dict[str, str]:
         """OpenAI-style x-ratelimit-* headers, from the per-minute windows (else per-day)."""
@@ -60,29 +70,24 @@ class Limiter:
             return {}
         return principal.limits.get(router.id, {})
 
-    async def admit(self, principal: Principal, router: RouterEntry, estimate: Callable[[], int]) -> Ticket | None:
-        """Count the request in every window of the caller's limits on `router`, or refuse it.
+    def plan(self, principal: Principal, router: RouterEntry, estimate: Callable[[], int]) -> LimitPlan | None:
+        """The windows to count the request in on `router`, or None when no limit applies.
         `estimate` (the prompt's tokens) is only computed when a token limit applies."""
         limits = self._limits(principal, router)
         if any(value == 0 for value in limits.values()):
             raise PermissionDeniedError(f"Your role may not use model '{router.name}'")
-        needs_tokens = any(limits.get(kind) is not None for kind in TOKEN_LIMITS)
-        estimated_tokens = estimate() if needs_tokens else 0
+        kinds = [kind for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
+        if not kinds:
+            return None
+        estimated_tokens = estimate() if any(kind in TOKEN_LIMITS for kind in kinds) else 0
         checks = [
             WindowCheck(
-                key=f"{principal.user_id}:{router.id}:{kind}", limit=value, window_seconds=WINDOWS[kind],
+                key=f"{principal.user_id}:{router.id}:{kind}", limit=limits[kind] or 0, window_seconds=WINDOWS[kind],
                 amount=estimated_tokens if kind in TOKEN_LIMITS else 1,
             )
-            for kind, value in sorted(limits.items())
-            if value is not None and kind in WINDOWS
+            for kind in kinds
         ]
-        if not checks:
-            return None
-        admission = await self._store.admit(checks)
-        if not admission.admitted:
-            self._refuse(admission)
-        kinds = [kind for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
-        return Ticket(dict(zip(kinds, admission.windows, strict=True)), estimated_tokens)
+        return LimitPlan(kinds, checks, estimated_tokens)
 
     async def counters(self, principal: Principal) -> list[LimitCounter]:
         """Where the caller stands on each of its limits now (for /v1/me/info)."""
@@ -100,7 +105,7 @@ class Limiter:
             for (router_id, kind), state in zip(labels, states, strict=True)
         ]
 
-    def _refuse(self, admission: Admission) -> None:
+    def refuse(self, admission: Admission) -> NoReturn:
         state = admission.windows[0]
         kind = state.key.split(":")[-2]
         self._metrics.rejections.labels(kind).inc()
@@ -115,13 +120,8 @@ class Limiter:
             },
         )
 
-    async def settle(self, ticket: Ticket | None, real_tokens: int) -> None:
-        """Replace the token estimate by the real total in every token window, once."""
-        if ticket is None or ticket.settled:
-            return
-        ticket.settled = True
+    @staticmethod
+    def adjustments(ticket: Ticket, real_tokens: int) -> list[tuple[str, int]]:
+        """Replace the token estimate by the real total in every token window."""
         delta = real_tokens - ticket.estimated_tokens
-        for kind in TOKEN_LIMITS:
-            state = ticket.windows.get(kind)
-            if state is not None and delta:
-                await self._store.adjust(state.key, delta)
+        return [(ticket.windows[kind].key, delta) for kind in TOKEN_LIMITS if kind in ticket.windows and delta]

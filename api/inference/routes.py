@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -89,28 +88,10 @@ async def _route_and_admit(
     the most it can cost from the caller's budget. Both are settled when it is recorded."""
     assert meter.model is not None
     router = meter.router = context.gateway.resolve(caller, meter.model, endpoint)
-    if not context.budgeter.applies(caller):
-        ticket = await context.limiter.admit(caller, router, estimate)
-    else:
-        # Both checks at once (their round trips overlap); a refusal by one undoes the other's hold.
-        admitted, reserved = await asyncio.gather(
-            context.limiter.admit(caller, router, estimate),
-            context.budgeter.reserve(caller, router, estimate(), max_completion_tokens),
-            return_exceptions=True,
-        )
-        if isinstance(admitted, BaseException):
-            if not isinstance(reserved, BaseException):
-                await context.budgeter.settle(reserved, 0)
-            raise admitted
-        ticket = admitted
-        if isinstance(reserved, BaseException):
-            await context.limiter.settle(ticket, 0)
-            raise reserved
-        reservation = reserved
-        meter.on_record(lambda record: context.budgeter.settle(reservation, record.cost_nanos))
-    if ticket is not None:
-        meter.headers = ticket.headers()
-        meter.on_record(lambda record: context.limiter.settle(ticket, record.total_tokens))
+    quota = await context.quotas.admit(caller, router, estimate, max_completion_tokens)
+    if quota is not None:
+        meter.headers = quota.headers()
+        meter.on_record(lambda record: context.quotas.settle(quota, record.total_tokens, record.cost_nanos))
 
 
 @router.post("/chat/completions", response_model=None)
@@ -118,7 +99,7 @@ async def chat_completions(request: ChatCompletionRequest, caller: Caller, conte
     meter = _meter(context, caller, Endpoint.chat, request.model)
     body = as_upstream_body(request)
     async with service.metered(meter):
-        completion_bound = context.budgeter.cap_completion(caller, body)
+        completion_bound = context.quotas.budgeter.cap_completion(caller, body)
         await _route_and_admit(
             context, caller, meter, Endpoint.chat, _once(lambda: count_messages(body["messages"])), completion_bound
         )
@@ -164,7 +145,7 @@ async def create_transcription(
     async with service.metered(meter):
         # The audio's length in tokens is unknown before it is transcribed: settle counts it.
         await _route_and_admit(
-            context, caller, meter, Endpoint.transcriptions, lambda: 0, context.budgeter.default_max_tokens
+            context, caller, meter, Endpoint.transcriptions, lambda: 0, context.quotas.budgeter.default_max_tokens
         )
         fields = {
             name: str(value)

@@ -7,8 +7,9 @@ also knows what calls in flight have reserved. Per user it holds:
 - `reserved`: what calls in flight hold.
 
 Reserving takes the most a call can cost from `balance`, only if `balance` covers it; settling
-gives back what the call did not use. Both are single atomic steps (one Lua script in Redis),
-so concurrent calls can never take the balance below zero. A user's balance is loaded from the
+gives back what the call did not use. Both are single atomic steps, taken with the call's
+rate-limit windows in `api.state.quotas` (one Lua script in Redis), so concurrent calls can
+never take the balance below zero. A user's balance is loaded from the
 database the first time it is needed.
 """
 
@@ -20,12 +21,6 @@ from redis.asyncio import Redis
 
 
 class BudgetStore(Protocol):
-    async def reserve(self, user_id: int, amount: int, initial_balance: int) -> int | None:
-        """Take `amount`; the new balance, or None when it does not fit."""
-        ...
-
-    async def settle(self, user_id: int, reserved: int, spent: int) -> None: ...
-
     async def set_budget(self, user_id: int, budget: int | None) -> None:
         """An administrator set the budget: balance = budget − what is reserved now."""
         ...
@@ -44,15 +39,15 @@ class MemoryBudgetStore:
         self._balance: dict[int, int] = {}
         self._reserved: dict[int, int] = {}
 
-    async def reserve(self, user_id: int, amount: int, initial_balance: int) -> int | None:
-        balance = self._balance.setdefault(user_id, initial_balance)
-        if balance < amount:
-            return None
-        self._balance[user_id] = balance - amount
-        self._reserved[user_id] = self._reserved.get(user_id, 0) + amount
-        return balance - amount
+    def covers(self, user_id: int, amount: int, initial_balance: int) -> bool:
+        return self._balance.setdefault(user_id, initial_balance) >= amount
 
-    async def settle(self, user_id: int, reserved: int, spent: int) -> None:
+    def take(self, user_id: int, amount: int) -> int:
+        self._balance[user_id] -= amount
+        self._reserved[user_id] = self._reserved.get(user_id, 0) + amount
+        return self._balance[user_id]
+
+    def release(self, user_id: int, reserved: int, spent: int) -> None:
         self._reserved[user_id] = self._reserved.get(user_id, 0) - reserved
         if user_id in self._balance:
             self._balance[user_id] += reserved - spent
@@ -70,25 +65,6 @@ class MemoryBudgetStore:
     async def balance(self, user_id: int) -> int | None:
         return self._balance.get(user_id)
 
-
-_RESERVE = """
-redis.call('SET', KEYS[1], ARGV[2], 'NX')
-local balance = tonumber(redis.call('GET', KEYS[1]))
-local amount = tonumber(ARGV[1])
-if balance < amount then
-  return false
-end
-redis.call('INCRBY', KEYS[2], amount)
-return redis.call('DECRBY', KEYS[1], amount)
-"""
-
-_SETTLE = """
-redis.call('DECRBY', KEYS[2], ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]) - tonumber(ARGV[2]))
-end
-return 0
-"""
 
 _SET = """
 if ARGV[1] == '' then
@@ -112,20 +88,11 @@ class RedisBudgetStore:
     def __init__(self, redis: Redis, key_prefix: str) -> None:
         self._redis = redis
         self._prefix = key_prefix + "budget:"
-        self._reserve = redis.register_script(_RESERVE)
-        self._settle = redis.register_script(_SETTLE)
         self._set = redis.register_script(_SET)
         self._add = redis.register_script(_ADD)
 
     def _keys(self, user_id: int) -> list[str]:
         return [f"{self._prefix}{user_id}:balance", f"{self._prefix}{user_id}:reserved"]
-
-    async def reserve(self, user_id: int, amount: int, initial_balance: int) -> int | None:
-        result = await self._reserve(keys=self._keys(user_id), args=[amount, initial_balance])
-        return None if result is None else int(result)
-
-    async def settle(self, user_id: int, reserved: int, spent: int) -> None:
-        await self._settle(keys=self._keys(user_id), args=[reserved, spent])
 
     async def set_budget(self, user_id: int, budget: int | None) -> None:
         await self._set(keys=self._keys(user_id), args=["" if budget is None else budget])

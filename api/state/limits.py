@@ -2,8 +2,8 @@
 
 A request is checked against several windows at once (rpm, rpd, tpm, tpd). Either every
 window has room and all are counted, or none is counted and the caller learns which window
-refused and when it resets. In Redis this is one Lua script (one round trip) using Redis' own
-clock, so every replica shares the same windows and the same counts.
+refused and when it resets. Counting happens in `api.state.quotas`, together with the budget;
+in Redis it uses Redis' own clock, so every replica shares the same windows and counts.
 """
 
 from __future__ import annotations
@@ -43,14 +43,10 @@ class Admission:
 
 
 class LimitStore(Protocol):
-    async def admit(self, checks: list[WindowCheck]) -> Admission: ...
+    """Reads the windows; counting in them is `api.state.quotas`' job, with the budget."""
 
     async def peek(self, checks: list[WindowCheck]) -> list[WindowState]:
         """The current windows' counts, counting nothing."""
-        ...
-
-    async def adjust(self, key: str, delta: int) -> None:
-        """Correct a counted amount (settling an estimate with the real figure)."""
         ...
 
 
@@ -62,7 +58,8 @@ class MemoryLimitStore:
         if len(self._counts) > 100_000:
             self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
 
-    async def admit(self, checks: list[WindowCheck]) -> Admission:
+    def admit_now(self, checks: list[WindowCheck], count: bool = True) -> Admission:
+        """Check every window; count in all of them only if all have room and `count`."""
         now = time.time()
         self._sweep(now)
         states = []
@@ -74,6 +71,8 @@ class MemoryLimitStore:
             if used + check.amount > check.limit:
                 return Admission(False, (WindowState(key, check.limit, used, reset_in),))
             states.append((check, key, used, reset_in))
+        if not count:
+            return Admission(True, tuple(WindowState(key, c.limit, used, reset) for c, key, used, reset in states))
         admitted = []
         for check, key, used, reset_in in states:
             self._counts[key] = (used + check.amount, now + reset_in)
@@ -90,71 +89,16 @@ class MemoryLimitStore:
             states.append(WindowState(key, check.limit, used, (index + 1) * check.window_seconds - now))
         return states
 
-    async def adjust(self, key: str, delta: int) -> None:
+    def adjust_now(self, key: str, delta: int) -> None:
         if key in self._counts:
             used, expires = self._counts[key]
             self._counts[key] = (used + delta, expires)
-
-
-_ADMIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local n = #KEYS
-local keys, used, resets = {}, {}, {}
-for i = 1, n do
-  local limit = tonumber(ARGV[3 * i - 2])
-  local window = tonumber(ARGV[3 * i - 1])
-  local amount = tonumber(ARGV[3 * i])
-  local index = math.floor(now / window)
-  local key = KEYS[i] .. ':' .. index
-  local current = tonumber(redis.call('GET', key) or '0')
-  local reset_ms = math.ceil(((index + 1) * window - now) * 1000)
-  if current + amount > limit then
-    return {0, i, key, current, reset_ms}
-  end
-  keys[i], used[i], resets[i] = key, current + amount, reset_ms
-end
-local out = {1}
-for i = 1, n do
-  redis.call('INCRBY', keys[i], tonumber(ARGV[3 * i]))
-  redis.call('PEXPIRE', keys[i], resets[i] + 60000)
-  table.insert(out, keys[i])
-  table.insert(out, used[i])
-  table.insert(out, resets[i])
-end
-return out
-"""
-
-
-_ADJUST = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))
-end
-return 0
-"""
 
 
 class RedisLimitStore:
     def __init__(self, redis: Redis, key_prefix: str) -> None:
         self._redis = redis
         self._prefix = key_prefix + "limit:"
-        self._admit = redis.register_script(_ADMIT)
-        self._adjust = redis.register_script(_ADJUST)
-
-    async def admit(self, checks: list[WindowCheck]) -> Admission:
-        args: list[int] = []
-        for check in checks:
-            args += [check.limit, check.window_seconds, check.amount]
-        result = await self._admit(keys=[self._prefix + c.key for c in checks], args=args)
-        if int(result[0]) == 0:
-            index = int(result[1]) - 1
-            state = WindowState(_text(result[2]), checks[index].limit, int(result[3]), int(result[4]) / 1000)
-            return Admission(False, (state,))
-        states = tuple(
-            WindowState(_text(result[1 + 3 * i]), check.limit, int(result[2 + 3 * i]), int(result[3 + 3 * i]) / 1000)
-            for i, check in enumerate(checks)
-        )
-        return Admission(True, states)
 
     async def peek(self, checks: list[WindowCheck]) -> list[WindowState]:
         if not checks:
@@ -171,12 +115,6 @@ class RedisLimitStore:
             for key, check, value, reset in zip(keys, checks, values, resets, strict=True)
         ]
 
-    async def adjust(self, key: str, delta: int) -> None:
-        # `key` came back from admit() with its prefix. If its window is over, the counter is
-        # gone and there is nothing left to correct.
-        if delta:
-            await self._adjust(keys=[key], args=[delta])
 
-
-def _text(value: bytes | str) -> str:
+def decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

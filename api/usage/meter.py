@@ -91,7 +91,8 @@ class Meter:
             )
         if self._observe is not None:
             self._observe(record)
-        if self._on_record:
-            # Independent settlements (limits, budget): their round trips overlap.
+        if len(self._on_record) == 1:
+            await self._on_record[0](record)
+        elif self._on_record:
             await asyncio.gather(*(settle(record) for settle in self._on_record))
         await self._writer.record(record)

@@ -27,7 +27,7 @@ async def get_info(caller: Caller, session: Session, context: Context) -> UserIn
         live = await context.budgets.balance(info.id)
         if live is not None:
             info.budget = nanos_to_budget(live)
-    info.limits_usage = [LimitUsage(**vars(c)) for c in await context.limiter.counters(caller)]
+    info.limits_usage = [LimitUsage(**vars(c)) for c in await context.quotas.limiter.counters(caller)]
     return info
 
 

@@ -1,0 +1,61 @@
+"""A call's limits and budget together: admitted in one step, settled in one step.
+
+`Limiter` says which rate-limit windows a call counts in, `Budgeter` what it must reserve;
+the quota store takes both atomically (one Redis round trip), and gives back what the call
+did not use once its usage is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from api.identity.auth import Principal
+from api.inference.budget import Budgeter
+from api.inference.limits import Limiter, Ticket
+from api.models.catalog import RouterEntry
+from api.state.quotas import BudgetHold, BudgetRelease, QuotaStore
+
+
+@dataclass
+class QuotaPass:
+    """What one admitted call holds until it is settled."""
+
+    ticket: Ticket | None
+    hold: BudgetHold | None
+    settled: bool = False
+
+    def headers(self) -> dict[str, str]:
+        return self.ticket.headers() if self.ticket is not None else {}
+
+
+class Quotas:
+    def __init__(self, store: QuotaStore, limiter: Limiter, budgeter: Budgeter) -> None:
+        self._store = store
+        self.limiter = limiter
+        self.budgeter = budgeter
+
+    async def admit(
+        self, principal: Principal, router: RouterEntry, estimate: Callable[[], int], completion_bound: int
+    ) -> QuotaPass | None:
+        """Count the call in the caller's windows on `router` and reserve the most it can cost
+        from the caller's budget, or refuse it (429 for a limit, 402 for the budget)."""
+        plan = self.limiter.plan(principal, router, estimate)
+        hold = self.budgeter.hold(principal, router, estimate, completion_bound)
+        if plan is None and hold is None:
+            return None
+        decision = await self._store.admit(plan.checks if plan else [], hold)
+        if not decision.admission.admitted:
+            self.limiter.refuse(decision.admission)
+        if decision.budget_refused:
+            self.budgeter.refuse()
+        return QuotaPass(plan.ticket(decision.admission) if plan else None, hold)
+
+    async def settle(self, quota: QuotaPass, total_tokens: int, cost_nanos: int) -> None:
+        """Count the real tokens instead of the estimate and keep only the real cost; once."""
+        if quota.settled:
+            return
+        quota.settled = True
+        adjustments = self.limiter.adjustments(quota.ticket, total_tokens) if quota.ticket else []
+        release = BudgetRelease(quota.hold.user_id, quota.hold.amount, cost_nanos) if quota.hold else None
+        await self._store.settle(adjustments, release)

@@ -1,0 +1,180 @@
+"""A call's rate-limit windows and budget reservation, checked and taken in one atomic step.
+
+Admission is all-or-nothing across both: either every window has room *and* the budget covers
+the reservation, and all are taken, or nothing is. Settlement corrects the token windows and
+gives back the unused reservation, also in one step. In Redis each is one Lua script, so a
+call costs two round trips however many limits and budgets apply; the counters and balances
+are the same keys `RedisLimitStore` and `RedisBudgetStore` read and write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from api.state.budgets import MemoryBudgetStore
+from api.state.limits import Admission, MemoryLimitStore, WindowCheck, WindowState, decode
+
+
+@dataclass(frozen=True)
+class BudgetHold:
+    user_id: int
+    amount: int  # the most the call can cost (nanos)
+    initial_balance: int  # the user's budget, if the live balance is not loaded yet
+
+
+@dataclass(frozen=True)
+class BudgetRelease:
+    user_id: int
+    reserved: int
+    spent: int
+
+
+@dataclass(frozen=True)
+class QuotaDecision:
+    admission: Admission  # refused by a window: that window; admitted: every window
+    budget_refused: bool = False
+
+    @property
+    def admitted(self) -> bool:
+        return self.admission.admitted and not self.budget_refused
+
+
+class QuotaStore(Protocol):
+    async def admit(self, checks: list[WindowCheck], hold: BudgetHold | None) -> QuotaDecision: ...
+
+    async def settle(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
+        """Add each delta to its window counter (by the key admit returned); release the hold."""
+        ...
+
+
+class MemoryQuotaStore:
+    """Over the in-process stores; atomic because nothing in it awaits."""
+
+    def __init__(self, limits: MemoryLimitStore, budgets: MemoryBudgetStore) -> None:
+        self._limits = limits
+        self._budgets = budgets
+
+    async def admit(self, checks: list[WindowCheck], hold: BudgetHold | None) -> QuotaDecision:
+        covered = hold is None or self._budgets.covers(hold.user_id, hold.amount, hold.initial_balance)
+        admission = self._limits.admit_now(checks, count=covered)
+        if not admission.admitted:
+            return QuotaDecision(admission)
+        if hold is None:
+            return QuotaDecision(admission)
+        if not covered:
+            return QuotaDecision(admission, budget_refused=True)
+        self._budgets.take(hold.user_id, hold.amount)
+        return QuotaDecision(admission)
+
+    async def settle(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
+        for key, delta in adjustments:
+            self._limits.adjust_now(key, delta)
+        if release is not None:
+            self._budgets.release(release.user_id, release.reserved, release.spent)
+
+
+# KEYS: the n window counters (without their window index), then the budget's balance and
+# reserved keys when there is a hold. ARGV: n, (limit, window, amount) per window, then the
+# hold's amount and initial balance.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n = tonumber(ARGV[1])
+local keys, used, resets = {}, {}, {}
+for i = 1, n do
+  local limit = tonumber(ARGV[3 * i - 1])
+  local window = tonumber(ARGV[3 * i])
+  local amount = tonumber(ARGV[3 * i + 1])
+  local index = math.floor(now / window)
+  local key = KEYS[i] .. ':' .. index
+  local current = tonumber(redis.call('GET', key) or '0')
+  local reset_ms = math.ceil(((index + 1) * window - now) * 1000)
+  if current + amount > limit then
+    return {0, i, key, current, reset_ms}
+  end
+  keys[i], used[i], resets[i] = key, current + amount, reset_ms
+end
+local hold = #KEYS > n
+if hold then
+  redis.call('SET', KEYS[n + 1], ARGV[3 * n + 3], 'NX')
+  if tonumber(redis.call('GET', KEYS[n + 1])) < tonumber(ARGV[3 * n + 2]) then
+    return {2}
+  end
+  redis.call('DECRBY', KEYS[n + 1], ARGV[3 * n + 2])
+  redis.call('INCRBY', KEYS[n + 2], ARGV[3 * n + 2])
+end
+local out = {1}
+for i = 1, n do
+  redis.call('INCRBY', keys[i], tonumber(ARGV[3 * i + 1]))
+  redis.call('PEXPIRE', keys[i], resets[i] + 60000)
+  table.insert(out, keys[i])
+  table.insert(out, used[i])
+  table.insert(out, resets[i])
+end
+return out
+"""
+
+# KEYS: the m window counters to adjust (with their index), then balance and reserved when
+# there is a release. ARGV: m, the m deltas, then reserved and spent.
+_SETTLE = """
+local m = tonumber(ARGV[1])
+for i = 1, m do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('INCRBY', KEYS[i], ARGV[i + 1])
+  end
+end
+if #KEYS > m then
+  redis.call('DECRBY', KEYS[m + 2], ARGV[m + 2])
+  if redis.call('EXISTS', KEYS[m + 1]) == 1 then
+    redis.call('INCRBY', KEYS[m + 1], tonumber(ARGV[m + 2]) - tonumber(ARGV[m + 3]))
+  end
+end
+return 0
+"""
+
+
+class RedisQuotaStore:
+    def __init__(self, redis: Redis, key_prefix: str) -> None:
+        self._limit_prefix = key_prefix + "limit:"
+        self._budget_prefix = key_prefix + "budget:"
+        self._admit = redis.register_script(_ADMIT)
+        self._settle = redis.register_script(_SETTLE)
+
+    def _budget_keys(self, user_id: int) -> list[str]:
+        return [f"{self._budget_prefix}{user_id}:balance", f"{self._budget_prefix}{user_id}:reserved"]
+
+    async def admit(self, checks: list[WindowCheck], hold: BudgetHold | None) -> QuotaDecision:
+        keys = [self._limit_prefix + check.key for check in checks]
+        args: list[int] = [len(checks)]
+        for check in checks:
+            args += [check.limit, check.window_seconds, check.amount]
+        if hold is not None:
+            keys += self._budget_keys(hold.user_id)
+            args += [hold.amount, hold.initial_balance]
+        result = await self._admit(keys=keys, args=args)
+        outcome = int(result[0])
+        if outcome == 2:
+            return QuotaDecision(Admission(True, ()), budget_refused=True)
+        if outcome == 0:
+            index = int(result[1]) - 1
+            state = WindowState(decode(result[2]), checks[index].limit, int(result[3]), int(result[4]) / 1000)
+            return QuotaDecision(Admission(False, (state,)))
+        states = tuple(
+            WindowState(decode(result[1 + 3 * i]), check.limit, int(result[2 + 3 * i]), int(result[3 + 3 * i]) / 1000)
+            for i, check in enumerate(checks)
+        )
+        return QuotaDecision(Admission(True, states))
+
+    async def settle(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
+        adjustments = [(key, delta) for key, delta in adjustments if delta]
+        if not adjustments and release is None:
+            return
+        keys = [key for key, _ in adjustments]
+        args: list[int] = [len(adjustments), *(delta for _, delta in adjustments)]
+        if release is not None:
+            keys += self._budget_keys(release.user_id)
+            args += [release.reserved, release.spent]
+        await self._settle(keys=keys, args=args)
