@@ -124,7 +124,9 @@ def main() -> None:
         for name, module in () if args.only_tollgate else (("FastAPI + httpx pass-through", "bench.passthrough_httpx:app"),
                              ("FastAPI + aiohttp pass-through", "bench.passthrough_aiohttp:app")):
             port = free_port()
-            start(stack, [PYTHON, "-m", "uvicorn", module, "--port", str(port), "--no-access-log", "--log-level", "warning"],
+            # Run the same way as Tollgate: as many worker processes.
+            start(stack, [PYTHON, "-m", "uvicorn", module, "--port", str(port), "--no-access-log", "--log-level", "warning",
+                          "--workers", str(args.workers)],
                   env={"UPSTREAM": upstream})
             wait_until_up(f"http://127.0.0.1:{port}/docs")
             targets[name] = (f"http://127.0.0.1:{port}", None, "fake-chat")

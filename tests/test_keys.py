@@ -102,3 +102,39 @@ async def test_revocation_reaches_another_replica_within_one_second(app_factory)
     assert (await replica_a.delete(f"/v1/me/keys/{user.key_id}", headers=user.headers)).status_code == 204
     await asyncio.sleep(1.05)
     assert (await replica_b.get("/v1/me/info", headers=user.headers)).status_code == 401
+
+
+async def test_a_burst_on_a_cold_key_reads_the_database_once(client, seed: Seeder) -> None:
+    """Fifty requests arriving together with an uncached key share one lookup instead of
+    taking fifty database connections."""
+    from sqlalchemy import event
+
+    user = await seed.user()
+    context = client.app.state.context  # type: ignore[attr-defined]
+    context.authenticator.forget_all()
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement: str, *_args) -> None:
+        if "api_keys" in statement or "role_limits" in statement:
+            statements.append(statement)
+
+    event.listen(context.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        responses = await asyncio.gather(*(client.get("/v1/models", headers=user.headers) for _ in range(50)))
+    finally:
+        event.remove(context.engine.sync_engine, "before_cursor_execute", count)
+    assert all(r.status_code == 200 for r in responses)
+    lookups = [s for s in statements if "key_hash" in s]
+    assert len(lookups) == 1, statements
+
+
+async def test_a_key_deleted_while_it_is_being_looked_up_is_not_cached(client, seed: Seeder) -> None:
+    user = await seed.user()
+    context = client.app.state.context  # type: ignore[attr-defined]
+    authenticator = context.authenticator
+    authenticator.forget_all()
+    lookup = asyncio.ensure_future(authenticator.authenticate(f"Bearer {user.key}"))
+    await asyncio.sleep(0)  # the lookup has started
+    assert (await client.delete(f"/v1/me/keys/{user.key_id}", headers=user.headers)).status_code == 204
+    await lookup  # it may still see the key: it began before the deletion
+    assert (await client.get("/v1/me/info", headers=user.headers)).status_code == 401

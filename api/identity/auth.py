@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Mapping
@@ -81,6 +82,10 @@ class Authenticator:
         self._ttl = ttl
         self._max_entries = max_entries
         self._cache: dict[str, tuple[Principal, float]] = {}
+        # One database read per key at a time: requests that miss together share it.
+        self._loading: dict[str, asyncio.Future[Principal]] = {}
+        # Bumped by every forget_*: a read that started before it must not be cached after it.
+        self._generation = 0
 
     async def authenticate(self, authorization: str | None) -> Principal:
         key = _bearer_token(authorization)
@@ -89,23 +94,41 @@ class Authenticator:
         key_hash = hash_api_key(key)
         principal = self._cached(key_hash)
         if principal is None:
-            principal = await self._load(key_hash)
-            self._remember(key_hash, principal)
+            principal = await self._load_once(key_hash)
         if principal.expires is not None and principal.expires <= datetime.now(UTC):
             raise AuthenticationError("API key or user has expired")
         return principal
 
+    async def _load_once(self, key_hash: str) -> Principal:
+        loading = self._loading.get(key_hash)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load_and_remember(key_hash))
+            self._loading[key_hash] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(key_hash, None))
+        # Shielded: one waiter's cancellation (a client gone) must not fail the others.
+        return await asyncio.shield(loading)
+
+    async def _load_and_remember(self, key_hash: str) -> Principal:
+        generation = self._generation
+        principal = await self._load(key_hash)
+        if generation == self._generation:
+            self._remember(key_hash, principal)
+        return principal
+
     def forget_keys(self, key_ids: set[int]) -> None:
+        self._generation += 1
         for key_hash, (principal, _) in list(self._cache.items()):
             if principal.key_id in key_ids:
                 del self._cache[key_hash]
 
     def forget_user(self, user_id: int) -> None:
+        self._generation += 1
         for key_hash, (principal, _) in list(self._cache.items()):
             if principal.user_id == user_id:
                 del self._cache[key_hash]
 
     def forget_all(self) -> None:
+        self._generation += 1
         self._cache.clear()
 
     def _cached(self, key_hash: str) -> Principal | None:
