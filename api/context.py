@@ -30,7 +30,7 @@ from api.identity.login import LoginThrottle
 from api.identity.secrets import PasswordHasher
 from api.settings import Settings
 from api.state import CounterStore, MemoryCounterStore, RedisCounterStore
-from api.state.redis_client import build_redis
+from api.state.redis_client import ScriptBatcher, build_redis
 
 logger = logging.getLogger("tollgate")
 
@@ -74,7 +74,9 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         load = RedisLoadTracker(redis, redis_settings.key_prefix)
         limits: LimitStore = RedisLimitStore(redis, redis_settings.key_prefix)
         budgets: BudgetStore = RedisBudgetStore(redis, redis_settings.key_prefix)
-        quota_store: QuotaStore = RedisQuotaStore(redis, redis_settings.key_prefix)
+        scripts = ScriptBatcher(redis)
+        stack.push_async_callback(scripts.close)
+        quota_store: QuotaStore = RedisQuotaStore(scripts, redis_settings.key_prefix)
     else:
         counters = MemoryCounterStore()
         load = MemoryLoadTracker()

@@ -104,10 +104,10 @@ async def store(request):
         yield MemoryQuotaStore(MemoryLimitStore(), MemoryBudgetStore())
         return
     from api.settings import RedisSettings
-    from api.state.redis_client import build_redis
+    from api.state.redis_client import ScriptBatcher, build_redis
 
     redis = build_redis(RedisSettings(url=REDIS_URL))
-    yield RedisQuotaStore(redis, f"tollgate-test:{uuid.uuid4().hex}:")
+    yield RedisQuotaStore(ScriptBatcher(redis), f"tollgate-test:{uuid.uuid4().hex}:")
     await redis.aclose()
 
 
@@ -152,3 +152,43 @@ async def test_me_info_shows_where_the_user_stands(client, models: Models, upstr
     usage = {(c["router"], c["type"]): (c["limit"], c["used"]) for c in info["limits_usage"]}
     assert usage == {(router, "rpm"): (10, 3), (router, "tpd"): (1000, 3 * 8)}
     assert all(0 < c["reset_in"] <= 86_400 for c in info["limits_usage"])
+
+
+async def test_concurrent_admissions_each_get_their_own_count(store) -> None:
+    """Calls arriving together (batched into one Redis pipeline) are still counted one by one."""
+    check = [WindowCheck("u:r:rpm", limit=20, window_seconds=60, amount=1)]
+    decisions = await asyncio.gather(*(store.admit(check, None) for _ in range(50)))
+    admitted = [d.admission.windows[0].used for d in decisions if d.admitted]
+    assert sorted(admitted) == list(range(1, 21))
+
+
+async def test_a_client_gone_during_admission_leaves_nothing_taken(client, models: Models, upstream) -> None:
+    from api.inference.quotas import Quotas
+
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, limits={"tpm": 1000}, budget=1.0)
+    quotas: Quotas = client.app.state.context.quotas  # type: ignore[attr-defined]
+    real_store = quotas._store
+    started = asyncio.Event()
+
+    class SlowStore:  # Redis answering slowly: the client leaves meanwhile
+        async def admit(self, checks, hold):
+            started.set()
+            await asyncio.sleep(0.2)
+            return await real_store.admit(checks, hold)
+
+        async def settle(self, adjustments, release):
+            await real_store.settle(adjustments, release)
+
+    quotas._store = SlowStore()  # type: ignore[assignment]
+    call = asyncio.ensure_future(client.post("/v1/chat/completions", json=BODY, headers=user.headers))
+    await started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.sleep(0.3)
+    quotas._store = real_store
+    info = (await client.get("/v1/me/info", headers=user.headers)).json()
+    assert info["budget"] == pytest.approx(1.0)
+    assert {c["type"]: c["used"] for c in info["limits_usage"]} == {"tpm": 0}

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from redis.asyncio import Redis
-
 from api.state.budgets import MemoryBudgetStore
+from api.state.redis_client import ScriptBatcher
 from api.state.limits import Admission, MemoryLimitStore, WindowCheck, WindowState, decode
 
 
@@ -137,11 +136,12 @@ return 0
 
 
 class RedisQuotaStore:
-    def __init__(self, redis: Redis, key_prefix: str) -> None:
+    def __init__(self, scripts: ScriptBatcher, key_prefix: str) -> None:
+        self._scripts = scripts
         self._limit_prefix = key_prefix + "limit:"
         self._budget_prefix = key_prefix + "budget:"
-        self._admit = redis.register_script(_ADMIT)
-        self._settle = redis.register_script(_SETTLE)
+        self._admit = scripts.register(_ADMIT)
+        self._settle = scripts.register(_SETTLE)
 
     def _budget_keys(self, user_id: int) -> list[str]:
         return [f"{self._budget_prefix}{user_id}:balance", f"{self._budget_prefix}{user_id}:reserved"]
@@ -154,7 +154,7 @@ class RedisQuotaStore:
         if hold is not None:
             keys += self._budget_keys(hold.user_id)
             args += [hold.amount, hold.initial_balance]
-        result = await self._admit(keys=keys, args=args)
+        result = await self._scripts.run(self._admit, keys, args)
         outcome = int(result[0])
         if outcome == 2:
             return QuotaDecision(Admission(True, ()), budget_refused=True)
@@ -177,4 +177,4 @@ class RedisQuotaStore:
         if release is not None:
             keys += self._budget_keys(release.user_id)
             args += [release.reserved, release.spent]
-        await self._settle(keys=keys, args=args)
+        await self._scripts.run(self._settle, keys, args)
