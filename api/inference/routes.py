@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, UploadFile
 from fastapi.responses import JSONResponse, Response
+from starlette.background import BackgroundTask
 
 from api.context import AppContext
 from api.deps import Caller, Context
@@ -42,7 +43,8 @@ def _headers(meter: Meter) -> dict[str, str]:
 
 
 def _json(meter: Meter, content: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(content, headers=_headers(meter))
+    # Limits and budget are settled once the answer has left: the client does not wait for it.
+    return JSONResponse(content, headers=_headers(meter), background=BackgroundTask(meter.settle))
 
 
 @router.get("/models")
@@ -70,9 +72,11 @@ def _once(compute: Callable[[], int]) -> Callable[[], int]:
     return get
 
 
-def _meter(context: AppContext, caller: Principal, endpoint: Endpoint, model: str) -> Meter:
+def _meter(context: AppContext, caller: Principal, endpoint: Endpoint, model: str, streamed: bool = False) -> Meter:
     meter = Meter(context.usage_writer, caller, endpoint.value, observe=context.metrics.observe)
     meter.model = model
+    if not streamed:  # a stream is settled when it ends, as it is recorded
+        meter.settle_after_response()
     return meter
 
 
@@ -96,7 +100,7 @@ async def _route_and_admit(
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(request: ChatCompletionRequest, caller: Caller, context: Context) -> Response:
-    meter = _meter(context, caller, Endpoint.chat, request.model)
+    meter = _meter(context, caller, Endpoint.chat, request.model, streamed=bool(request.stream))
     body = as_upstream_body(request)
     async with service.metered(meter):
         completion_bound = context.quotas.budgeter.cap_completion(caller, body)

@@ -19,21 +19,27 @@ from api.usage.meter import Meter
 
 @asynccontextmanager
 async def metered(meter: Meter) -> AsyncIterator[Meter]:
-    """Record the meter if the body fails before recording it: every request counts once."""
+    """Record the meter if the body fails before recording it: every request counts once, and
+    its limits and budget are settled before the error goes out."""
     try:
         yield meter
     except UpstreamRejected as error:
-        await meter.record(error.status)
+        await _record_and_settle(meter, error.status)
         raise
     except DomainError as error:
-        await meter.record(status_for(error))
+        await _record_and_settle(meter, status_for(error))
         raise
     except asyncio.CancelledError:
-        await asyncio.shield(meter.record(CLIENT_CLOSED))
+        await asyncio.shield(_record_and_settle(meter, CLIENT_CLOSED))
         raise
     except BaseException:
-        await meter.record(500)
+        await _record_and_settle(meter, 500)
         raise
+
+
+async def _record_and_settle(meter: Meter, status: int) -> None:
+    await meter.record(status)
+    await meter.settle()
 
 
 def _int(value: Any) -> int | None:

@@ -38,10 +38,29 @@ class Meter:
         self._on_record: list[Callable[[UsageRecord], Awaitable[None]]] = []
         self.headers: dict[str, str] = {}
         self._recorded = False
+        self._settle_later = False
+        self._unsettled: UsageRecord | None = None
 
     def on_record(self, settle: Callable[[UsageRecord], Awaitable[None]]) -> None:
         """Run `settle(record)` when the request is recorded (exactly once, any outcome)."""
         self._on_record.append(settle)
+
+    def settle_after_response(self) -> None:
+        """Run the settlements in `settle()`, once the response is on its way, instead of in
+        `record()`: the client does not wait for their round trip. Whoever calls this must
+        make sure `settle()` runs (a response's background task, or an error path)."""
+        self._settle_later = True
+
+    async def settle(self) -> None:
+        record, self._unsettled = self._unsettled, None
+        if record is not None:
+            await self._run_settlements(record)
+
+    async def _run_settlements(self, record: UsageRecord) -> None:
+        if len(self._on_record) == 1:
+            await self._on_record[0](record)
+        elif self._on_record:
+            await asyncio.gather(*(settle(record) for settle in self._on_record))
 
     @property
     def recorded(self) -> bool:
@@ -91,8 +110,8 @@ class Meter:
             )
         if self._observe is not None:
             self._observe(record)
-        if len(self._on_record) == 1:
-            await self._on_record[0](record)
-        elif self._on_record:
-            await asyncio.gather(*(settle(record) for settle in self._on_record))
+        if self._settle_later:
+            self._unsettled = record
+        else:
+            await self._run_settlements(record)
         await self._writer.record(record)
