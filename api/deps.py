@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.listing import PageRequest
@@ -31,10 +31,11 @@ async def get_session(context: Context) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def get_principal(
-    context: Context, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
-) -> Principal:
-    return await context.authenticator.authenticate(authorization)
+async def get_principal(request: Request) -> Principal:
+    # Reads the header and the context itself: every sub-dependency costs FastAPI work on
+    # each request, and this one runs on all of them.
+    context: AppContext = request.app.state.context
+    return await context.authenticator.authenticate(request.headers.get("authorization"))
 
 
 Caller = Annotated[Principal, Depends(get_principal)]

@@ -24,23 +24,42 @@ class GatewayMetrics:
         self.upstream_errors = Counter("tollgate_upstream_errors", "Failed provider calls by kind", ["provider", "kind"], registry=r)
         self.rejections = Counter("tollgate_limit_rejections", "Requests refused by a limit or capacity", ["reason"], registry=r)
         self.usage_queue = Gauge("tollgate_usage_queue_depth", "Usage records waiting to be written", registry=r)
+        # The labelled children a record updates, looked up once per (endpoint, model, status).
+        self._series: dict[tuple[str, str, int], _RecordSeries] = {}
 
     def observe(self, record: UsageRecord) -> None:
-        model = record.model or ""
-        self.requests.labels(record.endpoint, model, str(record.status)).inc()
+        # A name that resolved to no router is the client's free text: not a label value, or
+        # anyone could grow the metrics without bound.
+        model = (record.model or "") if record.router_id is not None else ""
+        series = self._series.get((record.endpoint, model, record.status))
+        if series is None:
+            series = self._series[(record.endpoint, model, record.status)] = _RecordSeries(self, record.endpoint, model, record.status)
+        series.requests.inc()
         if record.latency_ms is not None:
-            self.latency.labels(record.endpoint).observe(record.latency_ms / 1000)
+            series.latency.observe(record.latency_ms / 1000)
         if record.ttft_ms is not None:
-            self.ttft.labels(record.endpoint).observe(record.ttft_ms / 1000)
+            series.ttft.observe(record.ttft_ms / 1000)
         if record.prompt_tokens:
-            self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
+            series.prompt_tokens.inc(record.prompt_tokens)
         if record.completion_tokens:
-            self.tokens.labels(model, "completion").inc(record.completion_tokens)
+            series.completion_tokens.inc(record.completion_tokens)
         if record.cost_nanos:
-            self.cost.labels(model).inc(record.cost_nanos / 1e9)
+            series.cost.inc(record.cost_nanos / 1e9)
         if record.kwh_max:
-            self.energy.labels(model).inc(record.kwh_max)
-            self.carbon.labels(model).inc(record.kgco2eq_max)
+            series.energy.inc(record.kwh_max)
+            series.carbon.inc(record.kgco2eq_max)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _RecordSeries:
+    def __init__(self, metrics: GatewayMetrics, endpoint: str, model: str, status: int) -> None:
+        self.requests = metrics.requests.labels(endpoint, model, str(status))
+        self.latency = metrics.latency.labels(endpoint)
+        self.ttft = metrics.ttft.labels(endpoint)
+        self.prompt_tokens = metrics.tokens.labels(model, "prompt")
+        self.completion_tokens = metrics.tokens.labels(model, "completion")
+        self.cost = metrics.cost.labels(model)
+        self.energy = metrics.energy.labels(model)
+        self.carbon = metrics.carbon.labels(model)

@@ -141,3 +141,14 @@ async def test_overhead_header(client, models: Models, upstream) -> None:
     # The 200 ms the upstream took are not the gateway's.
     assert 0 < float(response.headers["x-tollgate-overhead-ms"]) < 150
     assert response.headers["x-tollgate-request-id"]
+
+
+async def test_fields_beyond_what_fast_json_handles_still_pass_through(client, models: Models, upstream) -> None:
+    """An integer over 64 bits in a provider-specific field reaches the provider unchanged."""
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router)
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "seed": 2**70, "logit_bias": {"42": -1.5}}
+    response = await client.post("/v1/chat/completions", json=body, headers=user.headers)
+    assert response.status_code == 200, response.text
+    assert upstream.received[-1].body["seed"] == 2**70 and upstream.received[-1].body["logit_bias"] == {"42": -1.5}

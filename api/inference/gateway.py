@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import json
+from api.common import jsonutil
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -233,7 +233,8 @@ class Gateway:
     def _request_args(self, provider: ProviderTarget, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         adapter = adapter_for(provider.type)
         payload = adapter.request_body(endpoint, {**body, "model": provider.model_name})
-        return {"url": adapter.url(provider.url, endpoint), "json": payload, "headers": adapter.headers(provider.key)}
+        headers = {**adapter.headers(provider.key), "Content-Type": "application/json"}
+        return {"url": adapter.url(provider.url, endpoint), "data": jsonutil.dumps(payload), "headers": headers}
 
     async def call_json(self, meter: Meter, endpoint: Endpoint, body: dict[str, Any], priority: int) -> UpstreamAnswer:
         """Send a JSON request, failing over as needed, and return the provider's parsed answer."""
@@ -285,7 +286,7 @@ class Gateway:
         if status >= 500 or status == 429:
             raise _Retryable("status", f"provider {provider.id} answered {status}")
         try:
-            parsed = json.loads(raw) if raw else None
+            parsed = jsonutil.loads(raw) if raw else None
         except ValueError as exc:
             raise _Retryable("invalid", f"provider {provider.id} answered with invalid JSON") from exc
         if status >= 400:
@@ -309,7 +310,7 @@ class Gateway:
                 if response.status >= 400:
                     raw = await response.read()
                     try:
-                        parsed = json.loads(raw) if raw else None
+                        parsed = jsonutil.loads(raw) if raw else None
                     except ValueError:
                         parsed = {"error": {"message": raw.decode(errors="replace")[:2000]}}
                     raise UpstreamRejected(response.status, parsed, provider)

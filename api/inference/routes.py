@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Path, UploadFile
 from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
+from api.common.jsonutil import FastJSONResponse
 from api.context import AppContext
 from api.deps import Caller, Context
 from api.identity.auth import Principal
@@ -44,7 +45,7 @@ def _headers(meter: Meter) -> dict[str, str]:
 
 def _json(meter: Meter, content: dict[str, Any]) -> JSONResponse:
     # Limits and budget are settled once the answer has left: the client does not wait for it.
-    return JSONResponse(content, headers=_headers(meter), background=BackgroundTask(meter.settle))
+    return FastJSONResponse(content, headers=_headers(meter), background=BackgroundTask(meter.settle))
 
 
 @router.get("/models")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,7 +23,7 @@ class Meter:
         method: str = "POST",
         observe: Callable[[UsageRecord], None] | None = None,
     ) -> None:
-        self.request_id = uuid.uuid4().hex
+        self.request_id = os.urandom(16).hex()
         self.started = time.perf_counter()
         self.principal = principal
         self.endpoint = endpoint
