@@ -76,7 +76,9 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         budgets: BudgetStore = RedisBudgetStore(redis, redis_settings.key_prefix)
         scripts = ScriptBatcher(redis)
         stack.push_async_callback(scripts.close)
-        quota_store: QuotaStore = RedisQuotaStore(scripts, redis_settings.key_prefix)
+        redis_quotas = RedisQuotaStore(scripts, redis_settings.key_prefix)
+        stack.push_async_callback(redis_quotas.close)
+        quota_store: QuotaStore = redis_quotas
     else:
         counters = MemoryCounterStore()
         load = MemoryLoadTracker()

@@ -192,3 +192,16 @@ async def test_a_client_gone_during_admission_leaves_nothing_taken(client, model
     info = (await client.get("/v1/me/info", headers=user.headers)).json()
     assert info["budget"] == pytest.approx(1.0)
     assert {c["type"]: c["used"] for c in info["limits_usage"]} == {"tpm": 0}
+
+
+async def test_concurrent_settlements_add_up(store) -> None:
+    """Settlements arriving together (merged into one script call in Redis) each count."""
+    tpm = [WindowCheck("u:r:tpm", limit=10_000, window_seconds=60, amount=100)]
+    hold = BudgetHold(user_id=7, amount=50, initial_balance=1000)
+    decisions = await asyncio.gather(*(store.admit(tpm, hold) for _ in range(20)))  # 2000 tokens, 1000 held
+    assert all(d.admitted for d in decisions)
+    key = decisions[0].admission.windows[0].key
+    await asyncio.gather(*(store.settle([(key, -90)], BudgetRelease(user_id=7, reserved=50, spent=5)) for _ in range(20)))
+    after = await store.admit(tpm, BudgetHold(user_id=7, amount=900, initial_balance=1000))
+    assert after.admitted and after.admission.windows[0].used == 20 * 10 + 100  # real tokens counted, estimates gone
+    assert (await store.admit([], BudgetHold(user_id=7, amount=1, initial_balance=1000))).budget_refused  # 1000 − 100 − 900

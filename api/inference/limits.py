@@ -7,6 +7,7 @@ of 0 forbids the router (403); null is unlimited.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
@@ -46,7 +47,7 @@ class Ticket:
             if state is not None:
                 headers[f"x-ratelimit-limit-{kind}"] = str(state.limit)
                 headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, state.limit - state.used))
-                headers[f"x-ratelimit-reset-{kind}"] = f"{state.reset_in:.0f}s"
+                headers[f"x-ratelimit-reset-{kind}"] = f"{math.ceil(state.reset_in)}s"
         return headers
 
 
@@ -101,7 +102,7 @@ class Limiter:
                     labels.append((router_id, kind))
         states = await self._store.peek(checks)
         return [
-            LimitCounter(router=router_id, type=kind, limit=state.limit, used=max(0, state.used), reset_in=round(state.reset_in))
+            LimitCounter(router=router_id, type=kind, limit=state.limit, used=max(0, state.used), reset_in=math.ceil(state.reset_in))
             for (router_id, kind), state in zip(labels, states, strict=True)
         ]
 
@@ -116,7 +117,7 @@ class Limiter:
             headers={
                 f"x-ratelimit-limit-{unit}": str(state.limit),
                 f"x-ratelimit-remaining-{unit}": str(max(0, state.limit - state.used)),
-                f"x-ratelimit-reset-{unit}": f"{state.reset_in:.0f}s",
+                f"x-ratelimit-reset-{unit}": f"{math.ceil(state.reset_in)}s",
             },
         )
 

@@ -9,6 +9,7 @@ are the same keys `RedisLimitStore` and `RedisBudgetStore` read and write.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -116,8 +117,8 @@ end
 return out
 """
 
-# KEYS: the m window counters to adjust (with their index), then balance and reserved when
-# there is a release. ARGV: m, the m deltas, then reserved and spent.
+# KEYS: the m window counters to adjust (with their index), then each released budget's
+# balance and reserved keys. ARGV: m, the m deltas, then reserved and spent per budget.
 _SETTLE = """
 local m = tonumber(ARGV[1])
 for i = 1, m do
@@ -125,14 +126,35 @@ for i = 1, m do
     redis.call('INCRBY', KEYS[i], ARGV[i + 1])
   end
 end
-if #KEYS > m then
-  redis.call('DECRBY', KEYS[m + 2], ARGV[m + 2])
-  if redis.call('EXISTS', KEYS[m + 1]) == 1 then
-    redis.call('INCRBY', KEYS[m + 1], tonumber(ARGV[m + 2]) - tonumber(ARGV[m + 3]))
+for j = 0, (#KEYS - m) / 2 - 1 do
+  local balance, reserved = KEYS[m + 2 * j + 1], KEYS[m + 2 * j + 2]
+  local held, spent = tonumber(ARGV[m + 2 * j + 2]), tonumber(ARGV[m + 2 * j + 3])
+  redis.call('DECRBY', reserved, held)
+  if redis.call('EXISTS', balance) == 1 then
+    redis.call('INCRBY', balance, held - spent)
   end
 end
 return 0
 """
+
+
+class _Settlements:
+    """The settlements made in one event-loop turn, merged into one script call: deltas on
+    the same window add up, releases of the same budget too (the script's effect is the same
+    as applying them one by one)."""
+
+    def __init__(self) -> None:
+        self.deltas: dict[str, int] = {}
+        self.releases: dict[int, list[int]] = {}  # user → [reserved, spent]
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def add(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
+        for key, delta in adjustments:
+            self.deltas[key] = self.deltas.get(key, 0) + delta
+        if release is not None:
+            totals = self.releases.setdefault(release.user_id, [0, 0])
+            totals[0] += release.reserved
+            totals[1] += release.spent
 
 
 class RedisQuotaStore:
@@ -142,6 +164,8 @@ class RedisQuotaStore:
         self._budget_prefix = key_prefix + "budget:"
         self._admit = scripts.register(_ADMIT)
         self._settle = scripts.register(_SETTLE)
+        self._settlements: _Settlements | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
     def _budget_keys(self, user_id: int) -> list[str]:
         return [f"{self._budget_prefix}{user_id}:balance", f"{self._budget_prefix}{user_id}:reserved"]
@@ -172,9 +196,35 @@ class RedisQuotaStore:
         adjustments = [(key, delta) for key, delta in adjustments if delta]
         if not adjustments and release is None:
             return
-        keys = [key for key, _ in adjustments]
-        args: list[int] = [len(adjustments), *(delta for _, delta in adjustments)]
-        if release is not None:
-            keys += self._budget_keys(release.user_id)
-            args += [release.reserved, release.spent]
-        await self._scripts.run(self._settle, keys, args)
+        batch = self._settlements
+        if batch is None:
+            batch = self._settlements = _Settlements()
+            asyncio.get_running_loop().call_soon(self._flush_settlements)
+        batch.add(adjustments, release)
+        # Shielded: a caller cancelled while waiting does not cancel the others' settlement.
+        await asyncio.shield(batch.done)
+
+    def _flush_settlements(self) -> None:
+        batch, self._settlements = self._settlements, None
+        assert batch is not None
+        task = asyncio.ensure_future(self._send_settlements(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send_settlements(self, batch: _Settlements) -> None:
+        keys = list(batch.deltas)
+        args: list[int] = [len(keys), *batch.deltas.values()]
+        for user_id, (reserved, spent) in batch.releases.items():
+            keys += self._budget_keys(user_id)
+            args += [reserved, spent]
+        try:
+            await self._scripts.run(self._settle, keys, args)
+        except Exception as error:  # noqa: BLE001  (every caller of the batch gets it)
+            batch.done.set_exception(error)
+            batch.done.exception()  # retrieved: callers may all have left
+        else:
+            batch.done.set_result(None)
+
+    async def close(self) -> None:
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
