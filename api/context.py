@@ -16,6 +16,10 @@ from api.inference.gateway import Gateway
 from api.inference.budget import Budgeter
 from api.inference.limits import Limiter
 from api.inference.quotas import Quotas
+from api.rag.embedder import Embedder
+from api.rag.ingestion import Ingestion
+from api.rag.vectors import VectorStore
+from api.rag.vectors import build_client as build_vector_client
 from api.state.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from api.metrics import GatewayMetrics
 from api.models.catalog import ModelCatalog
@@ -52,6 +56,9 @@ class AppContext:
     gateway: Gateway
     budgets: BudgetStore
     quotas: Quotas
+    vectors: VectorStore
+    embedder: Embedder
+    ingestion: Ingestion
     usage_writer: UsageWriter
     metrics: GatewayMetrics
 
@@ -100,22 +107,39 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
     usage_writer.start()
     # Registered last, so it runs first at shutdown: in-flight usage is written before the engine closes.
     stack.push_async_callback(usage_writer.stop)
+    authenticator = Authenticator(session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds)
+    gateway = Gateway(catalog, load, upstreams, general.gateway, metrics)
+    quotas = Quotas(quota_store, Limiter(limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens))
+    vectors = VectorStore(
+        build_vector_client(settings.dependencies.qdrant), general.rag.qdrant_collection,
+        local=settings.dependencies.qdrant.url is None,
+    )
+    stack.push_async_callback(vectors.close)
+    embedder = Embedder(gateway, quotas, usage_writer, metrics.observe, general.rag.vector_store_model)
+    ingestion = Ingestion(session_factory, vectors, embedder, authenticator, general.rag)
+    if general.rag.vector_store_model is not None and general.rag.ingestion_concurrency > 0:
+        ingesting = asyncio.create_task(ingestion.run_forever(general.rag.ingestion_concurrency), name="ingestion")
+        # Stopped before the usage writer: its last embedding calls are still recorded.
+        stack.push_async_callback(_cancel, ingesting)
     return AppContext(
         settings=settings,
         engine=engine,
         session_factory=session_factory,
         redis=redis,
         counters=counters,
-        authenticator=Authenticator(session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds),
+        authenticator=authenticator,
         hasher=PasswordHasher(),
         login_throttle=LoginThrottle(counters, general.login),
         secrets=secrets,
         upstreams=upstreams,
         catalog=catalog,
         load=load,
-        gateway=Gateway(catalog, load, upstreams, general.gateway, metrics),
+        gateway=gateway,
         budgets=budgets,
-        quotas=Quotas(quota_store, Limiter(limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens)),
+        quotas=quotas,
+        vectors=vectors,
+        embedder=embedder,
+        ingestion=ingestion,
         usage_writer=usage_writer,
         metrics=metrics,
     )

@@ -33,6 +33,14 @@ class ConflictError(DomainError):
     """The change clashes with existing data: a duplicate, or a resource still in use (409)."""
 
 
+class PayloadTooLargeError(DomainError):
+    """An upload over the configured size (413)."""
+
+
+class UnsupportedMediaTypeError(DomainError):
+    """A file of a type that cannot be read (415)."""
+
+
 class TooManyRequestsError(DomainError):
     """A throttle or limit is reached; retry after `retry_after` seconds (429)."""
 
@@ -66,6 +74,8 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     PermissionDeniedError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    PayloadTooLargeError: 413,
+    UnsupportedMediaTypeError: 415,
     TooManyRequestsError: 429,
     UpstreamError: 502,
     ServiceUnavailableError: 503,

@@ -15,10 +15,17 @@ class BodyTooLarge(Exception):
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_paths: tuple[str, ...] = (), max_upload_bytes: int = 0) -> None:
         self.app = app
-        self.max_bytes = max_bytes
-        self.body = b'{"detail":"Request body is larger than %d bytes"}' % max_bytes
+        self.default_max_bytes = max_bytes
+        # File uploads get their own bound (the file, plus room for the form around it).
+        self.upload_paths = upload_paths
+        self.upload_max_bytes = max(max_bytes, max_upload_bytes + 1024 * 1024)
+
+    def _limit(self, scope: Scope) -> int:
+        if self.upload_paths and scope.get("path", "") in self.upload_paths:
+            return self.upload_max_bytes
+        return self.default_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -28,9 +35,10 @@ class BodySizeLimit:
             # PostgreSQL cannot store NUL, and no legitimate id or filter contains one.
             await self._send(send, 400, b'{"detail":"NUL characters are not allowed in URLs"}')
             return
+        max_bytes = self._limit(scope)
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._send_413(send)
+            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+                await self._send_413(send, max_bytes)
                 return
 
         received = 0
@@ -42,7 +50,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     too_large = True
                     raise BodyTooLarge
             return message
@@ -52,7 +60,7 @@ class BodySizeLimit:
             if too_large:
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await self._send_413(send)
+                    await self._send_413(send, max_bytes)
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -63,10 +71,10 @@ class BodySizeLimit:
             if not too_large:
                 raise
             if not started:
-                await self._send_413(send)
+                await self._send_413(send, max_bytes)
 
-    async def _send_413(self, send: Send) -> None:
-        await self._send(send, 413, self.body)
+    async def _send_413(self, send: Send, max_bytes: int) -> None:
+        await self._send(send, 413, b'{"detail":"Request body is larger than %d bytes"}' % max_bytes)
 
     @staticmethod
     async def _send(send: Send, status: int, body: bytes) -> None:

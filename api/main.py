@@ -20,6 +20,7 @@ from api.inference import routes as inference_routes
 from api.models.routes import admin as models_admin
 from api.usage import routes as usage_routes
 from api.limits import BodySizeLimit
+from api.rag import routes as rag_routes
 from api.settings import Settings, load_settings
 
 logger = logging.getLogger("tollgate")
@@ -53,7 +54,10 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.settings.max_request_body_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.settings.max_request_body_bytes,
+        upload_paths=rag_routes.UPLOAD_PATHS, max_upload_bytes=settings.settings.rag.max_upload_bytes,
+    )
 
     @app.get("/health", tags=["monitoring"])
     async def health() -> dict[str, str]:
@@ -73,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(usage_routes.router)
     app.include_router(admin.router)
     app.include_router(models_admin.router)
+    app.include_router(rag_routes.router)
     return app
 
 

@@ -54,6 +54,27 @@ class GatewaySettings(_Section):
     )
 
 
+DEFAULT_SEARCH_TEMPLATE = (
+    "Answer the question using the documents below when they are relevant.\n\n"
+    "Documents:\n{chunks}\n\nQuestion: {prompt}"
+)
+
+
+class RagSettings(_Section):
+    vector_store_model: str | None = Field(
+        default=None, description="The text-embeddings-inference router that embeds chunks and queries; null disables documents and search."
+    )
+    qdrant_collection: str = Field(default="tollgate_chunks", pattern=r"^[A-Za-z0-9_-]{1,128}$", description="Qdrant collection holding every chunk.")
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="Largest file POST /v1/documents accepts.")
+    embedding_batch_size: int = Field(default=32, ge=1, le=2048, description="Chunks per embeddings call during ingestion.")
+    ingestion_concurrency: int = Field(default=2, ge=0, le=64, description="Documents ingested at once by this process (0: leave them to `tollgate worker`).")
+    job_lease_seconds: float = Field(default=120.0, ge=5, description="How long an ingestion job is held without progress before another worker may take it over.")
+    max_ingestion_attempts: int = Field(default=3, ge=1, le=100, description="Attempts before a document that keeps failing ingestion is marked failed.")
+    search_template: str = Field(
+        default=DEFAULT_SEARCH_TEMPLATE, description="Prompt built by chat with search; {chunks} and {prompt} are replaced."
+    )
+
+
 class GeneralSettings(_Section):
     auth_master_key: str = Field(default=SHIPPED_MASTER_KEY, min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -70,6 +91,7 @@ class GeneralSettings(_Section):
     login: LoginSettings = LoginSettings()
     keys: KeySettings = KeySettings()
     gateway: GatewaySettings = GatewaySettings()
+    rag: RagSettings = RagSettings()
 
 
 class DatabaseSettings(_Section):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -111,12 +112,12 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         asyncio.run(_drop_pg_database(PG_URL, name))
 
 
-def make_settings(backend: Backend, redis_prefix: str, **general: object) -> Settings:
+def make_settings(backend: Backend, redis_prefix: str, qdrant_path: str | None = None, **general: object) -> Settings:
     """Settings for one test. Each test has its own Redis key prefix, so tests never see each
     other's counters, while the apps of one test share it like replicas of one deployment."""
     dependencies: dict[str, object] = {
         "database": {"url": backend.database_url},
-        "qdrant": {"path": None, "url": "http://127.0.0.1:6333"},
+        "qdrant": {"path": qdrant_path} if qdrant_path else {"path": None, "url": "http://127.0.0.1:6333"},
     }
     if backend.redis_url:
         dependencies["redis"] = {"url": backend.redis_url, "key_prefix": redis_prefix}
@@ -161,7 +162,10 @@ async def app_factory(backend: Backend) -> AsyncIterator[AppFactory]:
 
         async def build(**general: object) -> httpx.AsyncClient:
             nonlocal first
-            client = await stack.enter_async_context(running_app(make_settings(backend, redis_prefix, **general)))
+            # Qdrant's local mode: a folder per app (one process may hold a folder at a time).
+            qdrant_path = stack.enter_context(tempfile.TemporaryDirectory(prefix="tollgate-qdrant-"))
+            settings = make_settings(backend, redis_prefix, qdrant_path=qdrant_path, **general)
+            client = await stack.enter_async_context(running_app(settings))
             if first:
                 await _empty_tables(client.app.state.context)  # type: ignore[attr-defined]
                 first = False

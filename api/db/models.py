@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from api.db.base import Base, TimestampMixin, UTCDateTime, utcnow
@@ -174,3 +175,51 @@ class BudgetChange(Base):
     balance_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # after the change (database view)
     reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Collection(TimestampMixin, Base):
+    """A set of documents searched together. Private: its owner's; public: readable by all."""
+
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    visibility: Mapped[str] = mapped_column(String(16), default="private")
+
+
+class Document(TimestampMixin, Base):
+    """A document of a collection. Its chunks and their vectors live in Qdrant; an uploaded
+    file is ingested by a job (status `processing`) and is searchable only once `ready`."""
+
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="ready", index=True)
+    error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    next_chunk_id: Mapped[int] = mapped_column(Integer, default=1)
+    pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    content_type: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # How to split it, and the metadata given to every chunk (ingestion reads them).
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # An ingestion job holds the document until then; past it, another worker may take it.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DocumentFile(Base):
+    """An uploaded file waiting for (or in) ingestion; removed once the document is ready."""
+
+    __tablename__ = "document_files"
+
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content: Mapped[bytes] = mapped_column(LargeBinary)

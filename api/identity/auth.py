@@ -7,11 +7,13 @@ import hmac
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.db.base import UTCDateTime
 from api.db.models import ApiKey, Role, RoleLimit, User
 from api.errors import AuthenticationError, PermissionDeniedError
 from api.identity.schemas import Permission
@@ -149,17 +151,25 @@ class Authenticator:
         self._cache[key_hash] = (principal, time.monotonic())
 
     async def _load(self, key_hash: str) -> Principal:
-        query = (
-            select(ApiKey.id, ApiKey.name, ApiKey.expires, User.id, User.role_id, User.organization_id,
-                   User.priority, User.expires, User.budget_nanos, Role.permissions)
-            .join(User, User.id == ApiKey.user_id)
-            .join(Role, Role.id == User.role_id)
-            .where(ApiKey.key_hash == key_hash)
-        )
+        return await self._load_where(ApiKey.key_hash == key_hash, "Invalid API key")
+
+    async def principal_for_user(self, user_id: int, key_name: str) -> Principal:
+        """The user as if calling with a key: for work done on their behalf (ingestion jobs)."""
+        return await self._load_where(User.id == user_id, "Unknown user", key_name=key_name)
+
+    async def _load_where(self, where: Any, missing: str, key_name: str | None = None) -> Principal:
+        if key_name is None:
+            query = select(ApiKey.id, ApiKey.name, ApiKey.expires, User.id, User.role_id, User.organization_id,
+                           User.priority, User.expires, User.budget_nanos, Role.permissions).join(User, User.id == ApiKey.user_id)
+        else:
+            query = select(literal(None), literal(key_name), literal(None, UTCDateTime), User.id, User.role_id,
+                           User.organization_id, User.priority, User.expires, User.budget_nanos, Role.permissions)
+            query = query.select_from(User)
+        query = query.join(Role, Role.id == User.role_id).where(where)
         async with self._session_factory() as session:
             row = (await session.execute(query)).first()
             if row is None:
-                raise AuthenticationError("Invalid API key")
+                raise AuthenticationError(missing)
             (key_id, key_name, key_expires, user_id, role_id, organization_id, priority, user_expires,
              budget_nanos, permissions) = row
             limit_rows = (

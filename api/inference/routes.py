@@ -89,14 +89,7 @@ async def _route_and_admit(
     estimate: Callable[[], int],
     max_completion_tokens: int = 0,
 ) -> None:
-    """Resolve the model, count the request against the caller's limits on it, and reserve
-    the most it can cost from the caller's budget. Both are settled when it is recorded."""
-    assert meter.model is not None
-    router = meter.router = context.gateway.resolve(caller, meter.model, endpoint)
-    quota = await context.quotas.admit(caller, router, estimate, max_completion_tokens)
-    if quota is not None:
-        meter.headers = quota.headers()
-        meter.on_record(lambda record: context.quotas.settle(quota, record.total_tokens, record.cost_nanos))
+    await service.route_and_admit(context.gateway, context.quotas, caller, meter, endpoint, estimate, max_completion_tokens)
 
 
 @router.post("/chat/completions", response_model=None)

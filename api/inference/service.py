@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 
 from api.errors import DomainError, UpstreamError, status_for
+from api.identity.auth import Principal
 from api.inference.gateway import Gateway, UpstreamRejected
+from api.inference.quotas import Quotas
 from api.inference.streaming import CLIENT_CLOSED, ChatStreamRelay
 from api.inference.tokens import count_inputs, count_messages, count_text
 from api.providers import Endpoint
@@ -40,6 +42,25 @@ async def metered(meter: Meter) -> AsyncIterator[Meter]:
 async def _record_and_settle(meter: Meter, status: int) -> None:
     await meter.record(status)
     await meter.settle()
+
+
+async def route_and_admit(
+    gateway: Gateway,
+    quotas: Quotas,
+    caller: Principal,
+    meter: Meter,
+    endpoint: Endpoint,
+    estimate: Callable[[], int],
+    max_completion_tokens: int = 0,
+) -> None:
+    """Resolve the model, count the request against the caller's limits on it, and reserve
+    the most it can cost from the caller's budget. Both are settled when it is recorded."""
+    assert meter.model is not None
+    router = meter.router = gateway.resolve(caller, meter.model, endpoint)
+    quota = await quotas.admit(caller, router, estimate, max_completion_tokens)
+    if quota is not None:
+        meter.headers = quota.headers()
+        meter.on_record(lambda record: quotas.settle(quota, record.total_tokens, record.cost_nanos))
 
 
 def _int(value: Any) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import re
 import json
 import time
 import uuid
@@ -230,8 +231,21 @@ class FakeUpstream:
         return response
 
     def _vector(self, text: str) -> list[float]:
-        digest = hashlib.sha256(text.encode()).digest()
-        return [digest[i % len(digest)] / 255 for i in range(self.behaviour.embedding_dimensions)]
+        """Words and character trigrams hashed into the vector's dimensions, normalised: texts
+        sharing words (or word stems) are closer than unrelated texts, like a real model's."""
+        size = self.behaviour.embedding_dimensions
+        vector = [0.0] * size
+        for word in re.findall(r"\w+", text.lower()):
+            features = [word] + [word[i:i + 3] for i in range(max(1, len(word) - 2))]
+            for feature in features:
+                digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+                index = int.from_bytes(digest[:4], "big") % size
+                vector[index] += 1.0 if digest[4] % 2 else -1.0
+        norm = sum(x * x for x in vector) ** 0.5
+        if norm == 0:  # no words: still a valid, distinct vector
+            digest = hashlib.sha256(text.encode()).digest()
+            return [digest[i % len(digest)] / 255 for i in range(size)]
+        return [x / norm for x in vector]
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

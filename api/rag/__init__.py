@@ -1,0 +1,1 @@
+"""Collections, documents and chunks in Qdrant; ingestion, search and chat with search."""

@@ -1,0 +1,201 @@
+"""Ingestion jobs: parse, split and embed an uploaded document, then make it searchable.
+
+A document waiting for ingestion is a `processing` row with its file beside it. A worker
+claims it by setting `claimed_until` (a conditional UPDATE, so two workers never take the
+same one) and keeps extending the claim while it makes progress. Its chunks are written with
+`ready: false`, invisible to search; only when every chunk is in does one step flip them and
+then the row to `ready`. A worker that dies leaves the claim to expire: the next one deletes
+whatever half was written and starts over, so nothing is lost and no chunk is duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.db.models import Document, DocumentFile
+from api.errors import (
+    DomainError,
+    InsufficientBudgetError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    TooManyRequestsError,
+)
+from api.identity.auth import Authenticator
+from api.rag import parsing
+from api.rag.embedder import Embedder
+from api.rag.schemas import DocumentStatus
+from api.rag.vectors import NewChunk, VectorStore
+from api.settings import RagSettings
+
+log = logging.getLogger("tollgate.ingestion")
+
+# Failures that retrying will not cure: the document is marked failed at once.
+FINAL_ERRORS = (InvalidRequestError, InsufficientBudgetError, PermissionDeniedError, NotFoundError)
+
+
+class DocumentGone(Exception):
+    """The document was deleted while it was being ingested."""
+
+
+class Ingestion:
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        vectors: VectorStore,
+        embedder: Embedder,
+        authenticator: Authenticator,
+        settings: RagSettings,
+    ) -> None:
+        self._session_factory = session_factory
+        self._vectors = vectors
+        self._embedder = embedder
+        self._authenticator = authenticator
+        self._settings = settings
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """A document was uploaded: look for work now rather than at the next poll."""
+        self._wake.set()
+
+    async def run_forever(self, concurrency: int, poll_seconds: float = 1.0) -> None:
+        await asyncio.gather(*(self._work(poll_seconds) for _ in range(concurrency)))
+
+    async def _work(self, poll_seconds: float) -> None:
+        while True:
+            try:
+                worked = await self.run_once()
+            except Exception:  # noqa: BLE001  (a worker loop must survive anything and retry)
+                log.exception("ingestion worker error")
+                worked = False
+            if not worked:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), poll_seconds)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> bool:
+        """Claim one waiting document and ingest it; False when there was none."""
+        document_id = await self._claim()
+        if document_id is None:
+            return False
+        await self._ingest(document_id)
+        return True
+
+    def _lease(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self._settings.job_lease_seconds)
+
+    async def _claim(self) -> int | None:
+        now = datetime.now(UTC)
+        free = and_(Document.status == DocumentStatus.processing.value,
+                    or_(Document.claimed_until.is_(None), Document.claimed_until < now))
+        async with self._session_factory() as session:
+            candidates = (await session.execute(select(Document.id).where(free).order_by(Document.id).limit(5))).scalars().all()
+            for document_id in candidates:
+                claimed = (
+                    await session.execute(
+                        update(Document).where(Document.id == document_id, free)
+                        .values(claimed_until=self._lease(), attempts=Document.attempts + 1)
+                        .returning(Document.id)
+                    )
+                ).scalar_one_or_none()
+                await session.commit()
+                if claimed is not None:
+                    return claimed
+        return None
+
+    async def _heartbeat(self, document_id: int, done: int, total: int) -> None:
+        async with self._session_factory() as session:
+            updated = (
+                await session.execute(
+                    update(Document).where(Document.id == document_id)
+                    .values(claimed_until=self._lease(), progress_done=done, progress_total=total)
+                    .returning(Document.id)
+                )
+            ).scalar_one_or_none()
+            await session.commit()
+        if updated is None:
+            raise DocumentGone
+
+    async def _ingest(self, document_id: int) -> None:
+        async with self._session_factory() as session:
+            row = (
+                await session.execute(
+                    select(Document, DocumentFile.content).join(DocumentFile, DocumentFile.document_id == Document.id)
+                    .where(Document.id == document_id)
+                )
+            ).first()
+        if row is None:
+            await self._finish(document_id, DocumentStatus.failed, error="The uploaded file is missing")
+            return
+        document, content = row
+        if document.attempts > self._settings.max_ingestion_attempts:
+            await self._finish(document_id, DocumentStatus.failed, error=f"Gave up after {document.attempts - 1} attempts")
+            return
+        try:
+            await self._vectors.delete(document_id=document_id)  # what an interrupted attempt left
+            chunks = await asyncio.to_thread(self._chunks, content, document.options)
+            await self._heartbeat(document_id, 0, len(chunks))
+            caller = await self._authenticator.principal_for_user(document.user_id, key_name="ingestion")
+            created = int(datetime.now(UTC).timestamp())
+            batch_size = self._settings.embedding_batch_size
+            for start in range(0, len(chunks), batch_size):
+                batch = chunks[start:start + batch_size]
+                vectors = await self._embed(caller, [chunk.content for chunk in batch])
+                await self._vectors.upsert(document.collection_id, document_id, batch, vectors, ready=False, created=created)
+                await self._heartbeat(document_id, start + len(batch), len(chunks))
+            await self._vectors.mark_ready(document_id)
+            await self._finish(document_id, DocumentStatus.ready, chunks=len(chunks))
+        except DocumentGone:
+            await self._vectors.delete(document_id=document_id)
+        except FINAL_ERRORS as error:
+            await self._vectors.delete(document_id=document_id)
+            await self._finish(document_id, DocumentStatus.failed, error=error.detail)
+        except DomainError as error:
+            # Provider trouble: leave the claim to expire and try again (up to the attempt limit).
+            log.warning("ingestion of document %s failed (attempt %s): %s", document_id, document.attempts, error.detail)
+            await self._retry_later(document_id, document.attempts, error.detail)
+
+    async def _embed(self, caller: object, texts: list[str]) -> list[list[float]]:
+        while True:
+            try:
+                vectors, _ = await self._embedder.embed(caller, texts)  # type: ignore[arg-type]
+                return vectors
+            except TooManyRequestsError as error:  # the user's own limits: wait for the window
+                await asyncio.sleep(min(error.retry_after, self._settings.job_lease_seconds / 2))
+
+    @staticmethod
+    def _chunks(content: bytes, options: dict[str, object]) -> list[NewChunk]:
+        split = parsing.SplitOptions(**{**options["split"], "separators": tuple(options["split"]["separators"])})  # type: ignore[index,arg-type]
+        pieces = parsing.split(parsing.pages_of(content, str(options["kind"])), split)
+        if not pieces:
+            raise InvalidRequestError("No text could be extracted from the file")
+        extra = options.get("metadata") or {}
+        return [
+            NewChunk(chunk_id, text, {**metadata, **extra})  # type: ignore[dict-item]
+            for chunk_id, (text, metadata) in enumerate(pieces, start=1)
+        ]
+
+    async def _retry_later(self, document_id: int, attempts: int, error: str) -> None:
+        # Backing off: a provider that is down is not hammered by every worker.
+        retry_at = datetime.now(UTC) + timedelta(seconds=min(60, 5 * attempts))
+        async with self._session_factory() as session:
+            await session.execute(
+                update(Document).where(Document.id == document_id).values(claimed_until=retry_at, error=error[:1000])
+            )
+            await session.commit()
+
+    async def _finish(self, document_id: int, status: DocumentStatus, error: str | None = None, chunks: int = 0) -> None:
+        async with self._session_factory() as session:
+            values: dict[str, object] = {"status": status.value, "claimed_until": None, "error": error[:1000] if error else None}
+            if status is DocumentStatus.ready:
+                values.update(chunks=chunks, next_chunk_id=chunks + 1, progress_done=chunks, progress_total=chunks)
+            await session.execute(update(Document).where(Document.id == document_id).values(**values))
+            await session.execute(delete(DocumentFile).where(DocumentFile.document_id == document_id))
+            await session.commit()

@@ -1,0 +1,277 @@
+"""Collections, documents and chunks, ingestion, search; tenancy; bad files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from conftest import ADMIN, Models, SeededUser, Seeder, usage_rows
+from fakes.upstream import Behaviour, FakeUpstream
+from pdfs import make_pdf
+
+RAG_SETTINGS = {"rag": {"vector_store_model": "embeddings", "ingestion_concurrency": 1}}
+
+CORPUS = {
+    "cats.md": "# Cats\n\nCats are small domestic felines. A cat purrs, sleeps most of the day and hunts mice.",
+    "rockets.md": "# Rockets\n\nA rocket engine burns propellant; liquid oxygen and kerosene launch satellites into orbit.",
+    "bread.md": "# Bread\n\nBaking bread needs flour, water, yeast and salt; the dough rises before it goes in the oven.",
+}
+
+
+@pytest.fixture
+async def embedding_upstream():
+    fake = FakeUpstream(behaviour=Behaviour(embedding_dimensions=256))
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@dataclass
+class Rag:
+    client: httpx.AsyncClient
+    models: Models
+    router: int
+    upstream: FakeUpstream
+
+    async def user(self, **extra: object) -> SeededUser:
+        return await self.models.user_for(self.router, **extra)
+
+    async def collection(self, user: SeededUser, name: str = "docs", visibility: str = "private") -> int:
+        response = await self.client.post("/v1/collections", json={"name": name, "visibility": visibility}, headers=user.headers)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    async def upload(self, user: SeededUser, collection: int, filename: str, content: bytes, **form: str) -> httpx.Response:
+        return await self.client.post(
+            "/v1/documents", headers=user.headers, files={"file": (filename, content)},
+            data={"collection_id": str(collection), **form},
+        )
+
+    async def ready(self, user: SeededUser, document: int, timeout: float = 20) -> dict:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            body = (await self.client.get(f"/v1/documents/{document}", headers=user.headers)).json()
+            if body["status"] != "processing":
+                return body
+            assert asyncio.get_running_loop().time() < deadline, body
+            await asyncio.sleep(0.05)
+
+    async def ingest(self, user: SeededUser, collection: int, filename: str, content: bytes, **form: str) -> int:
+        response = await self.upload(user, collection, filename, content, **form)
+        assert response.status_code == 201, response.text
+        document = response.json()["id"]
+        assert (await self.ready(user, document))["status"] == "ready"
+        return document
+
+    async def search(self, user: SeededUser, query: str, **args: object) -> httpx.Response:
+        return await self.client.post("/v1/search", json={"query": query, **args}, headers=user.headers)
+
+
+@pytest.fixture
+async def rag(app_factory, embedding_upstream) -> Rag:
+    client = await app_factory(**RAG_SETTINGS)
+    models = Models(client, Seeder(client))
+    router = await models.router("embeddings", type="text-embeddings-inference", cost_prompt_tokens=2)
+    await models.provider(router, embedding_upstream.base_url, model_name="fake-embed")
+    return Rag(client, models, router, embedding_upstream)
+
+
+async def test_a_multi_page_pdf_becomes_chunks_that_carry_their_page(rag: Rag) -> None:
+    user = await rag.user()
+    collection = await rag.collection(user)
+    pdf = make_pdf(["The first page talks about apples.", "The second page talks about pears.", "Third: plums."])
+    document = await rag.ingest(user, collection, "fruit.pdf", pdf, metadata=json.dumps({"source": "orchard"}))
+    info = (await rag.client.get(f"/v1/documents/{document}", headers=user.headers)).json()
+    assert info["chunks"] == 3 and info["pages"] == 3 and info["progress"] == 1.0 and info["collection_id"] == collection
+    chunks = (await rag.client.get(f"/v1/documents/{document}/chunks", params={"limit": 10}, headers=user.headers)).json()
+    assert [(c["content"], c["metadata"]["page"]) for c in chunks["data"]] == [
+        ("The first page talks about apples.", 1), ("The second page talks about pears.", 2), ("Third: plums.", 3)
+    ]
+    assert all(c["metadata"]["source"] == "orchard" and c["document_id"] == document for c in chunks["data"])
+    second = (await rag.client.get(f"/v1/documents/{document}/chunks/{chunks['data'][1]['id']}", headers=user.headers)).json()
+    assert second["content"] == "The second page talks about pears."
+    # The embedding calls were charged to the uploading user, like any call.
+    rows = [r for r in await usage_rows(rag.client) if r.endpoint == "/v1/embeddings"]
+    assert rows and all(r.user_id == user.id and r.status == 200 and r.cost_nanos > 0 for r in rows)
+
+
+async def test_semantic_lexical_and_hybrid_search_find_the_expected_chunk(rag: Rag) -> None:
+    user = await rag.user()
+    collection = await rag.collection(user)
+    for filename, text in CORPUS.items():
+        await rag.ingest(user, collection, filename, text.encode())
+    for method, query, expected in (
+        ("semantic", "which animal purrs and hunts mice?", "Cats"),
+        ("lexical", "kerosene oxygen", "Rockets"),
+        ("hybrid", "flour yeast dough", "Bread"),
+    ):
+        response = await rag.search(user, query, method=method, collection_ids=[collection], limit=3)
+        assert response.status_code == 200, response.text
+        results = response.json()["data"]
+        assert results[0]["chunk"]["content"].startswith(f"# {expected}"), (method, results)
+        assert results[0]["method"] == method and results[0]["chunk"]["collection_id"] == collection
+    usage = (await rag.search(user, "cats", method="hybrid")).json()["usage"]
+    assert usage["prompt_tokens"] == 1 and usage["cost"] > 0  # the query's embedding
+
+
+async def test_metadata_filters(rag: Rag) -> None:
+    user = await rag.user()
+    collection = await rag.collection(user)
+    document = (await rag.client.post("/v1/documents", data={"collection_id": str(collection), "name": "notes"},
+                                      headers=user.headers)).json()["id"]
+    chunks = [
+        {"content": "report on cats for the north team", "metadata": {"team": "north-east", "year": 2024}},
+        {"content": "report on cats for the south team", "metadata": {"team": "south-west", "year": 2025}},
+        {"content": "report on cats for the west team", "metadata": {"team": "west", "year": 2025}},
+    ]
+    response = await rag.client.post(f"/v1/documents/{document}/chunks", json={"chunks": chunks}, headers=user.headers)
+    assert response.status_code == 201, response.text
+
+    async def teams(metadata_filters: dict) -> set[str]:
+        response = await rag.search(user, "report on cats", method="semantic", metadata_filters=metadata_filters)
+        assert response.status_code == 200, response.text
+        return {r["chunk"]["metadata"]["team"] for r in response.json()["data"]}
+
+    assert await teams({"key": "year", "type": "eq", "value": 2025}) == {"south-west", "west"}
+    assert await teams({"key": "team", "type": "sw", "value": "south"}) == {"south-west"}
+    assert await teams({"key": "team", "type": "ew", "value": "west"}) == {"south-west", "west"}
+    assert await teams({"key": "team", "type": "co", "value": "th-e"}) == {"north-east"}
+    assert await teams({"type": "or", "filters": [{"key": "team", "type": "eq", "value": "west"},
+                                                  {"key": "year", "type": "eq", "value": 2024}]}) == {"west", "north-east"}
+    assert await teams({"type": "and", "filters": [{"key": "team", "type": "ew", "value": "west"},
+                                                   {"key": "team", "type": "sw", "value": "w"}]}) == {"west"}
+    bad = await rag.search(user, "x", metadata_filters={"key": "team", "type": "sw", "value": 3})
+    assert bad.status_code == 422
+
+
+async def test_a_user_never_reaches_another_users_private_chunks(rag: Rag) -> None:
+    owner, other = await rag.user(), await rag.user()
+    private = await rag.collection(owner, "secret")
+    document = await rag.ingest(owner, private, "secret.md", b"The launch code is swordfish.")
+
+    # Listing, reading, searching and chatting: nothing of the private collection.
+    listing = (await rag.client.get("/v1/collections", headers=other.headers)).json()
+    assert private not in [c["id"] for c in listing["data"]]
+    for path in (f"/v1/collections/{private}", f"/v1/documents/{document}", f"/v1/documents/{document}/chunks",
+                 f"/v1/documents/{document}/chunks/1"):
+        assert (await rag.client.get(path, headers=other.headers)).status_code == 404, path
+    assert (await rag.client.get("/v1/documents", headers=other.headers)).json()["data"] == []
+    assert (await rag.search(other, "launch code swordfish", collection_ids=[private])).status_code == 404
+    assert (await rag.search(other, "launch code swordfish", document_ids=[document])).status_code == 404
+    for method in ("semantic", "lexical", "hybrid"):
+        everything = await rag.search(other, "launch code swordfish", method=method)
+        assert everything.status_code == 200 and everything.json()["data"] == [], method
+    # A filter cannot widen the search to other tenants' points.
+    sneaky = await rag.search(other, "swordfish", method="lexical", metadata_filters={
+        "type": "or", "filters": [{"key": "collection_id", "type": "eq", "value": private}, {"key": "x", "type": "co", "value": "a"}]})
+    assert sneaky.status_code == 200 and sneaky.json()["data"] == []
+    # Writing is the owner's only.
+    assert (await rag.client.delete(f"/v1/documents/{document}", headers=other.headers)).status_code == 404
+    # The owner finds it.
+    found = (await rag.search(owner, "launch code swordfish", method="hybrid")).json()["data"]
+    assert found and found[0]["chunk"]["document_id"] == document
+
+
+async def test_public_collections_need_the_permission_and_are_readable_by_all(rag: Rag) -> None:
+    plain, publisher, reader = await rag.user(), await rag.user(permissions=["create_public_collection"]), await rag.user()
+    refused = await rag.client.post("/v1/collections", json={"name": "p", "visibility": "public"}, headers=plain.headers)
+    assert refused.status_code == 403
+    public = await rag.collection(publisher, "handbook", visibility="public")
+    document = await rag.ingest(publisher, public, "handbook.md", b"Holidays are requested two weeks ahead.")
+    found = (await rag.search(reader, "holidays requested", method="lexical")).json()["data"]
+    assert [r["chunk"]["document_id"] for r in found] == [document]
+    assert (await rag.client.patch(f"/v1/collections/{public}", json={"name": "x"}, headers=reader.headers)).status_code == 403
+    private_again = await rag.client.patch(f"/v1/collections/{public}", json={"visibility": "private"}, headers=publisher.headers)
+    assert private_again.status_code == 204
+    assert (await rag.search(reader, "holidays requested", method="lexical")).json()["data"] == []
+
+
+async def test_deleting_leaves_no_vectors(rag: Rag) -> None:
+    user = await rag.user()
+    collection = await rag.collection(user)
+    first = await rag.ingest(user, collection, "cats.md", CORPUS["cats.md"].encode())
+    second = await rag.ingest(user, collection, "bread.md", CORPUS["bread.md"].encode())
+    vectors = rag.client.app.state.context.vectors  # type: ignore[attr-defined]
+    assert await vectors.count(document_id=first) == 1 and await vectors.count(collection_id=collection) == 2
+    assert (await rag.client.delete(f"/v1/documents/{first}", headers=user.headers)).status_code == 204
+    assert await vectors.count(document_id=first) == 0 and await vectors.count(collection_id=collection) == 1
+    assert (await rag.client.get(f"/v1/documents/{first}", headers=user.headers)).status_code == 404
+    assert (await rag.client.delete(f"/v1/collections/{collection}", headers=user.headers)).status_code == 204
+    assert await vectors.count(collection_id=collection) == 0 and await vectors.count(document_id=second) == 0
+    assert (await rag.client.get(f"/v1/documents/{second}", headers=user.headers)).status_code == 404
+
+
+async def test_chunks_added_by_hand_and_deleted(rag: Rag) -> None:
+    user = await rag.user()
+    collection = await rag.collection(user)
+    document = (await rag.client.post("/v1/documents", data={"collection_id": str(collection), "name": "manual"},
+                                      headers=user.headers)).json()["id"]
+    created = await rag.client.post(f"/v1/documents/{document}/chunks", headers=user.headers,
+                                    json={"chunks": [{"content": "alpha"}, {"content": "beta"}, {"content": "gamma"}]})
+    assert created.status_code == 201 and created.json()["ids"] == [1, 2, 3]
+    assert (await rag.client.delete(f"/v1/documents/{document}/chunks/2", headers=user.headers)).status_code == 204
+    listing = (await rag.client.get(f"/v1/documents/{document}/chunks", headers=user.headers)).json()
+    assert [c["content"] for c in listing["data"]] == ["alpha", "gamma"] and listing["total"] == 2
+    more = await rag.client.post(f"/v1/documents/{document}/chunks", json={"chunks": [{"content": "delta"}]}, headers=user.headers)
+    assert more.json()["ids"] == [4]  # ids are never reused
+    too_many = await rag.client.post(f"/v1/documents/{document}/chunks", headers=user.headers,
+                                     json={"chunks": [{"content": "x"}] * 65})
+    assert too_many.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "status", "detail"),
+    [
+        ("broken.pdf", b"%PDF-1.4 this is not really a pdf", 400, "not a readable PDF"),
+        ("empty.txt", b"", 400, "empty"),
+        ("image.png", b"\x89PNG\r\n\x1a\n....", 415, "Unsupported file type"),
+        ("latin1.txt", "café".encode("latin-1"), 400, "not UTF-8"),
+        ("data.json", b"{not json", 400, "not valid JSON"),
+    ],
+)
+async def test_bad_files_are_refused_and_leave_nothing(rag: Rag, filename: str, content: bytes, status: int, detail: str) -> None:
+    user = await rag.user()
+    collection = await rag.collection(user)
+    response = await rag.upload(user, collection, filename, content)
+    assert response.status_code == status and detail in response.json()["detail"], response.text
+    assert (await rag.client.get("/v1/documents", headers=user.headers)).json()["total"] == 0
+
+
+async def test_an_upload_over_the_limit_is_refused_before_it_is_read(app_factory, embedding_upstream) -> None:
+    client = await app_factory(rag={"vector_store_model": "embeddings", "max_upload_bytes": 1_000_000})
+    models = Models(client, Seeder(client))
+    router = await models.router("embeddings", type="text-embeddings-inference")
+    await models.provider(router, embedding_upstream.base_url, model_name="fake-embed")
+    user = await models.user_for(router)
+    collection = (await client.post("/v1/collections", json={"name": "c"}, headers=user.headers)).json()["id"]
+    huge = b"a" * (100 * 1024 * 1024)
+    response = await client.post("/v1/documents", headers=user.headers, files={"file": ("big.txt", huge)},
+                                 data={"collection_id": str(collection)})
+    assert response.status_code == 413
+    assert (await client.get("/v1/documents", headers=user.headers)).json()["total"] == 0
+
+
+async def test_a_file_name_cannot_traverse_paths(rag: Rag) -> None:
+    user = await rag.user()
+    collection = await rag.collection(user)
+    document = await rag.ingest(user, collection, "../../etc/passwd.txt", b"root:x:0:0")
+    assert (await rag.client.get(f"/v1/documents/{document}", headers=user.headers)).json()["name"] == "passwd.txt"
+
+
+async def test_documents_and_search_without_a_vector_store_model_say_so(client, seed: Seeder) -> None:
+    user = await seed.user()
+    collection = (await client.post("/v1/collections", json={"name": "c"}, headers=user.headers)).json()["id"]
+    response = await client.post("/v1/documents", headers=user.headers, files={"file": ("a.txt", b"hello")},
+                                 data={"collection_id": str(collection)})
+    assert response.status_code == 400 and "vector_store_model" in response.json()["detail"]
+    response = await client.post("/v1/search", json={"query": "hello"}, headers=user.headers)
+    assert response.status_code == 400 and "vector_store_model" in response.json()["detail"]
+
+
+async def test_master_key_owns_no_collections(rag: Rag) -> None:
+    response = await rag.client.post("/v1/collections", json={"name": "x"}, headers=ADMIN)
+    assert response.status_code == 403
