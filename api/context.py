@@ -19,7 +19,6 @@ from api.inference.quotas import Quotas
 from api.rag.embedder import Embedder
 from api.rag.ingestion import Ingestion
 from api.rag.vectors import VectorStore
-from api.rag.vectors import build_client as build_vector_client
 from api.state.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from api.metrics import GatewayMetrics
 from api.models.catalog import ModelCatalog
@@ -111,8 +110,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
     gateway = Gateway(catalog, load, upstreams, general.gateway, metrics)
     quotas = Quotas(quota_store, Limiter(limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens))
     vectors = VectorStore(
-        build_vector_client(settings.dependencies.qdrant), general.rag.qdrant_collection,
-        local=settings.dependencies.qdrant.url is None,
+        settings.dependencies.qdrant, general.rag.qdrant_collection, enabled=general.rag.vector_store_model is not None
     )
     stack.push_async_callback(vectors.close)
     embedder = Embedder(gateway, quotas, usage_writer, metrics.observe, general.rag.vector_store_model)

@@ -275,3 +275,141 @@ async def test_documents_and_search_without_a_vector_store_model_say_so(client, 
 async def test_master_key_owns_no_collections(rag: Rag) -> None:
     response = await rag.client.post("/v1/collections", json={"name": "x"}, headers=ADMIN)
     assert response.status_code == 403
+
+
+async def test_a_worker_dying_mid_ingestion_loses_nothing_and_duplicates_nothing(app_factory, embedding_upstream) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from api.db.models import Document
+
+    # No background worker: this test plays the workers itself.
+    client = await app_factory(rag={"vector_store_model": "embeddings", "ingestion_concurrency": 0, "embedding_batch_size": 1})
+    models = Models(client, Seeder(client))
+    router = await models.router("embeddings", type="text-embeddings-inference")
+    await models.provider(router, embedding_upstream.base_url, model_name="fake-embed")
+    rag = Rag(client, models, router, embedding_upstream)
+    user = await rag.user()
+    collection = await rag.collection(user)
+    pages = [f"Page {n} is about topic number {n}." for n in range(1, 7)]
+    document = (await rag.upload(user, collection, "six.pdf", make_pdf(pages))).json()["id"]
+    context = client.app.state.context  # type: ignore[attr-defined]
+
+    embedding_upstream.behaviour.delay_seconds = 0.05
+    worker = asyncio.ensure_future(context.ingestion.run_once())
+    while (await client.get(f"/v1/documents/{document}", headers=user.headers)).json()["progress"] < 0.3:
+        await asyncio.sleep(0.01)
+    worker.cancel()  # the worker dies: no clean-up of any kind runs
+    with pytest.raises(asyncio.CancelledError):
+        await worker
+    embedding_upstream.behaviour.delay_seconds = 0
+
+    half = (await client.get(f"/v1/documents/{document}", headers=user.headers)).json()
+    assert half["status"] == "processing" and 0 < half["progress"] < 1
+    assert await context.vectors.count(document_id=document) >= 2  # what it wrote before dying...
+    assert (await rag.search(user, "topic number", method="lexical")).json()["data"] == []  # ...is not searchable
+    assert not await context.ingestion.run_once()  # its claim still holds: nobody takes the document over yet
+
+    async with context.session_factory() as session:  # the claim expires
+        await session.execute(update(Document).where(Document.id == document)
+                              .values(claimed_until=datetime.now(UTC) - timedelta(seconds=1)))
+        await session.commit()
+    assert await context.ingestion.run_once()
+    done = (await client.get(f"/v1/documents/{document}", headers=user.headers)).json()
+    assert done["status"] == "ready" and done["chunks"] == 6
+    assert await context.vectors.count(document_id=document) == 6
+    listing = (await client.get(f"/v1/documents/{document}/chunks", params={"limit": 100}, headers=user.headers)).json()
+    assert sorted(c["content"] for c in listing["data"]) == sorted(pages)
+    assert len((await rag.search(user, "topic number", method="lexical", limit=100)).json()["data"]) == 6
+
+
+async def test_a_provider_failing_during_ingestion_is_retried_then_reported(app_factory, embedding_upstream) -> None:
+    from sqlalchemy import update
+
+    from api.db.models import Document
+
+    client = await app_factory(rag={"vector_store_model": "embeddings", "ingestion_concurrency": 0, "max_ingestion_attempts": 2})
+    models = Models(client, Seeder(client))
+    router = await models.router("embeddings", type="text-embeddings-inference")
+    await models.provider(router, embedding_upstream.base_url, model_name="fake-embed")
+    rag = Rag(client, models, router, embedding_upstream)
+    user = await rag.user()
+    collection = await rag.collection(user)
+    document = (await rag.upload(user, collection, "a.md", b"some text")).json()["id"]
+    context = client.app.state.context  # type: ignore[attr-defined]
+    embedding_upstream.behaviour.fail_status = 503
+
+    async def attempt() -> dict:
+        async with context.session_factory() as session:  # skip the back-off wait
+            await session.execute(update(Document).where(Document.id == document).values(claimed_until=None))
+            await session.commit()
+        assert await context.ingestion.run_once()
+        return (await client.get(f"/v1/documents/{document}", headers=user.headers)).json()
+
+    first = await attempt()
+    assert first["status"] == "processing" and "503" in first["error"]  # will be retried
+    await attempt()
+    gave_up = await attempt()
+    assert gave_up["status"] == "failed" and "Gave up after 2 attempts" in gave_up["error"]
+    assert await context.vectors.count(document_id=document) == 0
+
+
+async def _chat_setup(rag: Rag) -> tuple[SeededUser, int, int]:
+    chat_router = await rag.models.router("chat")
+    await rag.models.provider(chat_router, rag.upstream.base_url)
+    user = await rag.models.user_for(rag.router, chat_router)
+    collection = await rag.collection(user)
+    document = await rag.ingest(user, collection, "cats.md", CORPUS["cats.md"].encode())
+    await rag.ingest(user, collection, "rockets.md", CORPUS["rockets.md"].encode())
+    return user, collection, document
+
+
+async def test_chat_with_search_puts_the_chunk_in_the_prompt_and_returns_it(rag: Rag) -> None:
+    user, collection, document = await _chat_setup(rag)
+    question = "What does a cat hunt?"
+    for extra in (
+        {"tools": [{"type": "search", "collection_ids": [collection], "method": "hybrid", "limit": 1}]},
+        {"search": True, "search_args": {"collection_ids": [collection], "method": "semantic", "limit": 1}},
+    ):
+        response = await rag.client.post("/v1/chat/completions", headers=user.headers,
+                                         json={"model": "chat", "messages": [{"role": "user", "content": question}], **extra})
+        assert response.status_code == 200, response.text
+        results = response.json()["search_results"]
+        assert [r["chunk"]["document_id"] for r in results] == [document]
+        sent = rag.upstream.received[-1].body
+        prompt = sent["messages"][-1]["content"]
+        assert "hunts mice" in prompt and question in prompt
+        assert "tools" not in sent and "search" not in sent and "search_args" not in sent
+
+
+async def test_chat_with_search_streams_the_results_with_the_last_chunk(rag: Rag) -> None:
+    user, collection, document = await _chat_setup(rag)
+    body = {"model": "chat", "stream": True, "messages": [{"role": "user", "content": "kerosene rocket engine"}],
+            "tools": [{"type": "search", "method": "lexical", "limit": 1}]}
+    response = await rag.client.post("/v1/chat/completions", json=body, headers=user.headers)
+    assert response.status_code == 200
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    final = events[-1]
+    assert final["usage"]["total_tokens"] > 0 and final["search_results"][0]["chunk"]["content"].startswith("# Rockets")
+    assert "liquid oxygen" in rag.upstream.received[-1].body["messages"][-1]["content"]
+
+
+async def test_chat_with_search_never_reaches_another_users_chunks(rag: Rag) -> None:
+    owner, collection, _ = await _chat_setup(rag)
+    other = await rag.models.user_for(rag.router, *await _router_ids(rag))
+    body = {"model": "chat", "messages": [{"role": "user", "content": "What does a cat hunt?"}],
+            "tools": [{"type": "search", "method": "hybrid"}]}
+    response = await rag.client.post("/v1/chat/completions", json=body, headers=other.headers)
+    assert response.status_code == 200 and response.json()["search_results"] == []
+    assert "hunts mice" not in rag.upstream.received[-1].body["messages"][-1]["content"]
+    named = await rag.client.post("/v1/chat/completions", headers=other.headers,
+                                  json={**body, "tools": [{"type": "search", "collection_ids": [collection]}]})
+    assert named.status_code == 404
+    rows = await usage_rows(rag.client)
+    assert rows[-1].endpoint == "/v1/chat/completions" and rows[-1].status == 404  # the refused call is recorded too
+
+
+async def _router_ids(rag: Rag) -> list[int]:
+    routers = (await rag.client.get("/v1/admin/routers", headers=ADMIN)).json()["data"]
+    return [r["id"] for r in routers if r["name"] == "chat"]

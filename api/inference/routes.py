@@ -22,6 +22,9 @@ from api.models.catalog import RouterEntry
 from api.models.routers import micros_to_price
 from api.models.schemas import ModelCosts, ModelList, ModelOut
 from api.providers import Endpoint
+from api.rag import chat as rag_chat
+from api.rag import search as rag_search
+from api.rag.schemas import SearchArgs
 from api.usage.meter import Meter
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -97,14 +100,28 @@ async def chat_completions(request: ChatCompletionRequest, caller: Caller, conte
     meter = _meter(context, caller, Endpoint.chat, request.model, streamed=bool(request.stream))
     body = as_upstream_body(request)
     async with service.metered(meter):
+        search = rag_chat.search_request(body)
+        search_results = await _search_for_chat(context, caller, body, search) if search is not None else None
         completion_bound = context.quotas.budgeter.cap_completion(caller, body)
         await _route_and_admit(
             context, caller, meter, Endpoint.chat, _once(lambda: count_messages(body["messages"])), completion_bound
         )
+        extra = {} if search_results is None else {"search_results": search_results}
         if request.stream:
-            relay = await service.open_chat_stream(context.gateway, meter, body, caller.priority)
+            relay = await service.open_chat_stream(context.gateway, meter, body, caller.priority, extra)
             return MeteredStreamingResponse(relay, headers=_headers(meter))
-        return _json(meter, await service.chat_completion(context.gateway, meter, body, caller.priority))
+        answer = await service.chat_completion(context.gateway, meter, body, caller.priority)
+        answer.update(extra)
+        return _json(meter, answer)
+
+
+async def _search_for_chat(context: AppContext, caller: Principal, body: dict[str, Any], args: SearchArgs) -> list[dict[str, Any]]:
+    """Search for the last user message and put the chunks found into the prompt."""
+    index, prompt = rag_chat.last_user_text(body["messages"])
+    async with context.session_factory() as session:
+        results, _ = await rag_search.search(session, context.vectors, context.embedder, caller, args, prompt)
+    rag_chat.with_chunks(body, index, prompt, results, context.settings.settings.rag.search_template)
+    return [result.model_dump() for result in results]
 
 
 @router.post("/embeddings")

@@ -109,11 +109,13 @@ async def chat_completion(gateway: Gateway, meter: Meter, body: dict[str, Any], 
     return await _settle(meter, result, prompt, completion)
 
 
-async def open_chat_stream(gateway: Gateway, meter: Meter, body: dict[str, Any], priority: int) -> ChatStreamRelay:
+async def open_chat_stream(
+    gateway: Gateway, meter: Meter, body: dict[str, Any], priority: int, final_fields: dict[str, Any] | None = None
+) -> ChatStreamRelay:
     # Always ask the provider for its real token counts.
     body = {**body, "stream": True, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
     stream = await gateway.open_stream(meter, body, priority)
-    return ChatStreamRelay(gateway, meter, stream, body)
+    return ChatStreamRelay(gateway, meter, stream, body, final_fields)
 
 
 async def embeddings(gateway: Gateway, meter: Meter, body: dict[str, Any], priority: int) -> dict[str, Any]:

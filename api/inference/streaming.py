@@ -25,8 +25,12 @@ CLIENT_CLOSED = 499  # nginx's convention for "the client closed the request"
 
 
 class ChatStreamRelay:
-    def __init__(self, gateway: Gateway, meter: Meter, stream: OpenStream, request_body: dict[str, Any]) -> None:
+    def __init__(
+        self, gateway: Gateway, meter: Meter, stream: OpenStream, request_body: dict[str, Any],
+        final_fields: dict[str, Any] | None = None,
+    ) -> None:
         self._gateway = gateway
+        self._final_fields = final_fields or {}  # added to the last chunk (search results)
         self._meter = meter
         self._stream = stream
         self._request_body = request_body
@@ -117,6 +121,7 @@ class ChatStreamRelay:
             "model": self._last_chunk.get("model", self._meter.model),
             "choices": [],
             "usage": usage,
+            **self._final_fields,
         }
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 

@@ -90,14 +90,26 @@ def _condition(node: MetadataFilter) -> models.Condition:
 
 
 class VectorStore:
-    def __init__(self, client: AsyncQdrantClient, collection: str, local: bool = False) -> None:
-        self._client = client
-        self._local = local  # local mode builds no payload indexes
+    """Opens Qdrant on first use: a deployment without documents never touches it (a local
+    folder can be held by one process only)."""
+
+    def __init__(self, settings: QdrantSettings, collection: str, enabled: bool = True) -> None:
+        self._settings = settings
+        self._opened: AsyncQdrantClient | None = None
+        self._local = settings.url is None  # local mode builds no payload indexes
+        self._enabled = enabled
         self._collection = collection
         self._dimensions: int | None = None
 
+    @property
+    def _client(self) -> AsyncQdrantClient:
+        if self._opened is None:
+            self._opened = build_client(self._settings)
+        return self._opened
+
     async def close(self) -> None:
-        await self._client.close()
+        if self._opened is not None:
+            await self._opened.close()
 
     async def ensure(self, dimensions: int) -> None:
         """Create the Qdrant collection on first use, sized for the embedding model."""
@@ -142,6 +154,8 @@ class VectorStore:
         await self._client.upsert(self._collection, points=points, wait=True)
 
     async def _exists(self) -> bool:
+        if not self._enabled:
+            return False
         return self._dimensions is not None or await self._client.collection_exists(self._collection)
 
     async def mark_ready(self, document_id: int) -> None:
