@@ -18,6 +18,7 @@ from api.inference.limits import Limiter
 from api.inference.quotas import Quotas
 from api.rag.embedder import Embedder
 from api.rag.ingestion import Ingestion
+from api.rag.ocr import Ocr
 from api.rag.vectors import VectorStore
 from api.state.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from api.metrics import GatewayMetrics
@@ -58,6 +59,7 @@ class AppContext:
     vectors: VectorStore
     embedder: Embedder
     ingestion: Ingestion
+    ocr: Ocr
     usage_writer: UsageWriter
     metrics: GatewayMetrics
 
@@ -138,6 +140,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         vectors=vectors,
         embedder=embedder,
         ingestion=ingestion,
+        ocr=Ocr(gateway, quotas, usage_writer, metrics.observe, general.gateway.default_max_tokens),
         usage_writer=usage_writer,
         metrics=metrics,
     )

@@ -70,6 +70,9 @@ class RagSettings(_Section):
     ingestion_concurrency: int = Field(default=2, ge=0, le=64, description="Documents ingested at once by this process (0: leave them to `tollgate worker`).")
     job_lease_seconds: float = Field(default=120.0, ge=5, description="How long an ingestion job is held without progress before another worker may take it over.")
     max_ingestion_attempts: int = Field(default=3, ge=1, le=100, description="Attempts before a document that keeps failing ingestion is marked failed.")
+    ocr_model: str | None = Field(
+        default=None, description="The image-to-text (or vision chat) router /v1/parse uses with force_ocr."
+    )
     search_template: str = Field(
         default=DEFAULT_SEARCH_TEMPLATE, description="Prompt built by chat with search; {chunks} and {prompt} are replaced."
     )

@@ -41,6 +41,8 @@ ENDPOINT_TYPES: dict[Endpoint, frozenset[str]] = {
     Endpoint.embeddings: frozenset({"text-embeddings-inference"}),
     Endpoint.rerank: frozenset({"text-classification"}),
     Endpoint.transcriptions: frozenset({"automatic-speech-recognition"}),
+    # A Mistral-style OCR model, or a vision chat model prompted page by page.
+    Endpoint.ocr: frozenset({"image-to-text", "image-text-to-text"}),
 }
 
 

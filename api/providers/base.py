@@ -14,6 +14,7 @@ class Endpoint(StrEnum):
     embeddings = "/v1/embeddings"
     rerank = "/v1/rerank"
     transcriptions = "/v1/audio/transcriptions"
+    ocr = "/v1/ocr"
     models = "/v1/models"
 
 

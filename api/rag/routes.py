@@ -6,13 +6,17 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, UploadFile
+from fastapi.responses import JSONResponse
 
 from api.common.listing import PageRequest
 from api.common.schemas import MAX_ID, ListPage, Name
 from api.deps import Caller, Context, Session, page_params
-from api.errors import InvalidRequestError, PayloadTooLargeError
+from api.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from api.inference import service
 from api.identity.schemas import Created
+from api.usage.meter import Meter
 from api.rag import collections, documents, parsing, search
+from api.rag import ocr as ocr_service
 from api.rag.schemas import (
     ChunkOut,
     ChunksCreate,
@@ -21,6 +25,7 @@ from api.rag.schemas import (
     CollectionOut,
     CollectionUpdate,
     DocumentOut,
+    OcrRequest,
     SearchRequest,
     SearchResponse,
     Visibility,
@@ -181,3 +186,38 @@ async def delete_chunk(document_id: PathId, chunk_id: ChunkId, caller: Caller, s
 async def search_chunks(body: SearchRequest, caller: Caller, session: Session, context: Context) -> SearchResponse:
     results, usage = await search.search(session, context.vectors, context.embedder, caller, body, body.query)
     return SearchResponse(data=results, usage=usage)
+
+
+@router.post("/ocr", tags=["ocr"])
+async def ocr(body: OcrRequest, caller: Caller, context: Context) -> JSONResponse:
+    model = body.model or context.settings.settings.rag.ocr_model
+    if model is None:
+        raise InvalidRequestError("model is required (no default OCR model is configured)")
+    request = body.model_dump(exclude_unset=True, exclude={"model"})
+    return JSONResponse(await context.ocr.ocr(caller, model, request))
+
+
+@router.post("/parse", tags=["ocr"])
+@router.post("/parse-beta", tags=["ocr"], include_in_schema=False)
+async def parse(
+    caller: Caller,
+    context: Context,
+    file: Annotated[UploadFile, File()],
+    page_range: Annotated[str, Form(max_length=1000)] = "",
+    force_ocr: Annotated[bool, Form()] = False,
+) -> JSONResponse:
+    upload = await _read_upload(file, context.settings.settings.rag.max_upload_bytes)
+    if parsing.kind_of(upload.filename, upload.content_type) != "pdf":
+        raise UnsupportedMediaTypeError("Only PDF files can be parsed")
+    if not upload.content:
+        raise InvalidRequestError("The file is empty")
+    if force_ocr:
+        result = await ocr_service.parse_pdf(context.ocr, caller, context.settings.settings.rag.ocr_model,
+                                             upload.filename, upload.content, page_range, force_ocr)
+    else:
+        # No model call, but a request like any other in the usage records.
+        meter = Meter(context.usage_writer, caller, "/v1/parse", observe=context.metrics.observe)
+        async with service.metered(meter):
+            result = await ocr_service.parse_pdf(context.ocr, caller, None, upload.filename, upload.content, page_range, False)
+            await meter.record(200)
+    return JSONResponse(result)

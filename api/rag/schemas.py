@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from api.common.schemas import Id, Name, RequestModel, Timestamp
 
@@ -174,3 +174,20 @@ class SearchResponse(BaseModel):
 
 
 CompoundFilter.model_rebuild()
+
+
+class OcrDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["document_url", "image_url"]
+    document_url: Annotated[str, Field(max_length=200_000_000)] | None = None
+    image_url: Annotated[str, Field(max_length=200_000_000)] | dict[str, Any] | None = None
+    document_name: Annotated[str, Field(max_length=255)] | None = None
+
+
+class OcrRequest(BaseModel):
+    """Mistral's OCR request; fields Tollgate does not use pass through to the provider."""
+
+    model_config = ConfigDict(extra="allow")
+    model: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    document: OcrDocument
+    pages: Annotated[list[Annotated[int, Field(ge=0, le=100_000)]], Field(max_length=1000)] | None = None

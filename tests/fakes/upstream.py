@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
-import re
+import io
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -52,6 +54,17 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
+def _first_image(messages: list[dict[str, Any]]) -> str | None:
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    url = part.get("image_url")
+                    return url.get("url") if isinstance(url, dict) else url
+    return None
+
+
 def _message_text(messages: list[dict[str, Any]]) -> str:
     parts: list[str] = []
     for message in messages:
@@ -88,6 +101,7 @@ class FakeUpstream:
         app.router.add_post("/v1/rerank", self._rerank)
         app.router.add_post("/rerank", self._tei_rerank)
         app.router.add_post("/v1/audio/transcriptions", self._transcription)
+        app.router.add_post("/v1/ocr", self._ocr)
         app.router.add_get("/health", self._health)
         return app
 
@@ -172,6 +186,9 @@ class FakeUpstream:
             self.in_flight -= 1
 
     def _reply_words(self, body: dict[str, Any]) -> list[str]:
+        image = _first_image(body.get("messages", []))
+        if image is not None:  # a vision model "reading" the image: a tag unique to its bytes
+            return ["read", "image", hashlib.sha256(image.encode()).hexdigest()[:12]]
         words = self.behaviour.reply_words
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(limit, int):
@@ -297,6 +314,34 @@ class FakeUpstream:
             return early
         text = f"transcribed {size} bytes"
         return web.json_response({"text": text, "usage": {"type": "duration", "seconds": max(1, size // 32000)}})
+
+    async def _ocr_pages(self, document: dict[str, Any]) -> list[str]:
+        """Mistral OCR's pages: a PDF's text layer (read with pypdf), or one page for an image."""
+        url = document.get("document_url") or document.get("image_url") or ""
+        if isinstance(url, dict):
+            url = url.get("url", "")
+        if not url.startswith("data:"):
+            return [f"fetched {url}"]
+        header, _, data = url.partition(",")
+        raw = base64.b64decode(data)
+        if "pdf" in header:
+            from pypdf import PdfReader
+
+            return [page.extract_text() for page in PdfReader(io.BytesIO(raw)).pages]
+        return [f"image of {len(raw)} bytes"]
+
+    async def _ocr(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        early = await self._enter(request, body)
+        if early is not None:
+            return early
+        texts = await self._ocr_pages(body.get("document") or {})
+        wanted = body.get("pages")
+        indices = [i for i in range(len(texts)) if wanted is None or i in wanted]
+        pages = [{"index": i, "markdown": f"# OCR\n\n{texts[i]}", "images": [],
+                  "dimensions": {"dpi": 200, "height": 2200, "width": 1700}} for i in indices]
+        return web.json_response({"pages": pages, "model": body.get("model"),
+                                  "usage_info": {"pages_processed": len(pages), "doc_size_bytes": 0}})
 
 
 def main() -> None:
