@@ -7,16 +7,15 @@ did not use once its usage is known.
 
 from __future__ import annotations
 
-import asyncio
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from api.identity.auth import Principal
 from api.inference.budget import Budgeter
-from api.inference.limits import LimitPlan, Limiter, Ticket
+from api.inference.limits import Limiter, Ticket
 from api.models.catalog import RouterEntry
-from api.state.quotas import BudgetHold, BudgetRelease, QuotaDecision, QuotaStore
+from api.state.quotas import BudgetHold, BudgetRelease, QuotaStore
 
 
 @dataclass
@@ -46,26 +45,13 @@ class Quotas:
         hold = self.budgeter.hold(principal, router, estimate, completion_bound)
         if plan is None and hold is None:
             return None
-        admitting = asyncio.ensure_future(self._store.admit(plan.checks if plan else [], hold))
-        try:
-            decision = await asyncio.shield(admitting)
-        except asyncio.CancelledError:
-            # The client left while the store was counting: give back whatever it took.
-            await self._undo(admitting, plan, hold)
-            raise
+        # A caller cancelled during this await takes nothing: the store gives it back.
+        decision = await self._store.admit(plan.checks if plan else [], hold)
         if not decision.admission.admitted:
             self.limiter.refuse(decision.admission)
         if decision.budget_refused:
             self.budgeter.refuse()
         return QuotaPass(plan.ticket(decision.admission) if plan else None, hold)
-
-    async def _undo(self, admitting: asyncio.Future[QuotaDecision], plan: LimitPlan | None, hold: BudgetHold | None) -> None:
-        try:
-            decision = await admitting
-        except Exception:  # noqa: BLE001  (it took nothing)
-            return
-        if decision.admitted:
-            await self.settle(QuotaPass(plan.ticket(decision.admission) if plan else None, hold), 0, 0)
 
     async def settle(self, quota: QuotaPass, total_tokens: int, cost_nanos: int) -> None:
         """Count the real tokens instead of the estimate and keep only the real cost; once."""

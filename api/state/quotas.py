@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from api.state.budgets import MemoryBudgetStore
 from api.state.redis_client import ScriptBatcher
@@ -43,7 +43,9 @@ class QuotaDecision:
 
 
 class QuotaStore(Protocol):
-    async def admit(self, checks: list[WindowCheck], hold: BudgetHold | None) -> QuotaDecision: ...
+    async def admit(self, checks: list[WindowCheck], hold: BudgetHold | None) -> QuotaDecision:
+        """Take all or nothing. A caller cancelled while waiting ends up having taken nothing."""
+        ...
 
     async def settle(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
         """Add each delta to its window counter (by the key admit returned); release the hold."""
@@ -178,7 +180,29 @@ class RedisQuotaStore:
         if hold is not None:
             keys += self._budget_keys(hold.user_id)
             args += [hold.amount, hold.initial_balance]
-        result = await self._scripts.run(self._admit, keys, args)
+        pending = self._scripts.submit(self._admit, keys, args)
+        try:
+            result = await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            # The caller left while Redis was counting: whatever the script took, give back.
+            pending.add_done_callback(lambda done: self._give_back(done, checks, hold))
+            raise
+        return self._decision(result, checks)
+
+    def _give_back(self, done: asyncio.Future[Any], checks: list[WindowCheck], hold: BudgetHold | None) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        decision = self._decision(done.result(), checks)
+        if not decision.admitted:
+            return
+        adjustments = [(state.key, -check.amount) for state, check in zip(decision.admission.windows, checks, strict=True)]
+        release = BudgetRelease(hold.user_id, hold.amount, 0) if hold is not None else None
+        task = asyncio.ensure_future(self.settle(adjustments, release))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    @staticmethod
+    def _decision(result: Any, checks: list[WindowCheck]) -> QuotaDecision:
         outcome = int(result[0])
         if outcome == 2:
             return QuotaDecision(Admission(True, ()), budget_refused=True)

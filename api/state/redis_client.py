@@ -43,12 +43,16 @@ class ScriptBatcher:
     def register(self, source: str) -> AsyncScript:
         return self._redis.register_script(source)
 
-    async def run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    def submit(self, script: AsyncScript, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """Queue a call; the future gets its result. The call is made even if nobody waits."""
         result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((script, keys, args, result))
         if len(self._pending) == 1:
             asyncio.get_running_loop().call_soon(self._flush)
-        return await result
+        return result
+
+    async def run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        return await self.submit(script, keys, args)
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
