@@ -2,9 +2,9 @@
 
 A document waiting for ingestion is a `processing` row with its file beside it. A worker
 claims it by setting `claimed_until` (a conditional UPDATE, so two workers never take the
-same one) and keeps extending the claim while it makes progress. Its chunks are written with
-`ready: false`, invisible to search; only when every chunk is in does one step flip them and
-then the row to `ready`. A worker that dies leaves the claim to expire: the next one deletes
+same one) and keeps extending the claim while it makes progress. Its chunks are written
+invisible to search; only when every chunk is in does one step make them visible, and then
+the row `ready`. A worker that dies leaves the claim to expire: the next one deletes
 whatever half was written and starts over, so nothing is lost and no chunk is duplicated.
 """
 
@@ -150,7 +150,7 @@ class Ingestion:
                 vectors = await self._embed(caller, [chunk.content for chunk in batch])
                 await self._vectors.upsert(document.collection_id, document_id, batch, vectors, ready=False, created=created)
                 await self._heartbeat(document_id, start + len(batch), len(chunks))
-            await self._vectors.mark_ready(document_id)
+            await self._vectors.mark_ready(document.collection_id, document_id)
             await self._finish(document_id, DocumentStatus.ready, chunks=len(chunks))
         except DocumentGone:
             await self._vectors.delete(document_id=document_id)

@@ -8,10 +8,14 @@ inside Qdrant. The same code drives local mode (a path) and a Qdrant server (a U
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from qdrant_client import AsyncQdrantClient, models
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
 from api.errors import InvalidRequestError
 from api.rag import lexical
@@ -54,16 +58,45 @@ class StoredChunk:
 @dataclass(frozen=True)
 class Scope:
     """What a search may reach: chunks of these collections (already checked readable),
-    optionally only of these documents, and only of documents whose ingestion completed."""
+    optionally only of these documents. Documents still being ingested are never reached."""
 
     collection_ids: list[int]
     document_ids: list[int]
 
 
+class LocalQdrant:
+    """Qdrant's local mode with the async client's methods, run in one thread of its own.
+    Local mode searches by looping over every point in Python: on the event loop, a search
+    over many chunks would stall every other request of the process."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-local")
+        self._client: QdrantClient | None = None
+
+    def _sync(self) -> QdrantClient:
+        if self._client is None:
+            self._client = QdrantClient(path=self._path)
+        return self._client
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            method = functools.partial(lambda: getattr(self._sync(), name)(*args, **kwargs))
+            return await asyncio.get_running_loop().run_in_executor(self._executor, method)
+
+        return call
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._client.close)
+        self._executor.shutdown(wait=False)
+
+
 def build_client(settings: QdrantSettings) -> AsyncQdrantClient:
     if settings.url is not None:
         return AsyncQdrantClient(url=settings.url, api_key=settings.api_key)
-    return AsyncQdrantClient(path=settings.path)
+    assert settings.path is not None
+    return LocalQdrant(settings.path)  # type: ignore[return-value]  (the same methods, awaited)
 
 
 def _reversed(metadata: dict[str, Any]) -> dict[str, str]:
@@ -122,8 +155,7 @@ class VectorStore:
                 sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             )
             for field, schema in () if self._local else (("collection_id", models.PayloadSchemaType.INTEGER),
-                                  ("document_id", models.PayloadSchemaType.INTEGER),
-                                  ("ready", models.PayloadSchemaType.BOOL)):
+                                  ("document_id", models.PayloadSchemaType.INTEGER)):
                 await self._client.create_payload_index(self._collection, field, field_schema=schema)
         else:
             info = await self._client.get_collection(self._collection)
@@ -144,8 +176,10 @@ class VectorStore:
                 id=point_id(document_id, chunk.chunk_id),
                 vector={DENSE: vector, SPARSE: lexical.document_vector(chunk.content)},
                 payload={
-                    "collection_id": collection_id, "document_id": document_id, "chunk_id": chunk.chunk_id,
-                    "ready": ready, "content": chunk.content, "metadata": chunk.metadata,
+                    # Until its document is ready, a chunk's collection is negated: out of every
+                    # search (which matches positive ids) at the cost of no extra condition.
+                    "collection_id": collection_id if ready else -collection_id,
+                    "document_id": document_id, "chunk_id": chunk.chunk_id, "content": chunk.content, "metadata": chunk.metadata,
                     "reversed": _reversed(chunk.metadata), "created": created,
                 },
             )
@@ -158,15 +192,21 @@ class VectorStore:
             return False
         return self._dimensions is not None or await self._client.collection_exists(self._collection)
 
-    async def mark_ready(self, document_id: int) -> None:
+    async def mark_ready(self, collection_id: int, document_id: int) -> None:
+        """Make a document's chunks searchable, all at once."""
         if await self._exists():
             await self._client.set_payload(
-                self._collection, payload={"ready": True}, points=self._filter(document_id=document_id), wait=True
+                self._collection, payload={"collection_id": collection_id}, points=self._filter(document_id=document_id), wait=True
             )
 
     @staticmethod
     def _filter(**fields: int) -> models.Filter:
-        return models.Filter(must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in fields.items()])
+        conditions = []
+        for key, value in fields.items():
+            # A collection's chunks: searchable ones and those of documents still ingesting.
+            match = models.MatchAny(any=[value, -value]) if key == "collection_id" else models.MatchValue(value=value)
+            conditions.append(models.FieldCondition(key=key, match=match))
+        return models.Filter(must=conditions)
 
     async def delete(self, **fields: int) -> None:
         """Delete every point matching all `fields` (collection_id, document_id, chunk_id)."""
@@ -213,7 +253,7 @@ class VectorStore:
     @staticmethod
     def _stored(payload: dict[str, Any]) -> StoredChunk:
         return StoredChunk(
-            collection_id=payload["collection_id"], document_id=payload["document_id"], chunk_id=payload["chunk_id"],
+            collection_id=abs(payload["collection_id"]), document_id=payload["document_id"], chunk_id=payload["chunk_id"],
             content=payload["content"], metadata=payload.get("metadata") or {}, created=payload.get("created", 0),
         )
 
@@ -234,7 +274,6 @@ class VectorStore:
         # Tenancy first: whatever the caller's own filters say, only these collections.
         must: list[models.Condition] = [
             models.FieldCondition(key="collection_id", match=models.MatchAny(any=scope.collection_ids)),
-            models.FieldCondition(key="ready", match=models.MatchValue(value=True)),
         ]
         if scope.document_ids:
             must.append(models.FieldCondition(key="document_id", match=models.MatchAny(any=scope.document_ids)))
