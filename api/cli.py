@@ -1,4 +1,4 @@
-"""The `tollgate` command: serve, db upgrade, admin create-user."""
+"""The `tollgate` command: serve, worker, db upgrade, admin create-user."""
 
 from __future__ import annotations
 
@@ -57,6 +57,24 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker(args: argparse.Namespace) -> int:
+    from api.db.migrate import upgrade_database
+    from workers.ingestion import run_worker
+
+    settings = _load(args.config)
+    _configure_logging(settings)
+    if settings.settings.rag.vector_store_model is None:
+        print("error: a worker ingests documents: settings.rag.vector_store_model is not set", file=sys.stderr)
+        return 2
+    if settings.dependencies.qdrant.url is None:
+        print("error: a worker needs a Qdrant server (dependencies.qdrant.url): a local Qdrant folder "
+              "can be opened by one process only, the API's", file=sys.stderr)
+        return 2
+    upgrade_database(settings.dependencies.database.url)
+    asyncio.run(run_worker(settings, args.concurrency))
+    return 0
+
+
 def db_upgrade(args: argparse.Namespace) -> int:
     from api.db.migrate import upgrade_database
 
@@ -94,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--port", type=int, default=8000)
     serve_parser.add_argument("--workers", type=int, default=1, help="processes; more than 1 needs Redis")
     serve_parser.set_defaults(handler=serve)
+
+    worker_parser = commands.add_parser("worker", help="ingest documents in a process of its own")
+    worker_parser.add_argument("--config", default=argparse.SUPPRESS, help="config file")
+    worker_parser.add_argument("--concurrency", type=int, default=2, help="documents ingested at once")
+    worker_parser.set_defaults(handler=worker)
 
     db_parser = commands.add_parser("db", help="database maintenance")
     db_commands = db_parser.add_subparsers(dest="db_command", required=True)

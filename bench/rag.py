@@ -4,7 +4,7 @@
 
 1. Ingestion: a generated PDF of `--pages` pages is uploaded through the API; the time until
    the document is `ready` (parse, split, embed against the fake upstream, index) gives pages/s.
-2. Search: `--sizes` chunks are written to a fresh local-mode collection, then 50 queries per
+2. Search: `--sizes` chunks are written to a fresh local-mode collection, then `--queries` queries per
    method are timed at the vector store (the embedding call excluded) and through
    POST /v1/search (embedding included), p50/p99.
 
@@ -91,7 +91,8 @@ async def ingestion(client: httpx.AsyncClient, headers: dict[str, str], collecti
           f"{pages / seconds:.1f} pages/s, {info['chunks'] / seconds:.0f} chunks/s |")
 
 
-async def search(client: httpx.AsyncClient, headers: dict[str, str], context: object, size: int, dimensions: int) -> None:
+async def search(client: httpx.AsyncClient, headers: dict[str, str], context: object, size: int, dimensions: int,
+                 queries: int) -> None:
     rng = random.Random(size)
     vectors = context.vectors  # type: ignore[attr-defined]
     collection = (await client.post("/v1/collections", headers=headers, json={"name": f"search-{size}"})).json()["id"]
@@ -107,7 +108,7 @@ async def search(client: httpx.AsyncClient, headers: dict[str, str], context: ob
     scope = Scope([collection], [])
     for method in SearchMethod:
         store_ms, api_ms = [], []
-        for _ in range(50):
+        for _ in range(queries):
             query = sentence(rng, 6)
             t = time.perf_counter()
             await vectors.search(scope, method, query, embed(query), None, 10, 0, 60, 0.0)
@@ -127,6 +128,7 @@ async def main() -> None:
     parser.add_argument("--pages", type=int, default=200)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--dimensions", type=int, default=256)
+    parser.add_argument("--queries", type=int, default=30, help="queries per method and size")
     args = parser.parse_args()
     upstream = FakeUpstream(behaviour=Behaviour(embedding_dimensions=args.dimensions), log_requests=False)
     await upstream.start()
@@ -136,7 +138,7 @@ async def main() -> None:
         print("|---|---|---|---|")
         await ingestion(client, headers, collection, args.pages)
         for size in (int(s) for s in args.sizes.split(",") if s):
-            await search(client, headers, app.state.context, size, args.dimensions)  # type: ignore[attr-defined]
+            await search(client, headers, app.state.context, size, args.dimensions, args.queries)  # type: ignore[attr-defined]
         await client.aclose()
         await lifespan.__aexit__(None, None, None)
     await upstream.stop()

@@ -126,3 +126,15 @@ def test_serve_warns_about_the_default_master_key(tmp_path: Path) -> None:
 def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
     result = tollgate("--config", str(sqlite_config(tmp_path)), "serve", "--workers", "2")
     assert result.returncode == 2 and "needs dependencies.redis" in result.stderr
+
+
+def test_worker_explains_what_it_needs(tmp_path: Path) -> None:
+    no_rag = tollgate("--config", str(sqlite_config(tmp_path)), "worker")
+    assert no_rag.returncode == 2 and "vector_store_model" in no_rag.stderr
+    config = tmp_path / "rag.yml"
+    config.write_text(
+        "settings:\n  rag:\n    vector_store_model: embeddings\n"
+        f"dependencies:\n  database:\n    url: sqlite+aiosqlite:///{tmp_path}/t.db\n  qdrant:\n    path: {tmp_path}/q\n"
+    )
+    local = tollgate("--config", str(config), "worker")
+    assert local.returncode == 2 and "Qdrant server" in local.stderr and "Traceback" not in local.stderr

@@ -413,3 +413,22 @@ async def test_chat_with_search_never_reaches_another_users_chunks(rag: Rag) -> 
 async def _router_ids(rag: Rag) -> list[int]:
     routers = (await rag.client.get("/v1/admin/routers", headers=ADMIN)).json()["data"]
     return [r["id"] for r in routers if r["name"] == "chat"]
+
+
+async def test_search_results_reranked_by_a_text_classification_model(rag: Rag) -> None:
+    rerank_router = await rag.models.router("rerank", type="text-classification")
+    await rag.models.provider(rerank_router, rag.upstream.base_url, model_name="fake-chat")
+    user = await rag.models.user_for(rag.router, rerank_router)
+    collection = await rag.collection(user)
+    for filename, text in CORPUS.items():
+        await rag.ingest(user, collection, filename, text.encode())
+    response = await rag.search(user, "bread dough oven", method="semantic", limit=2, rerank_model="rerank")
+    assert response.status_code == 200, response.text
+    results = response.json()["data"]
+    sent = [r.body for r in rag.upstream.received if r.path == "/v1/rerank"][-1]
+    assert sent["query"] == "bread dough oven" and len(sent["documents"]) == 3  # candidates beyond the limit
+    assert len(results) == 2 and results[0]["chunk"]["content"].startswith("# Bread")
+    # The reranker's own scores: "bread" and "dough" found, "oven." is not the word "oven" to the fake.
+    assert results[0]["score"] == pytest.approx(2 / 3) and results[0]["score"] >= results[1]["score"]
+    rows = [r.endpoint for r in await usage_rows(rag.client) if r.user_id == user.id]
+    assert rows[-2:] == ["/v1/embeddings", "/v1/rerank"]

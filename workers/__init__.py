@@ -1,2 +1,2 @@
-"""Background processes (document ingestion, usage writer). In the embedded mode these jobs run
-inside the API process; `tollgate worker` arrives with the model gateway and RAG issues."""
+"""Background processes: `tollgate worker` ingests documents (`workers.ingestion`). In the
+embedded mode the API process runs the same ingestion loop itself."""
