@@ -16,11 +16,11 @@ run: $(VENV)/.installed
 
 # Pyflakes errors (undefined names, unused imports) fail the suite before it runs.
 test: $(VENV)/.installed
-	$(BIN)/ruff check --select F,E9 api tests bench migrations
+	$(BIN)/ruff check --select F,E9 api tests bench migrations workers
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check --select F,E,W,B,UP --ignore E501,B008 api tests bench migrations
+	$(BIN)/ruff check --select F,E,W,B,UP --ignore E501,B008 api tests bench migrations workers
 
 # Needs wrk (apt-get install wrk); see docs/performance.md.
 bench: $(VENV)/.installed
