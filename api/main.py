@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -11,12 +12,14 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from api.common.schemas import error_responses
 from api.context import build_context
 from api.deps import Caller, Context
 from api.identity.schemas import Permission
 from api.http_errors import install_error_handlers
 from api.identity.routes import admin, auth, me
 from api.inference import routes as inference_routes
+from api.inference.tokens import load_encoding
 from api.models.routes import admin as models_admin
 from api.usage import routes as usage_routes
 from api.limits import BodySizeLimit
@@ -40,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
             logger.warning(MASTER_KEY_WARNING)
         async with AsyncExitStack() as stack:
             app.state.context = await build_context(settings, stack)
+            await asyncio.to_thread(load_encoding)
             # Everything built so far lives as long as the app: keep it out of the collector's
             # full passes, which otherwise pause the event loop for tens of milliseconds.
             gc.collect()
@@ -52,6 +56,9 @@ def create_app(settings: Settings) -> FastAPI:
         "roles, users, keys, budgets, limits and accounting.",
         version="0.1.0",
         lifespan=lifespan,
+        # Even with no provider configured, native telemetry looks the global providers up on
+        # every request; switched off, FastAPI skips that work entirely.
+        telemetry=None if settings.settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.add_middleware(
@@ -63,7 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics", tags=["monitoring"], response_class=PlainTextResponse)
+    @app.get("/metrics", tags=["monitoring"], response_class=PlainTextResponse, responses=error_responses(401, 403))
     async def metrics(caller: Caller, context: Context) -> PlainTextResponse:
         """Prometheus metrics; needs the `read_metric` permission."""
         caller.require(Permission.read_metric)

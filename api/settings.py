@@ -52,6 +52,14 @@ class GatewaySettings(_Section):
         default=4096, ge=1, le=1_000_000,
         description="Completion bound set on calls of budgeted users that give no max_tokens (their reservation).",
     )
+    max_response_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="Largest answer read from a provider, streamed or not: a larger one is cut off (502), never buffered whole.",
+    )
+    max_stream_seconds: float = Field(
+        default=900.0, gt=0, le=86_400,
+        description="Longest a streamed answer may last after its headers; then it ends with an error event (504).",
+    )
 
 
 DEFAULT_SEARCH_TEMPLATE = (
@@ -82,6 +90,11 @@ class GeneralSettings(_Section):
     auth_master_key: str = Field(default=SHIPPED_MASTER_KEY, min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     access_log: bool = Field(default=True, description="Log one line per HTTP request.")
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry traces, metrics and logs of each HTTP request, sent to the "
+        "global OpenTelemetry providers. Off, no request pays for it.",
+    )
     auth_cache_ttl_seconds: float = Field(default=1.0, ge=0, le=1.0, description="How long a key lookup is cached; bounded by 1 s so revocation is honoured within 1 s.")
     max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     encryption_key: str | None = Field(

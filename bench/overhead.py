@@ -66,6 +66,23 @@ def start(stack: ExitStack, args: list[str], env: dict[str, str] | None = None, 
     return process
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants, from /proc (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending.extend(int(child) for child in children)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
 def api(base: str, method: str, path: str, body: dict | None, key: str) -> dict:
     request = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body else None,
                                      headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
@@ -73,7 +90,7 @@ def api(base: str, method: str, path: str, body: dict | None, key: str) -> dict:
         return json.loads(response.read() or b"{}")
 
 
-def wrk(url: str, key: str | None, model: str, connections: int, duration: int) -> dict[str, float]:
+def wrk(url: str, key: str | None, model: str, connections: int, duration: int, pid: int | None = None) -> dict[str, float]:
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hello there, how are you today?"}]})
     headers = 'wrk.headers["Content-Type"] = "application/json"\n'
     if key:
@@ -82,6 +99,7 @@ def wrk(url: str, key: str | None, model: str, connections: int, duration: int) 
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
         file.write(script)
     threads = min(2, connections)
+    cpu_before = tree_cpu_seconds(pid) if pid else 0.0
     output = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", file.name, url + "/v1/chat/completions"],
         capture_output=True, text=True, check=True,
@@ -97,7 +115,11 @@ def wrk(url: str, key: str | None, model: str, connections: int, duration: int) 
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output)[1])  # type: ignore[index]
-    return {"rps": rps, "p50": ms("50"), "p99": ms("99")}
+    requests = int(re.search(r"(\d+) requests in", output)[1])  # type: ignore[index]
+    # CPU per request is what a busy shared machine distorts least: req/s and latency depend on
+    # what else runs, the CPU each request costs the proxy's own processes much less.
+    cpu_us = (tree_cpu_seconds(pid) - cpu_before) / requests * 1e6 if pid else 0.0
+    return {"rps": rps, "p50": ms("50"), "p99": ms("99"), "cpu_us": cpu_us}
 
 
 def main() -> None:
@@ -119,19 +141,20 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         upstream_port = free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
-        start(stack, [PYTHON, "-m", "tests.fakes.upstream", "--port", str(upstream_port)])
+        fake = start(stack, [PYTHON, "-m", "tests.fakes.upstream", "--port", str(upstream_port)])
         wait_until_up(upstream + "/health")
 
-        targets: dict[str, tuple[str, str | None, str]] = {"direct (fake upstream)": (upstream, None, "fake-chat")}
+        # name -> (url, key, model, the pid whose process tree serves it)
+        targets: dict[str, tuple[str, str | None, str, int]] = {"direct (fake upstream)": (upstream, None, "fake-chat", fake.pid)}
         for name, module in () if args.only_tollgate else (("FastAPI + httpx pass-through", "bench.passthrough_httpx:app"),
                              ("FastAPI + aiohttp pass-through", "bench.passthrough_aiohttp:app")):
             port = free_port()
             # Run the same way as Tollgate: as many worker processes.
-            start(stack, [PYTHON, "-m", "uvicorn", module, "--port", str(port), "--no-access-log", "--log-level", "warning",
+            proxy = start(stack, [PYTHON, "-m", "uvicorn", module, "--port", str(port), "--no-access-log", "--log-level", "warning",
                           "--workers", str(args.workers)],
                   env={"UPSTREAM": upstream})
             wait_until_up(f"http://127.0.0.1:{port}/docs")
-            targets[name] = (f"http://127.0.0.1:{port}", None, "fake-chat")
+            targets[name] = (f"http://127.0.0.1:{port}", None, "fake-chat", proxy.pid)
 
         config = Path(tmp) / "config.yml"
         database_url = args.database_url or f"sqlite+aiosqlite:///{tmp}/tollgate.db"
@@ -165,33 +188,39 @@ def main() -> None:
         label = "Tollgate (auth, routing, usage, cost, carbon"
         label += ", limits, budget" if args.limits else ""
         label += f"; {'PostgreSQL' if args.database_url else 'SQLite'} + {'Redis' if args.redis_url else 'in-process'}, {args.workers} worker(s))"
-        targets[label] = (tollgate, key, "chat")
+        targets[label] = (tollgate, key, "chat", server.pid)
 
         # Throughput runs alternate between targets, `--repeat` times, and the median is kept:
         # on a shared 2-core machine a single run of each drifts with everything else.
-        for url, target_key, model in targets.values():
+        for url, target_key, model, _ in targets.values():
             wrk(url, target_key, model, 4, 2)  # warm-up
         throughputs: dict[str, list[float]] = {name: [] for name in targets}
+        cpu: dict[str, list[float]] = {name: [] for name in targets}
         for round_number in range(args.repeat):
-            for name, (url, target_key, model) in targets.items():
+            for name, (url, target_key, model, pid) in targets.items():
                 profiler = None
                 if args.profile and url == tollgate and round_number == 0:
-                    profiler = subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking", "-f", "raw",
+                    profiler = subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking", "-f", "raw", "-r", "500",
                                                  "-d", str(args.duration), "-o", args.profile, "-p", str(server.pid)],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                throughputs[name].append(wrk(url, target_key, model, args.connections, args.duration)["rps"])
+                run = wrk(url, target_key, model, args.connections, args.duration, pid)
+                throughputs[name].append(run["rps"])
+                cpu[name].append(run["cpu_us"])
                 if profiler is not None:
                     profiler.wait(timeout=60)
         results = {}
-        for name, (url, target_key, model) in targets.items():
+        for name, (url, target_key, model, _) in targets.items():
             single = wrk(url, target_key, model, 1, args.duration)
-            results[name] = {"rps": statistics.median(throughputs[name]), "p50": single["p50"], "p99": single["p99"]}
+            results[name] = {"rps": statistics.median(throughputs[name]), "p50": single["p50"], "p99": single["p99"],
+                             "cpu_us": statistics.median(cpu[name])}
 
     direct = results["direct (fake upstream)"]
-    print(f"| target | req/s at c={args.connections} | p50 at c=1 (ms) | p99 at c=1 (ms) | added p50 (ms) | added p99 (ms) |")
-    print("|---|---|---|---|---|---|")
+    print(f"| target | req/s at c={args.connections} | p50 at c=1 (ms) | p99 at c=1 (ms) | added p50 (ms) | added p99 (ms) "
+          "| own CPU per request (µs) |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p50'] - direct['p50']:+.2f} | {r['p99'] - direct['p99']:+.2f} |")
+        print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p50'] - direct['p50']:+.2f} "
+              f"| {r['p99'] - direct['p99']:+.2f} | {r['cpu_us']:.0f} |")
 
 
 if __name__ == "__main__":

