@@ -2,7 +2,12 @@
 
 A provider is tried at most once per request. Failover happens on a connection error, a
 timeout, a 5xx or 429, or an unreadable answer — always before the first byte reaches the
-client. Upstream 4xx answers are the client's to see and pass through unchanged.
+client. Upstream 4xx answers are the client's to see and pass through unchanged, but a 429
+is the provider's own rate limit: another provider may take the call, and when every one
+tried answered 429 the client gets 429 with the soonest `Retry-After`.
+
+Answers are read up to `max_response_bytes` (streams also for `max_stream_seconds`), so a
+provider that sends too much or never stops cannot exhaust memory or hold a slot forever.
 """
 
 from __future__ import annotations
@@ -10,19 +15,23 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from api.common import jsonutil
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
+from api.common import jsonutil
 from api.errors import (
     InvalidRequestError,
     NotFoundError,
     ServiceUnavailableError,
+    TooManyRequestsError,
     UpstreamError,
     UpstreamTimeoutError,
 )
@@ -57,18 +66,50 @@ class UpstreamAnswer:
 
 @dataclass
 class OpenStream:
-    """A streamed answer whose headers arrived with a 2xx: from here on there is no failover."""
+    """A streamed answer whose headers arrived with a 2xx: from here on there is no failover.
+    The relay reads at most `max_bytes` of it, until `deadline` (time.monotonic())."""
 
     response: aiohttp.ClientResponse
     provider: ProviderTarget
     lease: Lease
+    deadline: float
+    max_bytes: int
+
+
+# A provider's Retry-After lengthens its cooldown, within reason: a provider asking for a day
+# off should not take itself out of rotation for a day on one answer.
+MAX_HONOURED_RETRY_AFTER = 300.0
 
 
 class _Retryable(Exception):
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, retry_after: float | None = None) -> None:
         super().__init__(detail)
-        self.kind = kind  # "timeout" | "unreachable" | "status" | "invalid"
+        self.kind = kind  # "timeout" | "unreachable" | "status" | "rate_limited" | "invalid"
         self.detail = detail
+        self.retry_after = retry_after  # seconds, from a 429's Retry-After
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _status_failure(provider: ProviderTarget, response: aiohttp.ClientResponse) -> _Retryable:
+    if response.status == 429:
+        return _Retryable("rate_limited", f"provider {provider.id} is rate-limited (429)",
+                          parse_retry_after(response.headers.get("Retry-After")))
+    return _Retryable("status", f"provider {provider.id} answered {response.status}")
 
 
 class UpstreamRejected(Exception):
@@ -228,7 +269,10 @@ class Gateway:
 
     async def _failed(self, provider: ProviderTarget, error: _Retryable) -> None:
         self._metrics.upstream_errors.labels(str(provider.id), error.kind).inc()
-        await self._tracker.cool_down(provider.id, self._settings.cooldown_seconds)
+        seconds = self._settings.cooldown_seconds
+        if error.retry_after is not None:  # the provider said when it can take calls again
+            seconds = max(seconds, min(error.retry_after, MAX_HONOURED_RETRY_AFTER))
+        await self._tracker.cool_down(provider.id, seconds)
 
     # calls
 
@@ -259,24 +303,26 @@ class Gateway:
         self, meter: Meter, priority: int, send: Callable[[ProviderTarget], Awaitable[UpstreamAnswer]]
     ) -> UpstreamAnswer:
         assert meter.router is not None
-        last: _Retryable | None = None
+        failures: list[_Retryable] = []
         async for provider, lease in self._attempts(meter.router, priority):
             meter.provider = provider
             try:
                 return await send(provider)
             except _Retryable as error:
-                last = error
+                failures.append(error)
                 await self._failed(provider, error)
             finally:
                 await self.release(lease)
-        raise self._exhausted(meter.router, last)
+        raise self._exhausted(meter.router, failures)
 
     async def _send(self, meter: Meter, provider: ProviderTarget, args: dict[str, Any], endpoint: Endpoint) -> UpstreamAnswer:
         session = self._upstreams.for_url(provider.url)
         started = time.perf_counter()
         try:
             async with session.post(**args, timeout=aiohttp.ClientTimeout(total=provider.timeout)) as response:
-                raw = await response.read()
+                if response.status >= 500 or response.status == 429:
+                    raise _status_failure(provider, response)
+                raw = await self._read_bounded(response, provider)
                 status = response.status
         except TimeoutError as exc:
             raise _Retryable("timeout", f"provider {provider.id} timed out after {provider.timeout}s") from exc
@@ -285,8 +331,6 @@ class Gateway:
         finally:
             meter.upstream_seconds += time.perf_counter() - started
         meter.first_byte_at = time.perf_counter()
-        if status >= 500 or status == 429:
-            raise _Retryable("status", f"provider {provider.id} answered {status}")
         try:
             parsed = jsonutil.loads(raw) if raw else None
         except ValueError as exc:
@@ -295,10 +339,28 @@ class Gateway:
             raise UpstreamRejected(status, parsed, provider)
         return UpstreamAnswer(status, adapter_for(provider.type).response_body(endpoint, parsed), provider)
 
+    async def _read_bounded(self, response: aiohttp.ClientResponse, provider: ProviderTarget) -> bytes:
+        """The whole body, or UpstreamError once it passes `max_response_bytes` (read no further).
+        No failover and no cooldown: the provider is not broken, and the same request would
+        get an answer as large from any other."""
+        limit = self._settings.max_response_bytes
+        declared = response.content_length  # before decompression: a lower bound of the size
+        if declared is None or declared <= limit:
+            body = bytearray()
+            async for block in response.content.iter_chunked(64 * 1024):
+                body += block
+                if len(body) > limit:
+                    break
+            else:
+                return bytes(body)
+        response.close()  # the rest is never read: the connection cannot be reused
+        self._metrics.upstream_errors.labels(str(provider.id), "too_large").inc()
+        raise UpstreamError(f"provider {provider.id}'s answer is larger than {limit} bytes")
+
     async def open_stream(self, meter: Meter, body: dict[str, Any], priority: int) -> OpenStream:
         """Open a streamed chat completion: failover until a provider answers 2xx headers."""
         assert meter.router is not None
-        last: _Retryable | None = None
+        failures: list[_Retryable] = []
         async for provider, lease in self._attempts(meter.router, priority):
             meter.provider = provider
             session = self._upstreams.for_url(provider.url)
@@ -308,18 +370,19 @@ class Gateway:
             try:
                 response = await session.post(**self._request_args(provider, Endpoint.chat, body), timeout=timeout)
                 if response.status >= 500 or response.status == 429:
-                    raise _Retryable("status", f"provider {provider.id} answered {response.status}")
+                    raise _status_failure(provider, response)
                 if response.status >= 400:
-                    raw = await response.read()
+                    raw = await self._read_bounded(response, provider)
                     try:
                         parsed = jsonutil.loads(raw) if raw else None
                     except ValueError:
                         parsed = {"error": {"message": raw.decode(errors="replace")[:2000]}}
                     raise UpstreamRejected(response.status, parsed, provider)
                 meter.upstream_seconds += time.perf_counter() - started
-                return OpenStream(response, provider, lease)
+                deadline = time.monotonic() + self._settings.max_stream_seconds
+                return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes)
             except _Retryable as error:
-                last = error
+                failures.append(error)
                 meter.upstream_seconds += time.perf_counter() - started
                 if response is not None:
                     response.release()
@@ -327,28 +390,38 @@ class Gateway:
                 await self.release(lease)
             except TimeoutError as exc:
                 meter.upstream_seconds += time.perf_counter() - started
-                last = _Retryable("timeout", f"provider {provider.id} timed out after {provider.timeout}s")
-                await self._failed(provider, last)
+                failures.append(_Retryable("timeout", f"provider {provider.id} timed out after {provider.timeout}s"))
+                await self._failed(provider, failures[-1])
                 await self.release(lease)
                 del exc
             except aiohttp.ClientError as exc:
                 meter.upstream_seconds += time.perf_counter() - started
-                last = _Retryable("unreachable", f"provider {provider.id} is unreachable ({exc.__class__.__name__})")
-                await self._failed(provider, last)
+                failures.append(_Retryable("unreachable", f"provider {provider.id} is unreachable ({exc.__class__.__name__})"))
+                await self._failed(provider, failures[-1])
                 await self.release(lease)
             except BaseException:
                 if response is not None:
                     response.release()
                 await self.release(lease)
                 raise
-        raise self._exhausted(meter.router, last)
+        raise self._exhausted(meter.router, failures)
 
-    def _exhausted(self, router: RouterEntry, last: _Retryable | None) -> Exception:
-        if last is None:
+    def _exhausted(self, router: RouterEntry, failures: list[_Retryable]) -> Exception:
+        if not failures:
             return ServiceUnavailableError(
                 f"Model '{router.name}' has no available provider; retry shortly",
                 retry_after=max(1, int(self._settings.cooldown_seconds)),
             )
+        if all(f.kind == "rate_limited" for f in failures):
+            # Every provider tried is rate-limited: a 429 tells the client to come back (when
+            # the first one said it could), where a 502 would say something is broken.
+            waits = [f.retry_after for f in failures if f.retry_after is not None]
+            retry_after = min(waits) if waits else self._settings.cooldown_seconds
+            return TooManyRequestsError(
+                f"Model '{router.name}': every provider is rate-limited; retry after {math.ceil(retry_after)}s",
+                retry_after=math.ceil(retry_after),
+            )
+        last = failures[-1]
         if last.kind == "timeout":
             return UpstreamTimeoutError(f"Model '{router.name}': {last.detail}")
         return UpstreamError(f"Model '{router.name}': {last.detail}")

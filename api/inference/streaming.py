@@ -4,6 +4,11 @@ The upstream is asked for usage (`stream_options.include_usage`); its usage chun
 Tollgate's, which adds cost and carbon, just before `data: [DONE]`. If the upstream gives no usage,
 tokens are counted from what was streamed. If the client goes away, the upstream call is
 closed and the client is charged for what it was sent.
+
+What the provider sends is checked as it passes: a `data:` line that is not a JSON object, a
+stream that ends before its last chunk, one larger than `max_response_bytes` or longer than
+`max_stream_seconds` — each ends the client's stream with an `error` event and is charged
+for what was streamed until then (the headers are gone: no failover, no other status).
 """
 
 from __future__ import annotations
@@ -24,6 +29,19 @@ from api.usage.meter import Meter
 CLIENT_CLOSED = 499  # nginx's convention for "the client closed the request"
 
 
+class StreamFault(Exception):
+    """The provider's stream cannot be relayed any further: end it with an error event."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status  # recorded in the usage record and given as the event's `code`
+        self.detail = detail
+
+
+def error_event(status: int, detail: str) -> bytes:
+    return b"data: " + json.dumps({"error": {"message": detail, "type": "upstream_error", "code": status}}).encode() + b"\n\n"
+
+
 class ChatStreamRelay:
     def __init__(
         self, gateway: Gateway, meter: Meter, stream: OpenStream, request_body: dict[str, Any],
@@ -37,37 +55,66 @@ class ChatStreamRelay:
         self._text: list[str] = []
         self._upstream_usage: dict[str, Any] | None = None
         self._last_chunk: dict[str, Any] = {}
+        self._finish_reason_seen = False
         self._finished = False
         self._status = CLIENT_CLOSED
 
+    def _check_bounds(self, received: int) -> None:
+        # Checked as each block arrives, before it is relayed: what was charged is what was sent.
+        # A provider that goes quiet instead is caught by its read timeout.
+        if received > self._stream.max_bytes:
+            raise StreamFault(502, f"the provider's stream is larger than {self._stream.max_bytes} bytes")
+        if time.monotonic() > self._stream.deadline:
+            raise StreamFault(504, "the provider's stream lasted longer than the gateway allows")
+
     async def events(self) -> AsyncIterator[bytes]:
         pending = b""
+        received = 0
         try:
             async for data in self._stream.response.content.iter_any():
                 if self._meter.first_byte_at is None:
                     self._meter.first_byte_at = time.perf_counter()
+                received += len(data)
+                self._check_bounds(received)
                 pending += data
                 *lines, pending = pending.split(b"\n")
-                out = bytearray()
-                for line in lines:
-                    forwarded = self._line(line)
-                    if forwarded is not None:
-                        out += forwarded + b"\n"
+                out, fault = self._relay(lines)
                 if out:
-                    yield bytes(out)
+                    yield out
+                if fault is not None:
+                    raise fault
             if pending:
-                forwarded = self._line(pending)
-                if forwarded is not None:
-                    yield forwarded + b"\n"
+                out, fault = self._relay([pending])
+                if out:
+                    yield out
+                if fault is not None:
+                    raise fault
             if self._status == CLIENT_CLOSED:
-                # The upstream ended without [DONE]: close the stream properly for the client.
+                if not self._finish_reason_seen:
+                    raise StreamFault(502, "the provider's stream ended before its last chunk")
+                # Complete, but the upstream ended without [DONE]: close it properly for the client.
                 yield self._usage_event()
                 yield b"data: [DONE]\n\n"
                 self._status = 200
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._status = 502
-            detail = f"the provider's stream broke off ({exc.__class__.__name__})"
-            yield b"data: " + json.dumps({"error": {"message": detail, "type": "upstream_error", "code": 502}}).encode() + b"\n\n"
+            yield error_event(502, f"the provider's stream broke off ({exc.__class__.__name__})")
+        except StreamFault as fault:
+            self._status = fault.status
+            yield error_event(fault.status, fault.detail)
+
+    def _relay(self, lines: list[bytes]) -> tuple[bytes, StreamFault | None]:
+        """What to forward of these lines, and the fault that stopped them, if any: the lines
+        before a bad one still go out (they are counted, so they must be sent)."""
+        out = bytearray()
+        for line in lines:
+            try:
+                forwarded = self._line(line)
+            except StreamFault as fault:
+                return bytes(out), fault
+            if forwarded is not None:
+                out += forwarded + b"\n"
+        return bytes(out), None
 
     def _line(self, line: bytes) -> bytes | None:
         """The line to forward (None to hold it back), noting content and usage on the way."""
@@ -80,12 +127,15 @@ class ChatStreamRelay:
         try:
             chunk = json.loads(data)
         except ValueError:
-            return line  # not ours to judge: relay it as the provider sent it
+            chunk = None
         if not isinstance(chunk, dict):
-            return line
+            # A client's SDK would fail on it in its own way; one clear error event is better.
+            raise StreamFault(502, "the provider sent an event that is not a JSON object")
         self._last_chunk = chunk
         choices = chunk.get("choices") or []
         for choice in choices:
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                self._finish_reason_seen = True
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict):
                 for field in ("content", "reasoning_content"):

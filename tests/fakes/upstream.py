@@ -14,8 +14,11 @@ import asyncio
 import base64
 import hashlib
 import io
+import itertools
 import json
 import re
+import socket
+import struct
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,11 +34,20 @@ EMBEDDING_MODEL = "fake-embed"
 class Behaviour:
     fail_status: int | None = None  # answer this status instead of a result...
     fail_times: int = -1  # ...this many times (-1: always)
+    retry_after: str | None = None  # the Retry-After header of those failures
     delay_seconds: float = 0.0  # before the response headers
     chunk_delay_seconds: float = 0.0  # between streamed chunks
     drop_connection: bool = False  # close the socket without answering
+    reset_connection: bool = False  # reset the connection (TCP RST) without answering
     drop_after_chunks: int | None = None  # close the socket mid-stream
+    reset_after_chunks: int | None = None  # reset the connection (TCP RST) mid-stream
     malformed: bool = False  # 200 with a body that is not JSON / not SSE JSON
+    bad_event_after_chunks: int | None = None  # a `data:` line that is not JSON after this many chunks
+    omit_done: bool = False  # end the stream (cleanly) without `data: [DONE]`
+    omit_finish: bool = False  # ...and without the chunk carrying `finish_reason`
+    endless: bool = False  # stream content chunks until the caller hangs up
+    reply_bytes: int | None = None  # a non-streamed completion of about this many bytes
+    chunked_body: bool = False  # send non-streamed answers chunked, with no Content-Length
     omit_usage: bool = False  # no `usage` in answers
     reply_words: int = 5  # completion length in words (one token per word)
     embedding_dimensions: int = 8
@@ -140,9 +152,14 @@ class FakeUpstream:
             assert request.transport is not None
             request.transport.close()
             raise asyncio.CancelledError
+        if self.behaviour.reset_connection:
+            self._reset(request)
+            raise asyncio.CancelledError
         status = self._consume_failure()
         if status is not None:
-            return web.json_response({"error": {"message": f"injected failure {status}", "code": status}}, status=status)
+            headers = {"Retry-After": self.behaviour.retry_after} if self.behaviour.retry_after is not None else None
+            return web.json_response({"error": {"message": f"injected failure {status}", "code": status}},
+                                     status=status, headers=headers)
         if self.behaviour.malformed:
             return web.Response(text='{"choices": [ this is not json', content_type="application/json")
         return None
@@ -175,7 +192,7 @@ class FakeUpstream:
             prompt_tokens = count_tokens(_message_text(body.get("messages", [])))
             if body.get("stream"):
                 return await self._stream_chat(request, body, prompt_tokens)
-            return web.json_response(self._completion(body, prompt_tokens))
+            return await self._json(request, self._completion(body, prompt_tokens))
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
@@ -184,6 +201,27 @@ class FakeUpstream:
             return web.Response(status=499)
         finally:
             self.in_flight -= 1
+
+    async def _json(self, request: web.Request, answer: dict[str, Any]) -> web.StreamResponse:
+        if not self.behaviour.chunked_body:
+            return web.json_response(answer)
+        # No Content-Length: the reader cannot know the size before it has read the body.
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        raw = json.dumps(answer).encode()
+        for start in range(0, len(raw), 64 * 1024):
+            await response.write(raw[start:start + 64 * 1024])
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    def _reset(request: web.Request) -> None:
+        """Abort the connection with a TCP RST (SO_LINGER 0), not an orderly close."""
+        assert request.transport is not None
+        sock = request.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        request.transport.abort()
 
     def _reply_words(self, body: dict[str, Any]) -> list[str]:
         image = _first_image(body.get("messages", []))
@@ -197,6 +235,8 @@ class FakeUpstream:
 
     def _completion(self, body: dict[str, Any], prompt_tokens: int) -> dict[str, Any]:
         words = self._reply_words(body)
+        if self.behaviour.reply_bytes is not None:  # one "token" per 10 bytes: "lorem123 "
+            words = [f"lorem{i % 1000:03d}" for i in range(self.behaviour.reply_bytes // 9)]
         message: dict[str, Any] = {"role": "assistant", "content": " ".join(words), "reasoning_content": "thinking"}
         finish = "stop"
         if body.get("tools") and body.get("tool_choice") != "none":
@@ -225,25 +265,35 @@ class FakeUpstream:
             return {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": body["model"],
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
+        b = self.behaviour
         await response.write(event(chunk({"role": "assistant", "content": ""})))
+        if b.endless:  # never finishes: only the caller hanging up ends it
+            words = (f"word{i}" for i in itertools.count())  # type: ignore[assignment]
         for index, word in enumerate(words):
-            if self.behaviour.drop_after_chunks is not None and index >= self.behaviour.drop_after_chunks:
+            if b.drop_after_chunks is not None and index >= b.drop_after_chunks:
                 assert request.transport is not None
                 request.transport.close()
                 return response
-            if self.behaviour.chunk_delay_seconds:
-                await asyncio.sleep(self.behaviour.chunk_delay_seconds)
-            if self.behaviour.malformed:
+            if b.reset_after_chunks is not None and index >= b.reset_after_chunks:
+                self._reset(request)
+                return response
+            if b.chunk_delay_seconds:
+                await asyncio.sleep(b.chunk_delay_seconds)
+            elif b.endless:  # writes that never block would starve the loop the gateway shares
+                await asyncio.sleep(0)
+            if b.malformed or (b.bad_event_after_chunks is not None and index >= b.bad_event_after_chunks):
                 await response.write(b"data: {not json\n\n")
                 continue
             await response.write(event(chunk({"content": word if index == 0 else " " + word})))
-        await response.write(event(chunk({}, "stop")))
+        if not b.omit_finish:
+            await response.write(event(chunk({}, "stop")))
         include_usage = (body.get("stream_options") or {}).get("include_usage")
-        if include_usage and not self.behaviour.omit_usage:
+        if include_usage and not b.omit_usage and not b.omit_finish:
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
             await response.write(event({"id": chunk_id, "object": "chat.completion.chunk", "created": created,
                                         "model": body["model"], "choices": [], "usage": usage}))
-        await response.write(b"data: [DONE]\n\n")
+        if not b.omit_done:
+            await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
 

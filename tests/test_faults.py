@@ -1,0 +1,295 @@
+"""Upstream and client faults, as a table: fault -> what the client gets, whether another
+provider took over, and the one usage record the request leaves.
+
+Each upstream row runs against the fake upstream (real HTTP) on both backends. When a row has
+a healthy second provider, that provider is put in cooldown first, so the faulty one is tried
+first (cooling providers are tried last) and failover is observable. Faults already proven
+elsewhere (500, 503, refused connections, timeouts, malformed JSON, a stream closed mid-way:
+tests/test_gateway_routing.py and test_gateway_streaming.py) are not repeated here.
+
+Token columns: `upstream` = the provider's own usage (prompt 2: "hello there", completion 5);
+`streamed` = prompt counted with tiktoken, completion = tiktoken over what reached the client;
+`none` = nothing charged (the call produced nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+
+from api.inference.tokens import count_messages, count_text
+from conftest import Models, Seeder, live_server, usage_rows
+
+MESSAGES = [{"role": "user", "content": "hello there"}]
+PRICE = 1_000_000  # per million tokens: one unit (1e9 nanos) per token, so cost = tokens
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Row:
+    fault: str
+    behaviour: dict[str, Any]  # set on the faulty provider's Behaviour
+    stream: bool
+    with_healthy_provider: bool
+    status: int  # HTTP status the client gets
+    outcome: str  # "answer" (complete), "json-error", "error-event" (stream cut with an error event)
+    failover: bool  # the healthy provider answered instead
+    usage_status: int
+    tokens: str  # "upstream" | "streamed" | "none"
+    event_code: int | None = None  # the error event's code
+    detail: str = ""  # part of the JSON detail or the error event's message
+    gateway: dict[str, Any] = field(default_factory=dict)  # gateway settings for the row
+    retry_after: str | None = None  # Retry-After the client must get
+
+
+ROWS = [
+    # 429 from a provider is its own rate limit: another provider may take the call; alone, the
+    # client gets 429 with the provider's Retry-After (not a 502: nothing is broken).
+    Row("429 + Retry-After, another provider", {"fail_status": 429, "retry_after": "7"}, False, True,
+        200, "answer", True, 200, "upstream"),
+    Row("429 + Retry-After, another provider, streamed", {"fail_status": 429, "retry_after": "7"}, True, True,
+        200, "answer", True, 200, "upstream"),
+    Row("429 + Retry-After, only provider", {"fail_status": 429, "retry_after": "7"}, False, False,
+        429, "json-error", False, 429, "none", detail="rate-limited", retry_after="7"),
+    Row("429 + Retry-After, only provider, streamed", {"fail_status": 429, "retry_after": "7"}, True, False,
+        429, "json-error", False, 429, "none", detail="rate-limited", retry_after="7"),
+    Row("429 without Retry-After, only provider", {"fail_status": 429}, False, False,
+        429, "json-error", False, 429, "none", detail="rate-limited", gateway={"cooldown_seconds": 3}, retry_after="3"),
+    # Reset (RST) rather than an orderly close.
+    Row("connection reset before answering", {"reset_connection": True}, False, True,
+        200, "answer", True, 200, "upstream"),
+    Row("connection reset mid-stream", {"reset_after_chunks": 2}, True, True,
+        200, "error-event", False, 502, "streamed", event_code=502, detail="broke off"),
+    # Malformed SSE: the headers are gone, so the stream is cut with one clear error event.
+    Row("SSE `data:` line that is not JSON", {"bad_event_after_chunks": 2}, True, True,
+        200, "error-event", False, 502, "streamed", event_code=502, detail="not a JSON object"),
+    Row("SSE stream ends without [DONE] (after its finish_reason)", {"omit_done": True}, True, True,
+        200, "answer", False, 200, "upstream"),
+    Row("SSE stream ends without [DONE] nor finish_reason", {"omit_done": True, "omit_finish": True}, True, True,
+        200, "error-event", False, 502, "streamed", event_code=502, detail="ended before its last chunk"),
+    # A provider that never stops: bounded by size and by duration.
+    Row("endless stream, over max_response_bytes", {"endless": True}, True, True,
+        200, "error-event", False, 502, "streamed", event_code=502, detail="larger than 65536 bytes",
+        gateway={"max_response_bytes": 64 * 1024}),
+    Row("endless stream, over max_stream_seconds", {"endless": True, "chunk_delay_seconds": 0.02}, True, True,
+        200, "error-event", False, 504, "streamed", event_code=504, detail="lasted longer",
+        gateway={"max_stream_seconds": 0.5}),
+    # 10 MB answers: relayed within the limit (default 64 MiB), refused past it, read no further.
+    Row("10 MB answer, within max_response_bytes", {"reply_bytes": 10_000_000}, False, True,
+        200, "answer", False, 200, "upstream"),
+    Row("10 MB answer over max_response_bytes (Content-Length)", {"reply_bytes": 10_000_000}, False, True,
+        502, "json-error", False, 502, "none", detail="larger than 1048576 bytes", gateway={"max_response_bytes": MiB}),
+    Row("10 MB answer over max_response_bytes (chunked)", {"reply_bytes": 10_000_000, "chunked_body": True}, False, True,
+        502, "json-error", False, 502, "none", detail="larger than 1048576 bytes", gateway={"max_response_bytes": MiB}),
+]
+
+
+def sse_events(text: str) -> list[Any]:
+    """The JSON events of an SSE body, and "[DONE]"."""
+    events: list[Any] = []
+    for line in text.splitlines():
+        if line.startswith("data: "):
+            data = line[6:]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def streamed_text(events: list[Any]) -> str:
+    return "".join(
+        choice["delta"].get("content") or ""
+        for event in events if isinstance(event, dict)
+        for choice in event.get("choices", [])
+    )
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.fault for row in ROWS])
+async def test_upstream_fault(row: Row, app_factory, upstream, second_upstream) -> None:
+    client = await app_factory(gateway=row.gateway) if row.gateway else await app_factory()
+    models = Models(client, Seeder(client))
+    router = await models.router(cost_prompt_tokens=PRICE, cost_completion_tokens=PRICE)
+    await models.provider(router, upstream.base_url)
+    if row.with_healthy_provider:
+        healthy = await models.provider(router, second_upstream.base_url)
+        await client.app.state.context.load.cool_down(healthy, 60)  # tried last: the faulty one goes first
+    user = await models.user_for(router)
+    for name, value in row.behaviour.items():
+        setattr(upstream.behaviour, name, value)
+
+    body = {"model": "chat", "messages": MESSAGES, "stream": row.stream}
+    response = await client.post("/v1/chat/completions", json=body, headers=user.headers)
+
+    # What the client gets.
+    assert response.status_code == row.status, response.text[:500]
+    events: list[Any] = []
+    if row.outcome == "json-error":
+        assert response.headers["content-type"] == "application/json"
+        assert row.detail in response.json()["detail"]
+        if row.retry_after is not None:
+            assert response.headers["retry-after"] == row.retry_after
+    elif row.stream:
+        events = sse_events(response.text)
+        if row.outcome == "answer":
+            assert events[-1] == "[DONE]" and events[-2]["usage"]["total_tokens"] > 0
+        else:
+            assert events[-1]["error"]["code"] == row.event_code and row.detail in events[-1]["error"]["message"]
+            assert "[DONE]" not in events
+    else:
+        answer = response.json()
+        assert answer["usage"]["completion_tokens"] > 0
+        if "reply_bytes" in row.behaviour:
+            assert len(answer["choices"][0]["message"]["content"]) >= 9_000_000  # relayed whole
+
+    # Failover.
+    assert len(upstream.received) == 1  # the faulty provider was tried first, once
+    assert len(second_upstream.received) == (1 if row.failover else 0)
+
+    # Exactly one usage record, with the right status and tokens.
+    rows = await usage_rows(client)
+    assert len(rows) == 1
+    record = rows[0]
+    assert record.status == row.usage_status
+    if row.tokens == "upstream":
+        completion = 1_111_111 if "reply_bytes" in row.behaviour else 5
+        assert (record.prompt_tokens, record.completion_tokens) == (2, completion)
+    elif row.tokens == "streamed":
+        assert record.prompt_tokens == count_messages(MESSAGES)
+        assert record.completion_tokens == count_text(streamed_text(events))
+    else:
+        assert (record.prompt_tokens, record.completion_tokens) == (0, 0)
+    assert record.cost_nanos == record.total_tokens * 1_000_000_000  # charged exactly its tokens
+
+
+async def test_a_429_retry_after_cools_the_provider_down_for_that_long(app_factory, upstream, second_upstream) -> None:
+    # cooldown_seconds 0: only the provider's Retry-After can keep it out of rotation.
+    client = await app_factory(gateway={"cooldown_seconds": 0})
+    models = Models(client, Seeder(client))
+    router = await models.router()
+    limited = await models.provider(router, upstream.base_url)
+    healthy = await models.provider(router, second_upstream.base_url)
+    user = await models.user_for(router)
+    upstream.behaviour.fail_status, upstream.behaviour.retry_after = 429, "60"
+    tracker = client.app.state.context.load
+    for _ in range(10):
+        body = {"model": "chat", "messages": MESSAGES}
+        assert (await client.post("/v1/chat/completions", json=body, headers=user.headers)).status_code == 200
+    # Asked once at most: after its 429 it is cooling down, and the healthy one takes the rest.
+    assert len(upstream.received) <= 1 and len(second_upstream.received) + len(upstream.received) >= 10
+    if upstream.received:
+        assert await tracker.cooling([limited, healthy]) == {limited}
+    assert [r.status for r in await usage_rows(client)] == [200] * 10
+
+
+async def test_a_429_with_an_http_date_retry_after(client, models: Models, upstream) -> None:
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router)
+    upstream.behaviour.fail_status = 429
+    upstream.behaviour.retry_after = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    response = await client.post("/v1/chat/completions", json={"model": "chat", "messages": MESSAGES}, headers=user.headers)
+    assert response.status_code == 429
+    assert 1 <= int(response.headers["retry-after"]) <= 30
+    assert [r.status for r in await usage_rows(client)] == [429]
+
+
+# Client faults
+
+
+async def test_client_disconnect_releases_the_slot_and_the_budget_reservation(client, models: Models, upstream) -> None:
+    # least_busy: the provider's in-flight count is shared, so its release can be read back.
+    router = await models.router(cost_prompt_tokens=PRICE, cost_completion_tokens=PRICE, load_balancing_strategy="least_busy")
+    provider = await models.provider(router, upstream.base_url)
+    # A call reserves its prompt bound (see api/inference/budget.py) + max_tokens, one unit a
+    # token. The budget holds one reservation and a little, never two at once.
+    reservation = int(count_messages(MESSAGES) * 1.25) + 16 + 100
+    user = await models.user_for(router, budget=reservation + 60)
+    budget = (reservation + 60) * 1_000_000_000
+    upstream.behaviour.reply_words = 50
+    upstream.behaviour.chunk_delay_seconds = 0.1
+    context = client.app.state.context
+    body = {"model": "chat", "messages": MESSAGES, "max_tokens": 100}
+    async with live_server(client) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        async with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}, headers=user.headers) as response:
+            assert response.status_code == 200
+            seen = 0
+            async for line in response.aiter_lines():
+                if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                    seen += 1
+                    if seen == 3:
+                        # Mid-stream the reservation is held: a second call does not fit beside it.
+                        second = await client.post("/v1/chat/completions", json=body, headers=user.headers)
+                        assert second.status_code == 402
+                        break  # leaving the block closes the connection
+        for _ in range(50):
+            if upstream.in_flight == 0 and len(await usage_rows(client)) == 2:
+                break
+            await asyncio.sleep(0.1)
+    rows = await usage_rows(client)
+    assert sorted(r.status for r in rows) == [402, 499]
+    disconnected = next(r for r in rows if r.status == 499)
+    assert 3 <= disconnected.completion_tokens < 50  # charged what was streamed
+    assert (await context.load.in_flight([provider]))[provider] == 0  # the provider slot is back
+    # The reservation was settled to what was streamed: the rest of the budget is free again.
+    assert await context.budgets.balance(user.id) == budget - disconnected.cost_nanos
+    upstream.behaviour.chunk_delay_seconds = 0
+    assert (await client.post("/v1/chat/completions", json=body, headers=user.headers)).status_code == 200
+
+
+async def test_a_slow_reader_does_not_hold_up_other_requests(client, models: Models, upstream) -> None:
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router)
+    async with live_server(client) as base_url, httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        upstream.behaviour.reply_words = 20_000  # ~3 MB of events: more than the socket buffers at once
+        body = {"model": "chat", "messages": MESSAGES, "stream": True}
+        async with http.stream("POST", "/v1/chat/completions", json=body, headers=user.headers) as slow:
+            lines = slow.aiter_lines()
+            assert (await anext(lines)).startswith("data: ")  # it started, then stops reading
+            # Meanwhile others are served, streamed or not, while the slow stream stays open.
+            upstream.behaviour.reply_words = 5
+            others = await asyncio.gather(*(
+                http.post("/v1/chat/completions", json={**body, "stream": bool(i % 2)}, headers=user.headers)
+                for i in range(20)
+            ))
+            assert [r.status_code for r in others] == [200] * 20
+            assert not slow.is_closed
+            # The slow reader gets the whole answer in the end.
+            rest = [line async for line in lines]
+        assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]"
+    events = sse_events("\n".join(rest))
+    assert events[-2]["usage"]["completion_tokens"] == 20_000
+    assert [r.status for r in await usage_rows(client)] == [200] * 21
+
+
+async def test_a_thousand_concurrent_streams(client, models: Models, upstream) -> None:
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router)
+    upstream.behaviour.reply_words = 3
+    upstream.log_requests = False
+    body = {"model": "chat", "messages": MESSAGES, "stream": True}
+    # Real HTTP, 1,000 connections open at once. The clients are aiohttp's: httpx's connection
+    # pool spends most of a 1,000-connection run on itself (~7× slower), which is not under test.
+    connector = aiohttp.TCPConnector(limit=1000)
+    async with live_server(client) as base_url, aiohttp.ClientSession(base_url, connector=connector) as http:
+
+        async def one() -> str:
+            async with http.post("/v1/chat/completions", json=body, headers=user.headers,
+                                 timeout=aiohttp.ClientTimeout(total=120)) as response:
+                assert response.status == 200
+                return b"".join([chunk async for chunk in response.content.iter_any()]).decode()
+
+        answers = await asyncio.gather(*(one() for _ in range(1000)))
+    for answer in answers:
+        events = sse_events(answer)
+        assert events[-1] == "[DONE]" and streamed_text(events) == "word0 word1 word2"
+    rows = await usage_rows(client)
+    assert len(rows) == 1000
+    assert {(r.status, r.prompt_tokens, r.completion_tokens) for r in rows} == {(200, 2, 3)}
