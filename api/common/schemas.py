@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from http import HTTPStatus
 import re
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -56,6 +57,36 @@ class ListPage(BaseModel, Generic[ItemT]):
     object: Literal["list"] = "list"
     data: list[ItemT]
     total: int
+
+
+class ErrorOut(BaseModel):
+    """Every error Tollgate answers itself: a message, or (422) the list of what failed validation."""
+
+    detail: str | list[dict[str, Any]]
+
+
+class RelayedErrorOut(BaseModel):
+    """An error from a model endpoint: Tollgate's own (`detail`), or a provider's refusal relayed
+    as the provider wrote it (OpenAI clients read its `error` object)."""
+
+    model_config = ConfigDict(extra="allow")
+    detail: str | list[dict[str, Any]] | None = None
+
+
+def error_responses(*statuses: int, model: type[BaseModel] = ErrorOut) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route or router: the error statuses it may answer, declared so the
+    OpenAPI schema (and so clients and Schemathesis) know them. 422 is left to FastAPI, which
+    declares it on every route that validates input."""
+    return {status: {"model": model, "description": HTTPStatus(status).phrase} for status in statuses}
+
+
+# What any authenticated endpoint may answer: an unparseable body or a NUL in the query (400),
+# no valid key (401), not allowed (403), no such resource, or not the caller's (404), a clash
+# with existing data (409), a body over the limit (413, before the route even runs).
+CLIENT_ERRORS = error_responses(400, 401, 403, 404, 409, 413)
+# And, for endpoints that call a provider: no budget (402), a limit reached (429), the
+# provider failed, is unavailable or too slow (502, 503, 504).
+MODEL_ERRORS = error_responses(400, 401, 402, 403, 404, 409, 413, 429, 502, 503, 504, model=RelayedErrorOut)
 
 
 class OrderDirection(StrEnum):

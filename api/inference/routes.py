@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from api.common.jsonutil import FastJSONResponse
+from api.common.schemas import MODEL_ERRORS
 from api.context import AppContext
 from api.deps import Caller, Context
 from api.identity.auth import Principal
@@ -27,7 +28,7 @@ from api.rag import search as rag_search
 from api.rag.schemas import SearchArgs
 from api.usage.meter import Meter
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], responses=MODEL_ERRORS)
 
 OVERHEAD_HEADER = "x-tollgate-overhead-ms"
 REQUEST_ID_HEADER = "x-tollgate-request-id"

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, Uploa
 from fastapi.responses import JSONResponse
 
 from api.common.listing import PageRequest
-from api.common.schemas import MAX_ID, ListPage, Name
+from api.common.schemas import CLIENT_ERRORS, MAX_ID, MODEL_ERRORS, ListPage, Name, error_responses
 from api.deps import Caller, Context, Session, page_params
 from api.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from api.inference import service
@@ -32,7 +32,9 @@ from api.rag.schemas import (
     check_metadata,
 )
 
-router = APIRouter(prefix="/v1")
+# Uploads of a type that cannot be read are 415; routes that embed, rerank or OCR declare the
+# errors of a model call too (MODEL_ERRORS).
+router = APIRouter(prefix="/v1", responses={**CLIENT_ERRORS, **error_responses(415)})
 
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 ChunkId = Annotated[int, Path(ge=0, le=2**24 - 1)]
@@ -155,7 +157,7 @@ async def delete_document(document_id: PathId, caller: Caller, session: Session,
     return Response(status_code=204)
 
 
-@router.post("/documents/{document_id}/chunks", status_code=201, tags=["documents"])
+@router.post("/documents/{document_id}/chunks", status_code=201, tags=["documents"], responses=MODEL_ERRORS)
 async def create_chunks(document_id: PathId, body: ChunksCreate, caller: Caller, session: Session, context: Context) -> ChunksCreated:
     ids, _ = await documents.add_chunks(session, context.vectors, context.embedder, caller, document_id, body.chunks)
     return ChunksCreated(ids=ids)
@@ -182,13 +184,13 @@ async def delete_chunk(document_id: PathId, chunk_id: ChunkId, caller: Caller, s
     return Response(status_code=204)
 
 
-@router.post("/search", tags=["search"])
+@router.post("/search", tags=["search"], responses=MODEL_ERRORS)
 async def search_chunks(body: SearchRequest, caller: Caller, session: Session, context: Context) -> SearchResponse:
     results, usage = await search.search(session, context.vectors, context.embedder, caller, body, body.query)
     return SearchResponse(data=results, usage=usage)
 
 
-@router.post("/ocr", tags=["ocr"])
+@router.post("/ocr", tags=["ocr"], responses=MODEL_ERRORS)
 async def ocr(body: OcrRequest, caller: Caller, context: Context) -> JSONResponse:
     model = body.model or context.settings.settings.rag.ocr_model
     if model is None:
@@ -197,7 +199,7 @@ async def ocr(body: OcrRequest, caller: Caller, context: Context) -> JSONRespons
     return JSONResponse(await context.ocr.ocr(caller, model, request))
 
 
-@router.post("/parse", tags=["ocr"])
+@router.post("/parse", tags=["ocr"], responses=MODEL_ERRORS)
 @router.post("/parse-beta", tags=["ocr"], include_in_schema=False)
 async def parse(
     caller: Caller,

@@ -106,10 +106,14 @@ class ComparisonType(StrEnum):
     co = "co"  # contains
 
 
+# Qdrant's integers are 64-bit: a bigger one would fail in the vector store, not here.
+FilterInt = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
+
 class ComparisonFilter(RequestModel):
     key: MetadataKey
     type: ComparisonType
-    value: str | int | float | bool
+    value: str | FilterInt | float | bool
 
     @field_validator("value")
     @classmethod

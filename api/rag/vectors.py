@@ -111,7 +111,9 @@ def _condition(node: MetadataFilter) -> models.Condition:
     assert isinstance(node, ComparisonFilter)
     value, key = node.value, f"metadata.{node.key}"
     if node.type is ComparisonType.eq:
-        if isinstance(value, float) and not value.is_integer():
+        # Qdrant matches only strings, integers and booleans exactly; a float (3.5, or 3.0 as
+        # JSON gives it) is an equal-bounds range, which also matches the integer 3.
+        if isinstance(value, float):
             return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
         return models.FieldCondition(key=key, match=models.MatchValue(value=value))  # type: ignore[arg-type]
     text = str(value)

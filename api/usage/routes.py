@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from api.common.schemas import MAX_ID, MAX_TIMESTAMP, ListPage
+from api.common.schemas import CLIENT_ERRORS, MAX_ID, MAX_TIMESTAMP, ListPage
 from api.deps import Caller, Session, require_admin
 from api.usage import service
 from api.usage.schemas import MeUsage, UsageGroup, UsageTotal
 
-router = APIRouter(tags=["usage"])
+router = APIRouter(tags=["usage"], responses=CLIENT_ERRORS)
 
 TimeParam = Annotated[int | None, Query(ge=0, le=MAX_TIMESTAMP)]
 

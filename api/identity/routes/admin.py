@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.common.listing import PageRequest
-from api.common.schemas import MAX_ID, ListPage
+from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
 from api.deps import Admin, Context, Session, page_params, require_admin
 from api.identity import budgets, keys, organizations, roles, users
 from api.identity.schemas import (
@@ -28,7 +28,7 @@ from api.identity.schemas import (
     UserUpdate,
 )
 
-router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], responses=CLIENT_ERRORS)
 
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
@@ -131,6 +131,8 @@ async def get_user(user: PathId, session: Session) -> UserOut:
 async def update_user(user: PathId, body: UserUpdate, session: Session, context: Context, caller: Admin) -> Response:
     budget_changed = "budget" in body.model_fields_set
     if budget_changed:
+        # The 404 first: the ledger row for a missing user would fail its foreign key (a 500).
+        await users.get_user_model(session, user)
         await budgets.record_set(session, user, caller.user_id, users.budget_to_nanos(body.budget))
     await users.update_user(session, context.hasher, user, body)
     if budget_changed:

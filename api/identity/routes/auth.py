@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api.common.schemas import error_responses
 from api.deps import ClientAddress, Context, Session
 from api.identity import login as login_service
 from api.identity.schemas import LoginRequest, LoginResult
 
-router = APIRouter(prefix="/v1/auth", tags=["auth"])
+# Wrong credentials (401), or too many failures for this email or address (429).
+router = APIRouter(prefix="/v1/auth", tags=["auth"], responses=error_responses(400, 401, 413, 429))
 
 
 @router.post("/login")

@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response
 
 from api.common.listing import PageRequest
-from api.common.schemas import MAX_ID, ListPage
+from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
 from api.deps import Caller, ClientAddress, Context, Session, page_params
 from api.identity import keys, me
 from api.identity.users import nanos_to_budget
 from api.identity.schemas import LimitUsage, KeyCreate, KeyCreated, KeyOut, UserInfo, UserInfoUpdate
 
-router = APIRouter(prefix="/v1/me", tags=["me"])
+router = APIRouter(prefix="/v1/me", tags=["me"], responses=CLIENT_ERRORS)
 
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 KeyPage = Annotated[PageRequest, Depends(page_params("KeyOrderBy", keys.ORDER_COLUMNS))]

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.common.listing import PageRequest
-from api.common.schemas import MAX_ID, ListPage
+from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
 from api.deps import Admin, Context, Session, page_params, require_admin
 from api.models import providers, routers
 from api.models.schemas import (
@@ -20,7 +20,7 @@ from api.models.schemas import (
 )
 from api.identity.schemas import Created
 
-router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], responses=CLIENT_ERRORS)
 
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 RouterPage = Annotated[PageRequest, Depends(page_params("RouterOrderBy", routers.ORDER_COLUMNS))]

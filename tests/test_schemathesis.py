@@ -1,0 +1,177 @@
+"""Schemathesis over Tollgate's own OpenAPI schema: every operation, as an admin and as a plain
+user, with generated valid and invalid inputs. No answer may be a 5xx, and every answer must
+match what the schema declares (status code and body).
+
+The app is the real one on the test's backend, served by uvicorn on 127.0.0.1 with the fake
+upstream behind its routers; Schemathesis (synchronous, `requests`) runs in a worker thread
+so the event loop stays free to serve it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import hypothesis
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import Failure, FailureGroup
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+
+from conftest import Models, Seeder, bearer, live_server
+from fakes.upstream import Behaviour, FakeUpstream
+
+# Small on purpose: ~62 operations × two callers × (valid, invalid) on each backend, in about a
+# minute on two cores. No fixed seed: every CI run draws new examples and keeps exploring.
+MAX_EXAMPLES = int(os.environ.get("TOLLGATE_SCHEMATHESIS_EXAMPLES", "5"))
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+
+# The router each model endpoint's generated body names, so valid bodies reach the upstream
+# instead of stopping at "model not found".
+MODEL_FOR_PATH = {
+    "/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/v1/rerank": "rerank",
+    "/v1/audio/transcriptions": "audio", "/v1/ocr": "ocr",
+}
+
+# Requests that would take the callers' own keys, permissions, budget or routers away half-way
+# (every later case would then be a dull 401, 403 or 404). Deleting and editing are still
+# fuzzed, on everything else.
+PROTECTED = {
+    ("DELETE", "/v1/admin/users/{user}"), ("PATCH", "/v1/admin/users/{user}"), ("POST", "/v1/admin/users/{user}/budget"),
+    ("DELETE", "/v1/admin/roles/{role}"), ("PATCH", "/v1/admin/roles/{role}"),
+    ("DELETE", "/v1/admin/tokens/{token}"), ("DELETE", "/v1/me/keys/{key}"),
+    ("DELETE", "/v1/admin/organizations/{organization}"),
+    ("DELETE", "/v1/admin/routers/{router_id}"), ("PATCH", "/v1/admin/routers/{router_id}"),
+    ("DELETE", "/v1/admin/providers/{provider_id}"), ("PATCH", "/v1/admin/providers/{provider_id}"),
+    ("DELETE", "/v1/collections/{collection_id}"), ("PATCH", "/v1/collections/{collection_id}"),
+    ("DELETE", "/v1/documents/{document_id}"), ("DELETE", "/v1/documents/{document_id}/chunks/{chunk_id}"),
+}
+
+
+@dataclass
+class Caller:
+    key: str
+    email: str
+    password: str
+    known: dict[str, Any]  # path parameter -> an id that exists (and this caller may see)
+    protected_ids: set[object]
+
+    def spares(self, case: schemathesis.Case) -> bool:
+        if (case.method, case.path) not in PROTECTED:
+            return True
+        return not any(value in self.protected_ids for value in (case.path_parameters or {}).values())
+
+    def aim(self, case: schemathesis.Case) -> None:
+        """Point a valid case at resources that exist, so it goes past the 404."""
+        for name in list(case.path_parameters or {}):
+            if name in self.known:
+                case.path_parameters[name] = self.known[name]
+        if case.path == "/v1/auth/login":
+            case.body = {"email": self.email, "password": self.password}
+        if isinstance(case.body, dict):
+            if case.path in MODEL_FOR_PATH and "model" in case.body:
+                case.body["model"] = MODEL_FOR_PATH[case.path]
+            if case.path == "/v1/search":
+                case.body["collection_ids"] = [self.known["collection_id"]]
+                if "rerank_model" in case.body:
+                    case.body["rerank_model"] = "rerank"
+
+
+@pytest.fixture
+async def st_upstream():
+    fake = FakeUpstream(behaviour=Behaviour(embedding_dimensions=16))
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+async def _seed(client: httpx.AsyncClient, upstream: FakeUpstream) -> dict[str, Caller]:
+    seed = Seeder(client)
+    models = Models(client, seed)
+    routers, providers = [], []
+    for name, kind, model in (("chat", "text-generation", "fake-chat"), ("embeddings", "text-embeddings-inference", "fake-embed"),
+                              ("rerank", "text-classification", "fake-chat"), ("audio", "automatic-speech-recognition", "fake-chat"),
+                              ("ocr", "image-text-to-text", "fake-chat")):
+        routers.append(await models.router(name, type=kind))
+        providers.append(await models.provider(routers[-1], upstream.base_url, model_name=model))
+    limits = [{"router": r, "type": "rpm", "value": None} for r in routers]
+    organization = await seed.organization()
+    admin = await seed.user(permissions=["admin"], organization=organization, limits=limits)
+    user = await seed.user(organization=organization, limits=limits, budget=1000)
+    callers = {}
+    for name, seeded in (("admin", admin), ("user", user)):
+        collection = (await client.post("/v1/collections", json={"name": name}, headers=seeded.headers)).json()["id"]
+        document = await client.post("/v1/documents", data={"collection_id": str(collection), "name": name}, headers=seeded.headers)
+        assert document.status_code == 201, document.text
+        chunks = await client.post(f"/v1/documents/{document.json()['id']}/chunks", headers=seeded.headers,
+                                   json={"chunks": [{"content": "apples and pears"}, {"content": "plums"}]})
+        assert chunks.status_code == 201, chunks.text
+        known = {"model": "chat", "key": seeded.key_id, "collection_id": collection, "document_id": document.json()["id"],
+                 "chunk_id": chunks.json()["ids"][0], "organization": organization, "role": user.role, "user": user.id,
+                 "token": user.key_id, "router_id": routers[0], "provider_id": providers[0]}
+        protected = {admin.id, user.id, admin.role, user.role, admin.key_id, user.key_id, organization, collection,
+                     document.json()["id"], *routers, *providers}
+        callers[name] = Caller(seeded.key, seeded.email, seeded.password, known, protected)
+    return callers
+
+
+def _fuzz(base_url: str, spec: dict[str, Any], callers: dict[str, Caller]) -> tuple[list[str], Counter[int]]:
+    """Every operation, for each caller and mode; one line per failing operation, and the
+    statuses seen (to show the run reached past validation)."""
+    schema = schemathesis.openapi.from_dict(spec)
+    failures: list[str] = []
+    statuses: Counter[int] = Counter()
+    session = requests.Session()
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        for name, caller in callers.items():
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+                @given(case=operation.as_strategy(generation_mode=mode), aim=st.booleans())
+                @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
+                          suppress_health_check=list(HealthCheck), report_multiple_bugs=False, print_blob=False)
+                def run(case: schemathesis.Case, aim: bool) -> None:
+                    hypothesis.assume(caller.spares(case))
+                    if aim and mode is GenerationMode.POSITIVE:
+                        caller.aim(case)
+                        hypothesis.assume(caller.spares(case))
+                    headers = bearer(caller.key)
+                    response = case.call(base_url=base_url, session=session, headers=headers, timeout=60)
+                    if case.path != "/v1/auth/login":  # where a 401 is a right answer
+                        statuses[response.status_code] += 1
+                    case.validate_response(response, checks=CHECKS, headers=headers)
+
+                try:
+                    run()
+                except hypothesis.errors.Unsatisfiable:
+                    pass
+                except (Failure, FailureGroup, requests.RequestException) as error:
+                    # Keep going: one run reports every failing operation, not just the first.
+                    failures.append(f"{operation.label} as {name} ({mode.value}): {error}")
+    return failures, statuses
+
+
+async def test_schemathesis_finds_no_server_error_and_no_schema_violation(app_factory, st_upstream) -> None:
+    client = await app_factory(rag={"vector_store_model": "embeddings", "ingestion_concurrency": 1},
+                               login={"max_failures": 1_000_000})
+    callers = await _seed(client, st_upstream)
+    spec = client.app.openapi()  # type: ignore[attr-defined]
+    started = time.monotonic()
+    async with live_server(client) as base_url:
+        failures, statuses = await asyncio.to_thread(_fuzz, base_url, spec, callers)
+    elapsed = time.monotonic() - started
+    assert not failures, f"{len(failures)} failing operations in {elapsed:.0f} s:\n" + "\n\n".join(failures)
+    # The run went past validation and the callers kept their keys all along.
+    assert statuses[200] + statuses[201] + statuses[204] > 100 and statuses[401] == 0, statuses
+    for caller in callers.values():
+        assert (await client.get("/v1/me/info", headers=bearer(caller.key))).status_code == 200
