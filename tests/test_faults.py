@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from dataclasses import dataclass, field
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -242,30 +244,58 @@ async def test_client_disconnect_releases_the_slot_and_the_budget_reservation(cl
     assert (await client.post("/v1/chat/completions", json=body, headers=user.headers)).status_code == 200
 
 
+async def _stalled(upstream, total: int) -> bool:
+    """Whether the provider's stream stopped advancing before its end: it is waiting for the
+    gateway to read, which waits for the client. (The loop runs meanwhile, so the provider would
+    advance if anything downstream read.) Gives up after ~30 s."""
+    for _ in range(60):
+        before = upstream.chunks_sent
+        await asyncio.sleep(0.5)
+        if upstream.chunks_sent == before and 0 < before < total:
+            return True
+    return False
+
+
 async def test_a_slow_reader_does_not_hold_up_other_requests(client, models: Models, upstream) -> None:
     router = await models.router()
     await models.provider(router, upstream.base_url)
     user = await models.user_for(router)
+    words = 100_000  # ~22 MB of events: more than all the kernel buffers on the way can hold
+    upstream.behaviour.reply_words = words
+    body = {"model": "chat", "messages": MESSAGES, "stream": True}
     async with live_server(client) as base_url, httpx.AsyncClient(base_url=base_url, timeout=60) as http:
-        upstream.behaviour.reply_words = 20_000  # ~3 MB of events: more than the socket buffers at once
-        body = {"model": "chat", "messages": MESSAGES, "stream": True}
-        async with http.stream("POST", "/v1/chat/completions", json=body, headers=user.headers) as slow:
-            lines = slow.aiter_lines()
-            assert (await anext(lines)).startswith("data: ")  # it started, then stops reading
-            # Meanwhile others are served, streamed or not, while the slow stream stays open.
-            upstream.behaviour.reply_words = 5
-            others = await asyncio.gather(*(
-                http.post("/v1/chat/completions", json={**body, "stream": bool(i % 2)}, headers=user.headers)
-                for i in range(20)
-            ))
-            assert [r.status_code for r in others] == [200] * 20
-            assert not slow.is_closed
-            # The slow reader gets the whole answer in the end.
-            rest = [line async for line in lines]
-        assert rest[-2:] == ["data: [DONE]", ""] or rest[-1] == "data: [DONE]"
-    events = sse_events("\n".join(rest))
-    assert events[-2]["usage"]["completion_tokens"] == 20_000
-    assert [r.status for r in await usage_rows(client)] == [200] * 21
+        # The slow client: raw HTTP with a small receive buffer, reading nothing after the status.
+        parts = urlsplit(base_url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+        payload = json.dumps(body).encode()
+        writer.write(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: tollgate\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {user.key}\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+            + payload
+        )
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        # Backpressure reaches the provider: the gateway does not buffer the answer for the client.
+        assert await _stalled(upstream, words)
+        # Meanwhile others are served, streamed or not.
+        upstream.behaviour.reply_words = 5
+        others = await asyncio.gather(*(
+            http.post("/v1/chat/completions", json={**body, "stream": bool(i % 2)}, headers=user.headers)
+            for i in range(20)
+        ))
+        assert [r.status_code for r in others] == [200] * 20
+        # The slow reader gets the whole answer in the end.
+        raw = bytearray()
+        while block := await reader.read(256 * 1024):
+            raw += block
+        writer.close()
+    assert b"data: [DONE]" in raw[-200:]
+    rows = await usage_rows(client)
+    assert sorted(r.completion_tokens for r in rows) == [5] * 20 + [words]
+    assert [r.status for r in rows] == [200] * 21
 
 
 async def test_a_thousand_concurrent_streams(client, models: Models, upstream) -> None:

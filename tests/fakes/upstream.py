@@ -97,6 +97,7 @@ class FakeUpstream:
     in_flight: int = 0
     max_in_flight: int = 0
     cancelled: int = 0
+    chunks_sent: int = 0  # streamed content chunks written, all calls together
     log_requests: bool = True
 
     def __post_init__(self) -> None:
@@ -285,6 +286,7 @@ class FakeUpstream:
                 await response.write(b"data: {not json\n\n")
                 continue
             await response.write(event(chunk({"content": word if index == 0 else " " + word})))
+            self.chunks_sent += 1
         if not b.omit_finish:
             await response.write(event(chunk({}, "stop")))
         include_usage = (body.get("stream_options") or {}).get("include_usage")
