@@ -49,6 +49,7 @@ class Row:
     event_code: int | None = None  # the error event's code
     detail: str = ""  # part of the JSON detail or the error event's message
     gateway: dict[str, Any] = field(default_factory=dict)  # gateway settings for the row
+    provider: dict[str, Any] = field(default_factory=dict)  # the faulty provider's settings
     retry_after: str | None = None  # Retry-After the client must get
 
 
@@ -70,6 +71,9 @@ ROWS = [
         200, "answer", True, 200, "upstream"),
     Row("connection reset mid-stream", {"reset_after_chunks": 2}, True, True,
         200, "error-event", False, 502, "streamed", event_code=502, detail="broke off"),
+    # Headers and first chunks in time, then silence longer than the provider's timeout.
+    Row("provider goes quiet mid-stream", {"chunk_delay_seconds": 1.5}, True, True,
+        200, "error-event", False, 504, "streamed", event_code=504, detail="went quiet", provider={"timeout": 1}),
     # Malformed SSE: the headers are gone, so the stream is cut with one clear error event.
     Row("SSE `data:` line that is not JSON", {"bad_event_after_chunks": 2}, True, True,
         200, "error-event", False, 502, "streamed", event_code=502, detail="not a JSON object"),
@@ -117,7 +121,7 @@ async def test_upstream_fault(row: Row, app_factory, upstream, second_upstream) 
     client = await app_factory(gateway=row.gateway) if row.gateway else await app_factory()
     models = Models(client, Seeder(client))
     router = await models.router(cost_prompt_tokens=PRICE, cost_completion_tokens=PRICE)
-    await models.provider(router, upstream.base_url)
+    await models.provider(router, upstream.base_url, **row.provider)
     if row.with_healthy_provider:
         healthy = await models.provider(router, second_upstream.base_url)
         await client.app.state.context.load.cool_down(healthy, 60)  # tried last: the faulty one goes first

@@ -6,9 +6,10 @@ tokens are counted from what was streamed. If the client goes away, the upstream
 closed and the client is charged for what it was sent.
 
 What the provider sends is checked as it passes: a `data:` line that is not a JSON object, a
-stream that ends before its last chunk, one larger than `max_response_bytes` or longer than
-`max_stream_seconds` — each ends the client's stream with an `error` event and is charged
-for what was streamed until then (the headers are gone: no failover, no other status).
+stream that breaks, ends before its last chunk, or grows larger than `max_response_bytes` (502),
+one silent for longer than the provider's timeout or lasting longer than `max_stream_seconds`
+(504) — each ends the client's stream with an `error` event of that code and is charged for
+what was streamed until then (the headers are gone: no failover, no other status).
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ class ChatStreamRelay:
                 yield self._usage_event()
                 yield b"data: [DONE]\n\n"
                 self._status = 200
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except TimeoutError:  # aiohttp's read timeout is one too: the provider went quiet
+            self._status = 504
+            yield error_event(504, "the provider's stream went quiet for longer than its timeout")
+        except aiohttp.ClientError as exc:
             self._status = 502
             yield error_event(502, f"the provider's stream broke off ({exc.__class__.__name__})")
         except StreamFault as fault:
