@@ -54,6 +54,9 @@ class Row:
 
 
 ROWS = [
+    # Row(fault, behaviour, stream, with_healthy_provider,
+    #     client status, outcome, failover, usage status, tokens, [event code, detail, settings...])
+    #
     # 429 from a provider is its own rate limit: another provider may take the call; alone, the
     # client gets 429 with the provider's Retry-After (not a 502: nothing is broken).
     Row("429 + Retry-After, another provider", {"fail_status": 429, "retry_after": "7"}, False, True,
@@ -96,6 +99,19 @@ ROWS = [
     Row("10 MB answer over max_response_bytes (chunked)", {"reply_bytes": 10_000_000, "chunked_body": True}, False, True,
         502, "json-error", False, 502, "none", detail="larger than 1048576 bytes", gateway={"max_response_bytes": MiB}),
 ]
+
+
+def markdown_table() -> str:
+    """The table above, as docs/security.md shows it (`python tests/test_faults.py`)."""
+    lines = ["| fault | streamed | client gets | failover | usage status, tokens |", "|---|---|---|---|---|"]
+    for row in ROWS:
+        gets = {"answer": f"{row.status}, complete answer", "json-error": f"{row.status} JSON",
+                "error-event": f"{row.status}, stream ends with an error event ({row.event_code})"}[row.outcome]
+        if row.retry_after:
+            gets += f", Retry-After {row.retry_after}"
+        failover = "yes" if row.failover else ("no" if row.with_healthy_provider else "nothing to try")
+        lines.append(f"| {row.fault} | {'yes' if row.stream else 'no'} | {gets} | {failover} | {row.usage_status}, {row.tokens} |")
+    return "\n".join(lines)
 
 
 def sse_events(text: str) -> list[Any]:
@@ -327,3 +343,7 @@ async def test_a_thousand_concurrent_streams(client, models: Models, upstream) -
     rows = await usage_rows(client)
     assert len(rows) == 1000
     assert {(r.status, r.prompt_tokens, r.completion_tokens) for r in rows} == {(200, 2, 3)}
+
+
+if __name__ == "__main__":
+    print(markdown_table())
