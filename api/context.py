@@ -18,6 +18,7 @@ from api.inference.limits import Limiter
 from api.inference.quotas import Quotas
 from api.rag.embedder import Embedder
 from api.rag.ingestion import Ingestion
+from api.rag.lexical import LexicalAnalyzer
 from api.rag.ocr import Ocr
 from api.rag.vectors import VectorStore
 from api.state.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
@@ -112,7 +113,8 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
     gateway = Gateway(catalog, load, upstreams, general.gateway, metrics)
     quotas = Quotas(quota_store, Limiter(limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens))
     vectors = VectorStore(
-        settings.dependencies.qdrant, general.rag.qdrant_collection, enabled=general.rag.vector_store_model is not None
+        settings.dependencies.qdrant, general.rag.qdrant_collection, enabled=general.rag.vector_store_model is not None,
+        lexical=LexicalAnalyzer(general.rag.lexical_language),
     )
     stack.push_async_callback(vectors.close)
     embedder = Embedder(gateway, quotas, usage_writer, metrics.observe, general.rag.vector_store_model)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from api.models.schemas import ModelsConfigEntry
@@ -72,6 +72,11 @@ class RagSettings(_Section):
     vector_store_model: str | None = Field(
         default=None, description="The text-embeddings-inference router that embeds chunks and queries; null disables documents and search."
     )
+    lexical_language: str = Field(
+        default="english",
+        description="Language of lexical search: its stop words are dropped and words reduced to their Snowball "
+        "stem ('none': neither). Documents ingested under another language must be ingested again.",
+    )
     qdrant_collection: str = Field(default="tollgate_chunks", pattern=r"^[A-Za-z0-9_-]{1,128}$", description="Qdrant collection holding every chunk.")
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="Largest file POST /v1/documents accepts.")
     embedding_batch_size: int = Field(default=32, ge=1, le=2048, description="Chunks per embeddings call during ingestion.")
@@ -84,6 +89,15 @@ class RagSettings(_Section):
     search_template: str = Field(
         default=DEFAULT_SEARCH_TEMPLATE, description="Prompt built by chat with search; {chunks} and {prompt} are replaced."
     )
+
+    @field_validator("lexical_language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        from api.rag.lexical import languages  # Snowball's list, from the stemmer itself
+
+        if value not in languages():
+            raise ValueError(f"unknown language {value!r}: one of {', '.join(languages())}")
+        return value
 
 
 class GeneralSettings(_Section):

@@ -118,6 +118,30 @@ async def test_semantic_lexical_and_hybrid_search_find_the_expected_chunk(rag: R
     assert usage["prompt_tokens"] == 1 and usage["cost"] > 0  # the query's embedding
 
 
+async def test_lexical_search_matches_word_forms_and_ignores_function_words(rag: Rag) -> None:
+    user = await rag.user()
+    collection = await rag.collection(user)
+    for name, text in (("gateway.md", "Tollgate is a gateway."), ("soup.md", "The cafeteria serves lentil soup on Tuesdays."),
+                       ("revenue.md", "Quarterly revenue grew by ten percent.")):
+        await rag.ingest(user, collection, name, text.encode())
+    # "what", "is" match nothing; "served" finds "serves", "Tuesday" finds "Tuesdays".
+    for query in ("what soup is served", "What is served on Tuesday?"):
+        results = (await rag.search(user, query, method="lexical", collection_ids=[collection], limit=3)).json()["data"]
+        assert [r["chunk"]["content"] for r in results] == ["The cafeteria serves lentil soup on Tuesdays."], (query, results)
+    # A query of function words only finds nothing, and is no error.
+    response = await rag.search(user, "what is it", method="lexical", collection_ids=[collection])
+    assert response.status_code == 200 and response.json()["data"] == []
+
+
+async def test_lexical_language_is_a_setting(app_factory) -> None:
+    from api.rag.lexical import LexicalAnalyzer
+
+    assert LexicalAnalyzer("french").terms("Les maisons de la ville") == ["maison", "vill"]
+    assert LexicalAnalyzer("none").terms("The Serves") == ["the", "serves"]
+    with pytest.raises(Exception, match="unknown language 'klingon'"):
+        await app_factory(rag={"lexical_language": "klingon"})
+
+
 async def test_metadata_filters(rag: Rag) -> None:
     user = await rag.user()
     collection = await rag.collection(user)

@@ -18,7 +18,7 @@ from typing import Any
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
 from api.errors import InvalidRequestError
-from api.rag import lexical
+from api.rag.lexical import LexicalAnalyzer
 from api.rag.schemas import (
     ComparisonFilter,
     ComparisonType,
@@ -128,8 +128,11 @@ class VectorStore:
     """Opens Qdrant on first use: a deployment without documents never touches it (a local
     folder can be held by one process only)."""
 
-    def __init__(self, settings: QdrantSettings, collection: str, enabled: bool = True) -> None:
+    def __init__(
+        self, settings: QdrantSettings, collection: str, enabled: bool = True, lexical: LexicalAnalyzer | None = None
+    ) -> None:
         self._settings = settings
+        self._lexical = lexical or LexicalAnalyzer()
         self._opened: AsyncQdrantClient | None = None
         self._local = settings.url is None  # local mode builds no payload indexes
         self._enabled = enabled
@@ -176,7 +179,7 @@ class VectorStore:
         points = [
             models.PointStruct(
                 id=point_id(document_id, chunk.chunk_id),
-                vector={DENSE: vector, SPARSE: lexical.document_vector(chunk.content)},
+                vector={DENSE: vector, SPARSE: self._lexical.document_vector(chunk.content)},
                 payload={
                     # Until its document is ready, a chunk's collection is negated: out of every
                     # search (which matches positive ids) at the cost of no extra condition.
@@ -282,7 +285,7 @@ class VectorStore:
         if metadata_filter is not None:
             must.append(_condition(metadata_filter))
         where = models.Filter(must=must)
-        sparse = lexical.query_vector(query_text)
+        sparse = self._lexical.query_vector(query_text)
         if method is SearchMethod.semantic:
             assert query_vector is not None
             result = await self._client.query_points(
