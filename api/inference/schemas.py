@@ -3,17 +3,48 @@ other field passes through to the provider untouched."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.common.schemas import StorableStr
 
 ModelName = Annotated[StorableStr, Field(min_length=1, max_length=255)]
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_encodable(data: Any) -> Any:
+    """Refuse unpaired surrogates (JSON's "\\ud800") anywhere in a body that goes upstream: it
+    cannot be written as UTF-8, so forwarding it would fail. A loop, not recursion: the body's
+    nesting is the client's choice."""
+    pending = [data]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _LONE_SURROGATE.search(value):
+                raise ValueError("text must be valid Unicode: unpaired surrogates cannot be sent on")
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return data
+
+
 class PassThroughModel(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+class UpstreamRequest(PassThroughModel):
+    """A whole request body that is forwarded to a provider."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: Any) -> Any:
+        return check_encodable(data)
 
 
 class ChatMessage(PassThroughModel):
@@ -24,7 +55,7 @@ class StreamOptions(PassThroughModel):
     include_usage: bool | None = None
 
 
-class ChatCompletionRequest(PassThroughModel):
+class ChatCompletionRequest(UpstreamRequest):
     model: ModelName
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=10_000)]
     stream: bool = False
@@ -34,17 +65,34 @@ class ChatCompletionRequest(PassThroughModel):
     n: Annotated[int, Field(ge=1, le=128)] | None = None
 
 
-EmbeddingInput = str | list[str] | list[int] | list[list[int]]
+# OpenAI's limit on inputs per request: a list is bounded so a 10 MB body of short strings
+# cannot become 1,000,000 upstream embeddings in one call.
+MAX_EMBEDDING_INPUTS = 2048
+EmbeddingInput = (
+    str
+    | Annotated[list[str], Field(max_length=MAX_EMBEDDING_INPUTS)]
+    | list[int]
+    | Annotated[list[list[int]], Field(max_length=MAX_EMBEDDING_INPUTS)]
+)
 
 
-class EmbeddingsRequest(PassThroughModel):
+class EmbeddingsRequest(UpstreamRequest):
     model: ModelName
     input: EmbeddingInput
     dimensions: Annotated[int, Field(ge=1)] | None = None
     encoding_format: str | None = None
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def _not_too_many(cls, value: Any) -> Any:
+        # Before the union, whose shapes would each report every item of a huge list. A list of
+        # integers is one input (token ids), which the limit does not count.
+        if isinstance(value, list) and len(value) > MAX_EMBEDDING_INPUTS and not isinstance(value[0], int):
+            raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} inputs per request")
+        return value
 
-class RerankRequest(PassThroughModel):
+
+class RerankRequest(UpstreamRequest):
     model: ModelName
     query: Annotated[str, Field(min_length=1)]
     documents: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=10_000)]

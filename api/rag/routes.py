@@ -96,7 +96,9 @@ async def _read_upload(file: UploadFile, max_bytes: int) -> documents.Upload:
     if len(content) > max_bytes:
         raise PayloadTooLargeError(f"The file is larger than {max_bytes} bytes")
     # Only the last path component: a name like ../../etc/passwd is just "passwd".
-    filename = (file.filename or "file").replace("\\", "/").rsplit("/", 1)[-1][:255] or "file"
+    filename = (file.filename or "file").replace("\\", "/").rsplit("/", 1)[-1][:255]
+    if filename in ("", ".", ".."):  # no name left, or one that means a directory
+        filename = "file"
     return documents.Upload(filename, file.content_type, content)
 
 
