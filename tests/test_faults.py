@@ -74,12 +74,20 @@ ROWS = [
         200, "answer", True, 200, "upstream"),
     Row("connection reset mid-stream", {"reset_after_chunks": 2}, True, True,
         200, "error-event", False, 502, "streamed", event_code=502, detail="broke off"),
+    # After the headers, before the first event (the provider "processing the prompt"): not one
+    # byte has reached the client, so another provider can still take the call.
+    Row("stream reset after its headers, before its first event", {"reset_before_first_event": True}, True, True,
+        200, "answer", True, 200, "upstream"),
+    Row("only provider silent after its headers, past its timeout", {"first_event_delay_seconds": 1.5}, True, False,
+        504, "json-error", False, 504, "none", detail="timed out", provider={"timeout": 1}),
     # Headers and first chunks in time, then silence longer than the provider's timeout.
     Row("provider goes quiet mid-stream", {"chunk_delay_seconds": 1.5}, True, True,
         200, "error-event", False, 504, "streamed", event_code=504, detail="went quiet", provider={"timeout": 1}),
     # Malformed SSE: the headers are gone, so the stream is cut with one clear error event.
     Row("SSE `data:` line that is not JSON", {"bad_event_after_chunks": 2}, True, True,
         200, "error-event", False, 502, "streamed", event_code=502, detail="not a JSON object"),
+    Row("the provider's own error event mid-stream", {"error_event_after_chunks": 2}, True, True,
+        200, "error-event", False, 502, "streamed", event_code=502, detail="reported an error: injected stream failure"),
     Row("SSE stream ends without [DONE] (after its finish_reason)", {"omit_done": True}, True, True,
         200, "answer", False, 200, "upstream"),
     Row("SSE stream ends without [DONE] nor finish_reason", {"omit_done": True, "omit_finish": True}, True, True,

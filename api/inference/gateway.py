@@ -2,7 +2,8 @@
 
 A provider is tried at most once per request. Failover happens on a connection error, a
 timeout, a 5xx or 429, or an unreadable answer — always before the first byte reaches the
-client. Upstream 4xx answers are the client's to see and pass through unchanged, but a 429
+client (a stream's first bytes are awaited before its headers go out, so a provider that
+breaks or stays silent before them is replaced too). Upstream 4xx answers are the client's to see and pass through unchanged, but a 429
 is the provider's own rate limit: another provider may take the call, and when every one
 tried answered 429 the client gets 429 with the soonest `Retry-After`.
 
@@ -66,14 +67,16 @@ class UpstreamAnswer:
 
 @dataclass
 class OpenStream:
-    """A streamed answer whose headers arrived with a 2xx: from here on there is no failover.
-    The relay reads at most `max_bytes` of it, until `deadline` (time.monotonic())."""
+    """A streamed answer whose first bytes (`first`) arrived after 2xx headers: from here on
+    there is no failover. The relay reads at most `max_bytes` of it, until `deadline`
+    (time.monotonic())."""
 
     response: aiohttp.ClientResponse
     provider: ProviderTarget
     lease: Lease
     deadline: float
     max_bytes: int
+    first: bytes
 
 
 # A provider's Retry-After lengthens its cooldown, within reason: a provider asking for a day
@@ -103,6 +106,12 @@ def parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _transport_failure(provider: ProviderTarget, error: Exception) -> _Retryable:
+    if isinstance(error, TimeoutError):  # aiohttp's own timeouts are TimeoutErrors too
+        return _Retryable("timeout", f"provider {provider.id} timed out after {provider.timeout}s")
+    return _Retryable("unreachable", f"provider {provider.id} is unreachable ({error.__class__.__name__})")
 
 
 def _status_failure(provider: ProviderTarget, response: aiohttp.ClientResponse) -> _Retryable:
@@ -324,10 +333,8 @@ class Gateway:
                     raise _status_failure(provider, response)
                 raw = await self._read_bounded(response, provider)
                 status = response.status
-        except TimeoutError as exc:
-            raise _Retryable("timeout", f"provider {provider.id} timed out after {provider.timeout}s") from exc
-        except aiohttp.ClientError as exc:
-            raise _Retryable("unreachable", f"provider {provider.id} is unreachable ({exc.__class__.__name__})") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _transport_failure(provider, exc) from exc
         finally:
             meter.upstream_seconds += time.perf_counter() - started
         meter.first_byte_at = time.perf_counter()
@@ -357,8 +364,18 @@ class Gateway:
         self._metrics.upstream_errors.labels(str(provider.id), "too_large").inc()
         raise UpstreamError(f"provider {provider.id}'s answer is larger than {limit} bytes")
 
+    @staticmethod
+    async def _first_block(response: aiohttp.ClientResponse, provider: ProviderTarget) -> bytes:
+        """A stream's first bytes. Providers send their headers at once and their first event
+        after the prompt is processed: a crash or a stall in between can still fail over."""
+        first = await response.content.readany()
+        if not first:
+            raise _Retryable("invalid", f"provider {provider.id} ended its stream before its first event")
+        return first
+
     async def open_stream(self, meter: Meter, body: dict[str, Any], priority: int) -> OpenStream:
-        """Open a streamed chat completion: failover until a provider answers 2xx headers."""
+        """Open a streamed chat completion: failover until a provider answers 2xx headers and
+        its first bytes."""
         assert meter.router is not None
         failures: list[_Retryable] = []
         async for provider, lease in self._attempts(meter.router, priority):
@@ -378,26 +395,18 @@ class Gateway:
                     except ValueError:
                         parsed = {"error": {"message": raw.decode(errors="replace")[:2000]}}
                     raise UpstreamRejected(response.status, parsed, provider)
+                first = await self._first_block(response, provider)
                 meter.upstream_seconds += time.perf_counter() - started
+                meter.first_byte_at = time.perf_counter()
                 deadline = time.monotonic() + self._settings.max_stream_seconds
-                return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes)
-            except _Retryable as error:
+                return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first)
+            except (_Retryable, TimeoutError, aiohttp.ClientError) as exc:
+                error = exc if isinstance(exc, _Retryable) else _transport_failure(provider, exc)
                 failures.append(error)
                 meter.upstream_seconds += time.perf_counter() - started
                 if response is not None:
-                    response.release()
+                    response.release()  # an unfinished body closes the connection, never reused
                 await self._failed(provider, error)
-                await self.release(lease)
-            except TimeoutError as exc:
-                meter.upstream_seconds += time.perf_counter() - started
-                failures.append(_Retryable("timeout", f"provider {provider.id} timed out after {provider.timeout}s"))
-                await self._failed(provider, failures[-1])
-                await self.release(lease)
-                del exc
-            except aiohttp.ClientError as exc:
-                meter.upstream_seconds += time.perf_counter() - started
-                failures.append(_Retryable("unreachable", f"provider {provider.id} is unreachable ({exc.__class__.__name__})"))
-                await self._failed(provider, failures[-1])
                 await self.release(lease)
             except BaseException:
                 if response is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import aiohttp
@@ -41,6 +42,11 @@ class StreamFault(Exception):
 
 def error_event(status: int, detail: str) -> bytes:
     return b"data: " + json.dumps({"error": {"message": detail, "type": "upstream_error", "code": status}}).encode() + b"\n\n"
+
+
+def _error_message(error: Any) -> str:
+    message = error.get("message") if isinstance(error, dict) else error
+    return str(message)[:500]
 
 
 class ChatStreamRelay:
@@ -68,22 +74,26 @@ class ChatStreamRelay:
         if time.monotonic() > self._stream.deadline:
             raise StreamFault(504, "the provider's stream lasted longer than the gateway allows")
 
+    async def _blocks(self) -> AsyncIterator[bytes]:
+        yield self._stream.first  # read by the gateway before it chose this provider
+        async for data in self._stream.response.content.iter_any():
+            yield data
+
     async def events(self) -> AsyncIterator[bytes]:
         pending = b""
         received = 0
         try:
-            async for data in self._stream.response.content.iter_any():
-                if self._meter.first_byte_at is None:
-                    self._meter.first_byte_at = time.perf_counter()
-                received += len(data)
-                self._check_bounds(received)
-                pending += data
-                *lines, pending = pending.split(b"\n")
-                out, fault = self._relay(lines)
-                if out:
-                    yield out
-                if fault is not None:
-                    raise fault
+            async with aclosing(self._blocks()) as blocks:
+                async for data in blocks:
+                    received += len(data)
+                    self._check_bounds(received)
+                    pending += data
+                    *lines, pending = pending.split(b"\n")
+                    out, fault = self._relay(lines)
+                    if out:
+                        yield out
+                    if fault is not None:
+                        raise fault
             if pending:
                 out, fault = self._relay([pending])
                 if out:
@@ -135,6 +145,9 @@ class ChatStreamRelay:
         if not isinstance(chunk, dict):
             # A client's SDK would fail on it in its own way; one clear error event is better.
             raise StreamFault(502, "the provider sent an event that is not a JSON object")
+        if "error" in chunk and not chunk.get("choices"):
+            # The provider's own error event (OpenAI, vLLM): the stream failed, whatever follows.
+            raise StreamFault(502, f"the provider reported an error: {_error_message(chunk['error'])}")
         self._last_chunk = chunk
         choices = chunk.get("choices") or []
         for choice in choices:

@@ -41,6 +41,9 @@ class Behaviour:
     reset_connection: bool = False  # reset the connection (TCP RST) without answering
     drop_after_chunks: int | None = None  # close the socket mid-stream
     reset_after_chunks: int | None = None  # reset the connection (TCP RST) mid-stream
+    first_event_delay_seconds: float = 0.0  # after a stream's headers, before its first event
+    reset_before_first_event: bool = False  # send a stream's headers, then reset the connection
+    error_event_after_chunks: int | None = None  # an OpenAI-style `data: {"error": ...}` event mid-stream
     malformed: bool = False  # 200 with a body that is not JSON / not SSE JSON
     bad_event_after_chunks: int | None = None  # a `data:` line that is not JSON after this many chunks
     omit_done: bool = False  # end the stream (cleanly) without `data: [DONE]`
@@ -267,6 +270,11 @@ class FakeUpstream:
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
         b = self.behaviour
+        if b.first_event_delay_seconds:  # "processing the prompt"
+            await asyncio.sleep(b.first_event_delay_seconds)
+        if b.reset_before_first_event:
+            self._reset(request)
+            return response
         await response.write(event(chunk({"role": "assistant", "content": ""})))
         if b.endless:  # never finishes: only the caller hanging up ends it
             words = (f"word{i}" for i in itertools.count())  # type: ignore[assignment]
@@ -282,6 +290,9 @@ class FakeUpstream:
                 await asyncio.sleep(b.chunk_delay_seconds)
             elif b.endless:  # writes that never block would starve the loop the gateway shares
                 await asyncio.sleep(0)
+            if b.error_event_after_chunks is not None and index >= b.error_event_after_chunks:
+                await response.write(event({"error": {"message": "injected stream failure", "type": "server_error", "code": 500}}))
+                break
             if b.malformed or (b.bad_event_after_chunks is not None and index >= b.bad_event_after_chunks):
                 await response.write(b"data: {not json\n\n")
                 continue
