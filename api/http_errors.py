@@ -30,6 +30,7 @@ from api.state.redis_client import REDIS_DOWN, redis_unavailable
 logger = logging.getLogger("tollgate.errors")
 
 _SECRET_FIELDS = ("password", "current_password", "key", "token")
+_MAX_ECHOED_ITEMS = 1000
 
 
 async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
@@ -46,7 +47,9 @@ async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
 
 def _without_secrets(error: dict[str, Any]) -> dict[str, Any]:
     # Validation errors echo the input back; a rejected password must not be echoed.
-    if any(str(part) in _SECRET_FIELDS for part in error.get("loc", ())):
+    # Nor is a large input: 100,000 messages refused would go back as a 3 MB error.
+    large = isinstance(error.get("input"), (str, list, dict)) and len(error["input"]) > _MAX_ECHOED_ITEMS
+    if large or any(str(part) in _SECRET_FIELDS for part in error.get("loc", ())):
         error = {k: v for k, v in error.items() if k != "input"}
     if isinstance(error.get("input"), (bytes, bytearray)):
         error = {**error, "input": None}
