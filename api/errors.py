@@ -50,13 +50,20 @@ class TooManyRequestsError(DomainError):
         self.headers = headers or {}
 
 
-
 class ServiceUnavailableError(DomainError):
-    """No provider can take the request now (all at capacity or cooling down) (503)."""
+    """The request cannot be served now: no provider can take it (all at capacity or cooling
+    down), or a dependency is down (503)."""
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = max(1, retry_after)
+
+
+class DependencyUnavailableError(ServiceUnavailableError):
+    """A service Tollgate depends on (Redis, the database) cannot be reached now (503).
+
+    Raised where the shared state or the database is used, so a request that cannot be
+    checked against its limits, budget or key is refused, never let through unchecked."""
 
 
 class UpstreamError(DomainError):

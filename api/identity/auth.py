@@ -14,12 +14,18 @@ from sqlalchemy import literal, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.db.base import UTCDateTime
+from api.db.engine import database_unavailable, database_unavailable_error
 from api.db.models import ApiKey, Role, RoleLimit, User
-from api.errors import AuthenticationError, PermissionDeniedError
+from api.errors import AuthenticationError, DependencyUnavailableError, PermissionDeniedError
 from api.identity.schemas import Permission
 from api.identity.secrets import hash_api_key
 
 ALL_PERMISSIONS = frozenset(p.value for p in Permission)
+
+# How long a key verified before the database became unreachable keeps working (see
+# Authenticator). Revoking a key needs the database too, so during an outage nothing can be
+# revoked; what this can let through is a revocation made in the last `ttl` before it.
+STALE_IF_UNAVAILABLE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,11 @@ def _earliest(*moments: datetime | None) -> datetime | None:
 class Authenticator:
     """Resolves bearer keys. Cached entries live at most `ttl` seconds (≤ 1 s), so a key deleted
     through any replica stops working everywhere within that time; deletions made through this
-    process are dropped from the cache at once."""
+    process are dropped from the cache at once.
+
+    When the database cannot be reached, a key seen in the last `stale_seconds` keeps working
+    (its expiry still checked), re-checked at most once per `ttl`, so inference goes on
+    through a database restart; any other key gets 503 (DependencyUnavailableError)."""
 
     def __init__(
         self,
@@ -78,12 +88,15 @@ class Authenticator:
         master_key: str,
         ttl: float = 1.0,
         max_entries: int = 50_000,
+        stale_seconds: float = STALE_IF_UNAVAILABLE_SECONDS,
     ) -> None:
         self._session_factory = session_factory
         self._master_key = master_key.encode()
         self._ttl = ttl
+        self._stale_seconds = stale_seconds
         self._max_entries = max_entries
-        self._cache: dict[str, tuple[Principal, float]] = {}
+        # Key hash -> (principal, fresh until, usable until while the database is down).
+        self._cache: dict[str, tuple[Principal, float, float]] = {}
         # One database read per key at a time: requests that miss together share it.
         self._loading: dict[str, asyncio.Future[Principal]] = {}
         # Bumped by every forget_*: a read that started before it must not be cached after it.
@@ -112,20 +125,29 @@ class Authenticator:
 
     async def _load_and_remember(self, key_hash: str) -> Principal:
         generation = self._generation
-        principal = await self._load(key_hash)
+        try:
+            principal = await self._load(key_hash)
+        except AuthenticationError:
+            self._cache.pop(key_hash, None)  # gone from the database: no stale copy either
+            raise
+        except DependencyUnavailableError:
+            stale = self._stale(key_hash)
+            if stale is None:
+                raise
+            return stale
         if generation == self._generation:
             self._remember(key_hash, principal)
         return principal
 
     def forget_keys(self, key_ids: set[int]) -> None:
         self._generation += 1
-        for key_hash, (principal, _) in list(self._cache.items()):
+        for key_hash, (principal, *_) in list(self._cache.items()):
             if principal.key_id in key_ids:
                 del self._cache[key_hash]
 
     def forget_user(self, user_id: int) -> None:
         self._generation += 1
-        for key_hash, (principal, _) in list(self._cache.items()):
+        for key_hash, (principal, *_) in list(self._cache.items()):
             if principal.user_id == user_id:
                 del self._cache[key_hash]
 
@@ -135,20 +157,28 @@ class Authenticator:
 
     def _cached(self, key_hash: str) -> Principal | None:
         entry = self._cache.get(key_hash)
-        if entry is None:
+        if entry is None or time.monotonic() >= entry[1]:
+            return None  # an expired entry stays, as the fallback of a database outage
+        return entry[0]
+
+    def _stale(self, key_hash: str) -> Principal | None:
+        """The expired entry of a key, if recent enough to serve while the database is down;
+        fresh again for one `ttl`, so a down database is tried once per ttl, not per request."""
+        entry = self._cache.get(key_hash)
+        now = time.monotonic()
+        if entry is None or now >= entry[2]:
+            self._cache.pop(key_hash, None)
             return None
-        principal, stored_at = entry
-        if time.monotonic() - stored_at >= self._ttl:
-            del self._cache[key_hash]
-            return None
-        return principal
+        self._cache[key_hash] = (entry[0], now + self._ttl, entry[2])
+        return entry[0]
 
     def _remember(self, key_hash: str, principal: Principal) -> None:
         if self._ttl <= 0:
             return
         if len(self._cache) >= self._max_entries:
             self._cache.clear()
-        self._cache[key_hash] = (principal, time.monotonic())
+        now = time.monotonic()
+        self._cache[key_hash] = (principal, now + self._ttl, now + self._ttl + self._stale_seconds)
 
     async def _load(self, key_hash: str) -> Principal:
         return await self._load_where(ApiKey.key_hash == key_hash, "Invalid API key")
@@ -166,17 +196,22 @@ class Authenticator:
                            User.organization_id, User.priority, User.expires, User.budget_nanos, Role.permissions)
             query = query.select_from(User)
         query = query.join(Role, Role.id == User.role_id).where(where)
-        async with self._session_factory() as session:
-            row = (await session.execute(query)).first()
-            if row is None:
-                raise AuthenticationError(missing)
-            (key_id, key_name, key_expires, user_id, role_id, organization_id, priority, user_expires,
-             budget_nanos, permissions) = row
-            limit_rows = (
-                await session.execute(
-                    select(RoleLimit.router_id, RoleLimit.type, RoleLimit.value).where(RoleLimit.role_id == role_id)
-                )
-            ).all()
+        try:
+            async with self._session_factory() as session:
+                row = (await session.execute(query)).first()
+                if row is None:
+                    raise AuthenticationError(missing)
+                (key_id, key_name, key_expires, user_id, role_id, organization_id, priority, user_expires,
+                 budget_nanos, permissions) = row
+                limit_rows = (
+                    await session.execute(
+                        select(RoleLimit.router_id, RoleLimit.type, RoleLimit.value).where(RoleLimit.role_id == role_id)
+                    )
+                ).all()
+        except Exception as error:
+            if database_unavailable(error):
+                raise database_unavailable_error("the API key cannot be checked") from error
+            raise
         limits: dict[int, dict[str, int | None]] = {}
         for router_id, limit_type, value in limit_rows:
             limits.setdefault(router_id, {})[limit_type] = value

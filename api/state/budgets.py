@@ -19,6 +19,9 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from api.errors import DependencyUnavailableError
+from api.state.redis_client import REDIS_DOWN, RETRY_AFTER_SECONDS, redis_unavailable
+
 
 class BudgetStore(Protocol):
     async def set_budget(self, user_id: int, budget: int | None) -> None:
@@ -95,11 +98,29 @@ class RedisBudgetStore:
         return [f"{self._prefix}{user_id}:balance", f"{self._prefix}{user_id}:reserved"]
 
     async def set_budget(self, user_id: int, budget: int | None) -> None:
-        await self._set(keys=self._keys(user_id), args=["" if budget is None else budget])
+        try:
+            await self._set(keys=self._keys(user_id), args=["" if budget is None else budget])
+        except REDIS_DOWN as error:
+            raise _not_applied() from error
 
     async def add(self, user_id: int, amount: int) -> None:
-        await self._add(keys=self._keys(user_id)[:1], args=[amount])
+        try:
+            await self._add(keys=self._keys(user_id)[:1], args=[amount])
+        except REDIS_DOWN as error:
+            raise _not_applied() from error
 
     async def balance(self, user_id: int) -> int | None:
-        raw = await self._redis.get(self._keys(user_id)[0])
+        try:
+            raw = await self._redis.get(self._keys(user_id)[0])
+        except REDIS_DOWN as error:
+            raise redis_unavailable() from error
         return None if raw is None else int(raw)
+
+
+def _not_applied() -> DependencyUnavailableError:
+    # The database is written first: say what to do rather than invite a second recharge.
+    return DependencyUnavailableError(
+        "Shared state (Redis) is unavailable: the live budget balance was not updated. Once Redis is back, "
+        "set the user's budget again (PATCH) to apply the change",
+        retry_after=RETRY_AFTER_SECONDS,
+    )

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from api.state.redis_client import REDIS_DOWN, redis_unavailable
+
 
 @dataclass(frozen=True)
 class WindowCount:
@@ -88,20 +90,29 @@ return {count, ttl}
 
 
 class RedisCounterStore:
+    """When Redis cannot be reached a throttle cannot be enforced: both methods raise
+    DependencyUnavailableError, and the login is refused (503) rather than let through."""
+
     def __init__(self, redis: Redis, key_prefix: str) -> None:
         self._redis = redis
         self._prefix = key_prefix + "counter:"
         self._hit = redis.register_script(_HIT_SCRIPT)
 
     async def hit(self, key: str, window_seconds: int) -> WindowCount:
-        count, ttl_ms = await self._hit(keys=[self._prefix + key], args=[window_seconds * 1000])
+        try:
+            count, ttl_ms = await self._hit(keys=[self._prefix + key], args=[window_seconds * 1000])
+        except REDIS_DOWN as error:
+            raise redis_unavailable() from error
         return WindowCount(int(count), int(ttl_ms) / 1000)
 
     async def peek(self, key: str) -> WindowCount:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(self._prefix + key)
-            pipe.pttl(self._prefix + key)
-            raw, ttl_ms = await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.get(self._prefix + key)
+                pipe.pttl(self._prefix + key)
+                raw, ttl_ms = await pipe.execute()
+        except REDIS_DOWN as error:
+            raise redis_unavailable() from error
         if raw is None or ttl_ms <= 0:
             return WindowCount(0, 0.0)
         return WindowCount(int(raw), ttl_ms / 1000)

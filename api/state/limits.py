@@ -15,6 +15,8 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from api.state.redis_client import REDIS_DOWN, redis_unavailable
+
 
 @dataclass(frozen=True)
 class WindowCheck:
@@ -109,7 +111,10 @@ class RedisLimitStore:
             index = int(now // check.window_seconds)
             keys.append(f"{self._prefix}{check.key}:{index}")
             resets.append((index + 1) * check.window_seconds - now)
-        values = await self._redis.mget(keys)
+        try:
+            values = await self._redis.mget(keys)
+        except REDIS_DOWN as error:
+            raise redis_unavailable() from error
         return [
             WindowState(key, check.limit, int(value or 0), reset)
             for key, check, value, reset in zip(keys, checks, values, resets, strict=True)

@@ -6,6 +6,7 @@ a process that dies mid-request cannot leave a count behind: its leases simply e
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -13,6 +14,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
+
+from api.state.redis_client import REDIS_DOWN, redis_unavailable
+
+logger = logging.getLogger("tollgate.state")
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,9 @@ class Lease:
 
 
 class LoadTracker(Protocol):
+    """Reads and acquisitions raise DependencyUnavailableError when the store cannot be
+    reached; releases and cooldowns never raise (they are dropped and logged)."""
+
     async def acquire(self, provider_id: int, cap: int | None, lease_seconds: float) -> Lease | None:
         """Count one more request in flight unless `cap` are already; None when at the cap."""
         ...
@@ -110,25 +118,40 @@ class RedisLoadTracker:
 
     async def acquire(self, provider_id: int, cap: int | None, lease_seconds: float) -> Lease | None:
         token = uuid.uuid4().hex
-        admitted = await self._acquire(
-            keys=[self._inflight_key(provider_id)], args=[-1 if cap is None else cap, lease_seconds, token]
-        )
+        try:
+            admitted = await self._acquire(
+                keys=[self._inflight_key(provider_id)], args=[-1 if cap is None else cap, lease_seconds, token]
+            )
+        except REDIS_DOWN as error:
+            raise redis_unavailable() from error
         return Lease(provider_id, token) if admitted else None
 
     async def release(self, lease: Lease) -> None:
-        if lease.token is not None:
+        if lease.token is None:
+            return
+        try:
             await self._redis.zrem(self._inflight_key(lease.provider_id), lease.token)
+        except REDIS_DOWN as error:
+            # The call is over either way; its lease expires by itself.
+            logger.warning("in-flight lease on provider %d not released (it will expire): %r", lease.provider_id, error)
 
     async def in_flight(self, provider_ids: Iterable[int]) -> dict[int, int]:
         ids = list(provider_ids)
         if not ids:
             return {}
-        counts = await self._count(keys=[self._inflight_key(pid) for pid in ids])
+        try:
+            counts = await self._count(keys=[self._inflight_key(pid) for pid in ids])
+        except REDIS_DOWN as error:
+            raise redis_unavailable() from error
         return dict(zip(ids, (int(c) for c in counts), strict=True))
 
     async def cool_down(self, provider_id: int, seconds: float) -> None:
-        await self._redis.set(self._cooldown_key(provider_id), b"1", px=max(1, int(seconds * 1000)))
         self._cooling_cache.clear()
+        try:
+            await self._redis.set(self._cooldown_key(provider_id), b"1", px=max(1, int(seconds * 1000)))
+        except REDIS_DOWN as error:
+            # A failed provider's failover goes on; only the cooldown is lost.
+            logger.warning("cooldown of provider %d not recorded: %r", provider_id, error)
 
     async def cooling(self, provider_ids: Iterable[int]) -> set[int]:
         """Providers cooling down: a Redis look-up at most every COOLING_CACHE_SECONDS per set of
@@ -141,7 +164,10 @@ class RedisLoadTracker:
         if cached is not None and now - cached[0] < self.COOLING_CACHE_SECONDS:
             return cached[1]
         ordered = list(ids)
-        values = await self._redis.mget([self._cooldown_key(pid) for pid in ordered])
+        try:
+            values = await self._redis.mget([self._cooldown_key(pid) for pid in ordered])
+        except REDIS_DOWN as error:
+            raise redis_unavailable() from error
         result = {pid for pid, value in zip(ordered, values, strict=True) if value is not None}
         if len(self._cooling_cache) > 10_000:
             self._cooling_cache.clear()

@@ -10,12 +10,15 @@ are the same keys `RedisLimitStore` and `RedisBudgetStore` read and write.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from api.state.budgets import MemoryBudgetStore
-from api.state.redis_client import ScriptBatcher
+from api.state.redis_client import REDIS_DOWN, ScriptBatcher, redis_unavailable
 from api.state.limits import Admission, MemoryLimitStore, WindowCheck, WindowState, decode
+
+logger = logging.getLogger("tollgate.state")
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,15 @@ class QuotaDecision:
 
 class QuotaStore(Protocol):
     async def admit(self, checks: list[WindowCheck], hold: BudgetHold | None) -> QuotaDecision:
-        """Take all or nothing. A caller cancelled while waiting ends up having taken nothing."""
+        """Take all or nothing. A caller cancelled while waiting ends up having taken nothing.
+        Raises DependencyUnavailableError when the store cannot be reached: nothing is let
+        through unchecked."""
         ...
 
     async def settle(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
-        """Add each delta to its window counter (by the key admit returned); release the hold."""
+        """Add each delta to its window counter (by the key admit returned); release the hold.
+        Never raises: a settlement the store cannot take is logged and dropped, so the call's
+        usage record is still written."""
         ...
 
 
@@ -187,6 +194,10 @@ class RedisQuotaStore:
             # The caller left while Redis was counting: whatever the script took, give back.
             pending.add_done_callback(lambda done: self._give_back(done, checks, hold))
             raise
+        except REDIS_DOWN as error:
+            # Fail closed: a call that cannot be counted is not made. (Had the script run
+            # before the connection broke, its count stays taken: the safe side.)
+            raise redis_unavailable() from error
         return self._decision(result, checks)
 
     def _give_back(self, done: asyncio.Future[Any], checks: list[WindowCheck], hold: BudgetHold | None) -> None:
@@ -243,11 +254,16 @@ class RedisQuotaStore:
             args += [reserved, spent]
         try:
             await self._scripts.run(self._settle, keys, args)
-        except Exception as error:  # noqa: BLE001  (every caller of the batch gets it)
-            batch.done.set_exception(error)
-            batch.done.exception()  # retrieved: callers may all have left
-        else:
-            batch.done.set_result(None)
+        except Exception as error:  # noqa: BLE001
+            # Dropped, not retried: resent after a reset connection it could be applied twice
+            # (a budget refunded twice can be overspent). Left undone, the windows keep the
+            # estimates and the holds stay reserved: the safe side. The calls' usage records,
+            # and the database budgets, are written all the same.
+            level = logging.WARNING if isinstance(error, REDIS_DOWN) else logging.ERROR
+            logger.log(level, "settlement of %d windows and %d budget holds dropped: %r "
+                       "(budget holds left reserved, nanos by user: %s)", len(batch.deltas), len(batch.releases),
+                       error, {user: reserved - spent for user, (reserved, spent) in batch.releases.items()})
+        batch.done.set_result(None)
 
     async def close(self) -> None:
         if self._sending:

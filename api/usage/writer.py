@@ -1,6 +1,11 @@
 """Usage records leave the request path through a bounded queue and reach the database in
 batches. A full queue slows requests down rather than dropping records; a failed write is
-retried; shutdown drains the queue."""
+retried; shutdown drains the queue.
+
+While the database is down (a restart, a failover) the batch in hand is retried with back-off
+and new records wait in the queue; once it is back every record is written exactly once: a
+batch whose commit was lost with its connection may have been written, and then its retry
+trips the unique request id and falls back to one insert per record, skipping those in."""
 
 from __future__ import annotations
 
@@ -10,13 +15,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import bindparam, insert, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.db.base import utcnow
+from api.db.engine import database_unavailable
 from api.db.models import Usage, User
+from api.usage.journal import UsageJournal
 
 logger = logging.getLogger("tollgate.usage")
+
+# Retries start fast (a lost connection is replaced at once) and back off to this: a
+# database that comes back is written to within a couple of seconds.
+MAX_RETRY_DELAY_SECONDS = 2.0
 
 
 @dataclass
@@ -52,7 +63,9 @@ class UsageWriter:
         max_queue: int = 10_000,
         batch_size: int = 500,
         interval_seconds: float = 0.2,
+        journal: UsageJournal | None = None,
     ) -> None:
+        self._journal = journal
         self._session_factory = session_factory
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=max_queue)
         self._batch_size = batch_size
@@ -71,6 +84,8 @@ class UsageWriter:
         return self._written
 
     async def record(self, record: UsageRecord) -> None:
+        if self._journal is not None:
+            self._journal.append(record)  # on disk before the answer leaves: a crash loses nothing
         await self._queue.put(record)
 
     def start(self) -> None:
@@ -89,6 +104,13 @@ class UsageWriter:
             await self._write(self._in_hand)
         while not self._queue.empty():
             await self._write(self._take(self._batch_size))
+        if self._journal is not None:
+            self._journal.close()
+
+    async def write_now(self, records: list[UsageRecord]) -> None:
+        """Write records that never went through the queue (a dead process's, from its
+        journal), retrying like the others; those already in the database are skipped."""
+        await self._store(list(records))
 
     async def flush(self) -> None:
         """Return once every record queued so far is written (tests and shutdown)."""
@@ -111,6 +133,15 @@ class UsageWriter:
             await self._write(self._in_hand)
 
     async def _write(self, batch: list[UsageRecord]) -> None:
+        await self._store(batch)
+        if batch is self._in_hand:
+            self._in_hand = []
+        if self._journal is not None:
+            self._journal.done(len(batch))
+        for _ in batch:
+            self._queue.task_done()
+
+    async def _store(self, batch: list[UsageRecord]) -> None:
         """Insert `batch`, retrying transient failures until it is in. A failure that is not
         transient (a record the database refuses, or one already written) switches to one
         insert per record, so one bad record cannot block every later one."""
@@ -127,16 +158,17 @@ class UsageWriter:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not one_by_one and isinstance(exc, DBAPIError) and not _is_transient(exc):
+                transient = _is_transient(exc)
+                if not one_by_one and isinstance(exc, DBAPIError) and not transient:
                     one_by_one = True
                     continue
-                logger.exception("writing %d usage records failed; retrying in %.1fs", len(pending), delay)
+                if transient:  # expected in an outage: one line, no traceback
+                    logger.warning("database unavailable, %d usage records wait (%d queued); retrying in %.1fs: %r",
+                                   len(pending), self._queue.qsize(), delay, exc)
+                else:
+                    logger.exception("writing %d usage records failed; retrying in %.1fs", len(pending), delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        if batch is self._in_hand:
-            self._in_hand = []
-        for _ in batch:
-            self._queue.task_done()
+                delay = min(delay * 2, MAX_RETRY_DELAY_SECONDS)
 
     async def _insert(self, records: list[UsageRecord]) -> None:
         spent: dict[int, int] = {}
@@ -175,6 +207,4 @@ class UsageWriter:
 
 def _is_transient(exc: BaseException) -> bool:
     """A failure of the connection or the server, not of the data: worth retrying as is."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError))
+    return database_unavailable(exc)
