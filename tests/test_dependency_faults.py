@@ -151,12 +151,17 @@ def between(calls: list[Call], start: float, end: float) -> list[Call]:
     return [c for c in calls if c.started >= start and c.ended <= end]
 
 
+HELD = [{"role": "user", "content": "one two held"}]  # as many tokens as BODY's, told apart by the provider
+
+
 async def admitted_then_held(client: httpx.AsyncClient, upstream: FakeUpstream, headers: dict[str, str]) -> list[asyncio.Task[httpx.Response]]:
     """Two calls (one streamed) admitted now, whose provider answers a second later."""
     upstream.behaviour.delay_seconds = 1.0
     seen = len(upstream.received)
-    calls = [asyncio.create_task(client.post("/v1/chat/completions", json=body, headers=headers)) for body in (BODY, STREAM_BODY)]
-    while len(upstream.received) < seen + 2:  # both reached the provider: admitted, leases taken
+    calls = [asyncio.create_task(client.post("/v1/chat/completions", json={**body, "messages": HELD}, headers=headers))
+             for body in (BODY, STREAM_BODY)]
+    # Both reached the provider: admitted, their leases taken.
+    while sum(r.body.get("messages") == HELD for r in upstream.received[seen:]) < 2:
         await asyncio.sleep(0.01)
     upstream.behaviour.delay_seconds = 0.0
     return calls

@@ -133,7 +133,8 @@ class RedisLoadTracker:
             await self._redis.zrem(self._inflight_key(lease.provider_id), lease.token)
         except REDIS_DOWN as error:
             # The call is over either way; its lease expires by itself.
-            logger.warning("in-flight lease on provider %d not released (it will expire): %r", lease.provider_id, error)
+            logger.warning("in-flight lease on provider %d not released, it will expire (%s: %s)",
+                           lease.provider_id, type(error).__name__, error)
 
     async def in_flight(self, provider_ids: Iterable[int]) -> dict[int, int]:
         ids = list(provider_ids)
@@ -151,7 +152,7 @@ class RedisLoadTracker:
             await self._redis.set(self._cooldown_key(provider_id), b"1", px=max(1, int(seconds * 1000)))
         except REDIS_DOWN as error:
             # A failed provider's failover goes on; only the cooldown is lost.
-            logger.warning("cooldown of provider %d not recorded: %r", provider_id, error)
+            logger.warning("cooldown of provider %d not recorded (%s: %s)", provider_id, type(error).__name__, error)
 
     async def cooling(self, provider_ids: Iterable[int]) -> set[int]:
         """Providers cooling down: a Redis look-up at most every COOLING_CACHE_SECONDS per set of

@@ -260,8 +260,8 @@ class RedisQuotaStore:
             # estimates and the holds stay reserved: the safe side. The calls' usage records,
             # and the database budgets, are written all the same.
             level = logging.WARNING if isinstance(error, REDIS_DOWN) else logging.ERROR
-            logger.log(level, "settlement of %d windows and %d budget holds dropped: %r "
-                       "(budget holds left reserved, nanos by user: %s)", len(batch.deltas), len(batch.releases),
+            logger.log(level, "settlement of %d windows and %d budget holds dropped (%s: %s); "
+                       "left reserved, nanos by user: %s", len(batch.deltas), len(batch.releases), type(error).__name__,
                        error, {user: reserved - spent for user, (reserved, spent) in batch.releases.items()})
         batch.done.set_result(None)
 
