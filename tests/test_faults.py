@@ -9,7 +9,8 @@ tests/test_gateway_routing.py and test_gateway_streaming.py) are not repeated he
 
 Token columns: `upstream` = the provider's own usage (prompt 2: "hello there", completion 5);
 `streamed` = prompt counted with tiktoken, completion = tiktoken over what reached the client;
-`none` = nothing charged (the call produced nothing).
+`none` = nothing charged (the call produced nothing). Every row also checks the caller's
+budget reservation was settled to exactly the recorded cost.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ async def test_upstream_fault(row: Row, app_factory, upstream, second_upstream) 
     if row.with_healthy_provider:
         healthy = await models.provider(router, second_upstream.base_url)
         await client.app.state.context.load.cool_down(healthy, 60)  # tried last: the faulty one goes first
-    user = await models.user_for(router)
+    budget = 10_000_000  # units (one a token): room for every row, so its settlement shows
+    user = await models.user_for(router, budget=budget)
     for name, value in row.behaviour.items():
         setattr(upstream.behaviour, name, value)
 
@@ -195,6 +197,8 @@ async def test_upstream_fault(row: Row, app_factory, upstream, second_upstream) 
     else:
         assert (record.prompt_tokens, record.completion_tokens) == (0, 0)
     assert record.cost_nanos == record.total_tokens * 1_000_000_000  # charged exactly its tokens
+    # The budget reservation was settled to that cost, whatever the fault.
+    assert await client.app.state.context.budgets.balance(user.id) == budget * 1_000_000_000 - record.cost_nanos
 
 
 async def test_a_429_retry_after_cools_the_provider_down_for_that_long(app_factory, upstream, second_upstream) -> None:
