@@ -211,13 +211,16 @@ async def test_a_429_retry_after_cools_the_provider_down_for_that_long(app_facto
     user = await models.user_for(router)
     upstream.behaviour.fail_status, upstream.behaviour.retry_after = 429, "60"
     tracker = client.app.state.context.load
-    for _ in range(10):
-        body = {"model": "chat", "messages": MESSAGES}
+    body = {"model": "chat", "messages": MESSAGES}
+    await tracker.cool_down(healthy, 0.2)  # so the limited one is tried first, once
+    assert (await client.post("/v1/chat/completions", json=body, headers=user.headers)).status_code == 200
+    assert (len(upstream.received), len(second_upstream.received)) == (1, 1)
+    await asyncio.sleep(0.3)  # the healthy one's cooldown is over; the limited one's 60 s are not
+    for _ in range(9):
         assert (await client.post("/v1/chat/completions", json=body, headers=user.headers)).status_code == 200
-    # Asked once at most: after its 429 it is cooling down, and the healthy one takes the rest.
-    assert len(upstream.received) <= 1 and len(second_upstream.received) + len(upstream.received) >= 10
-    if upstream.received:
-        assert await tracker.cooling([limited, healthy]) == {limited}
+    # Without its Retry-After honoured, the limited provider would have been picked about half the time.
+    assert (len(upstream.received), len(second_upstream.received)) == (1, 10)
+    assert await tracker.cooling([limited, healthy]) == {limited}
     assert [r.status for r in await usage_rows(client)] == [200] * 10
 
 
