@@ -63,10 +63,11 @@ def worker(args: argparse.Namespace) -> int:
 
     settings = _load(args.config)
     _configure_logging(settings)
-    if settings.settings.rag.vector_store_model is None:
-        print("error: a worker ingests documents: settings.rag.vector_store_model is not set", file=sys.stderr)
+    if settings.settings.rag.vector_store_model is None and settings.settings.usage_journal_path is None:
+        print("error: a worker ingests documents (settings.rag.vector_store_model) and writes the usage journals "
+              "of dead processes (settings.usage_journal_path): neither is set", file=sys.stderr)
         return 2
-    if settings.dependencies.qdrant.url is None:
+    if settings.settings.rag.vector_store_model is not None and settings.dependencies.qdrant.url is None:
         print("error: a worker needs a Qdrant server (dependencies.qdrant.url): a local Qdrant folder "
               "can be opened by one process only, the API's", file=sys.stderr)
         return 2
@@ -113,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--workers", type=int, default=1, help="processes; more than 1 needs Redis")
     serve_parser.set_defaults(handler=serve)
 
-    worker_parser = commands.add_parser("worker", help="ingest documents in a process of its own")
+    worker_parser = commands.add_parser(
+        "worker", help="ingest documents, and write the usage journals of dead API processes, in a process of its own"
+    )
     worker_parser.add_argument("--config", default=argparse.SUPPRESS, help="config file")
     worker_parser.add_argument("--concurrency", type=int, default=2, help="documents ingested at once")
     worker_parser.set_defaults(handler=worker)

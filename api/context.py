@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import AsyncExitStack
+from pathlib import Path
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -30,6 +31,7 @@ from api.providers.sessions import UpstreamSessions
 from api.state.limits import LimitStore, MemoryLimitStore, RedisLimitStore
 from api.state.quotas import MemoryQuotaStore, QuotaStore, RedisQuotaStore
 from api.state.load import LoadTracker, MemoryLoadTracker, RedisLoadTracker
+from api.usage.journal import UsageJournal, replay_orphans
 from api.usage.writer import UsageWriter
 from api.identity.login import LoginThrottle
 from api.identity.secrets import PasswordHasher
@@ -105,7 +107,11 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
     refresher = asyncio.create_task(catalog.refresh_forever(general.models_refresh_seconds), name="catalog-refresh")
     stack.push_async_callback(_cancel, refresher)
     metrics = GatewayMetrics()
-    usage_writer = UsageWriter(session_factory)
+    journal = UsageJournal(Path(general.usage_journal_path)) if general.usage_journal_path else None
+    usage_writer = UsageWriter(session_factory, interval_seconds=general.usage_write_interval_seconds, journal=journal)
+    if journal is not None:
+        # Records answered by a process of this folder that died before writing them.
+        await replay_orphans(journal.directory, usage_writer.write_now)
     usage_writer.start()
     # Registered last, so it runs first at shutdown: in-flight usage is written before the engine closes.
     stack.push_async_callback(usage_writer.stop)

@@ -109,6 +109,14 @@ class GeneralSettings(_Section):
         description="FastAPI's native OpenTelemetry traces, metrics and logs of each HTTP request, sent to the "
         "global OpenTelemetry providers. Off, no request pays for it.",
     )
+    usage_journal_path: str | None = Field(
+        default="./data/usage-journal",
+        description="Folder where each process keeps the usage records it answered until the database has them, so "
+        "a killed process loses none (replayed by the next `tollgate serve` or by `tollgate worker`); null: off.",
+    )
+    usage_write_interval_seconds: float = Field(
+        default=0.2, gt=0, le=60, description="How long usage records gather before they are written in one batch."
+    )
     auth_cache_ttl_seconds: float = Field(default=1.0, ge=0, le=1.0, description="How long a key lookup is cached; bounded by 1 s so revocation is honoured within 1 s.")
     max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     encryption_key: str | None = Field(

@@ -121,6 +121,7 @@ def make_settings(backend: Backend, redis_prefix: str, qdrant_path: str | None =
     }
     if backend.redis_url:
         dependencies["redis"] = {"url": backend.redis_url, "key_prefix": redis_prefix}
+    general.setdefault("usage_journal_path", None)  # never the repository's ./data: app_factory gives a folder
     return Settings(settings={"auth_master_key": MASTER_KEY, **general}, dependencies=dependencies)
 
 
@@ -159,12 +160,15 @@ async def app_factory(backend: Backend) -> AsyncIterator[AppFactory]:
     async with AsyncExitStack() as stack:
         first = True
         redis_prefix = f"tollgate-test:{uuid.uuid4().hex}:"
+        # One usage journal folder per test, shared by its apps like replicas on one host.
+        journal_path = stack.enter_context(tempfile.TemporaryDirectory(prefix="tollgate-journal-"))
 
         async def build(**general: object) -> httpx.AsyncClient:
             nonlocal first
             # Qdrant's local mode: a folder per app (one process may hold a folder at a time).
             qdrant_path = stack.enter_context(tempfile.TemporaryDirectory(prefix="tollgate-qdrant-"))
-            settings = make_settings(backend, redis_prefix, qdrant_path=qdrant_path, **general)
+            settings = make_settings(backend, redis_prefix, qdrant_path=qdrant_path,
+                                     **{"usage_journal_path": journal_path, **general})
             client = await stack.enter_async_context(running_app(settings))
             if first:
                 await _empty_tables(client.app.state.context)  # type: ignore[attr-defined]

@@ -129,8 +129,12 @@ def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
 
 
 def test_worker_explains_what_it_needs(tmp_path: Path) -> None:
-    no_rag = tollgate("--config", str(sqlite_config(tmp_path)), "worker")
-    assert no_rag.returncode == 2 and "vector_store_model" in no_rag.stderr
+    nothing = tmp_path / "nothing.yml"
+    nothing.write_text(
+        f"settings:\n  usage_journal_path: null\ndependencies:\n  database:\n    url: sqlite+aiosqlite:///{tmp_path}/t.db\n"
+    )
+    idle = tollgate("--config", str(nothing), "worker")
+    assert idle.returncode == 2 and "vector_store_model" in idle.stderr and "usage_journal_path" in idle.stderr
     config = tmp_path / "rag.yml"
     config.write_text(
         "settings:\n  rag:\n    vector_store_model: embeddings\n"

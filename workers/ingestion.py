@@ -1,4 +1,5 @@
-"""`tollgate worker`: document ingestion in a process of its own.
+"""`tollgate worker`: document ingestion, and the usage journals of dead API processes, in a
+process of its own.
 
 API processes can leave ingestion to workers (`settings.rag.ingestion_concurrency: 0` in their
 config) so a large upload never competes with model calls for their CPU. Jobs are claimed
@@ -11,17 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import contextlib
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 from api.context import build_context
+from api.usage.journal import replay_forever
 from api.settings import Settings
 
 log = logging.getLogger("tollgate.worker")
 
 
+# How soon the records of an API process that died reach the database.
+REPLAY_EVERY_SECONDS = 2.0
+
+
 async def run_worker(settings: Settings, concurrency: int) -> None:
-    """Ingest documents, `concurrency` at a time, until SIGINT or SIGTERM; then finish cleanly
-    (usage of the calls made is written before exiting)."""
+    """Ingest documents, `concurrency` at a time, and write the usage journals that dead API
+    processes left in `settings.usage_journal_path`, until SIGINT or SIGTERM; then finish
+    cleanly (usage of the calls made is written before exiting)."""
+    if settings.settings.rag.vector_store_model is None:
+        concurrency = 0
     rag = settings.settings.rag.model_copy(update={"ingestion_concurrency": concurrency})
     settings = settings.model_copy(update={"settings": settings.settings.model_copy(update={"rag": rag})})
     stop = asyncio.Event()
@@ -29,7 +40,19 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with AsyncExitStack() as stack:
-        await build_context(settings, stack)  # starts the ingestion loop, and stops it on exit
-        log.info("worker started: ingesting up to %d documents at once", concurrency)
+        context = await build_context(settings, stack)  # starts the ingestion loop, and stops it on exit
+        journals = settings.settings.usage_journal_path
+        if journals is not None:
+            replaying = asyncio.create_task(
+                replay_forever(Path(journals), context.usage_writer.write_now, REPLAY_EVERY_SECONDS), name="journal-replay"
+            )
+            stack.push_async_callback(_cancel, replaying)  # stopped before the usage writer drains
+        log.info("worker started: ingesting up to %d documents at once; usage journals: %s", concurrency, journals or "off")
         await stop.wait()
         log.info("worker stopping")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

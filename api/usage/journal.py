@@ -1,0 +1,160 @@
+"""Usage records on local disk from the moment they are recorded until the database has them,
+so a process killed between answering and writing (SIGKILL, the OOM killer, a crash) loses
+none of the calls it answered.
+
+Each process appends to segment files of its own in one directory and holds an exclusive
+`flock` on each for as long as it lives; the kernel releases those locks when the process
+dies, however it dies. A segment whose records are all in the database is emptied (the one
+being written) or deleted (a full one). A segment that nobody holds belongs to a process that
+died: `replay_orphans` writes its records (the unique request id skips those already in) and
+deletes it. `tollgate serve` replays at start and `tollgate worker` every few seconds.
+
+An append is one `write()` into the page cache, a few microseconds: no round trip on the
+request path. It survives the death of the process, not of the machine (there is no fsync):
+docs/deployment.md argues that trade-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import secrets
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+if TYPE_CHECKING:
+    from api.usage.writer import UsageRecord
+
+logger = logging.getLogger("tollgate.usage")
+
+SUFFIX = ".usage.jsonl"
+
+
+@dataclass
+class _Segment:
+    path: Path
+    fd: int
+    appended: int = 0
+    last: int = 0  # sequence number of its last record
+
+
+class UsageJournal:
+    """One process's journal. The writer takes records in the order they were appended, so
+    'the first n records are done' is all the journal needs to know to drop them."""
+
+    def __init__(self, directory: Path, records_per_segment: int = 100_000) -> None:
+        self.directory = directory
+        self._per_segment = records_per_segment
+        self._segments: deque[_Segment] = deque()
+        self._name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._opened = 0
+        self._appended = 0
+        self._done = 0
+
+    def append(self, record: UsageRecord) -> None:
+        if not self._segments or self._segments[-1].appended >= self._per_segment:
+            self._segments.append(self._open_segment())
+        segment = self._segments[-1]
+        os.write(segment.fd, encode(record))
+        self._appended += 1
+        segment.appended += 1
+        segment.last = self._appended
+
+    def done(self, count: int) -> None:
+        """The next `count` records (in append order) are in the database."""
+        self._done += count
+        while self._segments and self._segments[0].last <= self._done:
+            segment = self._segments[0]
+            if len(self._segments) == 1 and segment.appended < self._per_segment:
+                # The segment being written: emptied, not deleted, so the next record needs
+                # no new file. O_APPEND writes go to the new end.
+                os.ftruncate(segment.fd, 0)
+                segment.appended = 0
+                break
+            self._segments.popleft()
+            segment.path.unlink(missing_ok=True)
+            os.close(segment.fd)
+
+    def close(self) -> None:
+        """Release the segments; any left with records is replayed by the next process."""
+        self.done(0)
+        while self._segments:
+            segment = self._segments.popleft()
+            if segment.appended == 0 or segment.last <= self._done:
+                segment.path.unlink(missing_ok=True)
+            os.close(segment.fd)
+
+    def _open_segment(self) -> _Segment:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._opened += 1
+        path = self.directory / f"{self._name}-{self._opened}{SUFFIX}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return _Segment(path, fd, last=self._appended)
+
+
+def encode(record: UsageRecord) -> bytes:
+    return orjson.dumps(vars(record)) + b"\n"
+
+
+def decode(line: bytes) -> UsageRecord | None:
+    """A record, or None for a line cut short by the death of its writer (that call was
+    never answered: the line is written before the answer leaves)."""
+    from api.usage.writer import UsageRecord
+
+    try:
+        fields = orjson.loads(line)
+        fields["created"] = datetime.fromisoformat(fields["created"])
+        return UsageRecord(**fields)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+async def replay_orphans(directory: Path, write: Callable[[list[UsageRecord]], Awaitable[None]]) -> int:
+    """Write the records of every segment no live process holds, then delete it. Returns how
+    many records were read (some may have been in the database already)."""
+    if not directory.is_dir():
+        return 0
+    replayed = 0
+    for path in sorted(directory.glob("*" + SUFFIX)):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # its process finished with it meanwhile
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live process's, or another replayer's
+            if not path.exists():
+                continue  # deleted between our open and our lock
+            with os.fdopen(os.dup(fd), "rb") as file:
+                records = [r for r in map(decode, file.read().splitlines()) if r is not None]
+            if records:
+                logger.warning("replaying %d usage records left by a process that died (%s)", len(records), path.name)
+                await write(records)
+            path.unlink(missing_ok=True)
+            replayed += len(records)
+        finally:
+            os.close(fd)
+    return replayed
+
+
+async def replay_forever(directory: Path, write: Callable[[list[UsageRecord]], Awaitable[None]], every_seconds: float) -> None:
+    """What `tollgate worker` runs beside ingestion: a replica that dies is not always
+    restarted on the same folder, so someone else must pick its records up."""
+    while True:
+        try:
+            await replay_orphans(directory, write)
+        except OSError:
+            logger.exception("replaying usage journals in %s failed; trying again in %.0fs", directory, every_seconds)
+        await asyncio.sleep(every_seconds)
