@@ -68,6 +68,8 @@ ROWS = [
         429, "json-error", False, 429, "none", detail="rate-limited", retry_after="7"),
     Row("429 + Retry-After, only provider, streamed", {"fail_status": 429, "retry_after": "7"}, True, False,
         429, "json-error", False, 429, "none", detail="rate-limited", retry_after="7"),
+    Row("429 with a 400-digit Retry-After, only provider", {"fail_status": 429, "retry_after": "9" * 400}, False, False,
+        429, "json-error", False, 429, "none", detail="rate-limited", retry_after="86400"),
     Row("429 without Retry-After, only provider", {"fail_status": 429}, False, False,
         429, "json-error", False, 429, "none", detail="rate-limited", gateway={"cooldown_seconds": 3}, retry_after="3"),
     # Reset (RST) rather than an orderly close.

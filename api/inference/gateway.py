@@ -92,20 +92,26 @@ class _Retryable(Exception):
         self.retry_after = retry_after  # seconds, from a 429's Retry-After
 
 
+# Longest Retry-After taken from a provider: it is untrusted, and a 400-digit one is no number.
+MAX_RETRY_AFTER = 86_400.0
+
+
 def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent or invalid."""
+    """Retry-After as seconds from now (at most a day): delta-seconds or an HTTP date; None if
+    absent or invalid."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        digits = value.lstrip("0") or "0"
+        return MAX_RETRY_AFTER if len(digits) > 5 else min(float(digits), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    return min(max(0.0, (when - datetime.now(timezone.utc)).total_seconds()), MAX_RETRY_AFTER)
 
 
 def _transport_failure(provider: ProviderTarget, error: Exception) -> _Retryable:
