@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.db.base import utcnow
 from api.db.engine import database_unavailable
 from api.db.models import Usage, User
+from api.usage.journal import UsageJournal
 
 logger = logging.getLogger("tollgate.usage")
 
@@ -62,7 +63,9 @@ class UsageWriter:
         max_queue: int = 10_000,
         batch_size: int = 500,
         interval_seconds: float = 0.2,
+        journal: UsageJournal | None = None,
     ) -> None:
+        self._journal = journal
         self._session_factory = session_factory
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=max_queue)
         self._batch_size = batch_size
@@ -81,6 +84,8 @@ class UsageWriter:
         return self._written
 
     async def record(self, record: UsageRecord) -> None:
+        if self._journal is not None:
+            self._journal.append(record)  # on disk before the answer leaves: a crash loses nothing
         await self._queue.put(record)
 
     def start(self) -> None:
@@ -99,6 +104,13 @@ class UsageWriter:
             await self._write(self._in_hand)
         while not self._queue.empty():
             await self._write(self._take(self._batch_size))
+        if self._journal is not None:
+            self._journal.close()
+
+    async def write_now(self, records: list[UsageRecord]) -> None:
+        """Write records that never went through the queue (a dead process's, from its
+        journal), retrying like the others; those already in the database are skipped."""
+        await self._store(list(records))
 
     async def flush(self) -> None:
         """Return once every record queued so far is written (tests and shutdown)."""
@@ -121,6 +133,15 @@ class UsageWriter:
             await self._write(self._in_hand)
 
     async def _write(self, batch: list[UsageRecord]) -> None:
+        await self._store(batch)
+        if batch is self._in_hand:
+            self._in_hand = []
+        if self._journal is not None:
+            self._journal.done(len(batch))
+        for _ in batch:
+            self._queue.task_done()
+
+    async def _store(self, batch: list[UsageRecord]) -> None:
         """Insert `batch`, retrying transient failures until it is in. A failure that is not
         transient (a record the database refuses, or one already written) switches to one
         insert per record, so one bad record cannot block every later one."""
@@ -148,10 +169,6 @@ class UsageWriter:
                     logger.exception("writing %d usage records failed; retrying in %.1fs", len(pending), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY_SECONDS)
-        if batch is self._in_hand:
-            self._in_hand = []
-        for _ in batch:
-            self._queue.task_done()
 
     async def _insert(self, records: list[UsageRecord]) -> None:
         spent: dict[int, int] = {}
