@@ -1,5 +1,6 @@
-"""Two real `tollgate serve` processes on one PostgreSQL and one Redis: limits and budgets hold
-across them, and every request is recorded once."""
+"""Real `tollgate serve` processes (and a `tollgate worker`) on one PostgreSQL and one Redis:
+limits, budgets, key revocation and provider changes hold across them, every request is recorded
+once, and a replica killed with SIGKILL loses no record of a call it answered."""
 
 import asyncio
 import signal
@@ -82,3 +83,98 @@ async def test_two_processes_share_limits_budgets_and_accounting(app_factory, ba
     async with client.app.state.context.session_factory() as session:
         remaining = (await session.execute(select(User.budget_nanos).where(User.id == budgeted.id))).scalar_one()
     assert remaining == 245_000 - 10 * 8_000
+
+
+def start_worker(config: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "api.cli", "--config", str(config), "worker"],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=config.parent)
+
+
+async def test_replicas_and_a_worker_share_keys_and_providers_and_lose_no_usage_when_killed(
+    app_factory, backend, upstream, second_upstream, tmp_path
+) -> None:
+    if backend.redis_url is None:
+        pytest.skip("several processes need PostgreSQL + Redis")
+    client = await app_factory()
+    models = Models(client, Seeder(client))
+    router = await models.router(cost_prompt_tokens=1, cost_completion_tokens=1)
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, budget=1.0)
+
+    master = client.app.state.context.settings.settings.auth_master_key
+    config = tmp_path / "config.yml"
+    # Records are written every 30 s: when a replica is killed, none of its calls is in the
+    # database yet, and only its journal can bring them there.
+    config.write_text(
+        f"settings:\n  auth_master_key: {master}\n  access_log: false\n  log_level: WARNING\n"
+        f"  models_refresh_seconds: 0.5\n  usage_journal_path: {tmp_path}/journal\n  usage_write_interval_seconds: 30\n"
+        f"dependencies:\n  database:\n    url: {backend.database_url}\n"
+        f"  redis:\n    url: {backend.redis_url}\n    key_prefix: \"replicas-{uuid.uuid4().hex}:\"\n"
+        f"  qdrant:\n    path: {tmp_path}/qdrant\n"
+    )
+    ports = [free_port(), free_port()]
+    first, second = (f"http://127.0.0.1:{port}" for port in ports)
+    replicas = [serve(config, port) for port in ports]
+    worker = start_worker(config, tmp_path / "worker.log")
+    try:
+        await wait_healthy([first, second])
+        async with httpx.AsyncClient(timeout=30) as http:
+            # A provider added through the first replica is used by the second.
+            added = await http.post(first + "/v1/admin/providers", headers={"Authorization": f"Bearer {master}"},
+                                    json={"router": router, "type": "vllm", "url": second_upstream.base_url, "model_name": "fake-chat"})
+            assert added.status_code == 201, added.text
+            deadline = time.monotonic() + 5
+            while not any(r.path == "/v1/chat/completions" for r in second_upstream.received):
+                assert time.monotonic() < deadline, "the second replica never used the new provider"
+                assert (await http.post(second + "/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+
+            # A key deleted through the first replica is refused by the second within 1 s.
+            spare = (await http.post(first + "/v1/me/keys", json={"name": "spare"}, headers=user.headers)).json()
+            spare_headers = {"Authorization": f"Bearer {spare['token']}"}
+            assert (await http.post(second + "/v1/chat/completions", json=BODY, headers=spare_headers)).status_code == 200
+            assert (await http.delete(f"{first}/v1/me/keys/{spare['id']}", headers=user.headers)).status_code == 204
+            deleted_at = time.monotonic()
+            while (await http.post(second + "/v1/chat/completions", json=BODY, headers=spare_headers)).status_code != 401:
+                await asyncio.sleep(0.05)
+            assert time.monotonic() - deleted_at < 1.5
+
+            # The second replica is killed (SIGKILL) in the middle of traffic.
+            answered: list[str] = []
+
+            async def caller() -> None:
+                while True:
+                    try:
+                        response = await http.post(second + "/v1/chat/completions", json=BODY, headers=user.headers)
+                    except httpx.TransportError:
+                        return  # the replica is gone
+                    if response.status_code == 200:
+                        answered.append(response.headers["x-tollgate-request-id"])
+
+            callers = [asyncio.create_task(caller()) for _ in range(8)]
+            while len(answered) < 40:
+                await asyncio.sleep(0.05)
+            replicas[1].send_signal(signal.SIGKILL)
+            replicas[1].wait(timeout=10)
+            await asyncio.gather(*callers)
+
+        # The worker finds the dead replica's journal and writes what it answered, once.
+        deadline = time.monotonic() + 15
+        while True:
+            written = {r.request_id for r in await usage_rows(client)}
+            if set(answered) <= written:
+                break
+            assert time.monotonic() < deadline, f"{len(set(answered) - written)} answered calls were never recorded"
+            await asyncio.sleep(0.2)
+        assert "replaying" in (tmp_path / "worker.log").read_text()
+    finally:
+        for process in (replicas[0], worker):
+            process.send_signal(signal.SIGINT)
+        for process in (*replicas, worker):
+            if process.poll() is None:
+                process.wait(timeout=30)
+    rows = await usage_rows(client)
+    assert len(rows) == len({r.request_id for r in rows})
+    async with client.app.state.context.session_factory() as session:
+        remaining = (await session.execute(select(User.budget_nanos).where(User.id == user.id))).scalar_one()
+    # Each recorded cost left the budget exactly once, replayed records included.
+    assert remaining == 1_000_000_000 - sum(r.cost_nanos for r in rows if r.user_id == user.id)
