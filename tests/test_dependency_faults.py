@@ -38,7 +38,8 @@ REQUEST_ID = "x-tollgate-request-id"
 # As in test_budgets: a call reserves 24 micro-units and really costs 8.
 RESERVED, SPENT = 24_000, 8_000  # nanos
 BUDGET_NANOS = 1_000_000_000
-PROMPT = 1.0  # a refusal while a dependency is away takes less than this (seconds)
+PROMPT = 1.0  # a refusal while a dependency refuses connections takes less than this (seconds)
+REDIS_TIMEOUT = 1.0  # redis.timeout_seconds of the test apps
 
 
 @dataclass
@@ -70,9 +71,9 @@ async def relayed_app(backend: Backend, tmp_path: Path) -> AsyncIterator[Relayed
         settings={"auth_master_key": MASTER_KEY, "access_log": False},
         dependencies={
             "database": {"url": database_url.set(host="127.0.0.1", port=database.port).render_as_string(hide_password=False)},
-            # A short timeout, so a stalled (not refused) connection would be found out quickly too.
+            # A short timeout, so that a stalled (not refused) connection is found out quickly too.
             "redis": {"url": _through(redis, backend.redis_url), "key_prefix": f"tollgate-test:{uuid.uuid4().hex}:",
-                      "timeout_seconds": 1.0},
+                      "timeout_seconds": REDIS_TIMEOUT},
             "qdrant": {"path": str(tmp_path / "qdrant")},
         },
     )
@@ -222,6 +223,36 @@ async def test_redis_outage_refuses_calls_with_503_and_recovers(backend, upstrea
         # The live balance kept the dropped settlements' holds: it errs on the safe side.
         live = (await client.get("/v1/me/info", headers=user.headers)).json()["budget"]
         assert round(live * 1e9) <= db_budget - 2 * (RESERVED - SPENT)
+
+
+async def test_a_hung_redis_costs_one_bounded_wait_then_503(backend, upstream, tmp_path) -> None:
+    """Redis (or the network to it) stops answering but closes nothing: every wait is bounded
+    by redis.timeout_seconds, so calls still get their 503, only later."""
+    async with relayed_app(backend, tmp_path) as relayed:
+        client = relayed.client
+        user = await provision(client, upstream)
+        assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+
+        async with traffic(client, user.headers) as load:
+            await asyncio.sleep(0.3)
+            await relayed.redis.stall()
+            stalled = time.monotonic()
+            await asyncio.sleep(3)
+            await relayed.redis.restore()
+            restored = time.monotonic()
+            await asyncio.sleep(2.5)
+            calls = await load.stop()
+
+        statuses = Counter(c.status for c in calls)
+        assert set(statuses) <= {200, 503}, statuses
+        during = between(calls, stalled, restored)
+        assert len(during) >= 5 and all(c.status == 503 and c.headers["retry-after"] == "2" for c in during)
+        # One Redis timeout, plus at most one wait for a pooled connection: never a hang.
+        assert all(c.ended - c.started < 2 * REDIS_TIMEOUT + 0.5 for c in calls), max(c.ended - c.started for c in calls)
+        assert all(c.status == 200 for c in calls if c.started > restored + 2), statuses
+        assert any(c.status == 200 for c in calls if restored < c.started < restored + 2)
+        rows = await chat_rows(client)
+        assert Counter(r.status for r in rows) == statuses + Counter({200: 1})
 
 
 async def test_database_restart_keeps_serving_known_keys_and_writes_every_record(backend, upstream, tmp_path) -> None:

@@ -15,8 +15,11 @@ from api.errors import DependencyUnavailableError
 from api.settings import DatabaseSettings
 
 # A server that does not answer (a host down, a dropped route) must not hold an
-# authentication or a usage write for asyncpg's default minute.
+# authentication or a usage write for asyncpg's default minute to connect, nor forever on a
+# connection that went quiet. No statement of an HTTP request should last longer than a
+# proxy waits for its answer (nginx: 60 s) anyway.
 CONNECT_TIMEOUT_SECONDS = 5.0
+STATEMENT_TIMEOUT_SECONDS = 60.0
 
 # SQLSTATE classes of a connection lost or refused, a server shutting down, starting up or
 # out of resources: the database is unavailable, the statement itself is fine.
@@ -54,7 +57,11 @@ def build_engine(database: DatabaseSettings) -> AsyncEngine:
             pool_size=database.pool_size,
             max_overflow=database.pool_size,
             # Day boundaries in usage reports are UTC whatever the server's zone.
-            connect_args={"server_settings": {"timezone": "UTC"}, "timeout": CONNECT_TIMEOUT_SECONDS},
+            connect_args={
+                "server_settings": {"timezone": "UTC"},
+                "timeout": CONNECT_TIMEOUT_SECONDS,
+                "command_timeout": STATEMENT_TIMEOUT_SECONDS,
+            },
         )
     engine = create_async_engine(database.url, **kwargs)
     if engine.dialect.name == "sqlite":
