@@ -33,7 +33,7 @@ from fakes.upstream import Behaviour, FakeUpstream
 
 # Small on purpose: ~62 operations × two callers × (valid, invalid) on each backend, in about a
 # minute on two cores. No fixed seed: every CI run draws new examples and keeps exploring.
-MAX_EXAMPLES = int(os.environ.get("TOLLGATE_SCHEMATHESIS_EXAMPLES", "5"))
+MAX_EXAMPLES = int(os.environ.get("TOLLGATE_SCHEMATHESIS_EXAMPLES", "8"))
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 
 # The router each model endpoint's generated body names, so valid bodies reach the upstream
