@@ -238,6 +238,38 @@ async def test_a_429_with_an_http_date_retry_after(client, models: Models, upstr
     assert [r.status for r in await usage_rows(client)] == [429]
 
 
+# Answers that are valid JSON of the wrong shape, on each JSON endpoint: treated like malformed
+# JSON (another provider is tried; alone, 502), never an exception deep in the accounting (500).
+SHAPES = [  # (endpoint, router type, provider type, model name, body)
+    ("/v1/chat/completions", "text-generation", "vllm", "fake-chat", {"messages": MESSAGES}),
+    ("/v1/embeddings", "text-embeddings-inference", "vllm", "fake-embed", {"input": "hello there"}),
+    ("/v1/rerank", "text-classification", "vllm", "fake-chat", {"query": "hello", "documents": ["hello there", "x"], "top_n": 1}),
+    ("/v1/rerank", "text-classification", "tei", "fake-chat", {"query": "hello", "documents": ["hello there", "x"]}),
+]
+
+
+@pytest.mark.parametrize("alone", [True, False], ids=["only provider", "another provider"])
+@pytest.mark.parametrize(("path", "router_type", "provider_type", "model_name", "body"), SHAPES,
+                         ids=[f"{s[0]} ({s[2]})" for s in SHAPES])
+async def test_an_answer_of_the_wrong_shape(
+    client, models: Models, upstream, second_upstream, alone, path, router_type, provider_type, model_name, body
+) -> None:
+    router = await models.router("model", type=router_type)
+    await models.provider(router, upstream.base_url, model_name=model_name, type=provider_type)
+    if not alone:
+        healthy = await models.provider(router, second_upstream.base_url, model_name=model_name, type=provider_type)
+        await client.app.state.context.load.cool_down(healthy, 60)  # tried last
+    user = await models.user_for(router)
+    upstream.behaviour.wrong_shape = True
+    probes = len(second_upstream.received)  # embeddings and TEI providers are probed when added
+    response = await client.post(path, json={"model": "model", **body}, headers=user.headers)
+    if alone:
+        assert response.status_code == 502 and "unexpected shape" in response.json()["detail"]
+    else:
+        assert response.status_code == 200 and len(second_upstream.received) == probes + 1
+    assert [r.status for r in await usage_rows(client)] == [502 if alone else 200]
+
+
 # Client faults
 
 

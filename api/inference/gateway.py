@@ -39,7 +39,7 @@ from api.errors import (
 from api.identity.auth import Principal
 from api.metrics import GatewayMetrics
 from api.models.catalog import ModelCatalog, ProviderTarget, RouterEntry
-from api.providers import Endpoint, adapter_for
+from api.providers import Endpoint, adapter_for, well_formed
 from api.providers.sessions import UpstreamSessions
 from api.settings import GatewaySettings
 from api.state.load import Lease, LoadTracker
@@ -350,7 +350,10 @@ class Gateway:
             raise _Retryable("invalid", f"provider {provider.id} answered with invalid JSON") from exc
         if status >= 400:
             raise UpstreamRejected(status, parsed, provider)
-        return UpstreamAnswer(status, adapter_for(provider.type).response_body(endpoint, parsed), provider)
+        answer = adapter_for(provider.type).response_body(endpoint, parsed)
+        if not well_formed(endpoint, answer):  # like invalid JSON: another provider may do better
+            raise _Retryable("invalid", f"provider {provider.id} answered in an unexpected shape")
+        return UpstreamAnswer(status, answer, provider)
 
     async def _read_bounded(self, response: aiohttp.ClientResponse, provider: ProviderTarget) -> bytes:
         """The whole body, or UpstreamError once it passes `max_response_bytes` (read no further).

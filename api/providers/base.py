@@ -28,6 +28,28 @@ class ProbeResult:
     vector_size: int | None = None
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def well_formed(endpoint: Endpoint, body: Any) -> bool:
+    """Whether an answer (in OpenAI's shape, after its adapter) has what Tollgate and the
+    clients' SDKs read from it. Providers are not trusted: a wrong shape is a failed call (502),
+    not an exception deep in the accounting (500)."""
+    if not isinstance(body, dict):
+        return False
+    if endpoint is Endpoint.chat:
+        return isinstance(body.get("choices"), list)
+    if endpoint is Endpoint.embeddings:
+        return isinstance(body.get("data"), list)
+    if endpoint is Endpoint.rerank:
+        results = body.get("results")
+        return isinstance(results, list) and all(
+            isinstance(r, dict) and isinstance(r.get("index"), int) and _number(r.get("relevance_score")) for r in results
+        )
+    return True
+
+
 def normalise_base_url(url: str) -> str:
     """Providers are stored without a trailing `/v1`: the adapters add the paths."""
     url = url.rstrip("/")

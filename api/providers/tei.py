@@ -22,7 +22,8 @@ class TeiAdapter(ProviderAdapter):
 
     def response_body(self, endpoint: Endpoint, body: Any) -> Any:
         if endpoint is Endpoint.rerank and isinstance(body, list):
-            results = [{"index": r["index"], "relevance_score": r["score"]} for r in body]
+            # Entries of another shape are kept as they are: `well_formed` refuses them.
+            results = [{"index": r.get("index"), "relevance_score": r.get("score")} if isinstance(r, dict) else r for r in body]
             return {"results": results}
         return body
 

@@ -45,6 +45,7 @@ class Behaviour:
     reset_before_first_event: bool = False  # send a stream's headers, then reset the connection
     error_event_after_chunks: int | None = None  # an OpenAI-style `data: {"error": ...}` event mid-stream
     malformed: bool = False  # 200 with a body that is not JSON / not SSE JSON
+    wrong_shape: bool = False  # 200 with JSON that is not the endpoint's answer
     bad_event_after_chunks: int | None = None  # a `data:` line that is not JSON after this many chunks
     omit_done: bool = False  # end the stream (cleanly) without `data: [DONE]`
     omit_finish: bool = False  # ...and without the chunk carrying `finish_reason`
@@ -166,6 +167,11 @@ class FakeUpstream:
                                      status=status, headers=headers)
         if self.behaviour.malformed:
             return web.Response(text='{"choices": [ this is not json', content_type="application/json")
+        if self.behaviour.wrong_shape:
+            if request.path == "/rerank":  # TEI's own rerank answers a list
+                return web.json_response([{"idx": 0}, 1])
+            return web.json_response({"object": "nonsense", "choices": "none", "data": {"embedding": 1},
+                                      "results": [{"index": "0", "relevance_score": "high"}]})
         return None
 
     # endpoints
