@@ -9,8 +9,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# An unprivileged user: the code stays root-owned, so the server cannot rewrite it.
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin tollgate
+# An unprivileged user: the code stays root-owned, so the server cannot rewrite it. Its one
+# writable folder is the usage journal's (settings.usage_journal_path), owned by it here so that
+# a fresh named volume mounted there starts with that owner.
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin tollgate \
+    && mkdir -p /var/lib/tollgate/usage-journal && chown -R tollgate /var/lib/tollgate
+ENV TOLLGATE_SETTINGS__USAGE_JOURNAL_PATH=/var/lib/tollgate/usage-journal
 
 COPY pyproject.toml README.md ./
 COPY api ./api
