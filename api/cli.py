@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.config
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from api.errors import DomainError
+from api.logs import logging_config
 from api.settings import ConfigError, Settings, config_path_from_env, load_settings
 
 logger = logging.getLogger("tollgate")
@@ -22,11 +25,12 @@ def _load(config: str | None) -> Settings:
     return load_settings(Path(config) if config else config_path_from_env())
 
 
+def _logging_config(settings: Settings) -> dict[str, Any]:
+    return logging_config(settings.settings.log_level, settings.settings.log_format)
+
+
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.config.dictConfig(_logging_config(settings))
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -51,6 +55,7 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=settings.settings.log_level.lower(),
+        log_config=_logging_config(settings),
         access_log=settings.settings.access_log,
         proxy_headers=True,
     )

@@ -23,6 +23,7 @@ from api.inference.tokens import load_encoding
 from api.models.routes import admin as models_admin
 from api.usage import routes as usage_routes
 from api.limits import BodySizeLimit
+from api.logs import RequestIdMiddleware
 from api.rag import routes as rag_routes
 from api.settings import Settings, load_settings
 
@@ -65,6 +66,8 @@ def create_app(settings: Settings) -> FastAPI:
         BodySizeLimit, max_bytes=settings.settings.max_request_body_bytes,
         upload_paths=rag_routes.UPLOAD_PATHS, max_upload_bytes=settings.settings.rag.max_upload_bytes,
     )
+    # Added last, so it runs first: a 413 carries the request id too.
+    app.add_middleware(RequestIdMiddleware)
 
     @app.get("/health", tags=["monitoring"])
     async def health() -> dict[str, str]:

@@ -103,6 +103,9 @@ class RagSettings(_Section):
 class GeneralSettings(_Section):
     auth_master_key: str = Field(default=SHIPPED_MASTER_KEY, min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one JSON object per line, with the request id; text: for a terminal."
+    )
     access_log: bool = Field(default=True, description="Log one line per HTTP request.")
     opentelemetry: bool = Field(
         default=False,

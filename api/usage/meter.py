@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from api.identity.auth import Principal
+from api.logs import usage_request_id
 from api.models.catalog import ProviderTarget, RouterEntry
 from api.usage.accounting import NO_CARBON, Carbon, carbon_footprint, cost_nanos
 from api.usage.writer import UsageRecord, UsageWriter
@@ -23,7 +23,7 @@ class Meter:
         method: str = "POST",
         observe: Callable[[UsageRecord], None] | None = None,
     ) -> None:
-        self.request_id = os.urandom(16).hex()
+        self.request_id = usage_request_id()
         self.started = time.perf_counter()
         self.principal = principal
         self.endpoint = endpoint

@@ -1,0 +1,69 @@
+"""What an operator sees: request ids from the client to the logs and the usage records, and
+logs as one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from conftest import Models, usage_rows
+from test_cli import free_port
+
+BODY = {"model": "chat", "messages": [{"role": "user", "content": "hello"}]}
+
+
+async def test_request_ids_link_the_answer_to_its_usage_record(client, models: Models, upstream) -> None:
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router)
+
+    plain = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+    # Without an id of its own, the client gets Tollgate's: the usage record's id.
+    assert plain.headers["x-request-id"] == plain.headers["x-tollgate-request-id"]
+
+    traced = [await client.post("/v1/chat/completions", json=BODY, headers={**user.headers, "x-request-id": "trace-42"})
+              for _ in range(2)]
+    assert [r.headers["x-request-id"] for r in traced] == ["trace-42", "trace-42"]
+    # The client's id correlates; it cannot make two calls' records collide.
+    assert traced[0].headers["x-tollgate-request-id"] != traced[1].headers["x-tollgate-request-id"]
+
+    forged = await client.get("/health", headers={"x-request-id": "a\"b c"})
+    assert forged.headers["x-request-id"] != 'a"b c' and len(forged.headers["x-request-id"]) == 32
+
+    rows = {row.request_id for row in await usage_rows(client)}
+    assert rows == {r.headers["x-tollgate-request-id"] for r in (plain, *traced)}
+
+
+def test_serve_logs_one_json_object_per_line_with_the_request_id(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "settings:\n  auth_master_key: observability-test-key\n  log_format: json\n"
+        f"dependencies:\n  database:\n    url: sqlite+aiosqlite:///{tmp_path}/t.db\n  qdrant:\n    path: {tmp_path}/q\n"
+    )
+    server = subprocess.Popen([sys.executable, "-m", "api.cli", "--config", str(config), "serve", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        refused = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"x-request-id": "trace-7"})
+        assert refused.status_code == 401 and refused.headers["x-request-id"] == "trace-7"
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=20)[0]
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]  # every line is JSON
+    access = [line for line in lines if line["logger"] == "uvicorn.access" and line.get("request_id") == "trace-7"]
+    assert access and access[0]["path"] == "/v1/models" and access[0]["status"] == 401
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    assert "observability-test-key" not in output
