@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from api.db.models import User
 from api.providers import Endpoint
 from api.settings import Settings
+from api.usage.writer import UsageRecord
 from conftest import ADMIN, MASTER_KEY, Backend, Models, Seeder, _empty_tables, running_app, usage_rows
 from fakes.tcp_relay import TcpRelay
 from fakes.upstream import FakeUpstream
@@ -297,3 +298,24 @@ async def test_database_restart_keeps_serving_known_keys_and_writes_every_record
         assert all(recorded[request_id] == 1 for request_id in answered)
         assert len(rows) == len(answered) + 1 and sum(recorded.values()) == len(recorded)  # + the warm-up call
         assert all(r.status == 200 for r in rows)
+
+
+async def test_a_batch_sent_again_after_its_commit_was_lost_is_written_once(client, models: Models, upstream) -> None:
+    """What the usage writer does when a connection breaks during COMMIT: it cannot know
+    whether the batch is in, so it sends it again; the unique request id keeps each record,
+    and its cost on the user's budget, once. (Both backends: no outage needed to prove it.)"""
+    router = await models.router(cost_prompt_tokens=1, cost_completion_tokens=1)
+    user = await models.user_for(router, budget=1)
+    records = [
+        UsageRecord(request_id=uuid.uuid4().hex, endpoint=Endpoint.chat.value, method="POST", status=200,
+                    user_id=user.id, organization_id=None, key_id=user.key_id, key_name="test", cost_nanos=1_000)
+        for _ in range(5)
+    ]
+    writer = client.app.state.context.usage_writer
+    await writer.write_now(records[:3])  # committed, but say the answer to COMMIT was lost
+    await writer.write_now(records)  # so the whole batch is sent again, with two more
+    recorded = Counter(r.request_id for r in await usage_rows(client))
+    assert recorded == Counter(r.request_id for r in records)
+    async with client.app.state.context.session_factory() as session:
+        budget = (await session.execute(select(User.budget_nanos).where(User.id == user.id))).scalar_one()
+    assert budget == 1_000_000_000 - 5 * 1_000
