@@ -24,6 +24,8 @@ from api.models.routes import admin as models_admin
 from api.usage import routes as usage_routes
 from api.limits import BodySizeLimit
 from api.logs import RequestIdMiddleware
+from api.probes import Components
+from api.probes import refresh as refresh_component_gauges
 from api.rag import routes as rag_routes
 from api.settings import Settings, load_settings
 
@@ -77,7 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def metrics(caller: Caller, context: Context) -> PlainTextResponse:
         """Prometheus metrics; needs the `read_metric` permission."""
         caller.require(Permission.read_metric)
-        context.metrics.usage_queue.set(context.usage_writer.pending)
+        components = Components(context.engine, context.session_factory, context.redis, context.usage_writer)
+        await refresh_component_gauges(context.metrics.components, components)
         return PlainTextResponse(context.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     # The model endpoints first: routes are matched in order, and these carry the traffic.

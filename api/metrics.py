@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from api.probes import ComponentGauges
 from api.usage.writer import UsageRecord
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -23,7 +24,7 @@ class GatewayMetrics:
         self.in_flight = Gauge("tollgate_provider_in_flight", "Requests in flight per provider, this process", ["provider"], registry=r)
         self.upstream_errors = Counter("tollgate_upstream_errors", "Failed provider calls by kind", ["provider", "kind"], registry=r)
         self.rejections = Counter("tollgate_limit_rejections", "Requests refused by a limit or capacity", ["reason"], registry=r)
-        self.usage_queue = Gauge("tollgate_usage_queue_depth", "Usage records waiting to be written", registry=r)
+        self.components = ComponentGauges(r)  # database, Redis, usage writer, documents: read at each scrape
         # The labelled children a record updates, looked up once per (endpoint, model, status).
         self._series: dict[tuple[str, str, int], _RecordSeries] = {}
 

@@ -67,3 +67,24 @@ def test_serve_logs_one_json_object_per_line_with_the_request_id(tmp_path: Path)
     assert access and access[0]["path"] == "/v1/models" and access[0]["status"] == 401
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
     assert "observability-test-key" not in output
+
+
+async def test_metrics_cover_every_component(client, models: Models, seed, upstream, backend) -> None:
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router)
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+    await usage_rows(client)  # written
+    reader = await seed.user(permissions=["read_metric"])
+    text = (await client.get("/metrics", headers=reader.headers)).text
+
+    def value(name: str) -> float:
+        return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+
+    assert value("tollgate_db_up") == 1 and value("tollgate_db_probe_seconds") > 0
+    assert value("tollgate_usage_records_written") >= 1 and value("tollgate_usage_queue_depth") == 0
+    assert 'tollgate_documents{status="ready"} 0.0' in text
+    if backend.redis_url is not None:
+        assert value("tollgate_redis_up") == 1 and "tollgate_redis_connections" in text
+    else:
+        assert "tollgate_redis_up " not in text
