@@ -184,6 +184,12 @@ async def test_upstream_fault(row: Row, app_factory, upstream, second_upstream) 
     # Failover.
     assert len(upstream.received) == 1  # the faulty provider was tried first, once
     assert len(second_upstream.received) == (1 if row.failover else 0)
+    # Nothing lingers: the faulty provider's call is over (an endless stream was hung up on).
+    for _ in range(50):
+        if upstream.in_flight == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert upstream.in_flight == 0
 
     # Exactly one usage record, with the right status and tokens.
     rows = await usage_rows(client)
