@@ -249,7 +249,7 @@ async def soak(servers: list[Server], args: argparse.Namespace) -> bool:
     passed = True
     for server in servers:
         begin, end = rss_start[server.name], tree_rss_kib(server.pid)
-        growth = (end - begin) / begin
+        growth = (end - begin) / begin if begin and end else float("inf")  # 0: the process is gone
         ok = growth <= args.max_growth
         passed &= ok
         print(f"| {server.name} | {begin / 1024:.1f} | {end / 1024:.1f} | {growth:+.1%} | {'PASS' if ok else 'FAIL'} |")
