@@ -64,12 +64,12 @@ class Caller:
     email: str
     password: str
     known: dict[str, Any]  # path parameter -> an id that exists (and this caller may see)
-    protected_ids: set[object]
+    protected: dict[str, set[int]]  # path parameter -> the ids PROTECTED requests must not touch
 
     def spares(self, case: schemathesis.Case) -> bool:
         if (case.method, case.path) not in PROTECTED:
             return True
-        return not any(value in self.protected_ids for value in (case.path_parameters or {}).values())
+        return not any(value in self.protected.get(name, ()) for name, value in (case.path_parameters or {}).items())
 
     def aim(self, case: schemathesis.Case) -> None:
         """Point a valid case at resources that exist, so it goes past the 404."""
@@ -119,8 +119,9 @@ async def _seed(client: httpx.AsyncClient, upstream: FakeUpstream) -> dict[str, 
         known = {"model": "chat", "key": seeded.key_id, "collection_id": collection, "document_id": document.json()["id"],
                  "chunk_id": chunks.json()["ids"][0], "organization": organization, "role": user.role, "user": user.id,
                  "token": user.key_id, "router_id": routers[0], "provider_id": providers[0]}
-        protected = {admin.id, user.id, admin.role, user.role, admin.key_id, user.key_id, organization, collection,
-                     document.json()["id"], *routers, *providers}
+        protected = {"user": {admin.id, user.id}, "role": {admin.role, user.role}, "token": {admin.key_id, user.key_id},
+                     "key": {seeded.key_id}, "organization": {organization}, "router_id": set(routers),
+                     "provider_id": set(providers), "collection_id": {collection}, "document_id": {document.json()["id"]}}
         callers[name] = Caller(seeded.key, seeded.email, seeded.password, known, protected)
     return callers
 

@@ -109,7 +109,9 @@ def _condition(node: MetadataFilter) -> models.Condition:
         children = [_condition(child) for child in node.filters]
         return models.Filter(must=children) if node.type is CompoundType.and_ else models.Filter(should=children)
     assert isinstance(node, ComparisonFilter)
-    value, key = node.value, f"metadata.{node.key}"
+    # Quoted: a metadata key is one flat key, dots included ("a.b", "a..b" or ".a" would
+    # otherwise be read as a nested path, or refused by Qdrant's path parser: a 500).
+    value, key = node.value, f'metadata."{node.key}"'
     if node.type is ComparisonType.eq:
         # Qdrant matches only strings, integers and booleans exactly; a float (3.5, or 3.0 as
         # JSON gives it) is an equal-bounds range, which also matches the integer 3.
@@ -120,7 +122,7 @@ def _condition(node: MetadataFilter) -> models.Condition:
     if node.type is ComparisonType.sw:
         return models.FieldCondition(key=key, match=models.MatchPrefix(prefix=text))
     if node.type is ComparisonType.ew:
-        return models.FieldCondition(key=f"reversed.{node.key}", match=models.MatchPrefix(prefix=text[::-1]))
+        return models.FieldCondition(key=f'reversed."{node.key}"', match=models.MatchPrefix(prefix=text[::-1]))
     return models.FieldCondition(key=key, match=models.MatchSubstring(substring=text))
 
 
