@@ -82,8 +82,9 @@ def error_responses(*statuses: int, model: type[BaseModel] = ErrorOut) -> dict[i
 
 # What any authenticated endpoint may answer: an unparseable body or a NUL in the query (400),
 # no valid key (401), not allowed (403), no such resource, or not the caller's (404), a clash
-# with existing data (409), a body over the limit (413, before the route even runs).
-CLIENT_ERRORS = error_responses(400, 401, 403, 404, 409, 413)
+# with existing data (409), a body over the limit (413, before the route even runs), the
+# database or Redis out of reach (503, with Retry-After).
+CLIENT_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 503)
 # And, for endpoints that call a provider: no budget (402), a limit reached (429), the
 # provider failed, is unavailable or too slow (502, 503, 504).
 MODEL_ERRORS = error_responses(400, 401, 402, 403, 404, 409, 413, 429, 502, 503, 504, model=RelayedErrorOut)

@@ -9,8 +9,9 @@ from api.deps import ClientAddress, Context, Session
 from api.identity import login as login_service
 from api.identity.schemas import LoginRequest, LoginResult
 
-# Wrong credentials (401), or too many failures for this email or address (429).
-router = APIRouter(prefix="/v1/auth", tags=["auth"], responses=error_responses(400, 401, 413, 429))
+# Wrong credentials (401), too many failures for this email or address (429), the database
+# or Redis out of reach (503).
+router = APIRouter(prefix="/v1/auth", tags=["auth"], responses=error_responses(400, 401, 413, 429, 503))
 
 
 @router.post("/login")
