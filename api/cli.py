@@ -57,6 +57,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level=settings.settings.log_level.lower(),
         log_config=_logging_config(settings),
         access_log=settings.settings.access_log,
+        timeout_graceful_shutdown=settings.settings.shutdown_grace_seconds,
         proxy_headers=True,
     )
     return 0

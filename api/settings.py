@@ -117,6 +117,11 @@ class GeneralSettings(_Section):
         description="Folder where each process keeps the usage records it answered until the database has them, so "
         "a killed process loses none (replayed by the next `tollgate serve` or by `tollgate worker`); null: off.",
     )
+    shutdown_grace_seconds: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="On SIGTERM or SIGINT, how long requests and streams in flight may go on; then they are cut "
+        "(and still accounted). New connections are refused from the first moment.",
+    )
     usage_write_interval_seconds: float = Field(
         default=0.2, gt=0, le=60, description="How long usage records gather before they are written in one batch."
     )

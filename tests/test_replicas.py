@@ -178,3 +178,67 @@ async def test_replicas_and_a_worker_share_keys_and_providers_and_lose_no_usage_
         remaining = (await session.execute(select(User.budget_nanos).where(User.id == user.id))).scalar_one()
     # Each recorded cost left the budget exactly once, replayed records included.
     assert remaining == 1_000_000_000 - sum(r.cost_nanos for r in rows if r.user_id == user.id)
+
+
+async def test_graceful_shutdown_finishes_streams_up_to_a_deadline_and_accounts_for_the_rest(
+    app_factory, backend, upstream, tmp_path
+) -> None:
+    client = await app_factory()
+    models = Models(client, Seeder(client))
+    router = await models.router(cost_prompt_tokens=1, cost_completion_tokens=1)
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, budget=1.0)
+    master = client.app.state.context.settings.settings.auth_master_key
+    redis = f"  redis:\n    url: {backend.redis_url}\n    key_prefix: \"shutdown-{uuid.uuid4().hex}:\"\n" if backend.redis_url else ""
+    stream_body = {**BODY, "stream": True, "max_tokens": 50}
+    upstream.behaviour.chunk_delay_seconds = 0.25
+
+    async def stream_then_stop(grace: float, words: int) -> tuple[bytes, float]:
+        config = tmp_path / f"grace-{grace}.yml"
+        config.write_text(
+            f"settings:\n  auth_master_key: {master}\n  access_log: false\n  log_level: WARNING\n"
+            f"  shutdown_grace_seconds: {grace}\n  usage_journal_path: {tmp_path}/journal-{grace}\n"
+            f"dependencies:\n  database:\n    url: {backend.database_url}\n{redis}  qdrant:\n    path: {tmp_path}/q-{grace}\n"
+        )
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        process = serve(config, port)
+        upstream.behaviour.reply_words = words
+        try:
+            await wait_healthy([url])
+            received = b""
+            async with httpx.AsyncClient(timeout=30) as http:
+                async with http.stream("POST", url + "/v1/chat/completions", json=stream_body, headers=user.headers) as response:
+                    assert response.status_code == 200
+                    chunks = response.aiter_raw()
+                    received += await anext(chunks)
+                    process.send_signal(signal.SIGTERM)
+                    stopped_at = time.monotonic()
+                    await asyncio.sleep(0.3)
+                    with pytest.raises(httpx.ConnectError):  # no new connections once stopping
+                        await http.get(url + "/health")
+                    try:
+                        async for chunk in chunks:
+                            received += chunk
+                    except httpx.RemoteProtocolError:
+                        pass  # cut at the deadline
+            process.wait(timeout=grace + 20)
+            return received, time.monotonic() - stopped_at
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    # Within the deadline, the stream in flight ends normally.
+    finished, _ = await stream_then_stop(grace=10, words=6)
+    assert finished.rstrip().endswith(b"data: [DONE]")
+    # Past it, the stream is cut and the process exits.
+    cut, took = await stream_then_stop(grace=0.5, words=60)
+    assert b"[DONE]" not in cut and took < 10
+
+    rows = sorted(await usage_rows(client), key=lambda r: r.id)
+    assert [r.status for r in rows] == [200, 499]
+    assert rows[0].completion_tokens == 6 and 0 < rows[1].completion_tokens < 60
+    # Both reservations were given back: the live budget is what was spent, no more.
+    info = (await client.get("/v1/me/info", headers=user.headers)).json()
+    assert info["budget"] == pytest.approx(1.0 - sum(r.cost_nanos for r in rows) / 1e9)

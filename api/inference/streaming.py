@@ -193,16 +193,18 @@ class ChatStreamRelay:
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
     async def finish(self) -> None:
-        """Release the provider slot, close the upstream call, record usage. Runs exactly once,
+        """Close the upstream call, record usage, release the provider slot. Runs exactly once,
         however the response ended (completed, broken, or abandoned by the client)."""
         if self._finished:
             return
         self._finished = True
         self._stream.response.close()
-        await self._gateway.release(self._stream.lease)
         prompt, completion = self._tokens()
         _, cost, carbon = self._meter.usage(prompt, completion)
-        await self._meter.record(self._status, prompt, completion, cost, carbon)
+        try:
+            await self._meter.record(self._status, prompt, completion, cost, carbon)
+        finally:
+            await self._gateway.release(self._stream.lease)
 
 
 class MeteredStreamingResponse(StreamingResponse):

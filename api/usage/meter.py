@@ -34,6 +34,7 @@ class Meter:
         self.first_byte_at: float | None = None
         self.upstream_seconds = 0.0
         self._writer = writer
+        writer.expect()
         self._observe = observe
         self._on_record: list[Callable[[UsageRecord], Awaitable[None]]] = []
         self.headers: dict[str, str] = {}
@@ -110,8 +111,10 @@ class Meter:
             )
         if self._observe is not None:
             self._observe(record)
+        # Recorded before anything else is awaited: a request cancelled from here on (a client
+        # gone, a shutdown deadline) is accounted all the same.
+        await self._writer.record(record, expected=True)
         if self._settle_later:
             self._unsettled = record
         else:
             await self._run_settlements(record)
-        await self._writer.record(record)

@@ -74,6 +74,11 @@ class UsageWriter:
         # Records taken off the queue but not yet committed: stop() writes them if cut short.
         self._in_hand: list[UsageRecord] = []
         self._written = 0
+        # Requests under way that will bring a record: at shutdown, requests cut by the
+        # server's deadline are still finishing (uvicorn cancels them and moves on at once).
+        self._open = 0
+        self._none_open = asyncio.Event()
+        self._none_open.set()
 
     @property
     def pending(self) -> int:
@@ -83,7 +88,16 @@ class UsageWriter:
     def written(self) -> int:
         return self._written
 
-    async def record(self, record: UsageRecord) -> None:
+    def expect(self) -> None:
+        """A request has started that will call `record` once, whatever happens to it."""
+        self._open += 1
+        self._none_open.clear()
+
+    async def record(self, record: UsageRecord, expected: bool = False) -> None:
+        if expected:
+            self._open -= 1
+            if self._open == 0:
+                self._none_open.set()
         if self._journal is not None:
             self._journal.append(record)  # on disk before the answer leaves: a crash loses nothing
         await self._queue.put(record)
@@ -91,8 +105,14 @@ class UsageWriter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-writer")
 
-    async def stop(self) -> None:
-        """Write everything queued or in hand, then stop."""
+    async def stop(self, wait_for_open_seconds: float = 5.0) -> None:
+        """Wait (a bounded time) for the requests still under way to bring their records, write
+        everything queued or in hand, then stop."""
+        try:
+            async with asyncio.timeout(wait_for_open_seconds):
+                await self._none_open.wait()
+        except TimeoutError:
+            logger.error("%d requests still had no usage record at shutdown", self._open)
         if self._task is not None:
             self._task.cancel()
             try:
