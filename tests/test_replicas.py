@@ -242,3 +242,79 @@ async def test_graceful_shutdown_finishes_streams_up_to_a_deadline_and_accounts_
     # Both reservations were given back: the live budget is what was spent, no more.
     info = (await client.get("/v1/me/info", headers=user.headers)).json()
     assert info["budget"] == pytest.approx(1.0 - sum(r.cost_nanos for r in rows) / 1e9)
+
+
+def start_ingestion_worker(config: Path, log: Path) -> subprocess.Popen:
+    # `tollgate worker` itself refuses a local Qdrant folder (the API processes of a real
+    # deployment would open it too); here the API never opens it, so the worker's own loop is
+    # started directly, in a process of its own, on a folder of its own.
+    code = ("import asyncio, sys; from pathlib import Path; from api.settings import load_settings; "
+            "from workers.ingestion import run_worker; asyncio.run(run_worker(load_settings(Path(sys.argv[1])), 1))")
+    return subprocess.Popen([sys.executable, "-c", code, str(config)], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            cwd=config.parent)
+
+
+async def test_a_worker_killed_mid_ingestion_loses_no_document_and_duplicates_no_chunk(app_factory, backend, tmp_path) -> None:
+    from fakes.upstream import Behaviour, FakeUpstream
+    from pdfs import make_pdf
+
+    from api.rag.vectors import VectorStore
+    from api.settings import QdrantSettings
+
+    embeddings = FakeUpstream(behaviour=Behaviour(embedding_dimensions=64))
+    await embeddings.start()
+    rag = {"vector_store_model": "embeddings", "ingestion_concurrency": 0, "embedding_batch_size": 1, "job_lease_seconds": 5}
+    client = await app_factory(rag=rag)  # an API process that leaves ingestion to workers
+    models = Models(client, Seeder(client))
+    router = await models.router("embeddings", type="text-embeddings-inference")
+    await models.provider(router, embeddings.base_url, model_name="fake-embed")
+    user = await models.user_for(router)
+    collection = (await client.post("/v1/collections", json={"name": "c"}, headers=user.headers)).json()["id"]
+    pages = [f"Page {n} is about topic number {n}." for n in range(1, 13)]
+    uploaded = await client.post("/v1/documents", headers=user.headers, files={"file": ("twelve.pdf", make_pdf(pages))},
+                                 data={"collection_id": str(collection)})
+    assert uploaded.status_code == 201, uploaded.text
+    document = uploaded.json()["id"]
+
+    master = client.app.state.context.settings.settings.auth_master_key
+    redis = f"  redis:\n    url: {backend.redis_url}\n    key_prefix: \"ingest-{uuid.uuid4().hex}:\"\n" if backend.redis_url else ""
+    config = tmp_path / "worker.yml"
+    config.write_text(
+        f"settings:\n  auth_master_key: {master}\n  log_level: INFO\n  usage_journal_path: {tmp_path}/journal\n"
+        f"  rag:\n    vector_store_model: embeddings\n    embedding_batch_size: 1\n    job_lease_seconds: 5\n"
+        f"dependencies:\n  database:\n    url: {backend.database_url}\n{redis}  qdrant:\n    path: {tmp_path}/qdrant\n"
+    )
+    embeddings.behaviour.delay_seconds = 0.3  # twelve calls: about 4 s of ingestion
+    first = start_ingestion_worker(config, tmp_path / "first.log")
+    try:
+        deadline = time.monotonic() + 60
+        while sum(r.path == "/v1/embeddings" for r in embeddings.received) < 4:
+            assert time.monotonic() < deadline and first.poll() is None, (tmp_path / "first.log").read_text()
+            await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGKILL)  # mid-ingestion: no clean-up of any kind
+        first.wait(timeout=10)
+        info = (await client.get(f"/v1/documents/{document}", headers=user.headers)).json()
+        assert info["status"] == "processing" and info["progress"] < 1
+
+        embeddings.behaviour.delay_seconds = 0
+        second = start_ingestion_worker(config, tmp_path / "second.log")
+        try:
+            deadline = time.monotonic() + 60
+            while (info := (await client.get(f"/v1/documents/{document}", headers=user.headers)).json())["status"] == "processing":
+                assert time.monotonic() < deadline and second.poll() is None, (tmp_path / "second.log").read_text()
+                await asyncio.sleep(0.2)
+        finally:
+            second.send_signal(signal.SIGINT)
+            second.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        await embeddings.stop()
+    assert info["status"] == "ready" and info["chunks"] == 12
+    # The worker's Qdrant folder holds each chunk once: nothing of the killed attempt is left.
+    vectors = VectorStore(QdrantSettings(path=str(tmp_path / "qdrant")), client.app.state.context.settings.settings.rag.qdrant_collection)
+    try:
+        stored = await vectors.chunks(document, 0, 100)
+        assert sorted(c.content for c in stored) == sorted(pages) and await vectors.count(document_id=document) == 12
+    finally:
+        await vectors.close()
