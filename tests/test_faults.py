@@ -91,6 +91,8 @@ ROWS = [
         200, "error-event", False, 502, "streamed", event_code=502, detail="not a JSON object"),
     Row("the provider's own error event mid-stream", {"error_event_after_chunks": 2}, True, True,
         200, "error-event", False, 502, "streamed", event_code=502, detail="reported an error: injected stream failure"),
+    Row("SSE events after [DONE]", {"junk_after_done": True}, True, True,
+        200, "answer", False, 200, "upstream"),
     Row("SSE stream ends without [DONE] (after its finish_reason)", {"omit_done": True}, True, True,
         200, "answer", False, 200, "upstream"),
     Row("SSE stream ends without [DONE] nor finish_reason", {"omit_done": True, "omit_finish": True}, True, True,
@@ -172,6 +174,7 @@ async def test_upstream_fault(row: Row, app_factory, upstream, second_upstream) 
         events = sse_events(response.text)
         if row.outcome == "answer":
             assert events[-1] == "[DONE]" and events[-2]["usage"]["total_tokens"] > 0
+            assert events.count("[DONE]") == 1 and response.text.endswith("data: [DONE]\n\n")
         else:
             assert events[-1]["error"]["code"] == row.event_code and row.detail in events[-1]["error"]["message"]
             assert "[DONE]" not in events

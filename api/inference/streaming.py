@@ -94,6 +94,8 @@ class ChatStreamRelay:
                         yield out
                     if fault is not None:
                         raise fault
+                    if self._status == 200:
+                        break  # [DONE] went out: whatever the provider does next is not relayed
             if pending:
                 out, fault = self._relay([pending])
                 if out:
@@ -132,12 +134,14 @@ class ChatStreamRelay:
 
     def _line(self, line: bytes) -> bytes | None:
         """The line to forward (None to hold it back), noting content and usage on the way."""
+        if self._status == 200:
+            return None  # after [DONE]
         if not line.startswith(b"data:"):
             return line
         data = line[5:].strip()
         if data == b"[DONE]":
             self._status = 200
-            return self._usage_event() + b"data: [DONE]"
+            return self._usage_event() + b"data: [DONE]\n"  # with its blank line: what follows is dropped
         try:
             chunk = json.loads(data)
         except ValueError:

@@ -48,6 +48,7 @@ class Behaviour:
     wrong_shape: bool = False  # 200 with JSON that is not the endpoint's answer
     bad_event_after_chunks: int | None = None  # a `data:` line that is not JSON after this many chunks
     omit_done: bool = False  # end the stream (cleanly) without `data: [DONE]`
+    junk_after_done: bool = False  # keep writing (events that are not JSON) after `data: [DONE]`
     omit_finish: bool = False  # ...and without the chunk carrying `finish_reason`
     endless: bool = False  # stream content chunks until the caller hangs up
     reply_bytes: int | None = None  # a non-streamed completion of about this many bytes
@@ -313,6 +314,8 @@ class FakeUpstream:
                                         "model": body["model"], "choices": [], "usage": usage}))
         if not b.omit_done:
             await response.write(b"data: [DONE]\n\n")
+        if b.junk_after_done:
+            await response.write(b"data: {not json\n\ndata: [DONE]\n\n")
         await response.write_eof()
         return response
 
