@@ -25,6 +25,7 @@ from api.rag.vectors import VectorStore
 from api.state.budgets import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from api.metrics import GatewayMetrics
 from api.models.catalog import ModelCatalog
+from api.models.health import HealthMonitor
 from api.models.crypto import SecretBox
 from api.models.seed import seed_models
 from api.providers.sessions import UpstreamSessions
@@ -65,6 +66,7 @@ class AppContext:
     ocr: Ocr
     usage_writer: UsageWriter
     metrics: GatewayMetrics
+    health: HealthMonitor
 
 
 async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext:
@@ -117,6 +119,13 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
     stack.push_async_callback(usage_writer.stop)
     authenticator = Authenticator(session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds)
     gateway = Gateway(catalog, load, upstreams, general.gateway, metrics)
+    health = HealthMonitor(
+        catalog, upstreams, load, general.gateway.health_check_seconds, general.gateway.health_check_timeout_seconds,
+        general.gateway.cooldown_seconds,
+    )
+    if general.gateway.health_check_seconds > 0:
+        checking = asyncio.create_task(health.run_forever(), name="provider-health")
+        stack.push_async_callback(_cancel, checking)
     quotas = Quotas(quota_store, Limiter(limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens))
     vectors = VectorStore(
         settings.dependencies.qdrant, general.rag.qdrant_collection, enabled=general.rag.vector_store_model is not None,
@@ -151,6 +160,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         ocr=Ocr(gateway, quotas, usage_writer, metrics.observe, general.gateway.default_max_tokens),
         usage_writer=usage_writer,
         metrics=metrics,
+        health=health,
     )
 
 

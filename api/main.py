@@ -21,6 +21,7 @@ from api.identity.routes import admin, auth, me
 from api.inference import routes as inference_routes
 from api.inference.tokens import load_encoding
 from api.models.routes import admin as models_admin
+from api.models.routes import health as models_health
 from api.usage import routes as usage_routes
 from api.limits import BodySizeLimit
 from api.logs import RequestIdMiddleware
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(usage_routes.router)
     app.include_router(admin.router)
     app.include_router(models_admin.router)
+    app.include_router(models_health.router)
     app.include_router(rag_routes.router)
     return app
 

@@ -46,6 +46,11 @@ class KeySettings(_Section):
 class GatewaySettings(_Section):
     max_attempts: int = Field(default=3, ge=1, le=10, description="Providers tried per request before giving up.")
     cooldown_seconds: float = Field(default=10.0, ge=0, le=3600, description="How long a failing provider is avoided.")
+    health_check_seconds: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="How often each process probes every provider (0: never); one that fails is cooled down until the next probe.",
+    )
+    health_check_timeout_seconds: float = Field(default=5.0, gt=0, le=120, description="Longest a provider's probe may take.")
     qos_wait_seconds: float = Field(default=10.0, ge=0, le=600, description="How long a request waits when every provider is at its QoS cap.")
     qos_poll_seconds: float = Field(default=0.05, gt=0, le=5, description="How often a waiting request looks for a free slot.")
     default_max_tokens: int = Field(

@@ -122,6 +122,8 @@ def make_settings(backend: Backend, redis_prefix: str, qdrant_path: str | None =
     if backend.redis_url:
         dependencies["redis"] = {"url": backend.redis_url, "key_prefix": redis_prefix}
     general.setdefault("usage_journal_path", None)  # never the repository's ./data: app_factory gives a folder
+    # No health probes unless a test asks: they would show in the fake upstream's request log.
+    general["gateway"] = {"health_check_seconds": 0, **general.get("gateway", {})}  # type: ignore[dict-item]
     return Settings(settings={"auth_master_key": MASTER_KEY, **general}, dependencies=dependencies)
 
 

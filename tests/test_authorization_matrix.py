@@ -32,6 +32,7 @@ J = "json"
 MATRIX: list[tuple[str, str, object, str]] = [
     ("GET", "/health", None, "200 200 200 200 200 200 200 200"),
     ("GET", "/metrics", None, "401 401 401 403 403 403 403 200"),  # read_metric, not admin
+    ("GET", "/health/models", None, "401 401 401 403 403 403 403 200"),  # read_metric, like /metrics
     ("POST", "/v1/auth/login", "login", "200 200 200 200 200 200 200 200"),
     ("GET", "/v1/models", None, "401 401 401 200 200 200 200 200"),
     ("GET", "/v1/models/chat", None, "401 401 401 200 404 404 404 200"),

@@ -175,6 +175,29 @@ class ModelList(BaseModel):
     data: list[ModelOut]
 
 
+class ProviderHealth(BaseModel):
+    id: int
+    healthy: bool | None = Field(description="The last health check's verdict in this process; null before the first.")
+    cooling: bool = Field(description="Cooled down after a failure (tried last), as every replica sees it.")
+    checked_at: int | None
+    latency_ms: int | None
+    error: str | None
+
+
+class ModelHealth(BaseModel):
+    id: int
+    name: str
+    type: ModelType
+    healthy_providers: int = Field(description="Providers neither failing their check nor cooling down.")
+    providers: list[ProviderHealth]
+
+
+class ModelHealthList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelHealth]
+    total: int
+
+
 class ModelsConfigEntry(RouterCreate):
     """One router of the `models:` section of config.yml, with its providers."""
 
