@@ -141,16 +141,18 @@ async def test_replicas_and_a_worker_share_keys_and_providers_and_lose_no_usage_
             # The second replica is killed (SIGKILL) in the middle of traffic.
             answered: list[str] = []
 
-            async def caller() -> None:
+            async def caller(stream: bool) -> None:
                 while True:
                     try:
-                        response = await http.post(second + "/v1/chat/completions", json=BODY, headers=user.headers)
+                        response = await http.post(second + "/v1/chat/completions", json={**BODY, "stream": stream},
+                                                   headers=user.headers)
                     except httpx.TransportError:
                         return  # the replica is gone
-                    if response.status_code == 200:
+                    # A stream is answered once its [DONE] arrived.
+                    if response.status_code == 200 and (not stream or response.text.rstrip().endswith("data: [DONE]")):
                         answered.append(response.headers["x-tollgate-request-id"])
 
-            callers = [asyncio.create_task(caller()) for _ in range(8)]
+            callers = [asyncio.create_task(caller(stream=n % 2 == 1)) for n in range(8)]
             while len(answered) < 40:
                 await asyncio.sleep(0.05)
             replicas[1].send_signal(signal.SIGKILL)

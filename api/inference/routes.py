@@ -77,11 +77,12 @@ def _once(compute: Callable[[], int]) -> Callable[[], int]:
     return get
 
 
-def _meter(context: AppContext, caller: Principal, endpoint: Endpoint, model: str, streamed: bool = False) -> Meter:
+def _meter(context: AppContext, caller: Principal, endpoint: Endpoint, model: str) -> Meter:
     meter = Meter(context.usage_writer, caller, endpoint.value, observe=context.metrics.observe)
     meter.model = model
-    if not streamed:  # a stream is settled when it ends, as it is recorded
-        meter.settle_after_response()
+    # Settled once the answer has left (a JSON answer's background task, a stream's end): the
+    # client never waits for that round trip.
+    meter.settle_after_response()
     return meter
 
 
@@ -98,7 +99,7 @@ async def _route_and_admit(
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(request: ChatCompletionRequest, caller: Caller, context: Context) -> Response:
-    meter = _meter(context, caller, Endpoint.chat, request.model, streamed=bool(request.stream))
+    meter = _meter(context, caller, Endpoint.chat, request.model)
     body = as_upstream_body(request)
     async with service.metered(meter):
         search = rag_chat.search_request(body)

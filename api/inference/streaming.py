@@ -90,6 +90,8 @@ class ChatStreamRelay:
                     pending += data
                     *lines, pending = pending.split(b"\n")
                     out, fault = self._relay(lines)
+                    if self._status == 200:
+                        await self._record()  # before [DONE] leaves
                     if out:
                         yield out
                     if fault is not None:
@@ -98,6 +100,8 @@ class ChatStreamRelay:
                         break  # [DONE] went out: whatever the provider does next is not relayed
             if pending:
                 out, fault = self._relay([pending])
+                if self._status == 200:
+                    await self._record()
                 if out:
                     yield out
                 if fault is not None:
@@ -106,18 +110,29 @@ class ChatStreamRelay:
                 if not self._finish_reason_seen:
                     raise StreamFault(502, "the provider's stream ended before its last chunk")
                 # Complete, but the upstream ended without [DONE]: close it properly for the client.
-                yield self._usage_event()
-                yield b"data: [DONE]\n\n"
                 self._status = 200
+                await self._record()
+                yield self._usage_event() + b"data: [DONE]\n\n"
         except TimeoutError:  # aiohttp's read timeout is one too: the provider went quiet
-            self._status = 504
-            yield error_event(504, "the provider's stream went quiet for longer than its timeout")
+            yield await self._fail(504, "the provider's stream went quiet for longer than its timeout")
         except aiohttp.ClientError as exc:
-            self._status = 502
-            yield error_event(502, f"the provider's stream broke off ({exc.__class__.__name__})")
+            yield await self._fail(502, f"the provider's stream broke off ({exc.__class__.__name__})")
         except StreamFault as fault:
-            self._status = fault.status
-            yield error_event(fault.status, fault.detail)
+            yield await self._fail(fault.status, fault.detail)
+
+    async def _fail(self, status: int, detail: str) -> bytes:
+        """The error event that ends the stream, recorded before it leaves."""
+        self._status = status
+        await self._record()
+        return error_event(status, detail)
+
+    async def _record(self) -> None:
+        """Record the call (journaled and queued, see UsageWriter.record) before the stream's
+        last bytes leave, so that a process killed once it has answered still accounts for it.
+        A stream that never gets that far is recorded by `finish`, for what was sent."""
+        prompt, completion = self._tokens()
+        _, cost, carbon = self._meter.usage(prompt, completion)
+        await self._meter.record(self._status, prompt, completion, cost, carbon)
 
     def _relay(self, lines: list[bytes]) -> tuple[bytes, StreamFault | None]:
         """What to forward of these lines, and the fault that stopped them, if any: the lines
@@ -203,10 +218,9 @@ class ChatStreamRelay:
             return
         self._finished = True
         self._stream.response.close()
-        prompt, completion = self._tokens()
-        _, cost, carbon = self._meter.usage(prompt, completion)
         try:
-            await self._meter.record(self._status, prompt, completion, cost, carbon)
+            await self._record()  # no-op if the end of the stream was recorded already
+            await self._meter.settle()
         finally:
             await self._gateway.release(self._stream.lease)
 
