@@ -116,3 +116,35 @@ async def test_admin_totals_show_the_remaining_budget(client, models: Models, up
     await usage_rows(client)
     rows = (await client.get(f"/v1/admin/usage?group_by=user&id={user.id}", headers=ADMIN)).json()["data"]
     assert [(r["requests"], r["budget"]) for r in rows] == [(1, pytest.approx(1 - SPENT / 1e9))]
+
+
+async def test_a_call_in_flight_when_redis_loses_the_budget_keys_gives_back_nothing_it_no_longer_holds(
+    client, models: Models, upstream, backend
+) -> None:
+    """Redis loses a user's budget keys (a flush, a restart without persistence) while a call
+    is in flight; the next call reloads the balance from the database, which never had the
+    first call's hold taken. Settling, the first call is charged its cost and gives back
+    nothing: the balance ends at the budget minus what was spent, `reserved` at zero."""
+    if backend.redis_url is None:
+        pytest.skip("the in-process store loses no keys")
+    user = await budgeted(client, models, upstream, budget=1)
+    upstream.behaviour.delay_seconds = 1.0
+    first = asyncio.create_task(client.post("/v1/chat/completions", json=BODY, headers=user.headers))
+    while not upstream.received:  # admitted: its hold is taken
+        await asyncio.sleep(0.01)
+    context = client.app.state.context
+    prefix = context.settings.dependencies.redis.key_prefix
+    redis = context.redis
+    # Only this test's keys (its own prefix): other tests and processes share this Redis.
+    lost = [key async for key in redis.scan_iter(match=f"{prefix}budget:{user.id}:*")]
+    assert lost and await redis.delete(*lost) == len(lost)
+    second = asyncio.create_task(client.post("/v1/chat/completions", json=BODY, headers=user.headers))
+    assert [(await call).status_code for call in (first, second)] == [200, 200]
+
+    assert await db_budget(client, user.id) == 1_000_000_000 - 2 * SPENT
+    info = (await client.get("/v1/me/info", headers=user.headers)).json()
+    assert round(info["budget"] * 1e9) == 1_000_000_000 - 2 * SPENT  # was 1_000_000_000 − 2 × SPENT + RESERVED
+    assert int(await redis.get(f"{prefix}budget:{user.id}:reserved")) == 0  # was −RESERVED
+    # And a budget set again is exact: nothing is reserved to add back.
+    assert (await client.patch(f"/v1/admin/users/{user.id}", json={"budget": 1}, headers=ADMIN)).status_code == 204
+    assert await context.budgets.balance(user.id) == 1_000_000_000

@@ -131,13 +131,14 @@ async def test_a_refusal_counts_nothing_in_any_window(store) -> None:
 
 async def test_a_budget_refusal_counts_nothing_and_a_window_refusal_reserves_nothing(store) -> None:
     rpm = [WindowCheck("u:r:rpm", limit=2, window_seconds=60, amount=1)]
-    assert (await store.admit(rpm, BudgetHold(user_id=1, amount=60, initial_balance=100))).admitted
+    held = await store.admit(rpm, BudgetHold(user_id=1, amount=60, initial_balance=100))
+    assert held.admitted
     short = await store.admit(rpm, BudgetHold(user_id=1, amount=60, initial_balance=100))
     assert short.budget_refused and not short.admitted
     assert (await store.admit(rpm, BudgetHold(user_id=1, amount=40, initial_balance=100))).admitted  # the slot was kept
     over_limit = await store.admit(rpm, BudgetHold(user_id=1, amount=0, initial_balance=100))
     assert not over_limit.admission.admitted and not over_limit.budget_refused
-    await store.settle([], BudgetRelease(user_id=1, reserved=60, spent=10))  # 50 back
+    await store.settle([], BudgetRelease(user_id=1, reserved=60, spent=10, epoch=held.epoch))  # 50 back
     assert (await store.admit([], BudgetHold(user_id=1, amount=50, initial_balance=100))).admitted
     assert (await store.admit([], BudgetHold(user_id=1, amount=1, initial_balance=100))).budget_refused
 
@@ -186,7 +187,7 @@ async def test_concurrent_settlements_add_up(store) -> None:
     decisions = await asyncio.gather(*(store.admit(tpm, hold) for _ in range(20)))  # 2000 tokens, 1000 held
     assert all(d.admitted for d in decisions)
     key = decisions[0].admission.windows[0].key
-    await asyncio.gather(*(store.settle([(key, -90)], BudgetRelease(user_id=7, reserved=50, spent=5)) for _ in range(20)))
+    await asyncio.gather(*(store.settle([(key, -90)], BudgetRelease(user_id=7, reserved=50, spent=5, epoch=d.epoch)) for d in decisions))
     after = await store.admit(tpm, BudgetHold(user_id=7, amount=900, initial_balance=1000))
     assert after.admitted and after.admission.windows[0].used == 20 * 10 + 100  # real tokens counted, estimates gone
     assert (await store.admit([], BudgetHold(user_id=7, amount=1, initial_balance=1000))).budget_refused  # 1000 − 100 − 900

@@ -25,6 +25,7 @@ class QuotaPass:
     ticket: Ticket | None
     hold: BudgetHold | None
     settled: bool = False
+    epoch: str = ""  # the hold's (api.state.budgets): a settlement names what it gives back
 
     def headers(self) -> dict[str, str]:
         return self.ticket.headers() if self.ticket is not None else {}
@@ -51,7 +52,7 @@ class Quotas:
             self.limiter.refuse(decision.admission)
         if decision.budget_refused:
             self.budgeter.refuse()
-        return QuotaPass(plan.ticket(decision.admission) if plan else None, hold)
+        return QuotaPass(plan.ticket(decision.admission) if plan else None, hold, epoch=decision.epoch)
 
     async def settle(self, quota: QuotaPass, total_tokens: int, cost_nanos: int) -> None:
         """Count the real tokens instead of the estimate and keep only the real cost; once."""
@@ -59,5 +60,5 @@ class Quotas:
             return
         quota.settled = True
         adjustments = self.limiter.adjustments(quota.ticket, total_tokens) if quota.ticket else []
-        release = BudgetRelease(quota.hold.user_id, quota.hold.amount, cost_nanos) if quota.hold else None
+        release = BudgetRelease(quota.hold.user_id, quota.hold.amount, cost_nanos, quota.epoch) if quota.hold else None
         await self._store.settle(adjustments, release)

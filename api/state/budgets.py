@@ -9,8 +9,16 @@ also knows what calls in flight have reserved. Per user it holds:
 Reserving takes the most a call can cost from `balance`, only if `balance` covers it; settling
 gives back what the call did not use. Both are single atomic steps, taken with the call's
 rate-limit windows in `api.state.quotas` (one Lua script in Redis), so concurrent calls can
-never take the balance below zero. A user's balance is loaded from the
-database the first time it is needed.
+never take the balance below zero. A user's balance is loaded from the database the first
+time it is needed, as budget − reserved: holds still counted in `reserved` are given back to it.
+
+A settlement never gives back more than `reserved` holds, and `reserved` never goes below
+zero. In Redis the keys can also be lost (a flush, a restart without persistence): a balance
+reloaded from the database then never had the holds of the calls in flight taken, so their
+settlements must not give them back. Each load of `reserved` starts an *epoch* (a third key,
+`epoch`); a hold carries the epoch it was taken in, and a settlement from an earlier epoch
+only charges the call's cost to the reloaded balance (the database did not have it yet).
+The memory store loses nothing, so it needs no epochs.
 """
 
 from __future__ import annotations
@@ -43,7 +51,10 @@ class MemoryBudgetStore:
         self._reserved: dict[int, int] = {}
 
     def covers(self, user_id: int, amount: int, initial_balance: int) -> bool:
-        return self._balance.setdefault(user_id, initial_balance) >= amount
+        if user_id not in self._balance:
+            # Loaded like `set_budget`: the holds still reserved are given back to it later.
+            self._balance[user_id] = initial_balance - self._reserved.get(user_id, 0)
+        return self._balance[user_id] >= amount
 
     def take(self, user_id: int, amount: int) -> int:
         self._balance[user_id] -= amount
@@ -51,9 +62,11 @@ class MemoryBudgetStore:
         return self._balance[user_id]
 
     def release(self, user_id: int, reserved: int, spent: int) -> None:
-        self._reserved[user_id] = self._reserved.get(user_id, 0) - reserved
+        # Never more than is reserved: what was never taken is not given back.
+        give = min(reserved, self._reserved.get(user_id, 0))
+        self._reserved[user_id] = self._reserved.get(user_id, 0) - give
         if user_id in self._balance:
-            self._balance[user_id] += reserved - spent
+            self._balance[user_id] += give - spent
 
     async def set_budget(self, user_id: int, budget: int | None) -> None:
         if budget is None:
@@ -69,13 +82,38 @@ class MemoryBudgetStore:
         return self._balance.get(user_id)
 
 
-_SET = """
+# The epoch of a user's `reserved` (KEYS: reserved, epoch): kept while both keys exist, else
+# a new one, from Redis' clock (unique even when every key was lost), with `reserved` at 0:
+# the holds it counted, if any, belong to a balance that is gone. Returns the epoch.
+CURRENT_EPOCH = """
+local function current_epoch(reserved, epoch)
+  local current = redis.call('GET', epoch)
+  if current and redis.call('EXISTS', reserved) == 1 then
+    return current
+  end
+  local t = redis.call('TIME')
+  current = t[1] .. '.' .. t[2]
+  redis.call('SET', epoch, current)
+  redis.call('SET', reserved, 0)
+  return current
+end
+"""
+
+# What calls in flight hold; below 0 only if written by another version of these scripts.
+RESERVED_NOW = """
+local function reserved_now(reserved)
+  return math.max(0, tonumber(redis.call('GET', reserved) or '0'))
+end
+"""
+
+# KEYS: balance, reserved, epoch.
+_SET = CURRENT_EPOCH + RESERVED_NOW + """
 if ARGV[1] == '' then
   redis.call('DEL', KEYS[1])
   return 0
 end
-local reserved = tonumber(redis.call('GET', KEYS[2]) or '0')
-redis.call('SET', KEYS[1], tonumber(ARGV[1]) - reserved)
+current_epoch(KEYS[2], KEYS[3])
+redis.call('SET', KEYS[1], tonumber(ARGV[1]) - reserved_now(KEYS[2]))
 return 0
 """
 
@@ -95,7 +133,7 @@ class RedisBudgetStore:
         self._add = redis.register_script(_ADD)
 
     def _keys(self, user_id: int) -> list[str]:
-        return [f"{self._prefix}{user_id}:balance", f"{self._prefix}{user_id}:reserved"]
+        return budget_keys(self._prefix, user_id)
 
     async def set_budget(self, user_id: int, budget: int | None) -> None:
         try:
@@ -115,6 +153,11 @@ class RedisBudgetStore:
         except REDIS_DOWN as error:
             raise redis_unavailable() from error
         return None if raw is None else int(raw)
+
+
+def budget_keys(prefix: str, user_id: int) -> list[str]:
+    """A user's balance, reserved and epoch keys, under `prefix` (ends with 'budget:')."""
+    return [f"{prefix}{user_id}:balance", f"{prefix}{user_id}:reserved", f"{prefix}{user_id}:epoch"]
 
 
 def _not_applied() -> DependencyUnavailableError:

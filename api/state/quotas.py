@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from api.state.budgets import MemoryBudgetStore
+from api.state.budgets import CURRENT_EPOCH, RESERVED_NOW, MemoryBudgetStore, budget_keys
 from api.state.redis_client import REDIS_DOWN, ScriptBatcher, redis_unavailable
 from api.state.limits import Admission, MemoryLimitStore, WindowCheck, WindowState, decode
 
@@ -33,12 +33,14 @@ class BudgetRelease:
     user_id: int
     reserved: int
     spent: int
+    epoch: str = ""  # the hold's, from its QuotaDecision (the memory store has none)
 
 
 @dataclass(frozen=True)
 class QuotaDecision:
     admission: Admission  # refused by a window: that window; admitted: every window
     budget_refused: bool = False
+    epoch: str = ""  # a hold taken: the epoch of the `reserved` it is counted in (Redis)
 
     @property
     def admitted(self) -> bool:
@@ -85,10 +87,11 @@ class MemoryQuotaStore:
             self._budgets.release(release.user_id, release.reserved, release.spent)
 
 
-# KEYS: the n window counters (without their window index), then the budget's balance and
-# reserved keys when there is a hold. ARGV: n, (limit, window, amount) per window, then the
-# hold's amount and initial balance.
-_ADMIT = """
+# KEYS: the n window counters (without their window index), then the budget's balance,
+# reserved and epoch keys when there is a hold. ARGV: n, (limit, window, amount) per window,
+# then the hold's amount and initial balance. Admitted with a hold, the last item returned is
+# the epoch it was taken in.
+_ADMIT = CURRENT_EPOCH + RESERVED_NOW + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local n = tonumber(ARGV[1])
@@ -107,13 +110,20 @@ for i = 1, n do
   keys[i], used[i], resets[i] = key, current + amount, reset_ms
 end
 local hold = #KEYS > n
+local epoch
 if hold then
-  redis.call('SET', KEYS[n + 1], ARGV[3 * n + 3], 'NX')
-  if tonumber(redis.call('GET', KEYS[n + 1])) < tonumber(ARGV[3 * n + 2]) then
+  local balance, reserved = KEYS[n + 1], KEYS[n + 2]
+  epoch = current_epoch(reserved, KEYS[n + 3])
+  if redis.call('EXISTS', balance) == 0 then
+    -- Loaded from the database's budget (or reloaded: Redis lost it). The holds `reserved`
+    -- still counts are given back to it when their calls settle, so they are taken now.
+    redis.call('SET', balance, tonumber(ARGV[3 * n + 3]) - reserved_now(reserved))
+  end
+  if tonumber(redis.call('GET', balance)) < tonumber(ARGV[3 * n + 2]) then
     return {2}
   end
-  redis.call('DECRBY', KEYS[n + 1], ARGV[3 * n + 2])
-  redis.call('INCRBY', KEYS[n + 2], ARGV[3 * n + 2])
+  redis.call('DECRBY', balance, ARGV[3 * n + 2])
+  redis.call('INCRBY', reserved, ARGV[3 * n + 2])
 end
 local out = {1}
 for i = 1, n do
@@ -123,24 +133,35 @@ for i = 1, n do
   table.insert(out, used[i])
   table.insert(out, resets[i])
 end
+if hold then
+  table.insert(out, epoch)
+end
 return out
 """
 
 # KEYS: the m window counters to adjust (with their index), then each released budget's
-# balance and reserved keys. ARGV: m, the m deltas, then reserved and spent per budget.
-_SETTLE = """
+# balance, reserved and epoch keys. ARGV: m, the m deltas, then epoch, reserved and spent
+# per budget. A hold of the current epoch is given back (never more than `reserved` holds);
+# one of an earlier epoch was taken from a balance since lost: the balance reloaded from the
+# database never had it taken, nor this call's cost, which alone it is charged.
+_SETTLE = RESERVED_NOW + """
 local m = tonumber(ARGV[1])
 for i = 1, m do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     redis.call('INCRBY', KEYS[i], ARGV[i + 1])
   end
 end
-for j = 0, (#KEYS - m) / 2 - 1 do
-  local balance, reserved = KEYS[m + 2 * j + 1], KEYS[m + 2 * j + 2]
-  local held, spent = tonumber(ARGV[m + 2 * j + 2]), tonumber(ARGV[m + 2 * j + 3])
-  redis.call('DECRBY', reserved, held)
+for j = 0, (#KEYS - m) / 3 - 1 do
+  local balance, reserved, epoch = KEYS[m + 3 * j + 1], KEYS[m + 3 * j + 2], KEYS[m + 3 * j + 3]
+  local held_in = ARGV[m + 3 * j + 2]
+  local held, spent = tonumber(ARGV[m + 3 * j + 3]), tonumber(ARGV[m + 3 * j + 4])
+  local give = 0
+  if held_in ~= '' and redis.call('GET', epoch) == held_in then
+    give = math.min(held, reserved_now(reserved))
+    redis.call('DECRBY', reserved, give)
+  end
   if redis.call('EXISTS', balance) == 1 then
-    redis.call('INCRBY', balance, held - spent)
+    redis.call('INCRBY', balance, give - spent)
   end
 end
 return 0
@@ -154,14 +175,14 @@ class _Settlements:
 
     def __init__(self) -> None:
         self.deltas: dict[str, int] = {}
-        self.releases: dict[int, list[int]] = {}  # user → [reserved, spent]
+        self.releases: dict[tuple[int, str], list[int]] = {}  # (user, epoch) → [reserved, spent]
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def add(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
         for key, delta in adjustments:
             self.deltas[key] = self.deltas.get(key, 0) + delta
         if release is not None:
-            totals = self.releases.setdefault(release.user_id, [0, 0])
+            totals = self.releases.setdefault((release.user_id, release.epoch), [0, 0])
             totals[0] += release.reserved
             totals[1] += release.spent
 
@@ -177,7 +198,7 @@ class RedisQuotaStore:
         self._sending: set[asyncio.Task[None]] = set()
 
     def _budget_keys(self, user_id: int) -> list[str]:
-        return [f"{self._budget_prefix}{user_id}:balance", f"{self._budget_prefix}{user_id}:reserved"]
+        return budget_keys(self._budget_prefix, user_id)
 
     async def admit(self, checks: list[WindowCheck], hold: BudgetHold | None) -> QuotaDecision:
         keys = [self._limit_prefix + check.key for check in checks]
@@ -207,7 +228,7 @@ class RedisQuotaStore:
         if not decision.admitted:
             return
         adjustments = [(state.key, -check.amount) for state, check in zip(decision.admission.windows, checks, strict=True)]
-        release = BudgetRelease(hold.user_id, hold.amount, 0) if hold is not None else None
+        release = BudgetRelease(hold.user_id, hold.amount, 0, decision.epoch) if hold is not None else None
         task = asyncio.ensure_future(self.settle(adjustments, release))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
@@ -225,7 +246,8 @@ class RedisQuotaStore:
             WindowState(decode(result[1 + 3 * i]), check.limit, int(result[2 + 3 * i]), int(result[3 + 3 * i]) / 1000)
             for i, check in enumerate(checks)
         )
-        return QuotaDecision(Admission(True, states))
+        epoch = decode(result[1 + 3 * len(checks)]) if len(result) > 1 + 3 * len(checks) else ""
+        return QuotaDecision(Admission(True, states), epoch=epoch)
 
     async def settle(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
         adjustments = [(key, delta) for key, delta in adjustments if delta]
@@ -248,10 +270,10 @@ class RedisQuotaStore:
 
     async def _send_settlements(self, batch: _Settlements) -> None:
         keys = list(batch.deltas)
-        args: list[int] = [len(keys), *batch.deltas.values()]
-        for user_id, (reserved, spent) in batch.releases.items():
+        args: list[int | str] = [len(keys), *batch.deltas.values()]
+        for (user_id, epoch), (reserved, spent) in batch.releases.items():
             keys += self._budget_keys(user_id)
-            args += [reserved, spent]
+            args += [epoch, reserved, spent]
         try:
             await self._scripts.run(self._settle, keys, args)
         except Exception as error:  # noqa: BLE001
@@ -262,7 +284,7 @@ class RedisQuotaStore:
             level = logging.WARNING if isinstance(error, REDIS_DOWN) else logging.ERROR
             logger.log(level, "settlement of %d windows and %d budget holds dropped (%s: %s); "
                        "left reserved, nanos by user: %s", len(batch.deltas), len(batch.releases), type(error).__name__,
-                       error, {user: reserved - spent for user, (reserved, spent) in batch.releases.items()})
+                       error, {user: reserved - spent for (user, _), (reserved, spent) in batch.releases.items()})
         batch.done.set_result(None)
 
     async def close(self) -> None:
