@@ -456,3 +456,15 @@ async def test_search_results_reranked_by_a_text_classification_model(rag: Rag) 
     assert results[0]["score"] == pytest.approx(2 / 3) and results[0]["score"] >= results[1]["score"]
     rows = [r.endpoint for r in await usage_rows(rag.client) if r.user_id == user.id]
     assert rows[-2:] == ["/v1/embeddings", "/v1/rerank"]
+
+
+async def test_an_embeddings_answer_short_of_vectors_is_recorded_as_the_502_it_becomes_and_charged(rag: Rag) -> None:
+    user = await rag.user()
+    collection = await rag.collection(user)
+    rag.upstream.behaviour.vectors_missing = 1
+    response = await rag.search(user, "which animal purrs", method="semantic", collection_ids=[collection])
+    assert response.status_code == 502 and response.json() == {"detail": "Model 'embeddings' returned 0 vectors for 1 texts"}
+    row = (await usage_rows(rag.client))[-1]
+    assert (row.endpoint, row.status, row.user_id) == ("/v1/embeddings", 502, user.id)  # was recorded 200
+    # The provider did the work it reported: 3 prompt tokens at 2 micro-units per million.
+    assert (row.prompt_tokens, row.cost_nanos) == (3, 3 * 2_000)

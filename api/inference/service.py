@@ -83,9 +83,19 @@ def _completion_text(answer: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-async def _settle(meter: Meter, answer: dict[str, Any], prompt: int, completion: int) -> dict[str, Any]:
+async def _settle(
+    meter: Meter, answer: dict[str, Any], prompt: int, completion: int, check: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Put the usage in the answer and record it: 200, or the status of the error `check`
+    raises when the answer cannot be used (charged all the same: the provider did the work)."""
     usage, cost, carbon = meter.usage(prompt, completion)
     answer["usage"] = usage
+    if check is not None:
+        try:
+            check(answer)
+        except DomainError as error:
+            await meter.record(status_for(error), prompt, completion, cost, carbon)
+            raise
     await meter.record(200, prompt, completion, cost, carbon)
     return answer
 
@@ -118,14 +128,17 @@ async def open_chat_stream(
     return ChatStreamRelay(gateway, meter, stream, body, final_fields)
 
 
-async def embeddings(gateway: Gateway, meter: Meter, body: dict[str, Any], priority: int) -> dict[str, Any]:
+async def embeddings(
+    gateway: Gateway, meter: Meter, body: dict[str, Any], priority: int, check: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """`check`: raises the domain error the client gets for an answer it cannot use."""
     answer = await gateway.call_json(meter, Endpoint.embeddings, body, priority)
     result = _answer_dict(answer.body, meter)
     upstream_usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
     prompt = _int(upstream_usage.get("prompt_tokens"))
     if prompt is None:
         prompt = count_inputs(body.get("input"))
-    return await _settle(meter, result, prompt, 0)
+    return await _settle(meter, result, prompt, 0, check)
 
 
 async def rerank(gateway: Gateway, meter: Meter, body: dict[str, Any], priority: int) -> dict[str, Any]:

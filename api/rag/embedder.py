@@ -42,19 +42,16 @@ class Embedder:
         model = self.require()
         meter = Meter(self._writer, caller, Endpoint.embeddings.value, observe=self._observe)
         meter.model = model
+        vectors: list[list[float]] = []
+
+        def check(answer: dict[str, Any]) -> None:
+            # Before the usage is recorded: an answer that cannot be used is recorded as the 502 it becomes.
+            vectors.extend(_vectors(model, len(texts), answer))
+
         async with service.metered(meter):
             await service.route_and_admit(self._gateway, self._quotas, caller, meter, Endpoint.embeddings, lambda: count_inputs(texts))
-            answer = await service.embeddings(self._gateway, meter, {"model": model, "input": texts}, caller.priority)
-        data = answer.get("data")
-        if not isinstance(data, list) or len(data) != len(texts):
-            raise UpstreamError(f"Model '{model}' returned {len(data) if isinstance(data, list) else 'no'} vectors for {len(texts)} texts")
-        ordered = sorted(data, key=lambda item: item.get("index", 0) if isinstance(item, dict) else 0)
-        vectors = [item.get("embedding") if isinstance(item, dict) else None for item in ordered]
-        if not all(isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v) for v in vectors):
-            raise UpstreamError(f"Model '{model}' returned embeddings that are not lists of numbers")
-        if len({len(v) for v in vectors}) != 1:  # type: ignore[arg-type]
-            raise UpstreamError(f"Model '{model}' returned vectors of different sizes")
-        return vectors, answer.get("usage") or {}  # type: ignore[return-value]
+            answer = await service.embeddings(self._gateway, meter, {"model": model, "input": texts}, caller.priority, check)
+        return vectors, answer.get("usage") or {}
 
     async def rerank(self, caller: Principal, model: str, query: str, documents: list[str]) -> tuple[list[tuple[int, float]], dict[str, Any]]:
         """(index, score) of each document, best first, from a text-classification router."""
@@ -72,6 +69,20 @@ class Embedder:
                 ranked.append((item["index"], float(item.get("relevance_score") or 0.0)))
         ranked.sort(key=lambda pair: -pair[1])
         return ranked, answer.get("usage") or {}
+
+
+def _vectors(model: str, count: int, answer: dict[str, Any]) -> list[list[float]]:
+    """The `count` vectors of an embeddings answer, in input order, or UpstreamError."""
+    data = answer.get("data")
+    if not isinstance(data, list) or len(data) != count:
+        raise UpstreamError(f"Model '{model}' returned {len(data) if isinstance(data, list) else 'no'} vectors for {count} texts")
+    ordered = sorted(data, key=lambda item: item.get("index", 0) if isinstance(item, dict) else 0)
+    vectors = [item.get("embedding") if isinstance(item, dict) else None for item in ordered]
+    if not all(isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v) for v in vectors):
+        raise UpstreamError(f"Model '{model}' returned embeddings that are not lists of numbers")
+    if len({len(v) for v in vectors}) != 1:  # type: ignore[arg-type]
+        raise UpstreamError(f"Model '{model}' returned vectors of different sizes")
+    return vectors  # type: ignore[return-value]
 
 
 def add_usage(total: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:

@@ -56,6 +56,7 @@ class Behaviour:
     omit_usage: bool = False  # no `usage` in answers
     reply_words: int = 5  # completion length in words (one token per word)
     embedding_dimensions: int = 8
+    vectors_missing: int = 0  # embeddings answers this many vectors short (usage still for every input)
     max_context_length: int = 8192
 
 
@@ -346,7 +347,8 @@ class FakeUpstream:
         tokens = sum(count_tokens(str(t)) for t in texts)
         answer: dict[str, Any] = {
             "object": "list", "model": body.get("model"),
-            "data": [{"object": "embedding", "index": i, "embedding": self._vector(str(t))} for i, t in enumerate(texts)],
+            "data": [{"object": "embedding", "index": i, "embedding": self._vector(str(t))}
+                     for i, t in enumerate(texts[:max(0, len(texts) - self.behaviour.vectors_missing)])],
         }
         if not self.behaviour.omit_usage:
             answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
