@@ -130,6 +130,11 @@ class GeneralSettings(_Section):
     usage_write_interval_seconds: float = Field(
         default=0.2, gt=0, le=60, description="How long usage records gather before they are written in one batch."
     )
+    usage_drain_seconds: float = Field(
+        default=10.0, ge=0, le=3600,
+        description="At shutdown, how long the last usage records may take to be written when the usage journal is "
+        "on; those the database has not taken by then stay in the journal. Without a journal, shutdown waits for them.",
+    )
     auth_cache_ttl_seconds: float = Field(default=1.0, ge=0, le=1.0, description="How long a key lookup is cached; bounded by 1 s so revocation is honoured within 1 s.")
     max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     encryption_key: str | None = Field(

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -58,8 +58,8 @@ def _through(relay: TcpRelay, url: str) -> str:
 
 
 @asynccontextmanager
-async def relayed_app(backend: Backend, tmp_path: Path) -> AsyncIterator[Relayed]:
-    """An app whose Redis and PostgreSQL connections all go through relays to the real ones."""
+async def relays(backend: Backend) -> AsyncIterator[tuple[TcpRelay, TcpRelay]]:
+    """Relays (Redis, PostgreSQL) to the real servers."""
     if backend.redis_url is None:
         pytest.skip("dependency faults are tested against real PostgreSQL and Redis servers (postgres-redis backend)")
     database_url = make_url(backend.database_url)
@@ -68,8 +68,21 @@ async def relayed_app(backend: Backend, tmp_path: Path) -> AsyncIterator[Relayed
     redis = TcpRelay(redis_url.hostname or "127.0.0.1", redis_url.port or 6379)
     await database.start()
     await redis.start()
-    settings = Settings(
-        settings={"auth_master_key": MASTER_KEY, "access_log": False},
+    try:
+        yield redis, database
+    finally:
+        await redis.stop()
+        await database.stop()
+
+
+def relayed_settings(backend: Backend, redis: TcpRelay, database: TcpRelay, tmp_path: Path, **general: object) -> Settings:
+    """Settings of an app whose Redis and PostgreSQL connections go through the relays; its
+    usage journal (and Qdrant) in the test's folder, never the repository's ./data."""
+    assert backend.redis_url is not None
+    database_url = make_url(backend.database_url)
+    return Settings(
+        settings={"auth_master_key": MASTER_KEY, "access_log": False, "usage_journal_path": str(tmp_path / "usage-journal"),
+                  **general},
         dependencies={
             "database": {"url": database_url.set(host="127.0.0.1", port=database.port).render_as_string(hide_password=False)},
             # A short timeout, so that a stalled (not refused) connection is found out quickly too.
@@ -78,17 +91,19 @@ async def relayed_app(backend: Backend, tmp_path: Path) -> AsyncIterator[Relayed
             "qdrant": {"path": str(tmp_path / "qdrant")},
         },
     )
-    try:
-        async with running_app(settings) as client:
+
+
+@asynccontextmanager
+async def relayed_app(backend: Backend, tmp_path: Path, **general: object) -> AsyncIterator[Relayed]:
+    """An app whose Redis and PostgreSQL connections all go through relays to the real ones."""
+    async with relays(backend) as (redis, database):
+        async with running_app(relayed_settings(backend, redis, database, tmp_path, **general)) as client:
             try:
                 await _empty_tables(client.app.state.context)  # type: ignore[attr-defined]
                 yield Relayed(client, redis, database)
             finally:  # a failed test too: the app drains its usage queue at shutdown
                 await redis.restore()
                 await database.restore()
-    finally:
-        await redis.stop()
-        await database.stop()
 
 
 async def provision(client: httpx.AsyncClient, upstream: FakeUpstream):  # type: ignore[no-untyped-def]
@@ -319,3 +334,45 @@ async def test_a_batch_sent_again_after_its_commit_was_lost_is_written_once(clie
     async with client.app.state.context.session_factory() as session:
         budget = (await session.execute(select(User.budget_nanos).where(User.id == user.id))).scalar_one()
     assert budget == 1_000_000_000 - 5 * 1_000
+
+
+DRAIN = 1.0  # usage_drain_seconds of the shutdown test
+
+
+async def test_a_shutdown_while_the_database_is_down_leaves_the_records_in_the_journal(backend, upstream, tmp_path) -> None:
+    """PostgreSQL is down when the app stops: the usage writer tries for usage_drain_seconds,
+    then the app stops all the same, its records kept in the usage journal. The next app on
+    the same folder writes them, each once, once the database is back."""
+    async with relays(backend) as (redis, database):
+        settings = relayed_settings(backend, redis, database, tmp_path, usage_drain_seconds=DRAIN)
+        stack = AsyncExitStack()
+        try:
+            client = await stack.enter_async_context(running_app(settings))
+            await _empty_tables(client.app.state.context)  # type: ignore[attr-defined]
+            user = await provision(client, upstream)
+            assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+            assert len(await chat_rows(client)) == 1
+            await database.cut()
+            answered = []
+            for _ in range(5):
+                response = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+                assert response.status_code == 200, response.text
+                answered.append(response.headers[REQUEST_ID])
+            assert client.app.state.context.usage_writer.pending == 5  # type: ignore[attr-defined]
+            stopping = time.monotonic()
+            await asyncio.wait_for(stack.aclose(), timeout=DRAIN + 10)  # was: waited for the database forever
+            stopped = time.monotonic() - stopping
+        finally:
+            await database.restore()
+            await stack.aclose()
+        assert stopped < DRAIN + 3, stopped
+        assert list((tmp_path / "usage-journal").glob("*.usage.jsonl"))  # left for the next process
+
+        async with running_app(settings) as second:  # replays the folder's orphaned records at start
+            rows = await chat_rows(second)
+            async with second.app.state.context.session_factory() as session:  # type: ignore[attr-defined]
+                budget = (await session.execute(select(User.budget_nanos).where(User.id == user.id))).scalar_one()
+        recorded = Counter(r.request_id for r in rows)
+        assert len(rows) == 6 and all(recorded[request_id] == 1 for request_id in answered)
+        assert budget == BUDGET_NANOS - 6 * SPENT
+        assert not list((tmp_path / "usage-journal").glob("*.usage.jsonl"))

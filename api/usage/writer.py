@@ -1,6 +1,6 @@
 """Usage records leave the request path through a bounded queue and reach the database in
 batches. A full queue slows requests down rather than dropping records; a failed write is
-retried; shutdown drains the queue.
+retried; shutdown drains the queue (for a bounded time when the records are journaled).
 
 While the database is down (a restart, a failover) the batch in hand is retried with back-off
 and new records wait in the queue; once it is back every record is written exactly once: a
@@ -64,8 +64,11 @@ class UsageWriter:
         batch_size: int = 500,
         interval_seconds: float = 0.2,
         journal: UsageJournal | None = None,
+        drain_seconds: float = 10.0,
     ) -> None:
         self._journal = journal
+        self._drain_seconds = drain_seconds
+        self._stopped = False
         self._session_factory = session_factory
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=max_queue)
         self._batch_size = batch_size
@@ -107,7 +110,15 @@ class UsageWriter:
 
     async def stop(self, wait_for_open_seconds: float = 5.0) -> None:
         """Wait (a bounded time) for the requests still under way to bring their records, write
-        everything queued or in hand, then stop."""
+        everything queued or in hand, then stop.
+
+        With a journal, writing is given `drain_seconds`: a database still down then would
+        hold the shutdown forever, and the records are on disk; the journal keeps those not
+        written, for the next process on its folder or `tollgate worker` to write. Without one,
+        nothing else would save them: it waits for the database, logging every retry."""
+        if self._stopped:
+            return
+        self._stopped = True
         try:
             async with asyncio.timeout(wait_for_open_seconds):
                 await self._none_open.wait()
@@ -120,12 +131,24 @@ class UsageWriter:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        if self._in_hand:
+        if self._journal is None:
+            await self._drain()
+            return
+        try:
+            async with asyncio.timeout(self._drain_seconds):
+                await self._drain()
+        except TimeoutError:
+            logger.error("the database did not take the last usage records within %.0fs of shutdown: %d stay in the "
+                         "usage journal (%s), for the next process on that folder or `tollgate worker` to write",
+                         self._drain_seconds, self.pending, self._journal.directory)
+        # Only segments whose records are all written are deleted; the others are left, unlocked.
+        self._journal.close()
+
+    async def _drain(self) -> None:
+        while self._in_hand or not self._queue.empty():
+            if not self._in_hand:
+                self._in_hand = self._take(self._batch_size)
             await self._write(self._in_hand)
-        while not self._queue.empty():
-            await self._write(self._take(self._batch_size))
-        if self._journal is not None:
-            self._journal.close()
 
     async def write_now(self, records: list[UsageRecord]) -> None:
         """Write records that never went through the queue (a dead process's, from its
@@ -137,7 +160,7 @@ class UsageWriter:
         if self._task is not None and not self._task.done():
             await self._queue.join()
             return
-        await self.stop()
+        await self._drain()
 
     def _take(self, at_most: int) -> list[UsageRecord]:
         batch: list[UsageRecord] = []
