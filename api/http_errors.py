@@ -6,26 +6,21 @@ import json
 import logging
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.db.engine import database_unavailable, database_unavailable_error
 from api.errors import (
     AuthenticationError,
-    DependencyUnavailableError,
     DomainError,
     ServiceUnavailableError,
     TooManyRequestsError,
     status_for,
 )
 from api.inference.gateway import UpstreamRejected
-from api.state.redis_client import REDIS_DOWN, redis_unavailable
+from api.outages import DEPENDENCY_ERRORS, unavailable_error
 
 logger = logging.getLogger("tollgate.errors")
 
@@ -88,12 +83,7 @@ async def _dependency_error(request: Request, error: Exception) -> JSONResponse:
     """A database or Redis failure that no domain code turned into a domain error (an
     administration route, a session dependency): a dependency that is down is a 503 with
     Retry-After like every other, never a 500. Any other failure of theirs is a bug: 500."""
-    if isinstance(error, RedisError):
-        unavailable = redis_unavailable() if isinstance(error, REDIS_DOWN) else None
-    elif isinstance(error, (SQLAlchemyError, asyncpg.PostgresError)):
-        unavailable = database_unavailable_error("the request cannot be served") if database_unavailable(error) else None
-    else:  # a refused, reset or timed-out connection, raised as it is (asyncpg's connect does)
-        unavailable = DependencyUnavailableError("A service Tollgate depends on is unavailable; retry shortly", 5)
+    unavailable = unavailable_error(error)
     if unavailable is None:
         raise error  # to the 500 handler, as if this one did not exist
     logger.warning("%s %s: %s: %r", request.method, request.url.path, unavailable.detail, error)
@@ -111,6 +101,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Raised by SQLAlchemy, or as they are by asyncpg and the socket layer (a refused connect).
-    for dependency_error in (SQLAlchemyError, RedisError, asyncpg.PostgresError, ConnectionError, TimeoutError):
+    for dependency_error in DEPENDENCY_ERRORS:
         app.add_exception_handler(dependency_error, _dependency_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -376,3 +376,25 @@ async def test_a_shutdown_while_the_database_is_down_leaves_the_records_in_the_j
         assert len(rows) == 6 and all(recorded[request_id] == 1 for request_id in answered)
         assert budget == BUDGET_NANOS - 6 * SPENT
         assert not list((tmp_path / "usage-journal").glob("*.usage.jsonl"))
+
+
+async def test_chat_with_search_while_the_database_is_down_is_a_503_recorded_as_such(backend, upstream, tmp_path) -> None:
+    """The search of a chat reads the database (the collections the caller may read): down,
+    the call gets 503 with Retry-After, and its usage record says 503 too (was 500)."""
+    async with relayed_app(backend, tmp_path, rag={"vector_store_model": "embeddings"}) as relayed:
+        client = relayed.client
+        models = Models(client, Seeder(client))
+        chat = await models.router()
+        await models.provider(chat, upstream.base_url)
+        embeddings = await models.router("embeddings", type="text-embeddings-inference")
+        await models.provider(embeddings, upstream.base_url, model_name="fake-embed")
+        user = await models.user_for(chat, embeddings)
+        body = {**BODY, "search": True, "search_args": {"method": "semantic"}}
+        assert (await client.post("/v1/chat/completions", json=body, headers=user.headers)).status_code == 200
+        await relayed.database.cut()
+        response = await client.post("/v1/chat/completions", json=body, headers=user.headers)
+        await relayed.database.restore()
+        assert response.status_code == 503 and "Retry-After" in response.headers, response.text
+        assert "unavailable" in response.json()["detail"]
+        rows = {r.request_id: r for r in await chat_rows(client)}
+        assert rows[response.headers["x-request-id"]].status == 503  # an error has the usage record's id there

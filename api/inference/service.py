@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,8 +16,11 @@ from api.inference.gateway import Gateway, UpstreamRejected
 from api.inference.quotas import Quotas
 from api.inference.streaming import CLIENT_CLOSED, ChatStreamRelay
 from api.inference.tokens import count_inputs, count_messages, count_text
+from api.outages import unavailable_error
 from api.providers import Endpoint
 from api.usage.meter import Meter
+
+logger = logging.getLogger("tollgate.errors")
 
 
 @asynccontextmanager
@@ -34,9 +38,16 @@ async def metered(meter: Meter) -> AsyncIterator[Meter]:
     except asyncio.CancelledError:
         await asyncio.shield(_record_and_settle(meter, CLIENT_CLOSED))
         raise
-    except BaseException:
-        await _record_and_settle(meter, 500)
-        raise
+    except BaseException as error:
+        # A database or Redis that cannot be reached (the search of a chat reads the
+        # database) is the 503 the HTTP layer would make of it: recorded and raised as such.
+        unavailable = unavailable_error(error)
+        if unavailable is None:
+            await _record_and_settle(meter, 500)
+            raise
+        logger.warning("%s: %s: %r", meter.endpoint, unavailable.detail, error)
+        await _record_and_settle(meter, status_for(unavailable))
+        raise unavailable from error
 
 
 async def _record_and_settle(meter: Meter, status: int) -> None:
