@@ -58,6 +58,16 @@ PROTECTED = {
 }
 
 
+def _as_id(value: object) -> int | None:
+    """The id the server would read in a path parameter: an invalid (negative) case may still
+    be "02" or " 2", which the server reads as 2."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None
+
+
 @dataclass
 class Caller:
     key: str
@@ -69,7 +79,7 @@ class Caller:
     def spares(self, case: schemathesis.Case) -> bool:
         if (case.method, case.path) not in PROTECTED:
             return True
-        return not any(value in self.protected.get(name, ()) for name, value in (case.path_parameters or {}).items())
+        return not any(_as_id(value) in self.protected.get(name, ()) for name, value in (case.path_parameters or {}).items())
 
     def aim(self, case: schemathesis.Case) -> None:
         """Point a valid case at resources that exist, so it goes past the 404."""
@@ -132,6 +142,7 @@ def _fuzz(base_url: str, spec: dict[str, Any], callers: dict[str, Caller]) -> tu
     schema = schemathesis.openapi.from_dict(spec)
     failures: list[str] = []
     statuses: Counter[int] = Counter()
+    history: list[str] = []  # the requests of the current operation, to name one that takes a key away
     session = requests.Session()
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -150,8 +161,10 @@ def _fuzz(base_url: str, spec: dict[str, Any], callers: dict[str, Caller]) -> tu
                     response = case.call(base_url=base_url, session=session, headers=headers, timeout=60)
                     if case.path != "/v1/auth/login":  # where a 401 is a right answer
                         statuses[response.status_code] += 1
+                    history.append(f"{case.method} {case.formatted_path} {case.body!r:.300} -> {response.status_code}")
                     case.validate_response(response, checks=CHECKS, headers=headers)
 
+                history.clear()
                 try:
                     run()
                 except hypothesis.errors.Unsatisfiable:
@@ -159,6 +172,11 @@ def _fuzz(base_url: str, spec: dict[str, Any], callers: dict[str, Caller]) -> tu
                 except (Failure, FailureGroup, requests.RequestException) as error:
                     # Keep going: one run reports every failing operation, not just the first.
                     failures.append(f"{operation.label} as {name} ({mode.value}): {error}")
+                for other, still in callers.items():
+                    if session.get(f"{base_url}/v1/me/info", headers=bearer(still.key), timeout=30).status_code != 200:
+                        # Everything after would be a 401: stop, and say which requests did it.
+                        return [*failures, f"{operation.label} as {name} ({mode.value}) took {other}'s key away:\n"
+                                + "\n".join(history)], statuses
     return failures, statuses
 
 
