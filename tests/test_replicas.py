@@ -26,6 +26,21 @@ def serve(config: Path, port: int) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=config.parent)
 
 
+def process_config(path: Path, client: httpx.AsyncClient, backend, settings: str = "", redis_prefix: str | None = None) -> Path:
+    """A config for real processes on the test's database and, if the backend has one, Redis
+    (all processes given the same prefix share their state, like replicas). `settings` holds
+    extra lines of the `settings:` section, indented by two spaces."""
+    master = client.app.state.context.settings.settings.auth_master_key  # type: ignore[attr-defined]
+    redis = ""
+    if backend.redis_url:
+        redis = f"  redis:\n    url: {backend.redis_url}\n    key_prefix: \"{redis_prefix or f'procs-{uuid.uuid4().hex}:'}\"\n"
+    path.write_text(
+        f"settings:\n  auth_master_key: {master}\n  access_log: false\n  log_level: WARNING\n{settings}"
+        f"dependencies:\n  database:\n    url: {backend.database_url}\n{redis}  qdrant:\n    path: {path.with_suffix('.qdrant')}\n"
+    )
+    return path
+
+
 async def wait_healthy(urls: list[str]) -> None:
     deadline = time.monotonic() + 40
     async with httpx.AsyncClient() as http:
@@ -51,14 +66,7 @@ async def test_two_processes_share_limits_budgets_and_accounting(app_factory, ba
     # Each call reserves 24 µ-units (see test_budgets): room for exactly 10 at once.
     budgeted = await models.user_for(router, budget=0.000245)
 
-    master = client.app.state.context.settings.settings.auth_master_key
-    config = tmp_path / "config.yml"
-    config.write_text(
-        f"settings:\n  auth_master_key: {master}\n  access_log: false\n  log_level: WARNING\n"
-        f"dependencies:\n  database:\n    url: {backend.database_url}\n"
-        f"  redis:\n    url: {backend.redis_url}\n    key_prefix: \"replicas-{uuid.uuid4().hex}:\"\n"
-        f"  qdrant:\n    path: {tmp_path}/qdrant\n"
-    )
+    config = process_config(tmp_path / "config.yml", client, backend)
     ports = [free_port(), free_port()]
     processes = [serve(config, port) for port in ports]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
@@ -102,15 +110,11 @@ async def test_replicas_and_a_worker_share_keys_and_providers_and_lose_no_usage_
     user = await models.user_for(router, budget=1.0)
 
     master = client.app.state.context.settings.settings.auth_master_key
-    config = tmp_path / "config.yml"
     # Records are written every 30 s: when a replica is killed, none of its calls is in the
     # database yet, and only its journal can bring them there.
-    config.write_text(
-        f"settings:\n  auth_master_key: {master}\n  access_log: false\n  log_level: WARNING\n"
-        f"  models_refresh_seconds: 0.5\n  usage_journal_path: {tmp_path}/journal\n  usage_write_interval_seconds: 30\n"
-        f"dependencies:\n  database:\n    url: {backend.database_url}\n"
-        f"  redis:\n    url: {backend.redis_url}\n    key_prefix: \"replicas-{uuid.uuid4().hex}:\"\n"
-        f"  qdrant:\n    path: {tmp_path}/qdrant\n"
+    config = process_config(
+        tmp_path / "config.yml", client, backend,
+        f"  models_refresh_seconds: 0.5\n  usage_journal_path: {tmp_path}/journal\n  usage_write_interval_seconds: 30\n",
     )
     ports = [free_port(), free_port()]
     first, second = (f"http://127.0.0.1:{port}" for port in ports)
@@ -190,17 +194,14 @@ async def test_graceful_shutdown_finishes_streams_up_to_a_deadline_and_accounts_
     router = await models.router(cost_prompt_tokens=1, cost_completion_tokens=1)
     await models.provider(router, upstream.base_url)
     user = await models.user_for(router, budget=1.0)
-    master = client.app.state.context.settings.settings.auth_master_key
-    redis = f"  redis:\n    url: {backend.redis_url}\n    key_prefix: \"shutdown-{uuid.uuid4().hex}:\"\n" if backend.redis_url else ""
+    redis_prefix = f"shutdown-{uuid.uuid4().hex}:"  # both processes', so their budget holds can be read after
     stream_body = {**BODY, "stream": True, "max_tokens": 50}
     upstream.behaviour.chunk_delay_seconds = 0.25
 
     async def stream_then_stop(grace: float, words: int) -> tuple[bytes, float]:
-        config = tmp_path / f"grace-{grace}.yml"
-        config.write_text(
-            f"settings:\n  auth_master_key: {master}\n  access_log: false\n  log_level: WARNING\n"
-            f"  shutdown_grace_seconds: {grace}\n  usage_journal_path: {tmp_path}/journal-{grace}\n"
-            f"dependencies:\n  database:\n    url: {backend.database_url}\n{redis}  qdrant:\n    path: {tmp_path}/q-{grace}\n"
+        config = process_config(
+            tmp_path / f"grace-{grace}.yml", client, backend,
+            f"  shutdown_grace_seconds: {grace}\n  usage_journal_path: {tmp_path}/journal-{grace}\n", redis_prefix,
         )
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -241,9 +242,18 @@ async def test_graceful_shutdown_finishes_streams_up_to_a_deadline_and_accounts_
     rows = sorted(await usage_rows(client), key=lambda r: r.id)
     assert [r.status for r in rows] == [200, 499]
     assert rows[0].completion_tokens == 6 and 0 < rows[1].completion_tokens < 60
-    # Both reservations were given back: the live budget is what was spent, no more.
-    info = (await client.get("/v1/me/info", headers=user.headers)).json()
-    assert info["budget"] == pytest.approx(1.0 - sum(r.cost_nanos for r in rows) / 1e9)
+    async with client.app.state.context.session_factory() as session:
+        remaining = (await session.execute(select(User.budget_nanos).where(User.id == user.id))).scalar_one()
+    assert remaining == 1_000_000_000 - sum(r.cost_nanos for r in rows)
+    if backend.redis_url:  # both budget holds were given back, the cut stream's too
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(backend.redis_url)
+        try:
+            assert int(await redis.get(f"{redis_prefix}budget:{user.id}:reserved") or 0) == 0
+            assert int(await redis.get(f"{redis_prefix}budget:{user.id}:balance")) == remaining
+        finally:
+            await redis.aclose()
 
 
 def start_ingestion_worker(config: Path, log: Path) -> subprocess.Popen:
@@ -278,13 +288,10 @@ async def test_a_worker_killed_mid_ingestion_loses_no_document_and_duplicates_no
     assert uploaded.status_code == 201, uploaded.text
     document = uploaded.json()["id"]
 
-    master = client.app.state.context.settings.settings.auth_master_key
-    redis = f"  redis:\n    url: {backend.redis_url}\n    key_prefix: \"ingest-{uuid.uuid4().hex}:\"\n" if backend.redis_url else ""
-    config = tmp_path / "worker.yml"
-    config.write_text(
-        f"settings:\n  auth_master_key: {master}\n  log_level: INFO\n  usage_journal_path: {tmp_path}/journal\n"
-        f"  rag:\n    vector_store_model: embeddings\n    embedding_batch_size: 1\n    job_lease_seconds: 5\n"
-        f"dependencies:\n  database:\n    url: {backend.database_url}\n{redis}  qdrant:\n    path: {tmp_path}/qdrant\n"
+    config = process_config(
+        tmp_path / "worker.yml", client, backend,
+        f"  usage_journal_path: {tmp_path}/journal\n"
+        "  rag:\n    vector_store_model: embeddings\n    embedding_batch_size: 1\n    job_lease_seconds: 5\n",
     )
     embeddings.behaviour.delay_seconds = 0.3  # twelve calls: about 4 s of ingestion
     first = start_ingestion_worker(config, tmp_path / "first.log")
@@ -314,7 +321,7 @@ async def test_a_worker_killed_mid_ingestion_loses_no_document_and_duplicates_no
         await embeddings.stop()
     assert info["status"] == "ready" and info["chunks"] == 12
     # The worker's Qdrant folder holds each chunk once: nothing of the killed attempt is left.
-    vectors = VectorStore(QdrantSettings(path=str(tmp_path / "qdrant")), client.app.state.context.settings.settings.rag.qdrant_collection)
+    vectors = VectorStore(QdrantSettings(path=str(config.with_suffix(".qdrant"))), client.app.state.context.settings.settings.rag.qdrant_collection)
     try:
         stored = await vectors.chunks(document, 0, 100)
         assert sorted(c.content for c in stored) == sorted(pages) and await vectors.count(document_id=document) == 12
