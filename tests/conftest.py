@@ -127,16 +127,23 @@ def make_settings(backend: Backend, redis_prefix: str, qdrant_path: str | None =
     return Settings(settings={"auth_master_key": MASTER_KEY, **general}, dependencies=dependencies)
 
 
-async def _empty_tables(app_context: object) -> None:
-    engine = app_context.engine  # type: ignore[attr-defined]
+async def _empty_tables(database_url: str) -> None:
+    """Before a test's first app starts: what an earlier test left (a provider whose key was
+    encrypted under another key, say) must not even reach that app's startup."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(database_url)
     tables = list(reversed(Base.metadata.sorted_tables))
-    async with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            names = ", ".join(table.name for table in tables)
-            await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                await connection.execute(table.delete())
+    try:
+        async with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                names = ", ".join(table.name for table in tables)
+                await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            else:
+                for table in tables:
+                    await connection.execute(table.delete())
+    finally:
+        await engine.dispose()
 
 
 @asynccontextmanager
@@ -171,11 +178,10 @@ async def app_factory(backend: Backend) -> AsyncIterator[AppFactory]:
             qdrant_path = stack.enter_context(tempfile.TemporaryDirectory(prefix="tollgate-qdrant-"))
             settings = make_settings(backend, redis_prefix, qdrant_path=qdrant_path,
                                      **{"usage_journal_path": journal_path, **general})
-            client = await stack.enter_async_context(running_app(settings))
             if first:
-                await _empty_tables(client.app.state.context)  # type: ignore[attr-defined]
+                await _empty_tables(backend.database_url)
                 first = False
-            return client
+            return await stack.enter_async_context(running_app(settings))
 
         yield build
 
