@@ -21,6 +21,7 @@ def test_shipped_config_is_the_embedded_mode(repo_root: Path, monkeypatch: pytes
     assert settings.dependencies.redis is None
     assert settings.dependencies.qdrant.path == "./data/qdrant"
     assert settings.uses_default_master_key
+    assert settings.settings.log_format == "text"  # a person reads `make run`; a container logs JSON
 
 
 def test_substitution_uses_environment_then_default() -> None:
