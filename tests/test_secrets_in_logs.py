@@ -14,11 +14,10 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from api.db.base import Base
-from conftest import MASTER_KEY, bearer, usage_rows
+from conftest import MASTER_KEY, bearer, live_server, usage_rows
 from fakes.upstream import FakeUpstream
 
 ADMIN = bearer(MASTER_KEY)
@@ -46,21 +45,9 @@ async def keyed_upstream() -> AsyncIterator[FakeUpstream]:
 async def verbose_server(app_client: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
     """The app over real HTTP with uvicorn logging everything (its access log included) to the
     root logger, where caplog listens: log_config=None keeps uvicorn's loggers propagating."""
-    import asyncio
-
-    config = uvicorn.Config(app_client.app, host="127.0.0.1", port=0, lifespan="off",  # type: ignore[attr-defined]
-                            log_config=None, log_level="debug", access_log=True)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    async with live_server(app_client, log_config=None, log_level="debug", access_log=True) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             yield client
-    finally:
-        server.should_exit = True
-        await task
 
 
 def _check(response: httpx.Response, status: int) -> dict:
