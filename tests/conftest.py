@@ -130,9 +130,12 @@ def make_settings(backend: Backend, redis_prefix: str, qdrant_path: str | None =
 async def _empty_tables(database_url: str) -> None:
     """Before a test's first app starts: what an earlier test left (a provider whose key was
     encrypted under another key, say) must not even reach that app's startup."""
-    from sqlalchemy.ext.asyncio import create_async_engine
+    from api.db.engine import build_engine
+    from api.settings import DatabaseSettings
 
-    engine = create_async_engine(database_url)
+    # The app's own engine setup: on SQLite, a write waits its turn (busy timeout, BEGIN
+    # IMMEDIATE) rather than failing at once on a lock a process just leaving still holds.
+    engine = build_engine(DatabaseSettings(url=database_url))
     tables = list(reversed(Base.metadata.sorted_tables))
     try:
         async with engine.begin() as connection:
