@@ -38,7 +38,8 @@ from api.identity.login import LoginThrottle
 from api.identity.secrets import PasswordHasher
 from api.settings import Settings
 from api.state import CounterStore, MemoryCounterStore, RedisCounterStore
-from api.state.redis_client import ScriptBatcher, build_redis
+from api.state.redis_client import build_redis
+from api.state.script_client import ScriptClient
 
 logger = logging.getLogger("tollgate")
 
@@ -87,7 +88,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         load = RedisLoadTracker(redis, redis_settings.key_prefix)
         limits: LimitStore = RedisLimitStore(redis, redis_settings.key_prefix)
         budgets: BudgetStore = RedisBudgetStore(redis, redis_settings.key_prefix)
-        scripts = ScriptBatcher(redis)
+        scripts = ScriptClient(redis_settings.url, redis_settings.timeout_seconds)
         stack.push_async_callback(scripts.close)
         redis_quotas = RedisQuotaStore(scripts, redis_settings.key_prefix)
         stack.push_async_callback(redis_quotas.close)

@@ -104,11 +104,11 @@ async def store(request):
         yield MemoryQuotaStore(MemoryLimitStore(), MemoryBudgetStore())
         return
     from api.settings import RedisSettings
-    from api.state.redis_client import ScriptBatcher, build_redis
+    from api.state.script_client import ScriptClient
 
-    redis = build_redis(RedisSettings(url=REDIS_URL))
-    yield RedisQuotaStore(ScriptBatcher(redis), f"tollgate-test:{uuid.uuid4().hex}:")
-    await redis.aclose()
+    scripts = ScriptClient(REDIS_URL, RedisSettings(url=REDIS_URL).timeout_seconds)
+    yield RedisQuotaStore(scripts, f"tollgate-test:{uuid.uuid4().hex}:")
+    await scripts.close()
 
 
 async def test_windows_reset_when_they_end(store) -> None:

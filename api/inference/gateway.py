@@ -19,7 +19,8 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -255,8 +256,10 @@ class Gateway:
         finally:
             gate.leave(entry)
 
-    async def _attempts(self, router: RouterEntry, priority: int):  # type: ignore[no-untyped-def]
-        """Yield (provider, lease) pairs to try, at most `max_attempts`, waiting when all are full."""
+    async def _attempts(self, router: RouterEntry, priority: int) -> AsyncIterator[tuple[ProviderTarget, Lease]]:
+        """Yield (provider, lease) pairs to try, at most `max_attempts`, waiting when all are full.
+        Iterate it inside `aclosing`: a generator left suspended after a success is otherwise
+        closed by the loop's finalizer hook, a cross-thread wake-up and a loop turn per call."""
         tried: set[int] = set()
         for _ in range(min(self._settings.max_attempts, len(router.providers))):
             chosen: tuple[ProviderTarget, Lease] | None = None
@@ -319,15 +322,16 @@ class Gateway:
     ) -> UpstreamAnswer:
         assert meter.router is not None
         failures: list[_Retryable] = []
-        async for provider, lease in self._attempts(meter.router, priority):
-            meter.provider = provider
-            try:
-                return await send(provider)
-            except _Retryable as error:
-                failures.append(error)
-                await self._failed(provider, error)
-            finally:
-                await self.release(lease)
+        async with aclosing(self._attempts(meter.router, priority)) as attempts:
+            async for provider, lease in attempts:
+                meter.provider = provider
+                try:
+                    return await send(provider)
+                except _Retryable as error:
+                    failures.append(error)
+                    await self._failed(provider, error)
+                finally:
+                    await self.release(lease)
         raise self._exhausted(meter.router, failures)
 
     async def _send(self, meter: Meter, provider: ProviderTarget, args: dict[str, Any], endpoint: Endpoint) -> UpstreamAnswer:
@@ -387,41 +391,42 @@ class Gateway:
         its first bytes."""
         assert meter.router is not None
         failures: list[_Retryable] = []
-        async for provider, lease in self._attempts(meter.router, priority):
-            meter.provider = provider
-            session = self._upstreams.for_url(provider.url)
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(provider.timeout, 30), sock_read=provider.timeout)
-            started = time.perf_counter()
-            response: aiohttp.ClientResponse | None = None
-            try:
-                response = await session.post(**self._request_args(provider, Endpoint.chat, body), timeout=timeout)
-                if response.status >= 500 or response.status == 429:
-                    raise _status_failure(provider, response)
-                if response.status >= 400:
-                    raw = await self._read_bounded(response, provider)
-                    try:
-                        parsed = jsonutil.loads(raw) if raw else None
-                    except ValueError:
-                        parsed = {"error": {"message": raw.decode(errors="replace")[:2000]}}
-                    raise UpstreamRejected(response.status, parsed, provider)
-                first = await self._first_block(response, provider)
-                meter.upstream_seconds += time.perf_counter() - started
-                meter.first_byte_at = time.perf_counter()
-                deadline = time.monotonic() + self._settings.max_stream_seconds
-                return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first)
-            except (_Retryable, TimeoutError, aiohttp.ClientError) as exc:
-                error = exc if isinstance(exc, _Retryable) else _transport_failure(provider, exc)
-                failures.append(error)
-                meter.upstream_seconds += time.perf_counter() - started
-                if response is not None:
-                    response.release()  # an unfinished body closes the connection, never reused
-                await self._failed(provider, error)
-                await self.release(lease)
-            except BaseException:
-                if response is not None:
-                    response.release()
-                await self.release(lease)
-                raise
+        async with aclosing(self._attempts(meter.router, priority)) as attempts:
+            async for provider, lease in attempts:
+                meter.provider = provider
+                session = self._upstreams.for_url(provider.url)
+                timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(provider.timeout, 30), sock_read=provider.timeout)
+                started = time.perf_counter()
+                response: aiohttp.ClientResponse | None = None
+                try:
+                    response = await session.post(**self._request_args(provider, Endpoint.chat, body), timeout=timeout)
+                    if response.status >= 500 or response.status == 429:
+                        raise _status_failure(provider, response)
+                    if response.status >= 400:
+                        raw = await self._read_bounded(response, provider)
+                        try:
+                            parsed = jsonutil.loads(raw) if raw else None
+                        except ValueError:
+                            parsed = {"error": {"message": raw.decode(errors="replace")[:2000]}}
+                        raise UpstreamRejected(response.status, parsed, provider)
+                    first = await self._first_block(response, provider)
+                    meter.upstream_seconds += time.perf_counter() - started
+                    meter.first_byte_at = time.perf_counter()
+                    deadline = time.monotonic() + self._settings.max_stream_seconds
+                    return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first)
+                except (_Retryable, TimeoutError, aiohttp.ClientError) as exc:
+                    error = exc if isinstance(exc, _Retryable) else _transport_failure(provider, exc)
+                    failures.append(error)
+                    meter.upstream_seconds += time.perf_counter() - started
+                    if response is not None:
+                        response.release()  # an unfinished body closes the connection, never reused
+                    await self._failed(provider, error)
+                    await self.release(lease)
+                except BaseException:
+                    if response is not None:
+                        response.release()
+                    await self.release(lease)
+                    raise
         raise self._exhausted(meter.router, failures)
 
     def _exhausted(self, router: RouterEntry, failures: list[_Retryable]) -> Exception:

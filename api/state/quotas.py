@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from api.state.budgets import CURRENT_EPOCH, RESERVED_NOW, MemoryBudgetStore, budget_keys
-from api.state.redis_client import REDIS_DOWN, ScriptBatcher, redis_unavailable
+from api.state.redis_client import REDIS_DOWN, redis_unavailable
+from api.state.script_client import ScriptClient
 from api.state.limits import Admission, MemoryLimitStore, WindowCheck, WindowState, decode
 
 logger = logging.getLogger("tollgate.state")
@@ -188,7 +189,7 @@ class _Settlements:
 
 
 class RedisQuotaStore:
-    def __init__(self, scripts: ScriptBatcher, key_prefix: str) -> None:
+    def __init__(self, scripts: ScriptClient, key_prefix: str) -> None:
         self._scripts = scripts
         self._limit_prefix = key_prefix + "limit:"
         self._budget_prefix = key_prefix + "budget:"
