@@ -86,12 +86,12 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         await redis.ping()
         counters = RedisCounterStore(redis, redis_settings.key_prefix)
         load = RedisLoadTracker(redis, redis_settings.key_prefix)
-        limits: LimitStore = RedisLimitStore(redis, redis_settings.key_prefix)
-        budgets: BudgetStore = RedisBudgetStore(redis, redis_settings.key_prefix)
         scripts = ScriptClient(redis_settings.url, redis_settings.timeout_seconds)
         stack.push_async_callback(scripts.close)
         redis_quotas = RedisQuotaStore(scripts, redis_settings.key_prefix)
         stack.push_async_callback(redis_quotas.close)
+        limits: LimitStore = RedisLimitStore(redis, redis_settings.key_prefix, settled=redis_quotas.flush)
+        budgets: BudgetStore = RedisBudgetStore(redis, redis_settings.key_prefix, settled=redis_quotas.flush)
         quota_store: QuotaStore = redis_quotas
     else:
         counters = MemoryCounterStore()

@@ -23,6 +23,7 @@ The memory store loses nothing, so it needs no epochs.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -126,7 +127,9 @@ return 0
 
 
 class RedisBudgetStore:
-    def __init__(self, redis: Redis, key_prefix: str) -> None:
+    def __init__(self, redis: Redis, key_prefix: str, settled: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`settled`: as RedisLimitStore's, awaited before a balance is read."""
+        self._settled = settled
         self._redis = redis
         self._prefix = key_prefix + "budget:"
         self._set = redis.register_script(_SET)
@@ -148,6 +151,8 @@ class RedisBudgetStore:
             raise _not_applied() from error
 
     async def balance(self, user_id: int) -> int | None:
+        if self._settled is not None:
+            await self._settled()
         try:
             raw = await self._redis.get(self._keys(user_id)[0])
         except REDIS_DOWN as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -98,13 +99,18 @@ class MemoryLimitStore:
 
 
 class RedisLimitStore:
-    def __init__(self, redis: Redis, key_prefix: str) -> None:
+    def __init__(self, redis: Redis, key_prefix: str, settled: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`settled`: waits for this process' settlements still on their way to Redis, so a
+        read shows the calls already answered (RedisQuotaStore.flush)."""
         self._redis = redis
         self._prefix = key_prefix + "limit:"
+        self._settled = settled
 
     async def peek(self, checks: list[WindowCheck]) -> list[WindowState]:
         if not checks:
             return []
+        if self._settled is not None:
+            await self._settled()
         now = time.time()  # only for display: admission itself uses Redis' clock
         keys, resets = [], []
         for check in checks:
