@@ -19,7 +19,7 @@ from api.errors import (
     TooManyRequestsError,
     status_for,
 )
-from api.inference.gateway import UpstreamRejected
+from api.inference.answers import UpstreamRejected
 from api.outages import DEPENDENCY_ERRORS, unavailable_error
 
 logger = logging.getLogger("tollgate.errors")

@@ -4,7 +4,8 @@ pass-through proxies, measured with wrk on this machine.
     .venv/bin/python bench/overhead.py [--duration 10] [--connections 32]
 
 Prints a Markdown table: requests/s at concurrency 32; p50/p99 latency at concurrency 1 and the
-latency each proxy adds over the direct call. Every process runs on this machine (2 cores
+latency each proxy adds over the direct call (each the median of `--repeat` runs, alternating
+between targets). Every process runs on this machine (2 cores
 here), so absolute numbers are only comparable within one run; the ratios are the result.
 """
 
@@ -208,10 +209,17 @@ def main() -> None:
                 cpu[name].append(run["cpu_us"])
                 if profiler is not None:
                     profiler.wait(timeout=60)
+        # Latency at c=1 alternates the same way: a single run's p50 drifts by tenths of a
+        # millisecond with what else the machine does, more than the differences measured.
+        singles: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for _ in range(args.repeat):
+            for name, (url, target_key, model, _) in targets.items():
+                singles[name].append(wrk(url, target_key, model, 1, args.duration))
         results = {}
-        for name, (url, target_key, model, _) in targets.items():
-            single = wrk(url, target_key, model, 1, args.duration)
-            results[name] = {"rps": statistics.median(throughputs[name]), "p50": single["p50"], "p99": single["p99"],
+        for name in targets:
+            results[name] = {"rps": statistics.median(throughputs[name]),
+                             "p50": statistics.median(run["p50"] for run in singles[name]),
+                             "p99": statistics.median(run["p99"] for run in singles[name]),
                              "cpu_us": statistics.median(cpu[name])}
 
     direct = results["direct (fake upstream)"]

@@ -21,9 +21,6 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -45,6 +42,15 @@ from api.providers.sessions import UpstreamSessions
 from api.settings import GatewaySettings
 from api.state.load import Lease, LoadTracker
 from api.usage.meter import Meter
+from api.inference.answers import (
+    MAX_HONOURED_RETRY_AFTER,
+    OpenStream,
+    Retryable,
+    UpstreamAnswer,
+    UpstreamRejected,
+    status_failure,
+    transport_failure,
+)
 
 # Which router types may serve which endpoint.
 ENDPOINT_TYPES: dict[Endpoint, frozenset[str]] = {
@@ -55,87 +61,6 @@ ENDPOINT_TYPES: dict[Endpoint, frozenset[str]] = {
     # A Mistral-style OCR model, or a vision chat model prompted page by page.
     Endpoint.ocr: frozenset({"image-to-text", "image-text-to-text"}),
 }
-
-
-@dataclass
-class UpstreamAnswer:
-    """A provider's complete (non-streamed) answer."""
-
-    status: int
-    body: Any  # parsed JSON
-    provider: ProviderTarget
-
-
-@dataclass
-class OpenStream:
-    """A streamed answer whose first bytes (`first`) arrived after 2xx headers: from here on
-    there is no failover. The relay reads at most `max_bytes` of it, until `deadline`
-    (time.monotonic())."""
-
-    response: aiohttp.ClientResponse
-    provider: ProviderTarget
-    lease: Lease
-    deadline: float
-    max_bytes: int
-    first: bytes
-
-
-# A provider's Retry-After lengthens its cooldown, within reason: a provider asking for a day
-# off should not take itself out of rotation for a day on one answer.
-MAX_HONOURED_RETRY_AFTER = 300.0
-
-
-class _Retryable(Exception):
-    def __init__(self, kind: str, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.kind = kind  # "timeout" | "unreachable" | "status" | "rate_limited" | "invalid"
-        self.detail = detail
-        self.retry_after = retry_after  # seconds, from a 429's Retry-After
-
-
-# Longest Retry-After taken from a provider: it is untrusted, and a 400-digit one is no number.
-MAX_RETRY_AFTER = 86_400.0
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now (at most a day): delta-seconds or an HTTP date; None if
-    absent or invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        digits = value.lstrip("0") or "0"
-        return MAX_RETRY_AFTER if len(digits) > 5 else min(float(digits), MAX_RETRY_AFTER)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return min(max(0.0, (when - datetime.now(timezone.utc)).total_seconds()), MAX_RETRY_AFTER)
-
-
-def _transport_failure(provider: ProviderTarget, error: Exception) -> _Retryable:
-    if isinstance(error, TimeoutError):  # aiohttp's own timeouts are TimeoutErrors too
-        return _Retryable("timeout", f"provider {provider.id} timed out after {provider.timeout}s")
-    return _Retryable("unreachable", f"provider {provider.id} is unreachable ({error.__class__.__name__})")
-
-
-def _status_failure(provider: ProviderTarget, response: aiohttp.ClientResponse) -> _Retryable:
-    if response.status == 429:
-        return _Retryable("rate_limited", f"provider {provider.id} is rate-limited (429)",
-                          parse_retry_after(response.headers.get("Retry-After")))
-    return _Retryable("status", f"provider {provider.id} answered {response.status}")
-
-
-class UpstreamRejected(Exception):
-    """The provider refused the request itself (4xx): the client gets that answer."""
-
-    def __init__(self, status: int, body: Any, provider: ProviderTarget) -> None:
-        super().__init__(f"upstream answered {status}")
-        self.status = status
-        self.body = body
-        self.provider = provider
 
 
 class PriorityGate:
@@ -285,7 +210,7 @@ class Gateway:
         self._metrics.in_flight.labels(str(lease.provider_id)).dec()
         await self._tracker.release(lease)
 
-    async def _failed(self, provider: ProviderTarget, error: _Retryable) -> None:
+    async def _failed(self, provider: ProviderTarget, error: Retryable) -> None:
         self._metrics.upstream_errors.labels(str(provider.id), error.kind).inc()
         seconds = self._settings.cooldown_seconds
         if error.retry_after is not None:  # the provider said when it can take calls again
@@ -321,13 +246,13 @@ class Gateway:
         self, meter: Meter, priority: int, send: Callable[[ProviderTarget], Awaitable[UpstreamAnswer]]
     ) -> UpstreamAnswer:
         assert meter.router is not None
-        failures: list[_Retryable] = []
+        failures: list[Retryable] = []
         async with aclosing(self._attempts(meter.router, priority)) as attempts:
             async for provider, lease in attempts:
                 meter.provider = provider
                 try:
                     return await send(provider)
-                except _Retryable as error:
+                except Retryable as error:
                     failures.append(error)
                     await self._failed(provider, error)
                 finally:
@@ -340,23 +265,23 @@ class Gateway:
         try:
             async with session.post(**args, timeout=aiohttp.ClientTimeout(total=provider.timeout)) as response:
                 if response.status >= 500 or response.status == 429:
-                    raise _status_failure(provider, response)
+                    raise status_failure(provider, response)
                 raw = await self._read_bounded(response, provider)
                 status = response.status
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _transport_failure(provider, exc) from exc
+            raise transport_failure(provider, exc) from exc
         finally:
             meter.upstream_seconds += time.perf_counter() - started
         meter.first_byte_at = time.perf_counter()
         try:
             parsed = jsonutil.loads(raw) if raw else None
         except ValueError as exc:
-            raise _Retryable("invalid", f"provider {provider.id} answered with invalid JSON") from exc
+            raise Retryable("invalid", f"provider {provider.id} answered with invalid JSON") from exc
         if status >= 400:
             raise UpstreamRejected(status, parsed, provider)
         answer = adapter_for(provider.type).response_body(endpoint, parsed)
         if not well_formed(endpoint, answer):  # like invalid JSON: another provider may do better
-            raise _Retryable("invalid", f"provider {provider.id} answered in an unexpected shape")
+            raise Retryable("invalid", f"provider {provider.id} answered in an unexpected shape")
         return UpstreamAnswer(status, answer, provider)
 
     async def _read_bounded(self, response: aiohttp.ClientResponse, provider: ProviderTarget) -> bytes:
@@ -383,14 +308,14 @@ class Gateway:
         after the prompt is processed: a crash or a stall in between can still fail over."""
         first = await response.content.readany()
         if not first:
-            raise _Retryable("invalid", f"provider {provider.id} ended its stream before its first event")
+            raise Retryable("invalid", f"provider {provider.id} ended its stream before its first event")
         return first
 
     async def open_stream(self, meter: Meter, body: dict[str, Any], priority: int) -> OpenStream:
         """Open a streamed chat completion: failover until a provider answers 2xx headers and
         its first bytes."""
         assert meter.router is not None
-        failures: list[_Retryable] = []
+        failures: list[Retryable] = []
         async with aclosing(self._attempts(meter.router, priority)) as attempts:
             async for provider, lease in attempts:
                 meter.provider = provider
@@ -401,7 +326,7 @@ class Gateway:
                 try:
                     response = await session.post(**self._request_args(provider, Endpoint.chat, body), timeout=timeout)
                     if response.status >= 500 or response.status == 429:
-                        raise _status_failure(provider, response)
+                        raise status_failure(provider, response)
                     if response.status >= 400:
                         raw = await self._read_bounded(response, provider)
                         try:
@@ -414,8 +339,8 @@ class Gateway:
                     meter.first_byte_at = time.perf_counter()
                     deadline = time.monotonic() + self._settings.max_stream_seconds
                     return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first)
-                except (_Retryable, TimeoutError, aiohttp.ClientError) as exc:
-                    error = exc if isinstance(exc, _Retryable) else _transport_failure(provider, exc)
+                except (Retryable, TimeoutError, aiohttp.ClientError) as exc:
+                    error = exc if isinstance(exc, Retryable) else transport_failure(provider, exc)
                     failures.append(error)
                     meter.upstream_seconds += time.perf_counter() - started
                     if response is not None:
@@ -429,7 +354,7 @@ class Gateway:
                     raise
         raise self._exhausted(meter.router, failures)
 
-    def _exhausted(self, router: RouterEntry, failures: list[_Retryable]) -> Exception:
+    def _exhausted(self, router: RouterEntry, failures: list[Retryable]) -> Exception:
         if not failures:
             return ServiceUnavailableError(
                 f"Model '{router.name}' has no available provider; retry shortly",

@@ -12,7 +12,8 @@ import aiohttp
 
 from api.errors import DomainError, UpstreamError, status_for
 from api.identity.auth import Principal
-from api.inference.gateway import Gateway, UpstreamRejected
+from api.inference.answers import UpstreamRejected
+from api.inference.gateway import Gateway
 from api.inference.quotas import Quotas
 from api.inference.streaming import CLIENT_CLOSED, ChatStreamRelay
 from api.inference.tokens import count_inputs, count_messages, count_text

@@ -24,7 +24,8 @@ import aiohttp
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from api.inference.gateway import Gateway, OpenStream
+from api.inference.answers import OpenStream
+from api.inference.gateway import Gateway
 from api.inference.tokens import count_messages, count_text
 from api.usage.meter import Meter
 
