@@ -23,7 +23,7 @@ from api.db.base import Base
 from api.db.migrate import upgrade_database
 from api.main import create_app
 from api.settings import Settings
-from fakes.upstream import FakeUpstream
+from fakes.upstream import Behaviour, FakeUpstream
 
 MASTER_KEY = "test-master-key-" + uuid.uuid4().hex
 PG_URL = os.environ.get("TOLLGATE_TEST_DATABASE_URL")
@@ -258,8 +258,9 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-async def _fake_upstream() -> AsyncIterator[FakeUpstream]:
-    fake = FakeUpstream()
+async def fake_upstream(behaviour: Behaviour | None = None) -> AsyncIterator[FakeUpstream]:
+    """A fake provider serving on its own port for as long as the iteration lasts."""
+    fake = FakeUpstream() if behaviour is None else FakeUpstream(behaviour=behaviour)
     await fake.start()
     yield fake
     await fake.stop()
@@ -267,7 +268,7 @@ async def _fake_upstream() -> AsyncIterator[FakeUpstream]:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeUpstream]:
-    async for fake in _fake_upstream():
+    async for fake in fake_upstream():
         yield fake
 
 
@@ -336,5 +337,5 @@ async def live_server(app_client: httpx.AsyncClient, **uvicorn_options: object) 
 
 @pytest.fixture
 async def second_upstream() -> AsyncIterator[FakeUpstream]:
-    async for fake in _fake_upstream():
+    async for fake in fake_upstream():
         yield fake

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import ADMIN, Models, SeededUser, Seeder
+from conftest import ADMIN, Models, SeededUser, Seeder, fake_upstream
 from fakes.upstream import Behaviour, FakeUpstream
 from pdfs import make_pdf
 
@@ -192,10 +192,8 @@ async def test_budget_change_of_a_missing_user_is_404(client) -> None:
 
 @pytest.fixture
 async def embedding_upstream():
-    fake = FakeUpstream(behaviour=Behaviour(embedding_dimensions=32))
-    await fake.start()
-    yield fake
-    await fake.stop()
+    async for fake in fake_upstream(Behaviour(embedding_dimensions=32)):
+        yield fake
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from conftest import ADMIN, Models, SeededUser, Seeder, usage_rows
+from conftest import ADMIN, Models, SeededUser, Seeder, fake_upstream, usage_rows
 from fakes.upstream import Behaviour, FakeUpstream
 from pdfs import make_pdf
 
@@ -24,10 +24,8 @@ CORPUS = {
 
 @pytest.fixture
 async def embedding_upstream():
-    fake = FakeUpstream(behaviour=Behaviour(embedding_dimensions=256))
-    await fake.start()
-    yield fake
-    await fake.stop()
+    async for fake in fake_upstream(Behaviour(embedding_dimensions=256)):
+        yield fake
 
 
 @dataclass
