@@ -41,4 +41,6 @@ def build_redis(settings: RedisSettings) -> Redis:
         socket_connect_timeout=settings.timeout_seconds,
         retry=Retry(NoBackoff(), 0),
     )
-    return Redis(connection_pool=pool)
+    # from_pool: closing the client closes the pool's connections too (a pool passed as
+    # `connection_pool=` is left open, its connections kept until garbage collection).
+    return Redis.from_pool(pool)
