@@ -191,3 +191,28 @@ async def test_concurrent_settlements_add_up(store) -> None:
     after = await store.admit(tpm, BudgetHold(user_id=7, amount=900, initial_balance=1000))
     assert after.admitted and after.admission.windows[0].used == 20 * 10 + 100  # real tokens counted, estimates gone
     assert (await store.admit([], BudgetHold(user_id=7, amount=1, initial_balance=1000))).budget_refused  # 1000 − 100 − 900
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="the in-process store settles at once")
+async def test_a_settlement_no_later_call_picks_up_still_reaches_redis() -> None:
+    """Settlements wait a few milliseconds to ride with the next admission; with none coming,
+    another replica (reading Redis directly) still sees the hold given back soon after."""
+    from redis.asyncio import Redis
+
+    from api.state.budgets import RedisBudgetStore
+    from api.state.quotas import SETTLE_LINGER_SECONDS
+    from api.state.script_client import ScriptClient
+
+    prefix = f"tollgate-test:{uuid.uuid4().hex}:"
+    scripts, redis = ScriptClient(REDIS_URL, 5), Redis.from_url(REDIS_URL)
+    store, other_replica = RedisQuotaStore(scripts, prefix), RedisBudgetStore(redis, prefix)
+    try:
+        held = await store.admit([], BudgetHold(user_id=1, amount=60, initial_balance=100))
+        assert await other_replica.balance(1) == 40
+        await store.settle([], BudgetRelease(user_id=1, reserved=60, spent=10, epoch=held.epoch))
+        await asyncio.sleep(SETTLE_LINGER_SECONDS + 0.2)
+        assert await other_replica.balance(1) == 90
+    finally:
+        await store.close()
+        await scripts.close()
+        await redis.aclose()

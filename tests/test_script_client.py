@@ -126,3 +126,18 @@ async def test_a_lost_connection_fails_the_calls_in_flight_and_the_next_call_rec
     finally:
         await redis.execute_command("CLIENT", "UNPAUSE")
     assert (await scripts.run(script, [key], [1]))[0] == 2
+
+
+async def test_after_a_redis_restart_calls_reach_redis_in_the_order_they_were_made(scripts: ScriptClient, redis: Redis) -> None:
+    increment, read = scripts.register(INCR), scripts.register("return redis.call('GET', KEYS[1])")
+    key = _key()
+    await scripts.run(increment, [key], [1])
+    ours = await scripts.execute("CLIENT", "ID")
+    # What a restart does to the client: its script cache is gone, and so is its connection.
+    await redis.script_flush()
+    await redis.execute_command("CLIENT", "KILL", "ID", ours)
+    await asyncio.sleep(0.05)
+    assert await scripts.run(read, [key], []) == b"1"  # connects again
+    adding, reading = scripts.submit(increment, [key], [1]), scripts.submit(read, [key], [])
+    # Made in this order, run in this order (a settlement then the admission that follows it).
+    assert (await adding)[0] == 2 and await reading == b"2"

@@ -176,11 +176,12 @@ return 0
 
 
 class _Settlements:
-    """The settlements made in one event-loop turn, merged into one script call: deltas on
-    the same window add up, releases of the same budget too (the script's effect is the same
-    as applying them one by one)."""
+    """The settlements made until the next admission (or `linger` fires), merged into one
+    script call: deltas on the same window add up, releases of the same budget too (the
+    script's effect is the same as applying them one by one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, linger: asyncio.TimerHandle) -> None:
+        self.linger = linger
         self.deltas: dict[str, int] = {}
         self.releases: dict[tuple[int, str], list[int]] = {}  # (user, epoch) → [reserved, spent]
 
@@ -201,7 +202,6 @@ class RedisQuotaStore:
         self._admit = scripts.register(_ADMIT)
         self._settle = scripts.register(_SETTLE)
         self._settlements: _Settlements | None = None
-        self._linger: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
     def _budget_keys(self, user_id: int) -> list[str]:
@@ -237,9 +237,7 @@ class RedisQuotaStore:
             return
         adjustments = [(state.key, -check.amount) for state, check in zip(decision.admission.windows, checks, strict=True)]
         release = BudgetRelease(hold.user_id, hold.amount, 0, decision.epoch) if hold is not None else None
-        task = asyncio.ensure_future(self.settle(adjustments, release))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._queue_settlement(adjustments, release)
 
     @staticmethod
     def _decision(result: Any, checks: list[WindowCheck]) -> QuotaDecision:
@@ -258,15 +256,18 @@ class RedisQuotaStore:
         return QuotaDecision(Admission(True, states), epoch=epoch)
 
     async def settle(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
+        # Not awaited: the answer (an error's included) need not wait out the linger; `flush`
+        # and `close` are the ways to know it was sent.
+        self._queue_settlement(adjustments, release)
+
+    def _queue_settlement(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
         adjustments = [(key, delta) for key, delta in adjustments if delta]
         if not adjustments and release is None:
             return
         batch = self._settlements
         if batch is None:
-            batch = self._settlements = _Settlements()
-            self._linger = asyncio.get_running_loop().call_later(SETTLE_LINGER_SECONDS, self._flush_settlements)
-        # Not awaited: the answer (an error's included) need not wait out the linger; `flush`
-        # and `close` are the ways to know it was sent.
+            linger = asyncio.get_running_loop().call_later(SETTLE_LINGER_SECONDS, self._flush_settlements)
+            batch = self._settlements = _Settlements(linger)
         batch.add(adjustments, release)
 
     async def flush(self) -> None:
@@ -280,9 +281,7 @@ class RedisQuotaStore:
         batch, self._settlements = self._settlements, None
         if batch is None:
             return
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
+        batch.linger.cancel()
         task = asyncio.ensure_future(self._send_settlements(batch))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
@@ -306,6 +305,4 @@ class RedisQuotaStore:
                        error, {user: reserved - spent for (user, _), (reserved, spent) in batch.releases.items()})
 
     async def close(self) -> None:
-        self._flush_settlements()
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        await self.flush()

@@ -2,8 +2,8 @@
 
 Admission and settlement are two script calls per model request. Through redis-py each costs
 ~120-250 µs of CPU on this machine (connection-pool checkout, command packing, response
-callbacks, retry wrappers) against ~40 µs for the round trip itself; that difference was a
-third of Tollgate's added latency. This client keeps only what those calls need, with hiredis
+callbacks, retry wrappers) against ~40 µs for the round trip itself; it was a quarter of the
+instructions a limited call cost (docs/performance.md). This client keeps only what those calls need, with hiredis
 (the C protocol library redis-py itself uses) packing commands and parsing replies:
 
 - one connection per process, pipelined: replies come back in the order commands were sent,
@@ -13,7 +13,9 @@ third of Tollgate's added latency. This client keeps only what those calls need,
   (replies after it could no longer be matched), which fails the calls behind it at once; the
   next call connects again. Nothing is retried: a script resent after a lost reply could
   count a request twice. Failures raise redis-py's ConnectionError / TimeoutError, which the
-  callers already treat as "Redis is down".
+  callers already treat as "Redis is down";
+- the URL and its TLS options are read by redis-py's own parser, and every new connection
+  loads the registered scripts before its first call.
 
 Everything else (reads for /v1/me/info, admin, health) goes through redis-py.
 """
@@ -26,9 +28,9 @@ import ssl
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
 
 import hiredis
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -41,32 +43,13 @@ class Script:
     sha: str
 
 
-@dataclass(frozen=True)
-class _Address:
-    host: str | None
-    port: int
-    unix_path: str | None
-    tls: bool
-    username: str | None
-    password: str | None
-    db: int
-
-
-def _address(url: str) -> _Address:
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
-    query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
-    db_text = parts.path.lstrip("/") if parts.scheme != "unix" else query.get("db", "0")
-    return _Address(
-        host=parts.hostname if parts.scheme != "unix" else None,
-        port=parts.port or 6379,
-        unix_path=parts.path if parts.scheme == "unix" else None,
-        tls=parts.scheme == "rediss",
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else query.get("password"),
-        db=int(db_text or 0),
-    )
+def _connection_options(url: str) -> tuple[dict[str, Any], ssl.SSLContext | None]:
+    """The URL read as redis-py reads it (host, port or Unix path, db, credentials), and for
+    `rediss://` the TLS context redis-py would build from its `ssl_*` query options."""
+    options = parse_url(url)
+    connection_class = options.pop("connection_class", None)
+    tls = connection_class(**options).ssl_context.get() if connection_class is SSLConnection else None
+    return options, tls
 
 
 class _Protocol(asyncio.Protocol):
@@ -124,14 +107,19 @@ class _Protocol(asyncio.Protocol):
 
 class ScriptClient:
     def __init__(self, url: str, timeout_seconds: float) -> None:
-        self._address = _address(url)
+        self._options, self._tls = _connection_options(url)
         self._timeout = timeout_seconds
         self._protocol: _Protocol | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+        self._scripts: list[Script] = []
 
-    @staticmethod
-    def register(source: str) -> Script:
-        return Script(source, hashlib.sha1(source.encode()).hexdigest())
+    def register(self, source: str) -> Script:
+        """A script this client runs: loaded into Redis on every new connection, before any
+        call, so that after a Redis restart calls still reach Redis in the order they were made
+        (a NOSCRIPT answer, resent as EVAL, would let later calls overtake it)."""
+        script = Script(source, hashlib.sha1(source.encode()).hexdigest())
+        self._scripts.append(script)
+        return script
 
     def submit(self, script: Script, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         """Send the call; the future gets its result, even if nobody awaits it."""
@@ -143,7 +131,8 @@ class ScriptClient:
         except ResponseError as error:
             if not str(error).startswith("NOSCRIPT"):
                 raise
-            # Redis restarted or was flushed: EVAL sends the source and caches it again.
+            # The script cache was flushed under a live connection: EVAL sends the source and
+            # caches it again.
             return await self._call(("EVAL", script.source, len(keys), *keys, *args))
 
     async def execute(self, *command: Any) -> Any:
@@ -167,34 +156,43 @@ class ScriptClient:
             protocol.close(RedisTimeoutError(f"Redis did not answer within {self._timeout:g} s"))
 
     async def _connect(self) -> _Protocol:
+        """One attempt at a time, shared by every call that finds no connection: when it
+        fails, they all fail with it (within one timeout), rather than each trying again."""
         if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:  # one connection, however many calls find none
-            if self._protocol is not None and not self._protocol.closed:
-                return self._protocol
-            try:
-                async with asyncio.timeout(self._timeout):
-                    protocol = await self._open()
-            except TimeoutError as error:
-                raise RedisTimeoutError(f"connecting to Redis took over {self._timeout:g} s") from error
-            except OSError as error:
-                raise RedisConnectionError(f"cannot connect to Redis: {error}") from error
-            self._protocol = protocol
-            return protocol
+            self._connecting = asyncio.ensure_future(self._attempt())
+            self._connecting.add_done_callback(self._attempted)
+        return await asyncio.shield(self._connecting)
+
+    def _attempted(self, attempt: asyncio.Future[_Protocol]) -> None:
+        self._connecting = None
+        if not attempt.cancelled() and attempt.exception() is None:
+            self._protocol = attempt.result()
+
+    async def _attempt(self) -> _Protocol:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._open()
+        except TimeoutError as error:
+            raise RedisTimeoutError(f"connecting to Redis took over {self._timeout:g} s") from error
+        except OSError as error:
+            raise RedisConnectionError(f"cannot connect to Redis: {error}") from error
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
-        address = self._address
-        if address.unix_path is not None:
-            _, protocol = await loop.create_unix_connection(_Protocol, address.unix_path)
+        options = self._options
+        if "path" in options:
+            _, protocol = await loop.create_unix_connection(_Protocol, options["path"])
         else:
-            context = ssl.create_default_context() if address.tls else None
-            _, protocol = await loop.create_connection(_Protocol, address.host, address.port, ssl=context)
+            _, protocol = await loop.create_connection(
+                _Protocol, options.get("host", "localhost"), options.get("port", 6379), ssl=self._tls
+            )
         handshake: list[tuple[Any, ...]] = []
-        if address.password is not None:
-            handshake.append(("AUTH", address.username, address.password) if address.username else ("AUTH", address.password))
-        if address.db:
-            handshake.append(("SELECT", address.db))
+        if options.get("password") is not None:
+            username = options.get("username")
+            handshake.append(("AUTH", username, options["password"]) if username else ("AUTH", options["password"]))
+        if options.get("db"):
+            handshake.append(("SELECT", options["db"]))
+        handshake += [("SCRIPT", "LOAD", script.source) for script in self._scripts]
         for command in handshake:
             reply = loop.create_future()
             protocol.send(command, reply)
@@ -202,12 +200,14 @@ class ScriptClient:
                 await reply
             except BaseException as error:
                 protocol.close(RedisConnectionError("Redis refused the connection's handshake"))
-                if isinstance(error, ResponseError):  # wrong credentials, no such database
+                if isinstance(error, ResponseError):  # wrong credentials, no such database, no scripting
                     raise AuthenticationError(f"Redis refused the connection: {error}") from error
                 raise
         return protocol
 
     async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._protocol is not None:
             self._protocol.close(RedisConnectionError("client closed"))
             self._protocol = None
