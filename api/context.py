@@ -111,7 +111,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
     stack.push_async_callback(_cancel, refresher)
     metrics = GatewayMetrics()
     journal = UsageJournal(Path(general.usage_journal_path)) if general.usage_journal_path else None
-    usage_writer = UsageWriter(session_factory, interval_seconds=general.usage_write_interval_seconds, journal=journal,
+    usage_writer = UsageWriter(engine, interval_seconds=general.usage_write_interval_seconds, journal=journal,
                                drain_seconds=general.usage_drain_seconds)
     if journal is not None:
         # Records answered by a process of this folder that died before writing them.

@@ -1,0 +1,35 @@
+"""The usage writer stores what it is given, field for field, on both databases: records go
+to the driver as rows of a statement compiled once, in statements of a bounded size."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from api.usage.writer import ROWS_PER_STATEMENT, UsageRecord
+from conftest import usage_rows
+
+
+def _record(index: int, start: datetime) -> UsageRecord:
+    return UsageRecord(
+        request_id=uuid.uuid4().hex, endpoint="/v1/chat/completions", method="POST", status=200 + index % 3,
+        user_id=None, organization_id=index, key_id=index + 1, key_name=f"key-{index}", router_id=index % 7,
+        provider_id=None if index % 2 else index, model=f"model-{index}", prompt_tokens=index, completion_tokens=2 * index,
+        total_tokens=3 * index, cost_nanos=10**12 + index, kwh_min=index * 1e-9, kwh_max=index * 2e-9,
+        kgco2eq_min=index * 3e-10, kgco2eq_max=index * 4e-10, latency_ms=index % 50, ttft_ms=None if index % 3 else index,
+        created=start + timedelta(microseconds=1_001 * index),
+    )
+
+
+async def test_a_batch_of_several_statements_is_stored_field_for_field(client) -> None:
+    start = datetime(2026, 11, 30, 23, 59, 59, 123456, tzinfo=UTC)
+    records = [_record(index, start) for index in range(2 * ROWS_PER_STATEMENT + 5)]
+    await client.app.state.context.usage_writer.write_now(records)
+
+    rows = {row.request_id: row for row in await usage_rows(client)}
+    assert len(rows) == len(records)
+    for record in records:
+        row = rows[record.request_id]
+        stored = {name: getattr(row, name) for name in vars(record)}
+        assert stored == vars(record)
+        assert row.created.tzinfo is not None and row.created.utcoffset() == timedelta(0)
