@@ -17,6 +17,7 @@ from api.identity.auth import Principal
 from api.inference.tokens import count_inputs, count_messages, count_text
 from api.errors import NotFoundError
 from api.inference import service
+from api.inference.model_route import ModelRoute
 from api.inference.schemas import ChatCompletionRequest, EmbeddingsRequest, RerankRequest, as_upstream_body
 from api.inference.streaming import MeteredStreamingResponse
 from api.models.catalog import RouterEntry
@@ -28,7 +29,7 @@ from api.rag import search as rag_search
 from api.rag.schemas import SearchArgs
 from api.usage.meter import Meter
 
-router = APIRouter(prefix="/v1", tags=["models"], responses=MODEL_ERRORS)
+router = APIRouter(prefix="/v1", tags=["models"], responses=MODEL_ERRORS, route_class=ModelRoute)
 
 OVERHEAD_HEADER = "x-tollgate-overhead-ms"
 REQUEST_ID_HEADER = "x-tollgate-request-id"

@@ -1,0 +1,68 @@
+"""The model endpoints read their JSON body and their caller themselves (api/inference/
+model_route.py): what a client sees when the body or the key is wrong must be what every other
+FastAPI endpoint answers — the same statuses, in the same order, the same 422 details."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ADMIN
+
+PATHS = ["/v1/chat/completions", "/v1/embeddings", "/v1/rerank"]
+JSON = {"content-type": "application/json"}
+
+
+def _details(response) -> list[tuple[str, tuple]]:
+    assert response.status_code == 422, response.text
+    return [(detail["type"], tuple(detail["loc"])) for detail in response.json()["detail"]]
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_invalid_json_is_422_at_its_position_even_without_a_key(client, path: str) -> None:
+    response = await client.post(path, content=b'{"model": ', headers=JSON)
+    assert _details(response) == [("json_invalid", ("body", 10))]
+    assert response.json()["detail"][0]["ctx"] == {"error": "Expecting value"}
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_well_formed_body_without_a_valid_key_is_401(client, path: str) -> None:
+    for headers in (JSON, {**JSON, "Authorization": "Bearer nope"}):
+        response = await client.post(path, content=b'{"nothing": "valid"}', headers=headers)
+        assert response.status_code == 401, response.text
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_an_empty_body_is_a_missing_body(client, path: str) -> None:
+    assert _details(await client.post(path, content=b"", headers={**ADMIN, **JSON})) == [("missing", ("body",))]
+
+
+async def test_field_errors_are_located_in_the_body(client) -> None:
+    body = b'{"model": "", "messages": [{"content": "x"}], "n": 0, "max_tokens": "a"}'
+    details = _details(await client.post("/v1/chat/completions", content=body, headers={**ADMIN, **JSON}))
+    assert set(details) == {
+        ("too_short", ("body", "model")),
+        ("missing", ("body", "messages", 0, "role")),
+        ("greater_than_equal", ("body", "n")),
+        ("int_parsing", ("body", "max_tokens")),
+    }
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", None])
+async def test_a_body_not_declared_json_is_not_read_as_json(client, content_type: str | None) -> None:
+    headers = {**ADMIN, **({"content-type": content_type} if content_type else {})}
+    response = await client.post("/v1/chat/completions", content=b'{"model": "x", "messages": [{"role": "user"}]}',
+                                 headers=headers)
+    assert _details(response) == [("model_attributes_type", ("body",))]
+
+
+async def test_a_json_subtype_is_json(client) -> None:
+    body = b'{"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}'
+    response = await client.post("/v1/chat/completions", content=body,
+                                 headers={**ADMIN, "content-type": "application/vnd.api+json; charset=utf-8"})
+    assert response.status_code == 404, response.text
+
+
+async def test_a_body_that_is_not_utf8_is_400(client) -> None:
+    response = await client.post("/v1/embeddings", content=b'{"model": "\xff"}', headers={**ADMIN, **JSON})
+    assert response.status_code == 400
+    assert response.json() == {"detail": "There was an error parsing the body"}
