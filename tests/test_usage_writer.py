@@ -3,11 +3,16 @@ to the driver as rows of a statement compiled once, in statements of a bounded s
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
 from api.usage.writer import ROWS_PER_STATEMENT, UsageRecord
-from conftest import usage_rows
+from conftest import Backend, usage_rows
 
 
 def _record(index: int, start: datetime) -> UsageRecord:
@@ -33,3 +38,33 @@ async def test_a_batch_of_several_statements_is_stored_field_for_field(client) -
         stored = {name: getattr(row, name) for name in vars(record)}
         assert stored == vars(record)
         assert row.created.tzinfo is not None and row.created.utcoffset() == timedelta(0)
+
+
+async def test_a_connection_lost_between_batches_is_replaced_without_a_warning(backend: Backend, client, caplog) -> None:
+    """The writer keeps its connection from one batch to the next. One that died meanwhile (a
+    database restart, an idle timeout) is replaced at once: nothing lost, nothing doubled, and
+    no 'database unavailable' warning for an outage that is over."""
+    if not backend.database_url.startswith("postgresql"):
+        pytest.skip("connections are terminated with PostgreSQL's pg_terminate_backend")
+    writer = client.app.state.context.usage_writer
+    start = datetime.now(UTC)
+    first, second = [_record(i, start) for i in range(3)], [_record(i, start) for i in range(3, 8)]
+    await writer.write_now(first)
+
+    url = make_url(backend.database_url)
+    admin = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+                                  database=url.database)
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    assert killed >= 1
+
+    with caplog.at_level(logging.WARNING, logger="tollgate.usage"):
+        await writer.write_now(second)
+    assert [r.getMessage() for r in caplog.records if r.name == "tollgate.usage"] == []
+    stored = sorted(row.request_id for row in await usage_rows(client))
+    assert stored == sorted(record.request_id for record in first + second)

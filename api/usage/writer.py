@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.db.base import utcnow
 from api.db.engine import database_unavailable
@@ -111,6 +111,9 @@ class UsageWriter:
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=max_queue)
         self._batch_size = batch_size
         self._inserts: dict[str, UsageInsert] = {}  # by dialect name
+        # Kept from one batch to the next while records keep coming: a checkout from the pool
+        # (its ping, its reset) cost as much CPU here as writing a hundred records.
+        self._connection: AsyncConnection | None = None
         self._interval = interval_seconds
         self._task: asyncio.Task[None] | None = None
         # Records taken off the queue but not yet committed: stop() writes them if cut short.
@@ -172,10 +175,12 @@ class UsageWriter:
             self._task = None
         if self._journal is None:
             await self._drain()
+            await self._release_connection()
             return
         try:
             async with asyncio.timeout(self._drain_seconds):
                 await self._drain()
+                await self._release_connection()
         except TimeoutError:
             logger.error("the database did not take the last usage records within %.0fs of shutdown: %d stay in the "
                          "usage journal (%s), for the next process on that folder or `tollgate worker` to write",
@@ -209,10 +214,17 @@ class UsageWriter:
 
     async def _run(self) -> None:
         while True:
+            if self._queue.empty():
+                await self._release_connection()  # traffic stopped: give the connection back
             self._in_hand = [await self._queue.get()]
             await asyncio.sleep(self._interval)  # let a batch gather
             self._in_hand += self._take(self._batch_size - 1)
             await self._write(self._in_hand)
+
+    async def _release_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
 
     async def _write(self, batch: list[UsageRecord]) -> None:
         await self._store(batch)
@@ -257,23 +269,43 @@ class UsageWriter:
         for record in records:
             if record.user_id is not None and record.cost_nanos:
                 spent[record.user_id] = spent.get(record.user_id, 0) + record.cost_nanos
-        # A bare connection, no ORM session: its bookkeeping cost a millisecond a batch here.
-        async with self._engine.begin() as connection:
-            statement = self._inserts.get(connection.dialect.name)
-            if statement is None:
-                statement = self._inserts[connection.dialect.name] = UsageInsert(connection.dialect)
-            for start in range(0, len(records), ROWS_PER_STATEMENT):
-                chunk = records[start:start + ROWS_PER_STATEMENT]
-                await connection.exec_driver_sql(statement.sql, statement.rows(chunk))
-            if spent:
-                # Budgets move in the same transaction as the records: each cost counts once.
-                await connection.execute(
-                    update(User.__table__)
-                    .where(User.__table__.c.id == bindparam("uid"), User.__table__.c.budget_nanos.is_not(None))
-                    .values(budget_nanos=User.__table__.c.budget_nanos - bindparam("spent")),
-                    [{"uid": uid, "spent": amount} for uid, amount in spent.items()],
-                )
+        kept, self._connection = self._connection, None
+        try:
+            await self._insert_on(kept or await self._engine.connect(), records, spent)
+        except DBAPIError as error:
+            if kept is None or not _is_transient(error):
+                raise
+            # The kept connection died while it waited (a restart, an idle timeout): what a
+            # checkout's ping would have found. Once more on a fresh one, before any warning.
+            await self._insert_on(await self._engine.connect(), records, spent)
         self._written += len(records)  # committed
+
+    async def _insert_on(self, connection: AsyncConnection, records: list[UsageRecord], spent: dict[int, int]) -> None:
+        # A bare connection, no ORM session: its bookkeeping cost a millisecond a batch here.
+        try:
+            async with connection.begin():
+                statement = self._inserts.get(connection.dialect.name)
+                if statement is None:
+                    statement = self._inserts[connection.dialect.name] = UsageInsert(connection.dialect)
+                for start in range(0, len(records), ROWS_PER_STATEMENT):
+                    chunk = records[start:start + ROWS_PER_STATEMENT]
+                    await connection.exec_driver_sql(statement.sql, statement.rows(chunk))
+                if spent:
+                    # Budgets move in the same transaction as the records: each cost counts once.
+                    await connection.execute(
+                        update(User.__table__)
+                        .where(User.__table__.c.id == bindparam("uid"), User.__table__.c.budget_nanos.is_not(None))
+                        .values(budget_nanos=User.__table__.c.budget_nanos - bindparam("spent")),
+                        [{"uid": uid, "spent": amount} for uid, amount in spent.items()],
+                    )
+        except IntegrityError:
+            self._connection = connection  # a record refused, rolled back: the connection is sound
+            raise
+        except BaseException:
+            # Broken, or cut mid-statement (a cancelled shutdown): never reused.
+            await _discard(connection)
+            raise
+        self._connection = connection
 
     async def _insert_each(self, records: list[UsageRecord]) -> None:
         """Insert records one at a time, removing each from `records` once settled."""
@@ -288,6 +320,14 @@ class UsageWriter:
                     raise
                 logger.error("usage record %s cannot be stored and is dropped: %r", record.request_id, record)
             records.pop(0)
+
+
+async def _discard(connection: AsyncConnection) -> None:
+    try:
+        await connection.invalidate()
+        await connection.close()
+    except Exception:  # noqa: BLE001  (it is being thrown away: nothing more to do with it)
+        logger.debug("closing a failed usage-writer connection failed", exc_info=True)
 
 
 def _is_transient(exc: BaseException) -> bool:
