@@ -72,6 +72,10 @@ def create_app(settings: Settings) -> FastAPI:
     # Added last, so it runs first: a 413 carries the request id too.
     app.add_middleware(RequestIdMiddleware)
 
+    # The model endpoints first: routes are matched in order, and these carry the traffic.
+    # (Only FastAPI's own documentation routes come before them.)
+    app.include_router(inference_routes.router)
+
     @app.get("/health", tags=["monitoring"])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -84,8 +88,6 @@ def create_app(settings: Settings) -> FastAPI:
         await refresh_component_gauges(context.metrics.components, components)
         return PlainTextResponse(context.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    # The model endpoints first: routes are matched in order, and these carry the traffic.
-    app.include_router(inference_routes.router)
     app.include_router(auth.router)
     app.include_router(me.router)
     app.include_router(usage_routes.router)

@@ -27,6 +27,15 @@ class GatewayMetrics:
         self.components = ComponentGauges(r)  # database, Redis, usage writer, documents: read at each scrape
         # The labelled children a record updates, looked up once per (endpoint, model, status).
         self._series: dict[tuple[str, str, int], _RecordSeries] = {}
+        self._in_flight: dict[int, Gauge] = {}
+
+    def provider_in_flight(self, provider_id: int) -> Gauge:
+        """The in-flight gauge of one provider, looked up once: `labels()` builds and checks its
+        key on every call, twice a request."""
+        gauge = self._in_flight.get(provider_id)
+        if gauge is None:
+            gauge = self._in_flight[provider_id] = self.in_flight.labels(str(provider_id))
+        return gauge
 
     def observe(self, record: UsageRecord) -> None:
         # A name that resolved to no router is the client's free text: not a label value, or

@@ -152,7 +152,7 @@ class Gateway:
         else:
             lease = await self._tracker.acquire(provider.id, cap, self._lease_seconds(provider))
         if lease is not None:
-            self._metrics.in_flight.labels(str(provider.id)).inc()
+            self._metrics.provider_in_flight(provider.id).inc()
         return lease
 
     async def _wait_for_slot(self, router: RouterEntry, tried: set[int], priority: int) -> tuple[ProviderTarget, Lease]:
@@ -207,7 +207,7 @@ class Gateway:
             yield chosen
 
     async def release(self, lease: Lease) -> None:
-        self._metrics.in_flight.labels(str(lease.provider_id)).dec()
+        self._metrics.provider_in_flight(lease.provider_id).dec()
         await self._tracker.release(lease)
 
     async def _failed(self, provider: ProviderTarget, error: Retryable) -> None:

@@ -53,19 +53,6 @@ def _json(meter: Meter, content: dict[str, Any]) -> JSONResponse:
     return FastJSONResponse(content, headers=_headers(meter), background=BackgroundTask(meter.settle))
 
 
-@router.get("/models")
-async def list_models(caller: Caller, context: Context) -> ModelList:
-    return ModelList(data=[_model_out(r) for r in context.gateway.visible_routers(caller)])
-
-
-@router.get("/models/{model:path}")
-async def get_model(model: Annotated[str, Path(max_length=255)], caller: Caller, context: Context) -> ModelOut:
-    entry = context.catalog.resolve(model)
-    if entry is None or not caller.may_use(entry.id):
-        raise NotFoundError(f"Model '{model}' not found")
-    return _model_out(entry)
-
-
 def _once(compute: Callable[[], int]) -> Callable[[], int]:
     """A token estimate computed at most once, and only if a limit or a budget needs it."""
     value: list[int] = []
@@ -178,3 +165,17 @@ async def create_transcription(
             fields, caller.priority,
         )
         return _json(meter, result)
+
+
+# After the endpoints that carry the traffic: routes are matched in the order they are defined.
+@router.get("/models")
+async def list_models(caller: Caller, context: Context) -> ModelList:
+    return ModelList(data=[_model_out(r) for r in context.gateway.visible_routers(caller)])
+
+
+@router.get("/models/{model:path}")
+async def get_model(model: Annotated[str, Path(max_length=255)], caller: Caller, context: Context) -> ModelOut:
+    entry = context.catalog.resolve(model)
+    if entry is None or not caller.may_use(entry.id):
+        raise NotFoundError(f"Model '{model}' not found")
+    return _model_out(entry)
