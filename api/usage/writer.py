@@ -67,17 +67,17 @@ class UsageRecord:
 
 
 class UsageInsert:
-    """The usage INSERT for a dialect: compiled once per number of rows, its parameters taken
-    from the records as they are.
+    """The usage INSERT for a dialect, compiled once, its parameters taken from the records as
+    they are.
 
     SQLAlchemy's executemany of dicts builds every row's bound parameters in Python (about
-    15 µs a record here), on the event loop that serves the requests; and one statement per
-    row costs the database a bind and an execution each (PostgreSQL spent ~44 µs a row). One
-    statement with many rows of VALUES costs it a third less, and the column types' bind
-    processors are the same for every batch, so they are looked up once."""
+    15 µs a record here), on the event loop that serves the requests; and one execution per
+    row costs the database a bind and an execution each (PostgreSQL spent ~44 µs a row). A
+    statement with many rows of VALUES costs it a third less. Compiling one costs ~1 ms a row,
+    so only the largest is compiled (at start, not on the loop mid-traffic): the statement for
+    fewer rows is its beginning, checked against SQLAlchemy's own for one and two rows."""
 
-    def __init__(self, dialect: Dialect) -> None:
-        self._dialect = dialect
+    def __init__(self, dialect: Dialect, rows_per_statement: int) -> None:
         table = Usage.__table__
         columns = [column for column in table.c if not column.primary_key]
         compiled = insert(table).compile(dialect=dialect, column_keys=[column.key for column in columns])
@@ -88,7 +88,9 @@ class UsageInsert:
         self._values = operator.itemgetter(*self._keys)
         # Most columns need no conversion: only those that do (timestamps) are touched per row.
         self._processed = [(index, processors[key]) for index, key in enumerate(self._keys) if processors[key] is not None]
-        self._statements: dict[int, str] = {}  # by number of rows
+        self.rows_per_statement = rows_per_statement
+        # Row count -> the statement inserting that many rows at once (positional drivers).
+        self._many: dict[int, str] = self._statements(dialect, rows_per_statement) if self._positional else {}
 
     def rows(self, records: list[UsageRecord]) -> list[Any]:
         rows: list[Any] = []
@@ -100,21 +102,31 @@ class UsageInsert:
         return rows
 
     def statement(self, records: list[UsageRecord]) -> tuple[str, Any]:
-        """(SQL, parameters) inserting every record of `records` in one statement; with a
-        driver of named parameters, the single-row statement and one set per record."""
+        """(SQL, parameters) inserting `records` (at most `rows_per_statement`): one statement of
+        them all, or the single-row statement and one set of parameters per record."""
         rows = self.rows(records)
-        if not self._positional:
-            return self.sql, rows
-        sql = self._statements.get(len(rows))
-        if sql is None:
-            sql = self._statements[len(rows)] = self._compile(len(rows))
-        return sql, tuple(value for row in rows for value in row)
+        many = self._many.get(len(rows)) if len(rows) > 1 else None
+        if many is not None:
+            return many, tuple(value for row in rows for value in row)
+        return self.sql, rows
 
-    def _compile(self, count: int) -> str:
-        compiled = insert(Usage.__table__).values([dict.fromkeys(self._keys)] * count).compile(dialect=self._dialect)
+    def _statements(self, dialect: Dialect, count: int) -> dict[int, str]:
+        """The INSERT of 2, 3, … `count` rows; only that of `count` rows if the shorter ones
+        cannot be read off it."""
+        full = self._compile(dialect, count)
+        head, _, values = full.partition(" VALUES (")
+        rows = values[:-1].split("), (") if values.endswith(")") else []
+        shorter = {n: f"{head} VALUES (" + "), (".join(rows[:n]) + ")" for n in range(1, count + 1)}
+        if len(rows) == count and shorter[count] == full and shorter[1] == self._compile(dialect, 1) \
+                and shorter[2] == self._compile(dialect, 2):
+            return shorter
+        return {count: full}
+
+    def _compile(self, dialect: Dialect, count: int) -> str:
+        compiled = insert(Usage.__table__).values([dict.fromkeys(self._keys)] * count).compile(dialect=dialect)
         names = [_ROW_SUFFIX.sub("", name) for name in compiled.positiontup or ()]
         if names != self._keys * count:  # the flattened rows would not line up with the placeholders
-            raise RuntimeError(f"unexpected parameter order in the {self._dialect.name} usage INSERT")
+            raise RuntimeError(f"unexpected parameter order in the {dialect.name} usage INSERT")
         return str(compiled)
 
 
@@ -137,7 +149,7 @@ class UsageWriter:
         self._engine = engine
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=max_queue)
         self._batch_size = batch_size
-        self._inserts: dict[str, UsageInsert] = {}  # by dialect name
+        self._statement = UsageInsert(engine.dialect, ROWS_PER_STATEMENT)  # compiled now, not on the loop mid-traffic
         # Kept from one batch to the next while records keep coming: a checkout from the pool
         # (its ping, its reset) cost as much CPU here as writing a hundred records.
         self._connection: AsyncConnection | None = None
@@ -311,11 +323,8 @@ class UsageWriter:
         # A bare connection, no ORM session: its bookkeeping cost a millisecond a batch here.
         try:
             async with connection.begin():
-                statement = self._inserts.get(connection.dialect.name)
-                if statement is None:
-                    statement = self._inserts[connection.dialect.name] = UsageInsert(connection.dialect)
                 for start in range(0, len(records), ROWS_PER_STATEMENT):
-                    await connection.exec_driver_sql(*statement.statement(records[start:start + ROWS_PER_STATEMENT]))
+                    await connection.exec_driver_sql(*self._statement.statement(records[start:start + ROWS_PER_STATEMENT]))
                 if spent:
                     # Budgets move in the same transaction as the records: each cost counts once.
                     await connection.execute(
