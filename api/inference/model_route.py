@@ -10,7 +10,8 @@ calls the endpoint with what FastAPI would have passed it, and fails the way Fas
 the same statuses in the same order, 422 details shaped and located as FastAPI's.
 
 It only serves endpoints whose parameters are one JSON body model, the caller and the app's
-context; any other signature gets FastAPI's handler.
+context; any other signature gets FastAPI's handler. FastAPI's `dependency_overrides` do not
+reach the caller and context of the endpoints it serves.
 """
 
 from __future__ import annotations
