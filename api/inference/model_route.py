@@ -4,7 +4,8 @@ endpoint's signature like any route, but served by a handler of its own.
 FastAPI's generic handler does a lot on every request that these endpoints never need: the
 content type parsed with `email.message`, endpoint context for error messages, telemetry hooks,
 per-request closures, then dependency solving. Measured with callgrind on a limited chat call,
-its handler and the dependencies cost about a tenth of Tollgate's own instructions. This one
+this handler and the usage writer's changes of the same day cut a fifth of Tollgate's
+instructions (docs/performance.md, 2026-12-01 evening). This one
 reads the JSON body, validates it with the endpoint's model, authenticates the caller and
 calls the endpoint with what FastAPI would have passed it, and fails the way FastAPI would:
 the same statuses in the same order, 422 details shaped and located as FastAPI's.
