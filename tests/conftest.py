@@ -260,7 +260,7 @@ def repo_root() -> Path:
 
 async def fake_upstream(behaviour: Behaviour | None = None) -> AsyncIterator[FakeUpstream]:
     """A fake provider serving on its own port for as long as the iteration lasts."""
-    fake = FakeUpstream() if behaviour is None else FakeUpstream(behaviour=behaviour)
+    fake = FakeUpstream(behaviour=behaviour or Behaviour())
     await fake.start()
     yield fake
     await fake.stop()

@@ -64,7 +64,7 @@ class ModelRoute(APIRoute):
             data = await _read_json(request)
             caller = await get_principal(request)
             body = _validate(body_model, data)
-            return await endpoint(**{body_name: body, caller_name: caller, context_name: request.app.state.context})
+            return await endpoint(**{body_name: body, caller_name: caller, context_name: await get_context(request)})
 
         return handler
 
@@ -91,7 +91,7 @@ class ModelRoute(APIRoute):
 
 async def _read_json(request: Request) -> Any:
     """The body as FastAPI gives it to validation: parsed if it is declared JSON, else bytes;
-    Undefined-like None when empty. Invalid JSON is a 422 before anything else is checked."""
+    `_EMPTY` when there is none. Invalid JSON is a 422 before anything else is checked."""
     raw = await request.body()
     if not raw:
         return _EMPTY

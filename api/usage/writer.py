@@ -13,6 +13,7 @@ import asyncio
 import logging
 import operator
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -75,52 +76,43 @@ class UsageInsert:
     row costs the database a bind and an execution each (PostgreSQL spent ~44 µs a row). A
     statement with many rows of VALUES costs it a third less. Compiling one costs ~1 ms a row,
     so only the largest is compiled (at start, not on the loop mid-traffic): the statement for
-    fewer rows is its beginning, checked against SQLAlchemy's own for one and two rows."""
+    fewer rows is its beginning, checked against SQLAlchemy's own for one and two rows. Both
+    drivers `database.url` allows (aiosqlite, asyncpg) take positional parameters."""
 
     def __init__(self, dialect: Dialect, rows_per_statement: int) -> None:
-        table = Usage.__table__
-        columns = [column for column in table.c if not column.primary_key]
-        compiled = insert(table).compile(dialect=dialect, column_keys=[column.key for column in columns])
-        self.sql = str(compiled)
-        processors = {column.key: column.type.bind_processor(dialect) for column in columns}
-        self._positional = dialect.positional
-        self._keys = list(compiled.positiontup) if dialect.positional and compiled.positiontup else [c.key for c in columns]
+        if not dialect.positional:
+            raise RuntimeError(f"the usage writer needs a driver with positional parameters, not {dialect.driver}")
+        columns = [column for column in Usage.__table__.c if not column.primary_key]
+        self._keys = [column.key for column in columns]
         self._values = operator.itemgetter(*self._keys)
         # Most columns need no conversion: only those that do (timestamps) are touched per row.
-        self._processed = [(index, processors[key]) for index, key in enumerate(self._keys) if processors[key] is not None]
-        self.rows_per_statement = rows_per_statement
-        # Row count -> the statement inserting that many rows at once (positional drivers).
-        self._many: dict[int, str] = self._statements(dialect, rows_per_statement) if self._positional else {}
+        self._processed = [
+            (index, process) for index, column in enumerate(columns) if (process := column.type.bind_processor(dialect))
+        ]
+        self._rows_per_statement = rows_per_statement
+        self._sql = self._statements(dialect, rows_per_statement)  # by number of rows
 
-    def rows(self, records: list[UsageRecord]) -> list[Any]:
-        rows: list[Any] = []
-        for record in records:
-            row = list(self._values(vars(record)))
-            for index, process in self._processed:
-                row[index] = process(row[index])
-            rows.append(tuple(row) if self._positional else dict(zip(self._keys, row, strict=True)))
-        return rows
+    def statements(self, records: list[UsageRecord]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """(SQL, parameters) of the INSERTs that store `records`, `rows_per_statement` at most each."""
+        for start in range(0, len(records), self._rows_per_statement):
+            chunk = records[start:start + self._rows_per_statement]
+            yield self._sql[len(chunk)], tuple(value for record in chunk for value in self._row(record))
 
-    def statement(self, records: list[UsageRecord]) -> tuple[str, Any]:
-        """(SQL, parameters) inserting `records` (at most `rows_per_statement`): one statement of
-        them all, or the single-row statement and one set of parameters per record."""
-        rows = self.rows(records)
-        many = self._many.get(len(rows)) if len(rows) > 1 else None
-        if many is not None:
-            return many, tuple(value for row in rows for value in row)
-        return self.sql, rows
+    def _row(self, record: UsageRecord) -> list[Any]:
+        row = list(self._values(vars(record)))
+        for index, process in self._processed:
+            row[index] = process(row[index])
+        return row
 
     def _statements(self, dialect: Dialect, count: int) -> dict[int, str]:
-        """The INSERT of 2, 3, … `count` rows; only that of `count` rows if the shorter ones
-        cannot be read off it."""
+        """The INSERT of 1, 2, … `count` rows, read off the one of `count` rows."""
         full = self._compile(dialect, count)
         head, _, values = full.partition(" VALUES (")
-        rows = values[:-1].split("), (") if values.endswith(")") else []
-        shorter = {n: f"{head} VALUES (" + "), (".join(rows[:n]) + ")" for n in range(1, count + 1)}
-        if len(rows) == count and shorter[count] == full and shorter[1] == self._compile(dialect, 1) \
-                and shorter[2] == self._compile(dialect, 2):
-            return shorter
-        return {count: full}
+        rows = values[:-1].split("), (")
+        statements = {n: f"{head} VALUES (" + "), (".join(rows[:n]) + ")" for n in range(1, count + 1)}
+        if len(rows) != count or any(statements[n] != self._compile(dialect, n) for n in (1, 2) if n <= count):
+            raise RuntimeError(f"unexpected shape of the {dialect.name} usage INSERT")
+        return statements
 
     def _compile(self, dialect: Dialect, count: int) -> str:
         compiled = insert(Usage.__table__).values([dict.fromkeys(self._keys)] * count).compile(dialect=dialect)
@@ -323,8 +315,8 @@ class UsageWriter:
         # A bare connection, no ORM session: its bookkeeping cost a millisecond a batch here.
         try:
             async with connection.begin():
-                for start in range(0, len(records), ROWS_PER_STATEMENT):
-                    await connection.exec_driver_sql(*self._statement.statement(records[start:start + ROWS_PER_STATEMENT]))
+                for sql, parameters in self._statement.statements(records):
+                    await connection.exec_driver_sql(sql, parameters)
                 if spent:
                     # Budgets move in the same transaction as the records: each cost counts once.
                     await connection.execute(
