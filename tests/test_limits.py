@@ -193,6 +193,38 @@ async def test_concurrent_settlements_add_up(store) -> None:
     assert (await store.admit([], BudgetHold(user_id=7, amount=1, initial_balance=1000))).budget_refused  # 1000 − 100 − 900
 
 
+@pytest.mark.skipif(not REDIS_URL, reason="the in-process store keeps no keys")
+async def test_window_counters_expire_a_minute_after_their_window_ends() -> None:
+    """Redis does not fill up with old windows: a counter expires a minute after its window's
+    end, set when the window's first call creates it and never pushed back by later calls."""
+    from redis.asyncio import Redis
+
+    from api.state.script_client import ScriptClient
+
+    prefix = f"tollgate-test:{uuid.uuid4().hex}:"
+    scripts, redis = ScriptClient(REDIS_URL, 5), Redis.from_url(REDIS_URL)
+    store = RedisQuotaStore(scripts, prefix)
+    checks = [WindowCheck("u:r:rpm", limit=100, window_seconds=60, amount=1),
+              WindowCheck("u:r:tpm", limit=10_000, window_seconds=60, amount=30)]
+    try:
+        first = await store.admit(checks, None)
+        keys = [window.key for window in first.admission.windows]
+        expiries = [await redis.pttl(key) for key in keys]
+        for window, expiry in zip(first.admission.windows, expiries, strict=True):
+            assert window.reset_in * 1000 + 59_000 < expiry <= window.reset_in * 1000 + 60_000
+        await asyncio.sleep(0.05)
+        later = await store.admit(checks, None)
+        await store.settle([(later.admission.windows[1].key, -20)], None)
+        await store.flush()
+        now = [await redis.pttl(key) for key in keys]
+        assert all(left < expiry for left, expiry in zip(now, expiries, strict=True))  # counting down, not reset
+        assert [int(await redis.get(key)) for key in keys] == [2, 40]
+    finally:
+        await store.close()
+        await scripts.close()
+        await redis.aclose()
+
+
 @pytest.mark.skipif(not REDIS_URL, reason="the in-process store settles at once")
 async def test_a_settlement_no_later_call_picks_up_still_reaches_redis() -> None:
     """Settlements wait a few milliseconds to ride with the next admission; with none coming,

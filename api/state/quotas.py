@@ -102,46 +102,58 @@ _ADMIT = CURRENT_EPOCH + RESERVED_NOW + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local n = tonumber(ARGV[1])
-local keys, used, resets = {}, {}, {}
+-- Each redis.call and each number written into a string costs about a microsecond or two:
+-- a window's suffix is made once per window length, and a counter's expiry is set once, when
+-- it is created (its window's end does not move).
+local suffixes, keys, used, resets, created = {}, {}, {}, {}, {}
 for i = 1, n do
   local limit = tonumber(ARGV[3 * i - 1])
   local window = tonumber(ARGV[3 * i])
   local amount = tonumber(ARGV[3 * i + 1])
   local index = math.floor(now / window)
-  local key = KEYS[i] .. ':' .. index
-  local current = tonumber(redis.call('GET', key) or '0')
+  local suffix = suffixes[window]
+  if not suffix then
+    suffix = ':' .. index
+    suffixes[window] = suffix
+  end
+  local key = KEYS[i] .. suffix
+  local stored = redis.call('GET', key)
+  local current = tonumber(stored or '0')
   local reset_ms = math.ceil(((index + 1) * window - now) * 1000)
   if current + amount > limit then
     return {0, i, key, current, reset_ms}
   end
-  keys[i], used[i], resets[i] = key, current + amount, reset_ms
+  keys[i], used[i], resets[i], created[i] = key, current + amount, reset_ms, not stored
 end
 local hold = #KEYS > n
 local epoch
 if hold then
   local balance, reserved = KEYS[n + 1], KEYS[n + 2]
   epoch = current_epoch(reserved, KEYS[n + 3])
-  if redis.call('EXISTS', balance) == 0 then
+  local amount = ARGV[3 * n + 2]
+  local left = redis.call('GET', balance)
+  if not left then
     -- Loaded from the database's budget (or reloaded: Redis lost it). The holds `reserved`
     -- still counts are given back to it when their calls settle, so they are taken now.
-    redis.call('SET', balance, tonumber(ARGV[3 * n + 3]) - reserved_now(reserved))
+    left = tonumber(ARGV[3 * n + 3]) - reserved_now(reserved)
+    redis.call('SET', balance, left)
   end
-  if tonumber(redis.call('GET', balance)) < tonumber(ARGV[3 * n + 2]) then
+  if tonumber(left) < tonumber(amount) then
     return {2}
   end
-  redis.call('DECRBY', balance, ARGV[3 * n + 2])
-  redis.call('INCRBY', reserved, ARGV[3 * n + 2])
+  redis.call('DECRBY', balance, amount)
+  redis.call('INCRBY', reserved, amount)
 end
 local out = {1}
 for i = 1, n do
-  redis.call('INCRBY', keys[i], tonumber(ARGV[3 * i + 1]))
-  redis.call('PEXPIRE', keys[i], resets[i] + 60000)
-  table.insert(out, keys[i])
-  table.insert(out, used[i])
-  table.insert(out, resets[i])
+  redis.call('INCRBY', keys[i], ARGV[3 * i + 1])
+  if created[i] then
+    redis.call('PEXPIRE', keys[i], resets[i] + 60000)
+  end
+  out[3 * i - 1], out[3 * i], out[3 * i + 1] = keys[i], used[i], resets[i]
 end
 if hold then
-  table.insert(out, epoch)
+  out[3 * n + 2] = epoch
 end
 return out
 """
