@@ -318,10 +318,13 @@ async def usage_rows(client: httpx.AsyncClient) -> list:
 @asynccontextmanager
 async def live_server(app_client: httpx.AsyncClient, **uvicorn_options: object) -> AsyncIterator[str]:
     """Serve an already-started app over real HTTP (for timing and disconnect tests: the
-    in-process transport buffers whole responses). `uvicorn_options` go to uvicorn.Config."""
+    in-process transport buffers whole responses), with the HTTP protocol `tollgate serve` uses.
+    `uvicorn_options` go to uvicorn.Config."""
     import uvicorn
 
-    options: dict = {"log_level": "warning", **uvicorn_options}
+    from api.http_protocol import TollgateHttpProtocol
+
+    options: dict = {"log_level": "warning", "http": TollgateHttpProtocol, **uvicorn_options}
     config = uvicorn.Config(app_client.app, host="127.0.0.1", port=0, lifespan="off", **options)  # type: ignore[attr-defined]
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
