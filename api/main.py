@@ -19,6 +19,7 @@ from api.identity.schemas import Permission
 from api.http_errors import install_error_handlers
 from api.identity.routes import admin, auth, me
 from api.inference import routes as inference_routes
+from api.inference.model_route import ModelLane
 from api.inference.tokens import load_encoding
 from api.models.routes import admin as models_admin
 from api.models.routes import health as models_health
@@ -65,6 +66,8 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry=None if settings.settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
+    # Added first, so it runs last: inside the request id and the body limit, like the router.
+    app.add_middleware(ModelLane, router=inference_routes.router, exception_handlers=app.exception_handlers)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.settings.max_request_body_bytes,
         upload_paths=rag_routes.UPLOAD_PATHS, max_upload_bytes=settings.settings.rag.max_upload_bytes,

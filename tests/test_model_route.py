@@ -66,3 +66,21 @@ async def test_a_body_that_is_not_utf8_is_400(client) -> None:
     response = await client.post("/v1/embeddings", content=b'{"model": "\xff"}', headers={**ADMIN, **JSON})
     assert response.status_code == 400
     assert response.json() == {"detail": "There was an error parsing the body"}
+
+
+async def test_next_to_a_model_endpoint_the_router_answers_as_before(client) -> None:
+    """Only a POST to the exact path is served by the endpoint's own handler (ModelLane)."""
+    wrong_method = await client.get("/v1/chat/completions", headers=ADMIN)
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    slash = await client.post("/v1/chat/completions/", json={}, headers=ADMIN, follow_redirects=False)
+    assert slash.status_code == 307 and slash.headers["location"].endswith("/v1/chat/completions")
+    unknown = await client.post("/v1/chat/completion", json={}, headers=ADMIN)
+    assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_model_endpoints_answers_carry_the_request_id(client, path: str) -> None:
+    given = await client.post(path, json={}, headers={**ADMIN, "x-request-id": "trace-42"})
+    assert given.status_code == 422 and given.headers["x-request-id"] == "trace-42"
+    own = await client.post(path, json={}, headers=ADMIN)
+    assert len(own.headers["x-request-id"]) == 32

@@ -18,16 +18,18 @@ reach the caller and context of the endpoints it serves.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from fastapi import params
+from fastapi import APIRouter, params
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.common import jsonutil
 from api.deps import get_context, get_principal
@@ -51,6 +53,8 @@ def _body_errors(error: ValidationError) -> list[dict[str, Any]]:
 
 
 class ModelRoute(APIRoute):
+    lane: Handler | None = None  # the handler of its own, if it has one (ModelLane serves it)
+
     def get_route_handler(self) -> Handler:
         plan = self._plan()
         if plan is None:
@@ -66,6 +70,7 @@ class ModelRoute(APIRoute):
             body = _validate(body_model, data)
             return await endpoint(**{body_name: body, caller_name: caller, context_name: await get_context(request)})
 
+        self.lane = handler
         return handler
 
     def _plan(self) -> tuple[str, type[BaseModel], str, str] | None:
@@ -116,3 +121,42 @@ def _validate(model: type[BaseModel], data: Any) -> BaseModel:
         return model.model_validate(data, from_attributes=True)
     except ValidationError as error:
         raise RequestValidationError(_body_errors(error), body=data) from error
+
+
+class ModelLane:
+    """ASGI middleware, the innermost of the app's: a POST to an endpoint `ModelRoute` serves
+    with a handler of its own goes straight to it, past FastAPI's router. The router would
+    match the path against the routes, then wrap the call in two exit stacks and an exception
+    wrapper of its own, on every request. Errors take the same way as through the router: an
+    ExceptionMiddleware with the app's handlers, then the app's ServerErrorMiddleware for the
+    rest. Only the exact path is served here: anything else (another method, a trailing slash,
+    a `root_path`) goes to the router, which answers it as before.
+
+    `router` must be included in the app without a prefix.
+    """
+
+    def __init__(self, app: ASGIApp, router: APIRouter, exception_handlers: Mapping[Any, Any]) -> None:
+        self.app = app
+        # Built when the app builds its middleware, on its first request: every handler is
+        # registered by then. The 500s are left to ServerErrorMiddleware, as FastAPI does.
+        handlers = {key: value for key, value in exception_handlers.items() if key not in (500, Exception)}
+        self._lanes: dict[str, ASGIApp] = {}
+        for route in router.routes:
+            if isinstance(route, ModelRoute) and route.lane is not None and route.methods == {"POST"}:
+                self._lanes[route.path] = ExceptionMiddleware(_asgi(route.lane), handlers=handlers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            lane = self._lanes.get(scope["path"])
+            if lane is not None:
+                await lane(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _asgi(handler: Handler) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
