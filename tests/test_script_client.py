@@ -1,12 +1,14 @@
 """The pipelined client that runs the admission and settlement scripts, against real Redis."""
 
 import asyncio
+import time
 import uuid
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.state.script_client import ScriptClient
 from conftest import REDIS_URL
@@ -141,3 +143,25 @@ async def test_after_a_redis_restart_calls_reach_redis_in_the_order_they_were_ma
     adding, reading = scripts.submit(increment, [key], [1]), scripts.submit(read, [key], [])
     # Made in this order, run in this order (a settlement then the admission that follows it).
     assert (await adding)[0] == 2 and await reading == b"2"
+
+
+async def test_a_call_made_later_gets_its_own_full_timeout(redis: Redis) -> None:
+    """One timer watches every call in flight: a call is timed out once its own deadline has
+    passed, never on the deadline of one before it."""
+    client = ScriptClient(_url(0), timeout_seconds=0.6)
+    script, key = client.register(INCR), _key()
+    try:
+        await client.run(script, [key], [1])  # connects; the timer is set for this call
+        await asyncio.sleep(0.4)
+        await redis.execute_command("CLIENT", "PAUSE", 3000, "WRITE")
+        try:
+            started = time.monotonic()
+            with pytest.raises(RedisTimeoutError):
+                await client.run(script, [key], [1])
+            waited = time.monotonic() - started
+        finally:
+            await redis.execute_command("CLIENT", "UNPAUSE")
+        assert 0.55 <= waited < 2.5, waited
+        assert (await client.run(script, [key], [1]))[0] >= 2  # connected again
+    finally:
+        await client.close()

@@ -214,7 +214,7 @@ class RedisQuotaStore:
         self._admit = scripts.register(_ADMIT)
         self._settle = scripts.register(_SETTLE)
         self._settlements: _Settlements | None = None
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Future[Any]] = set()
 
     def _budget_keys(self, user_id: int) -> list[str]:
         return budget_keys(self._budget_prefix, user_id)
@@ -228,12 +228,14 @@ class RedisQuotaStore:
             keys += self._budget_keys(hold.user_id)
             args += [hold.amount, hold.initial_balance]
         self._flush_settlements()  # first: Redis applies them before this admission
-        pending = self._scripts.submit(self._admit, keys, args)
+        reply = self._scripts.submit(self._admit, keys, args, orphaned=lambda result: self._give_back(result, checks, hold))
         try:
-            result = await asyncio.shield(pending)
+            result = await reply
         except asyncio.CancelledError:
-            # The caller left while Redis was counting: whatever the script took, give back.
-            pending.add_done_callback(lambda done: self._give_back(done, checks, hold))
+            # The caller left while Redis was counting: whatever the script took is given
+            # back, by `orphaned` when the reply comes, or here if it came just before.
+            if reply.done() and not reply.cancelled() and reply.exception() is None:
+                self._give_back(reply.result(), checks, hold)
             raise
         except REDIS_DOWN as error:
             # Fail closed: a call that cannot be counted is not made. (Had the script run
@@ -241,10 +243,8 @@ class RedisQuotaStore:
             raise redis_unavailable() from error
         return self._decision(result, checks)
 
-    def _give_back(self, done: asyncio.Future[Any], checks: list[WindowCheck], hold: BudgetHold | None) -> None:
-        if done.cancelled() or done.exception() is not None:
-            return
-        decision = self._decision(done.result(), checks)
+    def _give_back(self, result: Any, checks: list[WindowCheck], hold: BudgetHold | None) -> None:
+        decision = self._decision(result, checks)
         if not decision.admitted:
             return
         adjustments = [(state.key, -check.amount) for state, check in zip(decision.admission.windows, checks, strict=True)]
@@ -294,27 +294,28 @@ class RedisQuotaStore:
         if batch is None:
             return
         batch.linger.cancel()
-        task = asyncio.ensure_future(self._send_settlements(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send_settlements(self, batch: _Settlements) -> None:
         keys = list(batch.deltas)
         args: list[int | str] = [len(keys), *batch.deltas.values()]
         for (user_id, epoch), (reserved, spent) in batch.releases.items():
             keys += self._budget_keys(user_id)
             args += [epoch, reserved, spent]
-        try:
-            await self._scripts.run(self._settle, keys, args)
-        except Exception as error:  # noqa: BLE001
-            # Dropped, not retried: resent after a reset connection it could be applied twice
-            # (a budget refunded twice can be overspent). Left undone, the windows keep the
-            # estimates and the holds stay reserved: the safe side. The calls' usage records,
-            # and the database budgets, are written all the same.
-            level = logging.WARNING if isinstance(error, REDIS_DOWN) else logging.ERROR
-            logger.log(level, "settlement of %d windows and %d budget holds dropped (%s: %s); "
-                       "left reserved, nanos by user: %s", len(batch.deltas), len(batch.releases), type(error).__name__,
-                       error, {user: reserved - spent for (user, _), (reserved, spent) in batch.releases.items()})
+        reply = self._scripts.submit(self._settle, keys, args)
+        self._sending.add(reply)
+        reply.add_done_callback(lambda done: self._settled(done, batch))
+
+    def _settled(self, reply: asyncio.Future[Any], batch: _Settlements) -> None:
+        self._sending.discard(reply)
+        error = None if reply.cancelled() else reply.exception()
+        if error is None:
+            return
+        # Dropped, not retried: resent after a reset connection it could be applied twice
+        # (a budget refunded twice can be overspent). Left undone, the windows keep the
+        # estimates and the holds stay reserved: the safe side. The calls' usage records,
+        # and the database budgets, are written all the same.
+        level = logging.WARNING if isinstance(error, REDIS_DOWN) else logging.ERROR
+        logger.log(level, "settlement of %d windows and %d budget holds dropped (%s: %s); "
+                   "left reserved, nanos by user: %s", len(batch.deltas), len(batch.releases), type(error).__name__,
+                   error, {user: reserved - spent for (user, _), (reserved, spent) in batch.releases.items()})
 
     async def close(self) -> None:
         await self.flush()
