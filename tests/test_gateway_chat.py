@@ -131,6 +131,20 @@ async def test_bad_requests_are_422(client, models: Models, upstream) -> None:
     assert upstream.received == []
 
 
+async def test_a_cookie_set_by_a_provider_is_not_sent_with_later_calls(client, models: Models, upstream) -> None:
+    """One connection pool serves every caller: a provider's cookie (a session, a load
+    balancer's stickiness) would otherwise go out with other users' calls."""
+    router = await models.router()
+    # By a host name: aiohttp keeps no cookies from IP addresses.
+    await models.provider(router, upstream.base_url.replace("127.0.0.1", "localhost"))
+    first, second = await models.user_for(router), await models.user_for(router)
+    upstream.behaviour.set_cookie = "session=first-users-session; Path=/"
+    body = {"model": "chat", "messages": [{"role": "user", "content": "x"}]}
+    assert (await client.post("/v1/chat/completions", json=body, headers=first.headers)).status_code == 200
+    assert (await client.post("/v1/chat/completions", json=body, headers=second.headers)).status_code == 200
+    assert [sent.headers.get("Cookie") for sent in upstream.received] == [None, None]
+
+
 async def test_overhead_header(client, models: Models, upstream) -> None:
     router = await models.router()
     await models.provider(router, upstream.base_url)

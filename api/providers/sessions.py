@@ -18,8 +18,11 @@ class UpstreamSessions:
         session = self._sessions.get(origin)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=self._connections_per_host, ttl_dns_cache=300, enable_cleanup_closed=True)
-            # No total timeout here: each call sets its own from the provider's `timeout`.
-            session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True)
+            # No total timeout here: each call sets its own from the provider's `timeout`. No
+            # cookies: the session serves every caller, and a provider's cookie (a login, a load
+            # balancer's stickiness) would go out with everyone's calls.
+            session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=True,
+                                            cookie_jar=aiohttp.DummyCookieJar())
             self._sessions[origin] = session
         return session
 

@@ -55,6 +55,7 @@ class Behaviour:
     chunked_body: bool = False  # send non-streamed answers chunked, with no Content-Length
     omit_usage: bool = False  # no `usage` in answers
     reply_words: int = 5  # completion length in words (one token per word)
+    set_cookie: str | None = None  # a Set-Cookie header on non-streamed answers
     embedding_dimensions: int = 8
     vectors_missing: int = 0  # embeddings answers this many vectors short (usage still for every input)
     max_context_length: int = 8192
@@ -216,7 +217,8 @@ class FakeUpstream:
 
     async def _json(self, request: web.Request, answer: dict[str, Any]) -> web.StreamResponse:
         if not self.behaviour.chunked_body:
-            return web.json_response(answer)
+            cookie = self.behaviour.set_cookie
+            return web.json_response(answer, headers={"Set-Cookie": cookie} if cookie else None)
         # No Content-Length: the reader cannot know the size before it has read the body.
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
