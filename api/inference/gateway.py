@@ -19,8 +19,7 @@ import itertools
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -124,6 +123,8 @@ class Gateway:
         providers = list(router.providers)
         if not providers:
             raise ServiceUnavailableError(f"Model '{router.name}' has no provider", retry_after=30)
+        if len(providers) == 1:
+            return providers  # cooling or busy, it is the one to try: nothing to look up
         cooling = await self._tracker.cooling(p.id for p in providers)
         if router.load_balancing_strategy == "least_busy":
             counts = await self._tracker.in_flight(p.id for p in providers)
@@ -181,30 +182,32 @@ class Gateway:
         finally:
             gate.leave(entry)
 
-    async def _attempts(self, router: RouterEntry, priority: int) -> AsyncIterator[tuple[ProviderTarget, Lease]]:
-        """Yield (provider, lease) pairs to try, at most `max_attempts`, waiting when all are full.
-        Iterate it inside `aclosing`: a generator left suspended after a success is otherwise
-        closed by the loop's finalizer hook, a cross-thread wake-up and a loop turn per call."""
-        tried: set[int] = set()
-        for _ in range(min(self._settings.max_attempts, len(router.providers))):
-            chosen: tuple[ProviderTarget, Lease] | None = None
-            gate = self._gates.get(router.id)
-            if gate is not None and gate.busy and not tried:
-                # Others are already waiting for this router: queue behind them, no barging.
-                chosen = await self._wait_for_slot(router, tried, priority)
-            for provider in [] if chosen else await self._candidates(router):
-                if provider.id in tried:
-                    continue
-                lease = await self._admit(router, provider)
-                if lease is not None:
-                    chosen = (provider, lease)
-                    break
-            if chosen is None:
-                if len(tried) == len(router.providers):
-                    return
-                chosen = await self._wait_for_slot(router, tried, priority)
-            tried.add(chosen[0].id)
-            yield chosen
+    async def _next_attempt(
+        self, router: RouterEntry, tried: set[int], priority: int
+    ) -> tuple[ProviderTarget, Lease] | None:
+        """The next (provider, lease) to try, waiting when every untried provider is full; None
+        once `max_attempts` were made or every provider was tried. `tried` is the caller's, one
+        per call: each attempt adds its provider to it."""
+        if len(tried) >= min(self._settings.max_attempts, len(router.providers)):
+            return None
+        chosen: tuple[ProviderTarget, Lease] | None = None
+        gate = self._gates.get(router.id)
+        if gate is not None and gate.busy and not tried:
+            # Others are already waiting for this router: queue behind them, no barging.
+            chosen = await self._wait_for_slot(router, tried, priority)
+        for provider in [] if chosen else await self._candidates(router):
+            if provider.id in tried:
+                continue
+            lease = await self._admit(router, provider)
+            if lease is not None:
+                chosen = (provider, lease)
+                break
+        if chosen is None:
+            if len(tried) == len(router.providers):
+                return None
+            chosen = await self._wait_for_slot(router, tried, priority)
+        tried.add(chosen[0].id)
+        return chosen
 
     async def release(self, lease: Lease) -> None:
         self._metrics.provider_in_flight(lease.provider_id).dec()
@@ -247,16 +250,17 @@ class Gateway:
     ) -> UpstreamAnswer:
         assert meter.router is not None
         failures: list[Retryable] = []
-        async with aclosing(self._attempts(meter.router, priority)) as attempts:
-            async for provider, lease in attempts:
-                meter.provider = provider
-                try:
-                    return await send(provider)
-                except Retryable as error:
-                    failures.append(error)
-                    await self._failed(provider, error)
-                finally:
-                    await self.release(lease)
+        tried: set[int] = set()
+        while (attempt := await self._next_attempt(meter.router, tried, priority)) is not None:
+            provider, lease = attempt
+            meter.provider = provider
+            try:
+                return await send(provider)
+            except Retryable as error:
+                failures.append(error)
+                await self._failed(provider, error)
+            finally:
+                await self.release(lease)
         raise self._exhausted(meter.router, failures)
 
     async def _send(self, meter: Meter, provider: ProviderTarget, args: dict[str, Any], endpoint: Endpoint) -> UpstreamAnswer:
@@ -316,42 +320,43 @@ class Gateway:
         its first bytes."""
         assert meter.router is not None
         failures: list[Retryable] = []
-        async with aclosing(self._attempts(meter.router, priority)) as attempts:
-            async for provider, lease in attempts:
-                meter.provider = provider
-                session = self._upstreams.for_url(provider.url)
-                timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(provider.timeout, 30), sock_read=provider.timeout)
-                started = time.perf_counter()
-                response: aiohttp.ClientResponse | None = None
-                try:
-                    response = await session.post(**self._request_args(provider, Endpoint.chat, body), timeout=timeout)
-                    if response.status >= 500 or response.status == 429:
-                        raise status_failure(provider, response)
-                    if response.status >= 400:
-                        raw = await self._read_bounded(response, provider)
-                        try:
-                            parsed = jsonutil.loads(raw) if raw else None
-                        except ValueError:
-                            parsed = {"error": {"message": raw.decode(errors="replace")[:2000]}}
-                        raise UpstreamRejected(response.status, parsed, provider)
-                    first = await self._first_block(response, provider)
-                    meter.upstream_seconds += time.perf_counter() - started
-                    meter.first_byte_at = time.perf_counter()
-                    deadline = time.monotonic() + self._settings.max_stream_seconds
-                    return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first)
-                except (Retryable, TimeoutError, aiohttp.ClientError) as exc:
-                    error = exc if isinstance(exc, Retryable) else transport_failure(provider, exc)
-                    failures.append(error)
-                    meter.upstream_seconds += time.perf_counter() - started
-                    if response is not None:
-                        response.release()  # an unfinished body closes the connection, never reused
-                    await self._failed(provider, error)
-                    await self.release(lease)
-                except BaseException:
-                    if response is not None:
-                        response.release()
-                    await self.release(lease)
-                    raise
+        tried: set[int] = set()
+        while (attempt := await self._next_attempt(meter.router, tried, priority)) is not None:
+            provider, lease = attempt
+            meter.provider = provider
+            session = self._upstreams.for_url(provider.url)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(provider.timeout, 30), sock_read=provider.timeout)
+            started = time.perf_counter()
+            response: aiohttp.ClientResponse | None = None
+            try:
+                response = await session.post(**self._request_args(provider, Endpoint.chat, body), timeout=timeout)
+                if response.status >= 500 or response.status == 429:
+                    raise status_failure(provider, response)
+                if response.status >= 400:
+                    raw = await self._read_bounded(response, provider)
+                    try:
+                        parsed = jsonutil.loads(raw) if raw else None
+                    except ValueError:
+                        parsed = {"error": {"message": raw.decode(errors="replace")[:2000]}}
+                    raise UpstreamRejected(response.status, parsed, provider)
+                first = await self._first_block(response, provider)
+                meter.upstream_seconds += time.perf_counter() - started
+                meter.first_byte_at = time.perf_counter()
+                deadline = time.monotonic() + self._settings.max_stream_seconds
+                return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first)
+            except (Retryable, TimeoutError, aiohttp.ClientError) as exc:
+                error = exc if isinstance(exc, Retryable) else transport_failure(provider, exc)
+                failures.append(error)
+                meter.upstream_seconds += time.perf_counter() - started
+                if response is not None:
+                    response.release()  # an unfinished body closes the connection, never reused
+                await self._failed(provider, error)
+                await self.release(lease)
+            except BaseException:
+                if response is not None:
+                    response.release()
+                await self.release(lease)
+                raise
         raise self._exhausted(meter.router, failures)
 
     def _exhausted(self, router: RouterEntry, failures: list[Retryable]) -> Exception:
