@@ -110,6 +110,20 @@ async def test_recharge_and_ledger(client, models: Models, upstream) -> None:
     assert (await client.post("/v1/admin/users/999999/budget", json={"amount": 1}, headers=ADMIN)).status_code == 404
 
 
+async def test_a_budget_set_after_a_call_ended_is_not_charged_for_it(client, models: Models, upstream, monkeypatch) -> None:
+    """A call's settlement may wait for the next admission (a few ms in Redis mode, here held
+    for seconds): setting a budget first settles the calls that have ended, so the new budget
+    starts whole instead of paying for a call made before it."""
+    from api.state import quotas
+
+    monkeypatch.setattr(quotas, "SETTLE_LINGER_SECONDS", 30.0)
+    user = await budgeted(client, models, upstream, budget=1)
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+    assert (await client.patch(f"/v1/admin/users/{user.id}", json={"budget": 2}, headers=ADMIN)).status_code == 204
+    info = (await client.get("/v1/me/info", headers=user.headers)).json()
+    assert info["budget"] == 2.0
+
+
 async def test_admin_totals_show_the_remaining_budget(client, models: Models, upstream) -> None:
     user = await budgeted(client, models, upstream, budget=1)
     assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200

@@ -128,7 +128,7 @@ return 0
 
 class RedisBudgetStore:
     def __init__(self, redis: Redis, key_prefix: str, settled: Callable[[], Awaitable[None]] | None = None) -> None:
-        """`settled`: as RedisLimitStore's, awaited before a balance is read."""
+        """`settled`: as RedisLimitStore's, awaited before a balance is read or set."""
         self._settled = settled
         self._redis = redis
         self._prefix = key_prefix + "budget:"
@@ -139,6 +139,11 @@ class RedisBudgetStore:
         return budget_keys(self._prefix, user_id)
 
     async def set_budget(self, user_id: int, budget: int | None) -> None:
+        # The new balance is the budget less what calls in flight hold: this process's calls
+        # that have ended give back their holds first, or they would be charged to the new
+        # budget. (Another replica's settle within milliseconds of their end.)
+        if self._settled is not None:
+            await self._settled()
         try:
             await self._set(keys=self._keys(user_id), args=["" if budget is None else budget])
         except REDIS_DOWN as error:
