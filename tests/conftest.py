@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -316,26 +317,32 @@ async def usage_rows(client: httpx.AsyncClient) -> list:
 
 
 @asynccontextmanager
-async def live_server(app_client: httpx.AsyncClient, **uvicorn_options: object) -> AsyncIterator[str]:
-    """Serve an already-started app over real HTTP (for timing and disconnect tests: the
-    in-process transport buffers whole responses), with the HTTP protocol `tollgate serve` uses.
-    `uvicorn_options` go to uvicorn.Config."""
+async def serving(app: Any, **uvicorn_options: object) -> AsyncIterator[int]:
+    """Serve an ASGI app over real HTTP on a free port (yielded), with the HTTP protocol
+    `tollgate serve` uses. `uvicorn_options` go to uvicorn.Config."""
     import uvicorn
 
     from api.http_protocol import TollgateHttpProtocol
 
     options: dict = {"log_level": "warning", "http": TollgateHttpProtocol, **uvicorn_options}
-    config = uvicorn.Config(app_client.app, host="127.0.0.1", port=0, lifespan="off", **options)  # type: ignore[attr-defined]
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server.servers[0].sockets[0].getsockname()[1]
     finally:
         server.should_exit = True
         await task
+
+
+@asynccontextmanager
+async def live_server(app_client: httpx.AsyncClient, **uvicorn_options: object) -> AsyncIterator[str]:
+    """Serve an already-started app over real HTTP (for timing and disconnect tests: the
+    in-process transport buffers whole responses)."""
+    async with serving(app_client.app, **uvicorn_options) as port:  # type: ignore[attr-defined]
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

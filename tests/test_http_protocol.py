@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import uvicorn
 
-from api.http_protocol import TollgateHttpProtocol
+from conftest import serving
 
 Scope = dict[str, Any]
 
@@ -38,20 +35,6 @@ async def _json(scope: Scope, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-@asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[int]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", http=TollgateHttpProtocol)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_a_head_sent_alone_is_not_held_until_the_body() -> None:
