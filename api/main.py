@@ -33,6 +33,13 @@ from api.settings import Settings, load_settings
 
 logger = logging.getLogger("tollgate")
 
+# The collector's young generation is scanned every 700 net allocations by default. Under
+# concurrent load the requests in flight keep that count climbing (a deallocation at zero is
+# not counted), so it ran every eight requests, ~200 µs each: 20-30 µs of every request, and a
+# full pass every few seconds (docs/performance.md, 2026-12-01, night). Requests free what
+# they allocate by reference counting; what reference cycles leave waits a little longer.
+GC_THRESHOLDS = (10_000, 20, 100)
+
 MASTER_KEY_WARNING = (
     "\n" + "!" * 78 + "\n"
     "!! settings.auth_master_key is the shipped default 'changeme'. Anyone who knows it\n"
@@ -53,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
             # full passes, which otherwise pause the event loop for tens of milliseconds.
             gc.collect()
             gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
             yield
 
     app = FastAPI(

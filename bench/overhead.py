@@ -138,6 +138,10 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
+    # py-spy installed into the venv is not on PATH unless the venv is activated.
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(PYTHON).parent))
+    if args.profile and py_spy is None:
+        sys.exit("--profile needs py-spy: pip install py-spy")
 
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         upstream_port = free_port()
@@ -201,7 +205,7 @@ def main() -> None:
             for name, (url, target_key, model, pid) in targets.items():
                 profiler = None
                 if args.profile and url == tollgate and round_number == 0:
-                    profiler = subprocess.Popen(["py-spy", "record", "--subprocesses", "--nonblocking", "-f", "raw", "-r", "500",
+                    profiler = subprocess.Popen([py_spy, "record", "--subprocesses", "--nonblocking", "-f", "raw", "-r", "500",
                                                  "-d", str(args.duration), "-o", args.profile, "-p", str(server.pid)],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 run = wrk(url, target_key, model, args.connections, args.duration, pid)
