@@ -225,6 +225,32 @@ async def test_window_counters_expire_a_minute_after_their_window_ends() -> None
         await redis.aclose()
 
 
+@pytest.mark.skipif(not REDIS_URL, reason="the in-process store keeps no keys")
+async def test_a_refused_call_leaves_no_counter_without_an_expiry() -> None:
+    """A window is counted before the next is checked, and taken back when a later one (or the
+    budget) refuses: a counter this call created must not stay behind, never to expire."""
+    from redis.asyncio import Redis
+
+    from api.state.script_client import ScriptClient
+
+    prefix = f"tollgate-test:{uuid.uuid4().hex}:"
+    scripts, redis = ScriptClient(REDIS_URL, 5), Redis.from_url(REDIS_URL)
+    store = RedisQuotaStore(scripts, prefix)
+    windows = [WindowCheck("u:r:rpm", limit=10, window_seconds=60, amount=1),
+               WindowCheck("u:r:rpd", limit=10, window_seconds=86_400, amount=0),
+               WindowCheck("u:r:tpm", limit=5, window_seconds=60, amount=8)]
+    try:
+        assert not (await store.admit(windows, None)).admitted  # tpm: 8 > 5
+        assert (await store.admit(windows[:2], BudgetHold(user_id=9, amount=50, initial_balance=10))).budget_refused
+        assert await redis.keys(f"{prefix}limit:*") == []
+        assert (await store.admit(windows[:2], None)).admission.windows[0].used == 1  # nothing was left counted
+        assert all([await redis.pttl(key) > 0 for key in await redis.keys(f"{prefix}limit:*")])
+    finally:
+        await store.close()
+        await scripts.close()
+        await redis.aclose()
+
+
 @pytest.mark.skipif(not REDIS_URL, reason="the in-process store settles at once")
 async def test_a_settlement_no_later_call_picks_up_still_reaches_redis() -> None:
     """Settlements wait a few milliseconds to ride with the next admission; with none coming,
