@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -12,7 +13,9 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.db.engine import build_engine, build_session_factory
+from api.identity import budgets as identity_budgets
 from api.identity.auth import Authenticator
+from api.identity.changes import IdentityChanges
 from api.inference.gateway import Gateway
 from api.inference.budget import Budgeter
 from api.inference.limits import Limiter
@@ -119,7 +122,10 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
     usage_writer.start()
     # Registered last, so it runs first at shutdown: in-flight usage is written before the engine closes.
     stack.push_async_callback(usage_writer.stop)
-    authenticator = Authenticator(session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds)
+    authenticator = Authenticator(session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds,
+                                  changes=IdentityChanges(session_factory))
+    watching = asyncio.create_task(authenticator.watch_changes(), name="identity-changes")
+    stack.push_async_callback(_cancel, watching)
     gateway = Gateway(catalog, load, upstreams, general.gateway, metrics)
     health = HealthMonitor(
         catalog, upstreams, load, general.gateway.health_check_seconds, general.gateway.health_check_timeout_seconds,
@@ -128,7 +134,8 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
     if general.gateway.health_check_seconds > 0:
         checking = asyncio.create_task(health.run_forever(), name="provider-health")
         stack.push_async_callback(_cancel, checking)
-    quotas = Quotas(quota_store, Limiter(limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens))
+    quotas = Quotas(quota_store, Limiter(limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens),
+                    budget_of=functools.partial(identity_budgets.budget_of, session_factory))
     vectors = VectorStore(
         settings.dependencies.qdrant, general.rag.qdrant_collection, enabled=general.rag.vector_store_model is not None,
         lexical=LexicalAnalyzer(general.rag.lexical_language),

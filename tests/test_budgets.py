@@ -162,3 +162,25 @@ async def test_a_call_in_flight_when_redis_loses_the_budget_keys_gives_back_noth
     # And a budget set again is exact: nothing is reserved to add back.
     assert (await client.patch(f"/v1/admin/users/{user.id}", json={"budget": 1}, headers=ADMIN)).status_code == 204
     assert await context.budgets.balance(user.id) == 1_000_000_000
+
+
+async def test_a_balance_redis_lost_is_loaded_from_the_budget_now_not_from_the_copy_cached_with_the_key(
+    client, models: Models, upstream, backend
+) -> None:
+    """A key stays cached while nothing changes it, with the user's budget as it was then; the
+    calls made since lowered the budget in the database. When Redis has lost the balance, it
+    is loaded from the database's budget: from the cached copy, the calls since would be
+    spent again."""
+    if backend.redis_url is None:
+        pytest.skip("the in-process store loses no keys")
+    user = await budgeted(client, models, upstream, budget=1)
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+    assert await db_budget(client, user.id) == 1_000_000_000 - SPENT
+    await asyncio.sleep(1.3)  # the key's entry is still used, its copy of the budget is not
+    context = client.app.state.context
+    prefix = context.settings.dependencies.redis.key_prefix
+    lost = [key async for key in context.redis.scan_iter(match=f"{prefix}budget:{user.id}:*")]
+    assert lost and await context.redis.delete(*lost) == len(lost)
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+    assert await db_budget(client, user.id) == 1_000_000_000 - 2 * SPENT
+    assert await context.budgets.balance(user.id) == 1_000_000_000 - 2 * SPENT  # settled first

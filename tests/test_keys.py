@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from sqlalchemy import select
 
@@ -99,9 +100,49 @@ async def test_revocation_reaches_another_replica_within_one_second(app_factory)
     replica_b = await app_factory()
     user = await Seeder(replica_a).user()
     assert (await replica_b.get("/v1/me/info", headers=user.headers)).status_code == 200  # cached on B
+    await asyncio.sleep(1.3)  # past the entry's first second: B now keeps it because nothing changed
+    assert (await replica_b.get("/v1/me/info", headers=user.headers)).status_code == 200
     assert (await replica_a.delete(f"/v1/me/keys/{user.key_id}", headers=user.headers)).status_code == 204
     await asyncio.sleep(1.05)
     assert (await replica_b.get("/v1/me/info", headers=user.headers)).status_code == 401
+
+
+def _key_lookups(engine) -> tuple[list[str], Callable[[], None]]:
+    """The key lookups `engine` runs from now on, and how to stop counting."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement: str, *_args) -> None:
+        if statement.lstrip().startswith("SELECT") and "key_hash" in statement:
+            statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    return statements, lambda: event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+
+async def test_a_key_used_less_than_once_a_second_is_not_read_again_while_nothing_changes(client, seed: Seeder) -> None:
+    """The cache keeps a key as long as no key, user or role changed (checked twice a second,
+    in one query for all keys): a caller with a call every few seconds does not wait for the
+    database on each of them. A change still drops it."""
+    user = await seed.user()
+    context = client.app.state.context  # type: ignore[attr-defined]
+    assert (await client.get("/v1/me/info", headers=user.headers)).status_code == 200
+    lookups, stop = _key_lookups(context.engine)
+    try:
+        for _ in range(3):
+            await asyncio.sleep(1.3)
+            assert (await client.get("/v1/me/info", headers=user.headers)).status_code == 200
+        assert lookups == []
+        # Another key of the user is created: nothing cached changes, the key stays.
+        assert (await client.post("/v1/me/keys", json={"name": "second"}, headers=user.headers)).status_code == 201
+        assert (await client.get("/v1/me/info", headers=user.headers)).status_code == 200
+        # The user changed: read again.
+        assert (await client.patch(f"/v1/admin/users/{user.id}", json={"priority": 3}, headers=ADMIN)).status_code == 204
+        assert (await client.get("/v1/me/info", headers=user.headers)).status_code == 200
+        assert len(lookups) == 1
+    finally:
+        stop()
 
 
 async def test_a_burst_on_a_cold_key_reads_the_database_once(client, seed: Seeder) -> None:
@@ -111,7 +152,7 @@ async def test_a_burst_on_a_cold_key_reads_the_database_once(client, seed: Seede
 
     user = await seed.user()
     context = client.app.state.context  # type: ignore[attr-defined]
-    context.authenticator.forget_all()
+    await context.authenticator.forget_all()
     statements: list[str] = []
 
     def count(_conn, _cursor, statement: str, *_args) -> None:
@@ -132,7 +173,7 @@ async def test_a_key_deleted_while_it_is_being_looked_up_is_not_cached(client, s
     user = await seed.user()
     context = client.app.state.context  # type: ignore[attr-defined]
     authenticator = context.authenticator
-    authenticator.forget_all()
+    await authenticator.forget_all()
     lookup = asyncio.ensure_future(authenticator.authenticate(f"Bearer {user.key}"))
     await asyncio.sleep(0)  # the lookup has started
     assert (await client.delete(f"/v1/me/keys/{user.key_id}", headers=user.headers)).status_code == 204

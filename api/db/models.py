@@ -75,6 +75,17 @@ class ApiKey(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class IdentityChange(Base):
+    """One row: a token every change to keys, users or roles replaces, so that each process
+    can tell, with one small read, whether its cached keys may still be used."""
+
+    __tablename__ = "identity_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
+    changed: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class Router(TimestampMixin, Base):
     """A model alias users call, served by one or more providers of the same type."""
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from datetime import UTC, datetime
@@ -17,8 +18,11 @@ from api.db.base import UTCDateTime
 from api.db.engine import database_unavailable, database_unavailable_error
 from api.db.models import ApiKey, Role, RoleLimit, User
 from api.errors import AuthenticationError, DependencyUnavailableError, PermissionDeniedError
+from api.identity.changes import IdentityChanges
 from api.identity.schemas import Permission
 from api.identity.secrets import hash_api_key
+
+logger = logging.getLogger("tollgate.auth")
 
 ALL_PERMISSIONS = frozenset(p.value for p in Permission)
 
@@ -26,6 +30,13 @@ ALL_PERMISSIONS = frozenset(p.value for p in Permission)
 # Authenticator). Revoking a key needs the database too, so during an outage nothing can be
 # revoked; what this can let through is a revocation made in the last `ttl` before it.
 STALE_IF_UNAVAILABLE_SECONDS = 30.0
+
+# The longest a resolved key is used without reading it again, however many checks found no
+# change: what bounds a change that was never signalled (made straight in the database, or
+# its signal lost with a process that died just after committing it).
+MAX_ENTRY_SECONDS = 60.0
+
+_UNSEEN = object()  # the watcher has read no change token yet
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,8 @@ class Principal:
     budget_nanos: int | None
     # The earlier of the key's and the user's expiry.
     expires: datetime | None
+    # When it was read from the database (time.monotonic()): how old `budget_nanos` may be.
+    loaded_at: float = 0.0
 
     def has(self, permission: Permission) -> bool:
         return permission.value in self.permissions
@@ -74,12 +87,19 @@ def _earliest(*moments: datetime | None) -> datetime | None:
 
 
 class Authenticator:
-    """Resolves bearer keys. Cached entries live at most `ttl` seconds (≤ 1 s), so a key deleted
-    through any replica stops working everywhere within that time; deletions made through this
-    process are dropped from the cache at once.
+    """Resolves bearer keys, and caches what it resolved.
 
-    When the database cannot be reached, a key seen in the last `stale_seconds` keeps working
-    (its expiry still checked), re-checked at most once per `ttl`, so inference goes on
+    A change made through this process (a key deleted, a user or role changed) drops the
+    entries it concerns at once, and is signalled to the other processes (`IdentityChanges`).
+    `watch_changes` reads the signal every `ttl / 2` and drops every entry when something
+    changed. So a change reaches every process within `ttl` (≤ 1 s), and an entry is used:
+    - for `ttl` after it was read;
+    - after that, for `ttl` after the last check that found no change;
+    - never longer than `max_age` in all.
+    With no check succeeding (the watcher not running, the database down), entries live `ttl`.
+
+    When the database cannot be reached, a key verified in the last `stale_seconds` keeps
+    working (its expiry still checked), re-checked at most once per `ttl`, so inference goes on
     through a database restart; any other key gets 503 (DependencyUnavailableError)."""
 
     def __init__(
@@ -89,14 +109,20 @@ class Authenticator:
         ttl: float = 1.0,
         max_entries: int = 50_000,
         stale_seconds: float = STALE_IF_UNAVAILABLE_SECONDS,
+        changes: IdentityChanges | None = None,
+        max_age: float = MAX_ENTRY_SECONDS,
     ) -> None:
         self._session_factory = session_factory
         self._master_key = master_key.encode()
         self._ttl = ttl
         self._stale_seconds = stale_seconds
         self._max_entries = max_entries
-        # Key hash -> (principal, fresh until, usable until while the database is down).
+        self._changes = changes
+        self._max_age = max_age
+        # Key hash -> (principal, when it was read, served stale until (database down)).
         self._cache: dict[str, tuple[Principal, float, float]] = {}
+        # The start of the last check that found no change since the one before.
+        self._confirmed = float("-inf")
         # One database read per key at a time: requests that miss together share it.
         self._loading: dict[str, asyncio.Future[Principal]] = {}
         # Bumped by every forget_*: a read that started before it must not be cached after it.
@@ -139,37 +165,85 @@ class Authenticator:
             self._remember(key_hash, principal)
         return principal
 
-    def forget_keys(self, key_ids: set[int]) -> None:
+    # Changes: each is called once the change is committed.
+
+    async def forget_keys(self, key_ids: set[int]) -> None:
+        self._drop(lambda principal: principal.key_id in key_ids)
+        await self._signal()
+
+    async def forget_user(self, user_id: int) -> None:
+        self._drop(lambda principal: principal.user_id == user_id)
+        await self._signal()
+
+    async def forget_all(self) -> None:
+        self._drop(None)
+        await self._signal()
+
+    def _drop(self, concerned: Callable[[Principal], bool] | None) -> None:
         self._generation += 1
+        if concerned is None:
+            self._cache.clear()
+            return
         for key_hash, (principal, *_) in list(self._cache.items()):
-            if principal.key_id in key_ids:
+            if concerned(principal):
                 del self._cache[key_hash]
 
-    def forget_user(self, user_id: int) -> None:
-        self._generation += 1
-        for key_hash, (principal, *_) in list(self._cache.items()):
-            if principal.user_id == user_id:
-                del self._cache[key_hash]
+    async def _signal(self) -> None:
+        if self._changes is None:
+            return
+        try:
+            await self._changes.signal()
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            # Committed, but not signalled: the other processes see it when their entries age out.
+            logger.warning("a change to keys, users or roles could not be signalled to other processes; "
+                           "they see it within %.0f s: %r", self._max_age, error)
 
-    def forget_all(self) -> None:
-        self._generation += 1
-        self._cache.clear()
+    async def watch_changes(self) -> None:
+        """For the app's life: drop every entry when another process signals a change; each
+        check that finds none keeps the entries usable for one more `ttl`."""
+        if self._changes is None or self._ttl <= 0:
+            return
+        seen: object = _UNSEEN
+        while True:
+            started = time.monotonic()
+            try:
+                token = await self._changes.current()
+            except Exception as error:
+                # Unconfirmed, the entries live `ttl` and are read again, as without a watcher.
+                if not database_unavailable(error):
+                    logger.exception("checking for changes to keys, users or roles failed")
+            else:
+                if token != seen:
+                    self._drop(None)
+                    seen = token
+                self._confirmed = started
+            await asyncio.sleep(self._ttl / 2)
+
+    def _verified_at(self, loaded_at: float) -> float:
+        """The last moment an entry read at `loaded_at` is known to match the database."""
+        return max(loaded_at, self._confirmed)
 
     def _cached(self, key_hash: str) -> Principal | None:
         entry = self._cache.get(key_hash)
-        if entry is None or time.monotonic() >= entry[1]:
-            return None  # an expired entry stays, as the fallback of a database outage
-        return entry[0]
+        if entry is None:
+            return None
+        principal, loaded_at, stale_until = entry
+        now = time.monotonic()
+        if now < stale_until or (now < loaded_at + self._max_age and now < self._verified_at(loaded_at) + self._ttl):
+            return principal
+        return None  # an expired entry stays, as the fallback of a database outage
 
     def _stale(self, key_hash: str) -> Principal | None:
-        """The expired entry of a key, if recent enough to serve while the database is down;
-        fresh again for one `ttl`, so a down database is tried once per ttl, not per request."""
+        """The expired entry of a key, if verified recently enough to serve while the database
+        is down; served for one `ttl`, so a down database is tried once per ttl, not per request."""
         entry = self._cache.get(key_hash)
         now = time.monotonic()
-        if entry is None or now >= entry[2]:
+        if entry is None or now >= self._verified_at(entry[1]) + self._ttl + self._stale_seconds:
             self._cache.pop(key_hash, None)
             return None
-        self._cache[key_hash] = (entry[0], now + self._ttl, entry[2])
+        self._cache[key_hash] = (entry[0], entry[1], now + self._ttl)
         return entry[0]
 
     def _remember(self, key_hash: str, principal: Principal) -> None:
@@ -177,8 +251,7 @@ class Authenticator:
             return
         if len(self._cache) >= self._max_entries:
             self._cache.clear()
-        now = time.monotonic()
-        self._cache[key_hash] = (principal, now + self._ttl, now + self._ttl + self._stale_seconds)
+        self._cache[key_hash] = (principal, principal.loaded_at, 0.0)
 
     async def _load(self, key_hash: str) -> Principal:
         return await self._load_where(ApiKey.key_hash == key_hash, "Invalid API key")
@@ -196,6 +269,7 @@ class Authenticator:
                            User.organization_id, User.priority, User.expires, User.budget_nanos, Role.permissions)
             query = query.select_from(User)
         query = query.join(Role, Role.id == User.role_id).where(where)
+        loaded_at = time.monotonic()  # before the read: what it finds is at least this recent
         try:
             async with self._session_factory() as session:
                 row = (await session.execute(query)).first()
@@ -226,6 +300,7 @@ class Authenticator:
             priority=priority,
             budget_nanos=budget_nanos,
             expires=_earliest(key_expires, user_expires),
+            loaded_at=loaded_at,
         )
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.common.schemas import to_unix
+from api.db.engine import database_unavailable, database_unavailable_error
 from api.db.models import BudgetChange, User
 from api.errors import InvalidRequestError
 from api.identity.schemas import BudgetChangeOut
@@ -60,3 +61,16 @@ async def history(session: AsyncSession, user_id: int, offset: int, limit: int) 
                         budget=nanos_to_budget(c.balance_nanos), reason=c.reason, created=to_unix(c.created))
         for c in rows
     ], total
+
+
+async def budget_of(session_factory: async_sessionmaker[AsyncSession], user_id: int) -> int | None:
+    """The user's budget in the database now (nanos; None: unlimited). A user deleted meanwhile
+    has nothing to spend."""
+    try:
+        async with session_factory() as session:
+            row = (await session.execute(select(User.budget_nanos).where(User.id == user_id))).first()
+    except Exception as error:
+        if database_unavailable(error):
+            raise database_unavailable_error("the budget cannot be read") from error
+        raise
+    return 0 if row is None else row[0]

@@ -78,12 +78,13 @@ async def delete_key(session: AsyncSession, authenticator: Authenticator, key_id
     key = await get_key(session, key_id, owner_id)
     await session.delete(key)
     await session.commit()
-    authenticator.forget_keys({key_id})
+    await authenticator.forget_keys({key_id})
 
 
-async def revoke_playground_keys(session: AsyncSession, authenticator: Authenticator, user_id: int) -> None:
-    """Delete the user's playground keys (the caller commits)."""
+async def revoke_playground_keys(session: AsyncSession, user_id: int) -> set[int]:
+    """Delete the user's playground keys; returns their ids. The caller commits, then makes the
+    authenticator forget them: forgotten before the commit, a key could be read back as it was."""
     revoked = await session.execute(
         delete(ApiKey).where(ApiKey.user_id == user_id, ApiKey.name == PLAYGROUND_KEY_NAME).returning(ApiKey.id)
     )
-    authenticator.forget_keys(set(revoked.scalars().all()))
+    return set(revoked.scalars().all())

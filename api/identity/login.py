@@ -71,7 +71,7 @@ async def login(
     now = datetime.now(UTC)
     if user.expires is not None and user.expires <= now:
         raise AuthenticationError("This account has expired")
-    await revoke_playground_keys(session, authenticator, user.id)
+    revoked = await revoke_playground_keys(session, user.id)
     secret = generate_api_key()
     key = ApiKey(
         user_id=user.id, name=PLAYGROUND_KEY_NAME, key_hash=hash_api_key(secret), hint=key_hint(secret),
@@ -79,4 +79,5 @@ async def login(
     )
     session.add(key)
     await session.commit()
+    await authenticator.forget_keys(revoked)
     return key.id, secret

@@ -8,7 +8,6 @@ from api.common.schemas import to_unix
 from api.db.base import utcnow
 from api.db.models import Role
 from api.errors import AuthenticationError, InvalidRequestError
-from api.identity.auth import Authenticator
 from api.identity.keys import revoke_playground_keys
 from api.identity.login import LoginThrottle, verify_password_throttled
 from api.identity.roles import role_limits, role_permissions
@@ -33,7 +32,6 @@ async def update_info(
     session: AsyncSession,
     hasher: PasswordHasher,
     throttle: LoginThrottle,
-    authenticator: Authenticator,
     user_id: int,
     body: UserInfoUpdate,
     client: str | None,
@@ -56,6 +54,6 @@ async def update_info(
         user.email = body.email
     if body.password is not None:
         user.password_hash = await hasher.hash(body.password)
-        await revoke_playground_keys(session, authenticator, user.id)
+        await revoke_playground_keys(session, user.id)  # forgotten by the caller, after the commit
     user.updated = utcnow()
     await commit_unique_email(session, user.email)

@@ -7,6 +7,7 @@ gateway's default, so the completion cannot outgrow its reservation.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -20,6 +21,11 @@ from api.usage.accounting import cost_nanos
 # Tokenizers differ between tiktoken and the providers': reserve a margin on the prompt.
 PROMPT_MARGIN = 1.25
 PROMPT_SLACK = 16
+
+# A caller's budget as read with its key loads the live balance only if read this recently.
+# Keys stay cached while nothing changes them, but the usage writer lowers the database's
+# budget by every call's cost: an older copy would load a balance that still has them.
+FRESH_BUDGET_SECONDS = 1.0
 
 
 class Budgeter:
@@ -50,7 +56,8 @@ class Budgeter:
         assert principal.user_id is not None and principal.budget_nanos is not None
         prompt_bound = int(estimate() * PROMPT_MARGIN) + PROMPT_SLACK
         amount = cost_nanos(prompt_bound, completion_tokens, router.cost_prompt_micros, router.cost_completion_micros)
-        return BudgetHold(principal.user_id, amount, principal.budget_nanos)
+        fresh = time.monotonic() - principal.loaded_at < FRESH_BUDGET_SECONDS
+        return BudgetHold(principal.user_id, amount, principal.budget_nanos if fresh else None)
 
     def refuse(self) -> NoReturn:
         self._metrics.rejections.labels("budget").inc()

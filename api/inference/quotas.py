@@ -8,8 +8,8 @@ did not use once its usage is known.
 from __future__ import annotations
 
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 
 from api.identity.auth import Principal
 from api.inference.budget import Budgeter
@@ -32,10 +32,14 @@ class QuotaPass:
 
 
 class Quotas:
-    def __init__(self, store: QuotaStore, limiter: Limiter, budgeter: Budgeter) -> None:
+    def __init__(
+        self, store: QuotaStore, limiter: Limiter, budgeter: Budgeter, budget_of: Callable[[int], Awaitable[int | None]]
+    ) -> None:
+        """`budget_of(user_id)`: the user's budget in the database now (None: unlimited)."""
         self._store = store
         self.limiter = limiter
         self.budgeter = budgeter
+        self._budget_of = budget_of
 
     async def admit(
         self, principal: Principal, router: RouterEntry, estimate: Callable[[], int], completion_bound: int
@@ -48,6 +52,13 @@ class Quotas:
             return None
         # A caller cancelled during this await takes nothing: the store gives it back.
         decision = await self._store.admit(plan.checks if plan else [], hold)
+        if decision.needs_budget:
+            # The balance is not loaded (the user's first call, or Redis lost it) and the
+            # caller's copy of the budget may be out of date: load it from the database's.
+            assert hold is not None
+            budget = await self._budget_of(hold.user_id)
+            hold = None if budget is None else replace(hold, initial_balance=budget)
+            decision = await self._store.admit(plan.checks if plan else [], hold)
         if not decision.admission.admitted:
             self.limiter.refuse(decision.admission)
         if decision.budget_refused:

@@ -51,9 +51,13 @@ class MemoryBudgetStore:
         self._balance: dict[int, int] = {}
         self._reserved: dict[int, int] = {}
 
-    def covers(self, user_id: int, amount: int, initial_balance: int) -> bool:
+    def loaded(self, user_id: int) -> bool:
+        return user_id in self._balance
+
+    def covers(self, user_id: int, amount: int, initial_balance: int | None) -> bool:
         if user_id not in self._balance:
             # Loaded like `set_budget`: the holds still reserved are given back to it later.
+            assert initial_balance is not None  # MemoryQuotaStore asks for it first
             self._balance[user_id] = initial_balance - self._reserved.get(user_id, 0)
         return self._balance[user_id] >= amount
 

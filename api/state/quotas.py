@@ -32,7 +32,9 @@ SETTLE_LINGER_SECONDS = 0.005
 class BudgetHold:
     user_id: int
     amount: int  # the most the call can cost (nanos)
-    initial_balance: int  # the user's budget, if the live balance is not loaded yet
+    # The user's budget, to load the balance with if it is not loaded yet; None when the
+    # caller's copy may be out of date: the store then asks for it (`needs_budget`).
+    initial_balance: int | None
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,12 @@ class QuotaDecision:
     admission: Admission  # refused by a window: that window; admitted: every window
     budget_refused: bool = False
     epoch: str = ""  # a hold taken: the epoch of the `reserved` it is counted in (Redis)
+    # Nothing taken: the balance is not loaded and the hold had no budget to load it with.
+    needs_budget: bool = False
 
     @property
     def admitted(self) -> bool:
-        return self.admission.admitted and not self.budget_refused
+        return self.admission.admitted and not self.budget_refused and not self.needs_budget
 
 
 class QuotaStore(Protocol):
@@ -76,6 +80,8 @@ class MemoryQuotaStore:
         self._budgets = budgets
 
     async def admit(self, checks: list[WindowCheck], hold: BudgetHold | None) -> QuotaDecision:
+        if hold is not None and hold.initial_balance is None and not self._budgets.loaded(hold.user_id):
+            return QuotaDecision(Admission(True, ()), needs_budget=True)
         covered = hold is None or self._budgets.covers(hold.user_id, hold.amount, hold.initial_balance)
         admission = self._limits.admit_now(checks, count=covered)
         if not admission.admitted:
@@ -96,8 +102,8 @@ class MemoryQuotaStore:
 
 # KEYS: the n window counters (without their window index), then the budget's balance,
 # reserved and epoch keys when there is a hold. ARGV: n, (limit, window, amount) per window,
-# then the hold's amount and initial balance. Admitted with a hold, the last item returned is
-# the epoch it was taken in.
+# then the hold's amount and initial balance ('' when unknown: {3} if the balance is not
+# loaded). Admitted with a hold, the last item returned is the epoch it was taken in.
 _ADMIT = CURRENT_EPOCH + RESERVED_NOW + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -133,6 +139,9 @@ if hold then
   local amount = ARGV[3 * n + 2]
   local left = redis.call('GET', balance)
   if not left then
+    if ARGV[3 * n + 3] == '' then
+      return {3}
+    end
     -- Loaded from the database's budget (or reloaded: Redis lost it). The holds `reserved`
     -- still counts are given back to it when their calls settle, so they are taken now.
     left = tonumber(ARGV[3 * n + 3]) - reserved_now(reserved)
@@ -221,12 +230,12 @@ class RedisQuotaStore:
 
     async def admit(self, checks: list[WindowCheck], hold: BudgetHold | None) -> QuotaDecision:
         keys = [self._limit_prefix + check.key for check in checks]
-        args: list[int] = [len(checks)]
+        args: list[int | str] = [len(checks)]
         for check in checks:
             args += [check.limit, check.window_seconds, check.amount]
         if hold is not None:
             keys += self._budget_keys(hold.user_id)
-            args += [hold.amount, hold.initial_balance]
+            args += [hold.amount, "" if hold.initial_balance is None else hold.initial_balance]
         self._flush_settlements()  # first: Redis applies them before this admission
         reply = self._scripts.submit(self._admit, keys, args, orphaned=lambda result: self._give_back(result, checks, hold))
         try:
@@ -256,6 +265,8 @@ class RedisQuotaStore:
         outcome = int(result[0])
         if outcome == 2:
             return QuotaDecision(Admission(True, ()), budget_refused=True)
+        if outcome == 3:
+            return QuotaDecision(Admission(True, ()), needs_budget=True)
         if outcome == 0:
             index = int(result[1]) - 1
             state = WindowState(decode(result[2]), checks[index].limit, int(result[3]), int(result[4]) / 1000)

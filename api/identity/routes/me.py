@@ -36,8 +36,8 @@ async def update_info(
     body: UserInfoUpdate, caller: Caller, session: Session, context: Context, client: ClientAddress
 ) -> Response:
     user_id = caller.require_user()
-    await me.update_info(session, context.hasher, context.login_throttle, context.authenticator, user_id, body, client)
-    context.authenticator.forget_user(user_id)
+    await me.update_info(session, context.hasher, context.login_throttle, user_id, body, client)
+    await context.authenticator.forget_user(user_id)
     return Response(status_code=204)
 
 
