@@ -168,6 +168,8 @@ class Authenticator:
     # Changes: each is called once the change is committed.
 
     async def forget_keys(self, key_ids: set[int]) -> None:
+        if not key_ids:  # a first login revokes no playground key: nothing for anyone to drop
+            return
         self._drop(lambda principal: principal.key_id in key_ids)
         await self._signal()
 
