@@ -118,7 +118,7 @@ async def build_world(client: httpx.AsyncClient, upstream: FakeUpstream) -> Worl
         await session.execute(update(ApiKey).where(ApiKey.id == expired.key_id)
                               .values(expires=datetime.now(UTC) - timedelta(minutes=1)))
         await session.commit()
-    await context.authenticator.forget_all()
+    context.authenticator.forget_all()
     assert (await client.delete(f"/v1/me/keys/{revoked.key_id}", headers=revoked.headers)).status_code == 204
 
     collection = (await client.post("/v1/collections", json={"name": "private"}, headers=owner.headers)).json()["id"]

@@ -152,7 +152,7 @@ async def test_a_burst_on_a_cold_key_reads_the_database_once(client, seed: Seede
 
     user = await seed.user()
     context = client.app.state.context  # type: ignore[attr-defined]
-    await context.authenticator.forget_all()
+    context.authenticator.forget_all()
     statements: list[str] = []
 
     def count(_conn, _cursor, statement: str, *_args) -> None:
@@ -173,7 +173,7 @@ async def test_a_key_deleted_while_it_is_being_looked_up_is_not_cached(client, s
     user = await seed.user()
     context = client.app.state.context  # type: ignore[attr-defined]
     authenticator = context.authenticator
-    await authenticator.forget_all()
+    authenticator.forget_all()
     lookup = asyncio.ensure_future(authenticator.authenticate(f"Bearer {user.key}"))
     await asyncio.sleep(0)  # the lookup has started
     assert (await client.delete(f"/v1/me/keys/{user.key_id}", headers=user.headers)).status_code == 204

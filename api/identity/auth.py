@@ -37,6 +37,8 @@ STALE_IF_UNAVAILABLE_SECONDS = 30.0
 MAX_ENTRY_SECONDS = 60.0
 
 _UNSEEN = object()  # the watcher has read no change token yet
+# A tiny ttl must not become hundreds of queries a second: entries then simply live their ttl.
+MIN_CHECK_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,8 @@ class Authenticator:
     """Resolves bearer keys, and caches what it resolved.
 
     A change made through this process (a key deleted, a user or role changed) drops the
-    entries it concerns at once, and is signalled to the other processes (`IdentityChanges`).
+    entries it concerns at once (`forget_*`, once it committed); it also replaced the change
+    token (`api.identity.changes.mark_changed`, in the change's own transaction).
     `watch_changes` reads the signal every `ttl / 2` and drops every entry when something
     changed. So a change reaches every process within `ttl` (≤ 1 s), and an entry is used:
     - for `ttl` after it was read;
@@ -145,9 +148,13 @@ class Authenticator:
         if loading is None:
             loading = asyncio.ensure_future(self._load_and_remember(key_hash))
             self._loading[key_hash] = loading
-            loading.add_done_callback(lambda _: self._loading.pop(key_hash, None))
+            loading.add_done_callback(lambda done: self._finished_loading(key_hash, done))
         # Shielded: one waiter's cancellation (a client gone) must not fail the others.
         return await asyncio.shield(loading)
+
+    def _finished_loading(self, key_hash: str, done: asyncio.Future[Principal]) -> None:
+        if self._loading.get(key_hash) is done:  # not a read started since a change dropped it
+            del self._loading[key_hash]
 
     async def _load_and_remember(self, key_hash: str) -> Principal:
         generation = self._generation
@@ -165,42 +172,27 @@ class Authenticator:
             self._remember(key_hash, principal)
         return principal
 
-    # Changes: each is called once the change is committed.
+    # Changes made through this process: each is called once the change is committed.
 
-    async def forget_keys(self, key_ids: set[int]) -> None:
-        if not key_ids:  # a first login revokes no playground key: nothing for anyone to drop
-            return
+    def forget_keys(self, key_ids: set[int]) -> None:
         self._drop(lambda principal: principal.key_id in key_ids)
-        await self._signal()
 
-    async def forget_user(self, user_id: int) -> None:
+    def forget_user(self, user_id: int) -> None:
         self._drop(lambda principal: principal.user_id == user_id)
-        await self._signal()
 
-    async def forget_all(self) -> None:
+    def forget_all(self) -> None:
         self._drop(None)
-        await self._signal()
 
     def _drop(self, concerned: Callable[[Principal], bool] | None) -> None:
         self._generation += 1
+        # Reads in flight began before the change: later requests must not join them.
+        self._loading.clear()
         if concerned is None:
             self._cache.clear()
             return
         for key_hash, (principal, *_) in list(self._cache.items()):
             if concerned(principal):
                 del self._cache[key_hash]
-
-    async def _signal(self) -> None:
-        if self._changes is None:
-            return
-        try:
-            await self._changes.signal()
-        except Exception as error:
-            if not database_unavailable(error):
-                raise
-            # Committed, but not signalled: the other processes see it when their entries age out.
-            logger.warning("a change to keys, users or roles could not be signalled to other processes; "
-                           "they see it within %.0f s: %r", self._max_age, error)
 
     async def watch_changes(self) -> None:
         """For the app's life: drop every entry when another process signals a change; each
@@ -221,7 +213,7 @@ class Authenticator:
                     self._drop(None)
                     seen = token
                 self._confirmed = started
-            await asyncio.sleep(self._ttl / 2)
+            await asyncio.sleep(max(self._ttl / 2, MIN_CHECK_SECONDS))
 
     def _verified_at(self, loaded_at: float) -> float:
         """The last moment an entry read at `loaded_at` is known to match the database."""
@@ -242,11 +234,14 @@ class Authenticator:
         is down; served for one `ttl`, so a down database is tried once per ttl, not per request."""
         entry = self._cache.get(key_hash)
         now = time.monotonic()
-        if entry is None or now >= self._verified_at(entry[1]) + self._ttl + self._stale_seconds:
-            self._cache.pop(key_hash, None)
-            return None
-        self._cache[key_hash] = (entry[0], entry[1], now + self._ttl)
-        return entry[0]
+        if entry is not None:
+            principal, loaded_at, _ = entry
+            usable_until = min(self._verified_at(loaded_at) + self._ttl, loaded_at + self._max_age)
+            if now < usable_until + self._stale_seconds:
+                self._cache[key_hash] = (principal, loaded_at, now + self._ttl)
+                return principal
+        self._cache.pop(key_hash, None)
+        return None
 
     def _remember(self, key_hash: str, principal: Principal) -> None:
         if self._ttl <= 0:

@@ -12,6 +12,7 @@ from api.common.schemas import from_unix, to_unix
 from api.db.models import ApiKey, User
 from api.errors import InvalidRequestError, NotFoundError
 from api.identity.auth import Authenticator
+from api.identity.changes import mark_changed
 from api.identity.schemas import KeyOut, TokenOut
 from api.identity.secrets import generate_api_key, hash_api_key, key_hint
 
@@ -77,14 +78,17 @@ async def get_key(session: AsyncSession, key_id: int, owner_id: int | None = Non
 async def delete_key(session: AsyncSession, authenticator: Authenticator, key_id: int, owner_id: int | None = None) -> None:
     key = await get_key(session, key_id, owner_id)
     await session.delete(key)
+    await mark_changed(session)
     await session.commit()
-    await authenticator.forget_keys({key_id})
+    authenticator.forget_keys({key_id})
 
 
 async def revoke_playground_keys(session: AsyncSession, user_id: int) -> set[int]:
     """Delete the user's playground keys; returns their ids. The caller commits, then makes the
     authenticator forget them: forgotten before the commit, a key could be read back as it was."""
-    revoked = await session.execute(
+    revoked = set((await session.execute(
         delete(ApiKey).where(ApiKey.user_id == user_id, ApiKey.name == PLAYGROUND_KEY_NAME).returning(ApiKey.id)
-    )
-    return set(revoked.scalars().all())
+    )).scalars().all())
+    if revoked:  # a first login revokes none: nothing for other processes to drop
+        await mark_changed(session)
+    return revoked

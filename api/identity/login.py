@@ -79,5 +79,5 @@ async def login(
     )
     session.add(key)
     await session.commit()
-    await authenticator.forget_keys(revoked)
+    authenticator.forget_keys(revoked)
     return key.id, secret

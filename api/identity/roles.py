@@ -11,6 +11,7 @@ from api.common.schemas import to_unix
 from api.db.base import utcnow
 from api.db.models import Role, RoleLimit, User
 from api.errors import ConflictError, NotFoundError
+from api.identity.changes import mark_changed
 from api.identity.schemas import Limit, Permission, RoleCreate, RoleOut, RoleUpdate
 
 ORDER_COLUMNS = {"id": Role.id, "name": Role.name, "created": Role.created, "updated": Role.updated}
@@ -82,6 +83,7 @@ async def update_role(session: AsyncSession, role_id: int, body: RoleUpdate) -> 
         await flush_or_conflict(session, concurrent)
         role.limits.extend(_limit_rows(body.limits))
     role.updated = utcnow()  # limits live in their own table, so the row itself may not change
+    await mark_changed(session)
     await commit_or_conflict(session, concurrent)
 
 

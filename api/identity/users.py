@@ -13,6 +13,7 @@ from api.common.schemas import from_unix, to_unix
 from api.db.base import utcnow
 from api.db.models import Organization, Role, User
 from api.errors import ConflictError, NotFoundError
+from api.identity.changes import mark_changed
 from api.identity.secrets import PasswordHasher
 from api.identity.schemas import UserCreate, UserOut, UserUpdate
 
@@ -118,6 +119,7 @@ async def update_user(session: AsyncSession, hasher: PasswordHasher, user_id: in
     if "priority" in changes:
         user.priority = body.priority  # type: ignore[assignment]
     user.updated = utcnow()
+    await mark_changed(session)
     await commit_unique_email(session, user.email)
     return "password" in changes
 
@@ -125,4 +127,5 @@ async def update_user(session: AsyncSession, hasher: PasswordHasher, user_id: in
 async def delete_user(session: AsyncSession, user_id: int) -> None:
     user = await get_user_model(session, user_id)
     await session.delete(user)
+    await mark_changed(session)
     await session.commit()

@@ -92,7 +92,7 @@ async def get_role(role: PathId, session: Session) -> RoleOut:
 @router.patch("/roles/{role}", status_code=204, tags=["admin: roles"])
 async def update_role(role: PathId, body: RoleUpdate, session: Session, context: Context) -> Response:
     await roles.update_role(session, role, body)
-    await context.authenticator.forget_all()  # permissions of every holder changed
+    context.authenticator.forget_all()  # permissions of every holder changed
     return Response(status_code=204)
 
 
@@ -137,7 +137,7 @@ async def update_user(user: PathId, body: UserUpdate, session: Session, context:
     await users.update_user(session, context.hasher, user, body)
     if budget_changed:
         await context.budgets.set_budget(user, users.budget_to_nanos(body.budget))
-    await context.authenticator.forget_user(user)
+    context.authenticator.forget_user(user)
     return Response(status_code=204)
 
 
@@ -145,7 +145,7 @@ async def update_user(user: PathId, body: UserUpdate, session: Session, context:
 async def recharge_budget(user: PathId, body: BudgetRecharge, session: Session, context: Context, caller: Admin) -> Created:
     """Add to (or, negative, take from) a user's budget; every change goes to the ledger."""
     change = await budgets.recharge(session, context.budgets, user, caller.user_id, body.amount, body.reason)
-    await context.authenticator.forget_user(user)
+    context.authenticator.forget_user(user)
     return Created(id=change)
 
 
@@ -161,7 +161,7 @@ async def budget_history(
 @router.delete("/users/{user}", status_code=204, tags=["admin: users"])
 async def delete_user(user: PathId, session: Session, context: Context) -> Response:
     await users.delete_user(session, user)
-    await context.authenticator.forget_user(user)
+    context.authenticator.forget_user(user)
     return Response(status_code=204)
 
 

@@ -37,7 +37,7 @@ async def update_info(
 ) -> Response:
     user_id = caller.require_user()
     await me.update_info(session, context.hasher, context.login_throttle, user_id, body, client)
-    await context.authenticator.forget_user(user_id)
+    context.authenticator.forget_user(user_id)
     return Response(status_code=204)
 
 
