@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api.db.engine import build_engine, build_session_factory
 from api.identity import budgets as identity_budgets
 from api.identity.auth import Authenticator
-from api.identity.changes import IdentityChanges
 from api.inference.gateway import Gateway
 from api.inference.budget import Budgeter
 from api.inference.limits import Limiter
@@ -122,8 +121,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
     usage_writer.start()
     # Registered last, so it runs first at shutdown: in-flight usage is written before the engine closes.
     stack.push_async_callback(usage_writer.stop)
-    authenticator = Authenticator(session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds,
-                                  changes=IdentityChanges(session_factory))
+    authenticator = Authenticator(session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds)
     watching = asyncio.create_task(authenticator.watch_changes(), name="identity-changes")
     stack.push_async_callback(_cancel, watching)
     gateway = Gateway(catalog, load, upstreams, general.gateway, metrics)

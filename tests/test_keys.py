@@ -148,25 +148,16 @@ async def test_a_key_used_less_than_once_a_second_is_not_read_again_while_nothin
 async def test_a_burst_on_a_cold_key_reads_the_database_once(client, seed: Seeder) -> None:
     """Fifty requests arriving together with an uncached key share one lookup instead of
     taking fifty database connections."""
-    from sqlalchemy import event
-
     user = await seed.user()
     context = client.app.state.context  # type: ignore[attr-defined]
     context.authenticator.forget_all()
-    statements: list[str] = []
-
-    def count(_conn, _cursor, statement: str, *_args) -> None:
-        if "api_keys" in statement or "role_limits" in statement:
-            statements.append(statement)
-
-    event.listen(context.engine.sync_engine, "before_cursor_execute", count)
+    lookups, stop = _key_lookups(context.engine)
     try:
         responses = await asyncio.gather(*(client.get("/v1/models", headers=user.headers) for _ in range(50)))
     finally:
-        event.remove(context.engine.sync_engine, "before_cursor_execute", count)
+        stop()
     assert all(r.status_code == 200 for r in responses)
-    lookups = [s for s in statements if "key_hash" in s]
-    assert len(lookups) == 1, statements
+    assert len(lookups) == 1, lookups
 
 
 async def test_a_key_deleted_while_it_is_being_looked_up_is_not_cached(client, seed: Seeder) -> None:

@@ -18,7 +18,7 @@ from api.db.base import UTCDateTime
 from api.db.engine import database_unavailable, database_unavailable_error
 from api.db.models import ApiKey, Role, RoleLimit, User
 from api.errors import AuthenticationError, DependencyUnavailableError, PermissionDeniedError
-from api.identity.changes import IdentityChanges
+from api.identity.changes import current_token
 from api.identity.schemas import Permission
 from api.identity.secrets import hash_api_key
 
@@ -33,7 +33,7 @@ STALE_IF_UNAVAILABLE_SECONDS = 30.0
 
 # The longest a resolved key is used without reading it again, however many checks found no
 # change: what bounds a change that was never signalled (made straight in the database, or
-# its signal lost with a process that died just after committing it).
+# by a version of Tollgate from before the change token).
 MAX_ENTRY_SECONDS = 60.0
 
 _UNSEEN = object()  # the watcher has read no change token yet
@@ -112,7 +112,6 @@ class Authenticator:
         ttl: float = 1.0,
         max_entries: int = 50_000,
         stale_seconds: float = STALE_IF_UNAVAILABLE_SECONDS,
-        changes: IdentityChanges | None = None,
         max_age: float = MAX_ENTRY_SECONDS,
     ) -> None:
         self._session_factory = session_factory
@@ -120,7 +119,6 @@ class Authenticator:
         self._ttl = ttl
         self._stale_seconds = stale_seconds
         self._max_entries = max_entries
-        self._changes = changes
         self._max_age = max_age
         # Key hash -> (principal, when it was read, served stale until (database down)).
         self._cache: dict[str, tuple[Principal, float, float]] = {}
@@ -197,13 +195,14 @@ class Authenticator:
     async def watch_changes(self) -> None:
         """For the app's life: drop every entry when another process signals a change; each
         check that finds none keeps the entries usable for one more `ttl`."""
-        if self._changes is None or self._ttl <= 0:
+        if self._ttl <= 0:
             return
         seen: object = _UNSEEN
         while True:
             started = time.monotonic()
             try:
-                token = await self._changes.current()
+                async with self._session_factory() as session:
+                    token = await current_token(session)
             except Exception as error:
                 # Unconfirmed, the entries live `ttl` and are read again, as without a watcher.
                 if not database_unavailable(error):
@@ -215,9 +214,11 @@ class Authenticator:
                 self._confirmed = started
             await asyncio.sleep(max(self._ttl / 2, MIN_CHECK_SECONDS))
 
-    def _verified_at(self, loaded_at: float) -> float:
-        """The last moment an entry read at `loaded_at` is known to match the database."""
-        return max(loaded_at, self._confirmed)
+    def _usable_until(self, loaded_at: float) -> float:
+        """Until when an entry read at `loaded_at` is used: `ttl` past the last moment it is
+        known to match the database (its read, or a later check that found no change), and
+        never past `max_age`."""
+        return min(max(loaded_at, self._confirmed) + self._ttl, loaded_at + self._max_age)
 
     def _cached(self, key_hash: str) -> Principal | None:
         entry = self._cache.get(key_hash)
@@ -225,7 +226,7 @@ class Authenticator:
             return None
         principal, loaded_at, stale_until = entry
         now = time.monotonic()
-        if now < stale_until or (now < loaded_at + self._max_age and now < self._verified_at(loaded_at) + self._ttl):
+        if now < stale_until or now < self._usable_until(loaded_at):
             return principal
         return None  # an expired entry stays, as the fallback of a database outage
 
@@ -236,8 +237,7 @@ class Authenticator:
         now = time.monotonic()
         if entry is not None:
             principal, loaded_at, _ = entry
-            usable_until = min(self._verified_at(loaded_at) + self._ttl, loaded_at + self._max_age)
-            if now < usable_until + self._stale_seconds:
+            if now < self._usable_until(loaded_at) + self._stale_seconds:
                 self._cache[key_hash] = (principal, loaded_at, now + self._ttl)
                 return principal
         self._cache.pop(key_hash, None)

@@ -8,7 +8,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.common.schemas import to_unix
-from api.db.engine import database_unavailable, database_unavailable_error
 from api.db.models import BudgetChange, User
 from api.errors import InvalidRequestError
 from api.identity.schemas import BudgetChangeOut
@@ -65,12 +64,8 @@ async def history(session: AsyncSession, user_id: int, offset: int, limit: int) 
 
 async def budget_of(session_factory: async_sessionmaker[AsyncSession], user_id: int) -> int | None:
     """The user's budget in the database now (nanos; None: unlimited). A user deleted meanwhile
-    has nothing to spend."""
-    try:
-        async with session_factory() as session:
-            row = (await session.execute(select(User.budget_nanos).where(User.id == user_id))).first()
-    except Exception as error:
-        if database_unavailable(error):
-            raise database_unavailable_error("the budget cannot be read") from error
-        raise
+    has nothing to spend. A database that cannot be reached is the model endpoints' 503, as
+    any other read of theirs (`api.inference.service.metered`)."""
+    async with session_factory() as session:
+        row = (await session.execute(select(User.budget_nanos).where(User.id == user_id))).first()
     return 0 if row is None else row[0]

@@ -14,7 +14,7 @@ import secrets
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.db.base import utcnow
 from api.db.models import IdentityChange
@@ -34,11 +34,6 @@ async def mark_changed(session: AsyncSession) -> None:
         await session.execute(upsert.on_conflict_do_update(index_elements=[IdentityChange.id], set_=values))
 
 
-class IdentityChanges:
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
-        self._session_factory = session_factory
-
-    async def current(self) -> str | None:
-        """The token of the last change, None before the first."""
-        async with self._session_factory() as session:
-            return (await session.execute(select(IdentityChange.token).where(IdentityChange.id == _ROW))).scalar()
+async def current_token(session: AsyncSession) -> str | None:
+    """The token of the last change, None before the first."""
+    return (await session.execute(select(IdentityChange.token).where(IdentityChange.id == _ROW))).scalar()

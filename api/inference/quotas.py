@@ -50,15 +50,16 @@ class Quotas:
         hold = self.budgeter.hold(principal, router, estimate, completion_bound)
         if plan is None and hold is None:
             return None
+        checks = plan.checks if plan else []
         # A caller cancelled during this await takes nothing: the store gives it back.
-        decision = await self._store.admit(plan.checks if plan else [], hold)
+        decision = await self._store.admit(checks, hold)
         if decision.needs_budget:
             # The balance is not loaded (the user's first call, or Redis lost it) and the
             # caller's copy of the budget may be out of date: load it from the database's.
             assert hold is not None
             budget = await self._budget_of(hold.user_id)
             hold = None if budget is None else replace(hold, initial_balance=budget)
-            decision = await self._store.admit(plan.checks if plan else [], hold)
+            decision = await self._store.admit(checks, hold)
         if not decision.admission.admitted:
             self.limiter.refuse(decision.admission)
         if decision.budget_refused:
