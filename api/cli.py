@@ -49,7 +49,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     upgrade_database(settings.dependencies.database.url)
     uvicorn.run(
-        "api.main:create_app_from_env",
+        "api.http.app:create_app_from_env",
         factory=True,
         host=args.host,
         port=args.port,
@@ -59,7 +59,7 @@ def serve(args: argparse.Namespace) -> int:
         access_log=settings.settings.access_log,
         timeout_graceful_shutdown=settings.settings.shutdown_grace_seconds,
         proxy_headers=True,
-        http="api.http_protocol:TollgateHttpProtocol",
+        http="api.http.protocol:TollgateHttpProtocol",
     )
     return 0
 

@@ -1,4 +1,4 @@
-"""Typed domain errors. Services raise these; `api.http_errors` maps them to HTTP in one place."""
+"""Typed domain errors. Services raise these; `api.http.errors` maps them to HTTP in one place."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Logging: one JSON object per line (or plain text), each carrying the id of the request it
-belongs to, and the ASGI middleware that gives every request that id.
+belongs to (given by `api.http.middleware.request_id`).
 
 A client may send its own `x-request-id` (a proxy's, a trace's) to find its calls in our logs;
 it is echoed back in the response's `x-request-id`. Without one, the id is Tollgate's own, the
@@ -12,19 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, Literal
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LogFormat = Literal["json", "text"]
 
-REQUEST_ID_HEADER = b"x-request-id"
-# What a client's id may look like: enough for UUIDs, trace ids and proxies' ids, and nothing
-# that could forge a log line or a header.
-_CLIENT_ID = re.compile(rb"^[A-Za-z0-9._:/=+-]{1,128}$")
 
 
 
@@ -59,29 +53,14 @@ def correlation_id() -> str | None:
     return current.correlation if current is not None else None
 
 
-class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+def enter_request(correlation: str, own: str) -> Token[_RequestIds | None]:
+    """Make `correlation` the id of every log line of the current request, and `own` the id
+    of its first usage record, until `leave_request(token)`."""
+    return _REQUEST.set(_RequestIds(correlation, own))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        own = new_request_id()
-        given = next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER), None)
-        correlation = given.decode() if given is not None and _CLIENT_ID.match(given) else own
-        header = (REQUEST_ID_HEADER, correlation.encode())
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        token = _REQUEST.set(_RequestIds(correlation, own))
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            _REQUEST.reset(token)
+def leave_request(token: Token[_RequestIds | None]) -> None:
+    _REQUEST.reset(token)
 
 
 # Attributes every LogRecord has: the rest were passed with `extra=` and go into the JSON.

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from api.models.schemas import ModelsConfigEntry
+from api.catalog.schemas import ModelsConfigEntry
 
 DEFAULT_CONFIG_PATH = Path("config.yml")
 SHIPPED_MASTER_KEY = "changeme"

@@ -27,7 +27,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from api.main import create_app  # noqa: E402
+from api.http.app import create_app  # noqa: E402
 from api.rag.schemas import SearchMethod  # noqa: E402
 from api.rag.vectors import NewChunk, Scope  # noqa: E402
 from api.settings import Settings  # noqa: E402

@@ -9,7 +9,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from api.db import models  # noqa: F401  (registers the tables on Base.metadata)
+from api.db import tables  # noqa: F401  (registers the tables on Base.metadata)
 from api.db.base import Base
 
 target_metadata = Base.metadata

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from api.db.base import Base
 from api.db.migrate import upgrade_database
-from api.main import create_app
+from api.http.app import create_app
 from api.settings import Settings
 from fakes.upstream import Behaviour, FakeUpstream
 
@@ -308,7 +308,7 @@ async def usage_rows(client: httpx.AsyncClient) -> list:
     """Every usage record, after flushing the writer's queue."""
     from sqlalchemy import select
 
-    from api.db.models import Usage
+    from api.db.tables import Usage
 
     context = client.app.state.context  # type: ignore[attr-defined]
     await context.usage_writer.flush()
@@ -322,7 +322,7 @@ async def serving(app: Any, **uvicorn_options: object) -> AsyncIterator[int]:
     `tollgate serve` uses. `uvicorn_options` go to uvicorn.Config."""
     import uvicorn
 
-    from api.http_protocol import TollgateHttpProtocol
+    from api.http.protocol import TollgateHttpProtocol
 
     options: dict = {"log_level": "warning", "http": TollgateHttpProtocol, **uvicorn_options}
     config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", **options)

@@ -112,7 +112,7 @@ async def build_world(client: httpx.AsyncClient, upstream: FakeUpstream) -> Worl
     expired = await seed.user(organization=org, limits=limits)
     revoked = await seed.user(organization=org, limits=limits)
     context = client.app.state.context  # type: ignore[attr-defined]
-    from api.db.models import ApiKey
+    from api.db.tables import ApiKey
 
     async with context.session_factory() as session:
         await session.execute(update(ApiKey).where(ApiKey.id == expired.key_id)
@@ -194,7 +194,7 @@ async def test_authorization_matrix(app_factory, matrix_upstream) -> None:
 
 
 def test_every_endpoint_is_in_the_matrix() -> None:
-    from api.main import create_app
+    from api.http.app import create_app
     from api.settings import Settings
 
     documented = {(m, p) for m, p, _, _ in MATRIX}

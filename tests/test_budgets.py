@@ -6,7 +6,7 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from api.db.models import User
+from api.db.tables import User
 from conftest import ADMIN, Models, Seeder, usage_rows
 from test_gateway_chat import sdk
 
@@ -114,7 +114,7 @@ async def test_a_budget_set_after_a_call_ended_is_not_charged_for_it(client, mod
     """A call's settlement may wait for the next admission (a few ms in Redis mode, here held
     for seconds): setting a budget first settles the calls that have ended, so the new budget
     starts whole instead of paying for a call made before it."""
-    from api.state import quotas
+    from api.quota import store as quotas
 
     monkeypatch.setattr(quotas, "SETTLE_LINGER_SECONDS", 30.0)
     user = await budgeted(client, models, upstream, budget=1)

@@ -25,10 +25,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from api.db.models import User
+from api.db.tables import User
 from api.providers import Endpoint
 from api.settings import Settings
-from api.usage.writer import UsageRecord
+from api.usage.records import UsageRecord
 from conftest import ADMIN, MASTER_KEY, Backend, Models, Seeder, _empty_tables, running_app, usage_rows
 from fakes.tcp_relay import TcpRelay
 from fakes.upstream import FakeUpstream

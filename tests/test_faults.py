@@ -28,7 +28,7 @@ import aiohttp
 import httpx
 import pytest
 
-from api.inference.tokens import count_messages, count_text
+from api.calls.tokens import count_messages, count_text
 from conftest import Models, Seeder, live_server, usage_rows
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -286,7 +286,7 @@ async def test_client_disconnect_releases_the_slot_and_the_budget_reservation(cl
     # least_busy: the provider's in-flight count is shared, so its release can be read back.
     router = await models.router(cost_prompt_tokens=PRICE, cost_completion_tokens=PRICE, load_balancing_strategy="least_busy")
     provider = await models.provider(router, upstream.base_url)
-    # A call reserves its prompt bound (see api/inference/budget.py) + max_tokens, one unit a
+    # A call reserves its prompt bound (see api/quota/budget_holds.py) + max_tokens, one unit a
     # token. The budget holds one reservation and a little, never two at once.
     reservation = int(count_messages(MESSAGES) * 1.25) + 16 + 100
     user = await models.user_for(router, budget=reservation + 60)

@@ -185,7 +185,7 @@ async def test_usage_queued_at_shutdown_is_written(backend, upstream, app_factor
     from sqlalchemy import func, select
 
     from api.db.engine import build_engine, build_session_factory
-    from api.db.models import Usage
+    from api.db.tables import Usage
     from api.settings import DatabaseSettings
     from conftest import make_settings, running_app
 

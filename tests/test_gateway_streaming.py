@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from api.inference.tokens import count_text
+from api.calls.tokens import count_text
 from conftest import Models, live_server, usage_rows
 
 

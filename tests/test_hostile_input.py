@@ -126,7 +126,7 @@ async def test_concurrent_limit_updates_of_one_role_never_fail(client, seed: See
 
 
 async def test_one_unstorable_usage_record_does_not_block_the_others(client) -> None:
-    from api.usage.writer import UsageRecord
+    from api.usage.records import UsageRecord
 
     writer = client.app.state.context.usage_writer
     common = {"endpoint": "/v1/chat/completions", "method": "POST", "status": 200, "user_id": None,

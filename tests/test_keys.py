@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from api.db.models import ApiKey
+from api.db.tables import ApiKey
 from api.identity.secrets import hash_api_key
 from conftest import ADMIN, Seeder, bearer
 

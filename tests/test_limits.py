@@ -7,9 +7,9 @@ import uuid
 import openai
 import pytest
 
-from api.state.budgets import MemoryBudgetStore
-from api.state.limits import MemoryLimitStore, WindowCheck
-from api.state.quotas import BudgetHold, BudgetRelease, MemoryQuotaStore, RedisQuotaStore
+from api.quota.balances import MemoryBudgetStore
+from api.quota.windows import MemoryLimitStore, WindowCheck
+from api.quota.store import BudgetHold, BudgetRelease, MemoryQuotaStore, RedisQuotaStore
 from conftest import REDIS_URL, Models, Seeder, usage_rows
 from test_gateway_chat import sdk
 
@@ -257,8 +257,8 @@ async def test_a_settlement_no_later_call_picks_up_still_reaches_redis() -> None
     another replica (reading Redis directly) still sees the hold given back soon after."""
     from redis.asyncio import Redis
 
-    from api.state.budgets import RedisBudgetStore
-    from api.state.quotas import SETTLE_LINGER_SECONDS
+    from api.quota.balances import RedisBudgetStore
+    from api.quota.store import SETTLE_LINGER_SECONDS
     from api.state.script_client import ScriptClient
 
     prefix = f"tollgate-test:{uuid.uuid4().hex}:"

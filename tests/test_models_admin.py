@@ -2,7 +2,7 @@
 
 from sqlalchemy import select
 
-from api.db.models import Provider
+from api.db.tables import Provider
 from conftest import ADMIN, Models, Seeder, make_settings, running_app, usage_rows
 
 

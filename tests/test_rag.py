@@ -304,7 +304,7 @@ async def test_a_worker_dying_mid_ingestion_loses_nothing_and_duplicates_nothing
 
     from sqlalchemy import update
 
-    from api.db.models import Document
+    from api.db.tables import Document
 
     # No background worker: this test plays the workers itself.
     client = await app_factory(rag={"vector_store_model": "embeddings", "ingestion_concurrency": 0, "embedding_batch_size": 1})
@@ -349,7 +349,7 @@ async def test_a_worker_dying_mid_ingestion_loses_nothing_and_duplicates_nothing
 async def test_a_provider_failing_during_ingestion_is_retried_then_reported(app_factory, embedding_upstream) -> None:
     from sqlalchemy import update
 
-    from api.db.models import Document
+    from api.db.tables import Document
 
     client = await app_factory(rag={"vector_store_model": "embeddings", "ingestion_concurrency": 0, "max_ingestion_attempts": 2})
     models = Models(client, Seeder(client))

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from api.db.models import User
+from api.db.tables import User
 from conftest import Models, Seeder, usage_rows
 from test_cli import free_port
 

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from api.usage.journal import SUFFIX, UsageJournal, encode, replay_orphans
-from api.usage.writer import UsageRecord
+from api.usage.records import UsageRecord
 
 
 def record(n: int) -> UsageRecord:

@@ -11,7 +11,8 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from api.usage.writer import ROWS_PER_STATEMENT, UsageRecord
+from api.usage.records import UsageRecord
+from api.usage.writer import ROWS_PER_STATEMENT
 from conftest import Backend, usage_rows
 
 

@@ -16,7 +16,7 @@ import contextlib
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from api.context import build_context
+from api.http.context import build_context
 from api.usage.journal import replay_forever
 from api.settings import Settings
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.db.base import UTCDateTime
 from api.db.engine import database_unavailable, database_unavailable_error
-from api.db.models import ApiKey, Role, RoleLimit, User
+from api.db.tables import ApiKey, Role, RoleLimit, User
 from api.errors import AuthenticationError, DependencyUnavailableError, PermissionDeniedError
 from api.identity.changes import current_token
 from api.identity.schemas import Permission

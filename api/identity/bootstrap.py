@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from api.db.engine import build_engine, build_session_factory
-from api.db.models import Role, User
+from api.db.tables import Role, User
 from api.errors import ConflictError, InvalidRequestError
 from api.identity.roles import create_role
 from api.identity.schemas import RoleCreate, UserCreate

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.db.base import utcnow
-from api.db.models import IdentityChange
+from api.db.tables import IdentityChange
 
 _ROW = 1
 

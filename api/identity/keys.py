@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import from_unix, to_unix
-from api.db.models import ApiKey, User
+from api.db.tables import ApiKey, User
 from api.errors import InvalidRequestError, NotFoundError
 from api.identity.auth import Authenticator
 from api.identity.changes import mark_changed

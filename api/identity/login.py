@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.db.models import ApiKey, User
+from api.db.tables import ApiKey, User
 from api.errors import AuthenticationError, TooManyRequestsError
 from api.identity.auth import Authenticator
 from api.identity.keys import PLAYGROUND_KEY_NAME, revoke_playground_keys

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.common.db import commit_or_conflict
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
-from api.db.models import Organization, User
+from api.db.tables import Organization, User
 from api.errors import ConflictError, NotFoundError
 from api.identity.schemas import OrganizationCreate, OrganizationOut, OrganizationUpdate
 

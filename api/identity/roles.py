@@ -9,7 +9,7 @@ from api.common.db import commit_or_conflict, flush_or_conflict
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
 from api.db.base import utcnow
-from api.db.models import Role, RoleLimit, User
+from api.db.tables import Role, RoleLimit, User
 from api.errors import ConflictError, NotFoundError
 from api.identity.changes import mark_changed
 from api.identity.schemas import Limit, Permission, RoleCreate, RoleOut, RoleUpdate

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import from_unix, to_unix
 from api.db.base import utcnow
-from api.db.models import Organization, Role, User
+from api.db.tables import Organization, Role, User
 from api.errors import ConflictError, NotFoundError
 from api.identity.changes import mark_changed
 from api.identity.secrets import PasswordHasher

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
-from api.db.models import Collection, Document, User
+from api.db.tables import Collection, Document, User
 from api.errors import NotFoundError, PermissionDeniedError
 from api.identity.auth import Principal
 from api.identity.schemas import Permission

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
-from api.db.models import Collection, Document, DocumentFile
+from api.db.tables import Collection, Document, DocumentFile
 from api.errors import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError, PermissionDeniedError
 from api.identity.auth import Principal
 from api.rag import parsing

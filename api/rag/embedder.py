@@ -8,13 +8,14 @@ from typing import Any
 
 from api.errors import InvalidRequestError, UpstreamError
 from api.identity.auth import Principal
-from api.inference import service
-from api.inference.gateway import Gateway
-from api.inference.quotas import Quotas
-from api.inference.tokens import count_inputs
+from api.calls import service
+from api.calls.gateway import Gateway
+from api.quota.quotas import Quotas
+from api.calls.tokens import count_inputs
 from api.providers import Endpoint
 from api.usage.meter import Meter
-from api.usage.writer import UsageRecord, UsageWriter
+from api.usage.records import UsageRecord
+from api.usage.writer import UsageWriter
 
 
 class Embedder:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.db.models import Document, DocumentFile
+from api.db.tables import Document, DocumentFile
 from api.errors import (
     DomainError,
     InsufficientBudgetError,

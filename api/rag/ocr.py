@@ -17,14 +17,15 @@ from typing import Any
 
 from api.errors import InvalidRequestError, UpstreamError
 from api.identity.auth import Principal
-from api.inference import service
-from api.inference.gateway import Gateway
-from api.inference.quotas import Quotas
+from api.calls import service
+from api.calls.gateway import Gateway
+from api.quota.quotas import Quotas
 from api.providers import Endpoint
 from api.rag import parsing
 from api.rag.embedder import EMPTY_USAGE
 from api.usage.meter import Meter
-from api.usage.writer import UsageRecord, UsageWriter
+from api.usage.records import UsageRecord
+from api.usage.writer import UsageWriter
 
 OCR_PROMPT = "Transcribe this page to Markdown. Answer with the page's content only, nothing else."
 RENDER_SCALE = 2.0  # 144 dpi: legible for OCR models, a few hundred KB per page

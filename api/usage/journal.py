@@ -27,12 +27,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 
-if TYPE_CHECKING:
-    from api.usage.writer import UsageRecord
+from api.usage.records import UsageRecord
 
 logger = logging.getLogger("tollgate.usage")
 
@@ -109,8 +107,6 @@ def encode(record: UsageRecord) -> bytes:
 def decode(line: bytes) -> UsageRecord | None:
     """A record, or None for a line cut short by the death of its writer (that call was
     never answered: the line is written before the answer leaves)."""
-    from api.usage.writer import UsageRecord
-
     try:
         fields = orjson.loads(line)
         fields["created"] = datetime.fromisoformat(fields["created"])

@@ -9,9 +9,10 @@ from typing import Any
 
 from api.identity.auth import Principal
 from api.logs import usage_request_id
-from api.models.catalog import ProviderTarget, RouterEntry
+from api.catalog.catalog import ProviderTarget, RouterEntry
 from api.usage.accounting import NO_CARBON, Carbon, carbon_footprint, cost_nanos
-from api.usage.writer import UsageRecord, UsageWriter
+from api.usage.records import UsageRecord
+from api.usage.writer import UsageWriter
 
 
 class Meter:

@@ -10,7 +10,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from api.common.schemas import from_unix, to_unix
 from api.db.base import utcnow
-from api.db.models import ApiKey, Usage, User
+from api.db.tables import ApiKey, Usage, User
 from api.usage.schemas import Carbon, CarbonRange, MeUsage, UsageDetail, UsageGroup, UsageMetrics, UsageTotal
 
 NANOS = 1_000_000_000

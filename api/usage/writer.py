@@ -14,8 +14,6 @@ import logging
 import operator
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
 
 from typing import Any
 
@@ -24,10 +22,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from api.db.base import utcnow
 from api.db.engine import database_unavailable
-from api.db.models import Usage, User
+from api.db.tables import Usage, User
 from api.usage.journal import UsageJournal
+from api.usage.records import UsageRecord
 
 logger = logging.getLogger("tollgate.usage")
 
@@ -39,32 +37,6 @@ MAX_RETRY_DELAY_SECONDS = 2.0
 # loop (encoding them) nor a database sharing its cores (inserting them) is busy for long at a
 # time; 32 rows are 704 parameters, under SQLite's oldest limit of 999.
 ROWS_PER_STATEMENT = 32
-
-
-@dataclass
-class UsageRecord:
-    request_id: str
-    endpoint: str
-    method: str
-    status: int
-    user_id: int | None
-    organization_id: int | None
-    key_id: int | None
-    key_name: str | None
-    router_id: int | None = None
-    provider_id: int | None = None
-    model: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    cost_nanos: int = 0
-    kwh_min: float = 0.0
-    kwh_max: float = 0.0
-    kgco2eq_min: float = 0.0
-    kgco2eq_max: float = 0.0
-    latency_ms: int | None = None
-    ttft_ms: int | None = None
-    created: datetime = field(default_factory=utcnow)
 
 
 class UsageInsert:

@@ -1,0 +1,380 @@
+"""Routing a call to a provider: pick, admit, call, fail over, cool down.
+
+A provider is tried at most once per request. Failover happens on a connection error, a
+timeout, a 5xx or 429, or an unreadable answer — always before the first byte reaches the
+client (a stream's first bytes are awaited before its headers go out, so a provider that
+breaks or stays silent before them is replaced too). Upstream 4xx answers are the client's to see and pass through unchanged, but a 429
+is the provider's own rate limit: another provider may take the call, and when every one
+tried answered 429 the client gets 429 with the soonest `Retry-After`.
+
+Answers are read up to `max_response_bytes` (streams also for `max_stream_seconds`), so a
+provider that sends too much or never stops cannot exhaust memory or hold a slot forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from api.common import jsonutil
+from api.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from api.identity.auth import Principal
+from api.observability.metrics import GatewayMetrics
+from api.catalog.catalog import ModelCatalog, ProviderTarget, RouterEntry
+from api.providers import Endpoint, adapter_for, well_formed
+from api.providers.sessions import UpstreamSessions
+from api.settings import GatewaySettings
+from api.state.load import Lease, LoadTracker
+from api.usage.meter import Meter
+from api.calls.answers import (
+    MAX_HONOURED_RETRY_AFTER,
+    OpenStream,
+    Retryable,
+    UpstreamAnswer,
+    UpstreamRejected,
+    status_failure,
+    transport_failure,
+)
+
+# Which router types may serve which endpoint.
+ENDPOINT_TYPES: dict[Endpoint, frozenset[str]] = {
+    Endpoint.chat: frozenset({"text-generation", "image-text-to-text"}),
+    Endpoint.embeddings: frozenset({"text-embeddings-inference"}),
+    Endpoint.rerank: frozenset({"text-classification"}),
+    Endpoint.transcriptions: frozenset({"automatic-speech-recognition"}),
+    # A Mistral-style OCR model, or a vision chat model prompted page by page.
+    Endpoint.ocr: frozenset({"image-to-text", "image-text-to-text"}),
+}
+
+
+class PriorityGate:
+    """Requests of one process waiting for a slot on a router: only the first in line (highest
+    priority, then oldest) tries to take a slot; the others wait their turn."""
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[int, int]] = []
+        self._order = itertools.count()
+
+    def enqueue(self, priority: int) -> tuple[int, int]:
+        entry = (-priority, next(self._order))
+        heapq.heappush(self._waiters, entry)
+        return entry
+
+    def is_first(self, entry: tuple[int, int]) -> bool:
+        return bool(self._waiters) and self._waiters[0] == entry
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiters)
+
+    def leave(self, entry: tuple[int, int]) -> None:
+        self._waiters.remove(entry)
+        heapq.heapify(self._waiters)
+
+
+class Gateway:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        tracker: LoadTracker,
+        upstreams: UpstreamSessions,
+        settings: GatewaySettings,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.catalog = catalog
+        self._metrics = metrics
+        self._tracker = tracker
+        self._upstreams = upstreams
+        self._settings = settings
+        self._gates: dict[int, PriorityGate] = {}
+
+    # resolution and access
+
+    def resolve(self, principal: Principal, model: str, endpoint: Endpoint) -> RouterEntry:
+        router = self.catalog.resolve(model)
+        if router is None or not principal.may_use(router.id):
+            raise NotFoundError(f"Model '{model}' not found")
+        if router.type not in ENDPOINT_TYPES[endpoint]:
+            raise InvalidRequestError(f"Model '{model}' is a {router.type} model and cannot serve {endpoint.value}")
+        return router
+
+    def visible_routers(self, principal: Principal) -> list[RouterEntry]:
+        return [r for r in self.catalog.routers() if principal.may_use(r.id)]
+
+    # provider choice
+
+    async def _candidates(self, router: RouterEntry) -> list[ProviderTarget]:
+        """Providers in the order to try them: healthy ones by strategy, cooling ones last."""
+        providers = list(router.providers)
+        if not providers:
+            raise ServiceUnavailableError(f"Model '{router.name}' has no provider", retry_after=30)
+        if len(providers) == 1:
+            return providers  # cooling or busy, it is the one to try: nothing to look up
+        cooling = await self._tracker.cooling(p.id for p in providers)
+        if router.load_balancing_strategy == "least_busy":
+            counts = await self._tracker.in_flight(p.id for p in providers)
+            random.shuffle(providers)  # ties are broken at random, not by id
+            providers.sort(key=lambda p: counts.get(p.id, 0))
+        else:
+            random.shuffle(providers)
+        healthy = [p for p in providers if p.id not in cooling]
+        return healthy + [p for p in providers if p.id in cooling]
+
+    @staticmethod
+    def _cap(provider: ProviderTarget) -> int | None:
+        if provider.qos_metric == "inflight" and provider.qos_limit is not None:
+            return max(1, int(provider.qos_limit))
+        return None
+
+    def _lease_seconds(self, provider: ProviderTarget) -> float:
+        return provider.timeout + 60.0
+
+    async def _admit(self, router: RouterEntry, provider: ProviderTarget) -> Lease | None:
+        cap = self._cap(provider)
+        if cap is None and router.load_balancing_strategy != "least_busy":
+            # Nobody reads this provider's shared in-flight count (no cap, no least_busy):
+            # spare the round trips; the process-local gauge still counts it.
+            lease: Lease | None = Lease(provider.id, None)
+        else:
+            lease = await self._tracker.acquire(provider.id, cap, self._lease_seconds(provider))
+        if lease is not None:
+            self._metrics.provider_in_flight(provider.id).inc()
+        return lease
+
+    async def _wait_for_slot(self, router: RouterEntry, tried: set[int], priority: int) -> tuple[ProviderTarget, Lease]:
+        """Every untried provider is at its cap: wait, highest priority first, for a free slot."""
+        gate = self._gates.setdefault(router.id, PriorityGate())
+        entry = gate.enqueue(priority)
+        deadline = time.monotonic() + self._settings.qos_wait_seconds
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._metrics.rejections.labels("capacity").inc()
+                    raise ServiceUnavailableError(
+                        f"Model '{router.name}' is at capacity; retry shortly",
+                        retry_after=max(1, int(self._settings.qos_wait_seconds)),
+                    )
+                if gate.is_first(entry):
+                    for provider in await self._candidates(router):
+                        if provider.id in tried:
+                            continue
+                        lease = await self._admit(router, provider)
+                        if lease is not None:
+                            return provider, lease
+                # Slots free up in this process or in another replica: poll.
+                await asyncio.sleep(min(self._settings.qos_poll_seconds, max(remaining, 0)))
+        finally:
+            gate.leave(entry)
+
+    async def _next_attempt(
+        self, router: RouterEntry, tried: set[int], priority: int
+    ) -> tuple[ProviderTarget, Lease] | None:
+        """The next (provider, lease) to try, waiting when every untried provider is full; None
+        once `max_attempts` were made or every provider was tried. `tried` is the caller's, one
+        per call: each attempt adds its provider to it."""
+        if len(tried) >= min(self._settings.max_attempts, len(router.providers)):
+            return None
+        chosen: tuple[ProviderTarget, Lease] | None = None
+        gate = self._gates.get(router.id)
+        if gate is not None and gate.busy and not tried:
+            # Others are already waiting for this router: queue behind them, no barging.
+            chosen = await self._wait_for_slot(router, tried, priority)
+        for provider in [] if chosen else await self._candidates(router):
+            if provider.id in tried:
+                continue
+            lease = await self._admit(router, provider)
+            if lease is not None:
+                chosen = (provider, lease)
+                break
+        if chosen is None:
+            if len(tried) == len(router.providers):
+                return None
+            chosen = await self._wait_for_slot(router, tried, priority)
+        tried.add(chosen[0].id)
+        return chosen
+
+    async def release(self, lease: Lease) -> None:
+        self._metrics.provider_in_flight(lease.provider_id).dec()
+        await self._tracker.release(lease)
+
+    async def _failed(self, provider: ProviderTarget, error: Retryable) -> None:
+        self._metrics.upstream_errors.labels(str(provider.id), error.kind).inc()
+        seconds = self._settings.cooldown_seconds
+        if error.retry_after is not None:  # the provider said when it can take calls again
+            seconds = max(seconds, min(error.retry_after, MAX_HONOURED_RETRY_AFTER))
+        await self._tracker.cool_down(provider.id, seconds)
+
+    # calls
+
+    def _request_args(self, provider: ProviderTarget, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        adapter = adapter_for(provider.type)
+        payload = adapter.request_body(endpoint, {**body, "model": provider.model_name})
+        headers = {**adapter.headers(provider.key), "Content-Type": "application/json"}
+        return {"url": adapter.url(provider.url, endpoint), "data": jsonutil.dumps(payload), "headers": headers}
+
+    async def call_json(self, meter: Meter, endpoint: Endpoint, body: dict[str, Any], priority: int) -> UpstreamAnswer:
+        """Send a JSON request, failing over as needed, and return the provider's parsed answer."""
+        return await self._with_failover(
+            meter, priority, lambda provider: self._send(meter, provider, self._request_args(provider, endpoint, body), endpoint)
+        )
+
+    async def call_multipart(
+        self, meter: Meter, endpoint: Endpoint, build_form: Callable[[str], aiohttp.FormData], priority: int
+    ) -> UpstreamAnswer:
+        def send(provider: ProviderTarget) -> Awaitable[UpstreamAnswer]:
+            adapter = adapter_for(provider.type)
+            args = {"url": adapter.url(provider.url, endpoint), "data": build_form(provider.model_name),
+                    "headers": adapter.headers(provider.key)}
+            return self._send(meter, provider, args, endpoint)
+
+        return await self._with_failover(meter, priority, send)
+
+    async def _with_failover(
+        self, meter: Meter, priority: int, send: Callable[[ProviderTarget], Awaitable[UpstreamAnswer]]
+    ) -> UpstreamAnswer:
+        assert meter.router is not None
+        failures: list[Retryable] = []
+        tried: set[int] = set()
+        while (attempt := await self._next_attempt(meter.router, tried, priority)) is not None:
+            provider, lease = attempt
+            meter.provider = provider
+            try:
+                return await send(provider)
+            except Retryable as error:
+                failures.append(error)
+                await self._failed(provider, error)
+            finally:
+                await self.release(lease)
+        raise self._exhausted(meter.router, failures)
+
+    async def _send(self, meter: Meter, provider: ProviderTarget, args: dict[str, Any], endpoint: Endpoint) -> UpstreamAnswer:
+        session = self._upstreams.for_url(provider.url)
+        started = time.perf_counter()
+        try:
+            async with session.post(**args, timeout=aiohttp.ClientTimeout(total=provider.timeout)) as response:
+                if response.status >= 500 or response.status == 429:
+                    raise status_failure(provider, response)
+                raw = await self._read_bounded(response, provider)
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise transport_failure(provider, exc) from exc
+        finally:
+            meter.upstream_seconds += time.perf_counter() - started
+        meter.first_byte_at = time.perf_counter()
+        try:
+            parsed = jsonutil.loads(raw) if raw else None
+        except ValueError as exc:
+            raise Retryable("invalid", f"provider {provider.id} answered with invalid JSON") from exc
+        if status >= 400:
+            raise UpstreamRejected(status, parsed, provider)
+        answer = adapter_for(provider.type).response_body(endpoint, parsed)
+        if not well_formed(endpoint, answer):  # like invalid JSON: another provider may do better
+            raise Retryable("invalid", f"provider {provider.id} answered in an unexpected shape")
+        return UpstreamAnswer(status, answer, provider)
+
+    async def _read_bounded(self, response: aiohttp.ClientResponse, provider: ProviderTarget) -> bytes:
+        """The whole body, or UpstreamError once it passes `max_response_bytes` (read no further).
+        No failover and no cooldown: the provider is not broken, and the same request would
+        get an answer as large from any other."""
+        limit = self._settings.max_response_bytes
+        declared = response.content_length  # before decompression: a lower bound of the size
+        if declared is None or declared <= limit:
+            body = bytearray()
+            async for block in response.content.iter_chunked(64 * 1024):
+                body += block
+                if len(body) > limit:
+                    break
+            else:
+                return bytes(body)
+        response.close()  # the rest is never read: the connection cannot be reused
+        self._metrics.upstream_errors.labels(str(provider.id), "too_large").inc()
+        raise UpstreamError(f"provider {provider.id}'s answer is larger than {limit} bytes")
+
+    @staticmethod
+    async def _first_block(response: aiohttp.ClientResponse, provider: ProviderTarget) -> bytes:
+        """A stream's first bytes. Providers send their headers at once and their first event
+        after the prompt is processed: a crash or a stall in between can still fail over."""
+        first = await response.content.readany()
+        if not first:
+            raise Retryable("invalid", f"provider {provider.id} ended its stream before its first event")
+        return first
+
+    async def open_stream(self, meter: Meter, body: dict[str, Any], priority: int) -> OpenStream:
+        """Open a streamed chat completion: failover until a provider answers 2xx headers and
+        its first bytes."""
+        assert meter.router is not None
+        failures: list[Retryable] = []
+        tried: set[int] = set()
+        while (attempt := await self._next_attempt(meter.router, tried, priority)) is not None:
+            provider, lease = attempt
+            meter.provider = provider
+            session = self._upstreams.for_url(provider.url)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(provider.timeout, 30), sock_read=provider.timeout)
+            started = time.perf_counter()
+            response: aiohttp.ClientResponse | None = None
+            try:
+                response = await session.post(**self._request_args(provider, Endpoint.chat, body), timeout=timeout)
+                if response.status >= 500 or response.status == 429:
+                    raise status_failure(provider, response)
+                if response.status >= 400:
+                    raw = await self._read_bounded(response, provider)
+                    try:
+                        parsed = jsonutil.loads(raw) if raw else None
+                    except ValueError:
+                        parsed = {"error": {"message": raw.decode(errors="replace")[:2000]}}
+                    raise UpstreamRejected(response.status, parsed, provider)
+                first = await self._first_block(response, provider)
+                meter.upstream_seconds += time.perf_counter() - started
+                meter.first_byte_at = time.perf_counter()
+                deadline = time.monotonic() + self._settings.max_stream_seconds
+                return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first)
+            except (Retryable, TimeoutError, aiohttp.ClientError) as exc:
+                error = exc if isinstance(exc, Retryable) else transport_failure(provider, exc)
+                failures.append(error)
+                meter.upstream_seconds += time.perf_counter() - started
+                if response is not None:
+                    response.release()  # an unfinished body closes the connection, never reused
+                await self._failed(provider, error)
+                await self.release(lease)
+            except BaseException:
+                if response is not None:
+                    response.release()
+                await self.release(lease)
+                raise
+        raise self._exhausted(meter.router, failures)
+
+    def _exhausted(self, router: RouterEntry, failures: list[Retryable]) -> Exception:
+        if not failures:
+            return ServiceUnavailableError(
+                f"Model '{router.name}' has no available provider; retry shortly",
+                retry_after=max(1, int(self._settings.cooldown_seconds)),
+            )
+        if all(f.kind == "rate_limited" for f in failures):
+            # Every provider tried is rate-limited: a 429 tells the client to come back (when
+            # the first one said it could), where a 502 would say something is broken.
+            waits = [f.retry_after for f in failures if f.retry_after is not None]
+            retry_after = min(waits) if waits else self._settings.cooldown_seconds
+            return TooManyRequestsError(
+                f"Model '{router.name}': every provider is rate-limited; retry after {math.ceil(retry_after)}s",
+                retry_after=math.ceil(retry_after),
+            )
+        last = failures[-1]
+        if last.kind == "timeout":
+            return UpstreamTimeoutError(f"Model '{router.name}': {last.detail}")
+        return UpstreamError(f"Model '{router.name}': {last.detail}")

@@ -1,0 +1,99 @@
+"""The application factory: `create_app(settings)` builds a fresh, self-contained app."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.http.context import build_context
+from api.http.errors import install_error_handlers
+from api.http.routes import admin_identity as admin
+from api.http.routes import auth
+from api.http.routes import me
+from api.http.routes import monitoring
+from api.http.routes import models as inference_routes
+from api.http.model_route import ModelLane
+from api.calls.tokens import load_encoding
+from api.http.routes import admin_models as models_admin
+from api.http.routes import provider_health as models_health
+from api.http.routes import usage as usage_routes
+from api.http.middleware.body_size import BodySizeLimit
+from api.http.middleware.request_id import RequestIdMiddleware
+from api.http.routes import rag as rag_routes
+from api.settings import Settings, load_settings
+
+logger = logging.getLogger("tollgate")
+
+# The collector's young generation is scanned every 700 net allocations by default. Under
+# concurrent load the requests in flight keep that count climbing (a deallocation at zero is
+# not counted), so it ran every eight requests, ~200 µs each: 20-30 µs of every request, and a
+# full pass every few seconds (docs/performance.md, 2026-12-01, night). Requests free what
+# they allocate by reference counting; what reference cycles leave waits a little longer.
+GC_THRESHOLDS = (10_000, 20, 100)
+
+MASTER_KEY_WARNING = (
+    "\n" + "!" * 78 + "\n"
+    "!! settings.auth_master_key is the shipped default 'changeme'. Anyone who knows it\n"
+    "!! is an administrator. Set TOLLGATE_MASTER_KEY (or the config) before exposing Tollgate.\n"
+    + "!" * 78
+)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.uses_default_master_key:
+            logger.warning(MASTER_KEY_WARNING)
+        async with AsyncExitStack() as stack:
+            app.state.context = await build_context(settings, stack)
+            await asyncio.to_thread(load_encoding)
+            # Everything built so far lives as long as the app: keep it out of the collector's
+            # full passes, which otherwise pause the event loop for tens of milliseconds.
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
+            yield
+
+    app = FastAPI(
+        title="Tollgate",
+        summary="One OpenAI-compatible API in front of many model providers, with organisations, "
+        "roles, users, keys, budgets, limits and accounting.",
+        version="0.1.0",
+        lifespan=lifespan,
+        # Even with no provider configured, native telemetry looks the global providers up on
+        # every request; switched off, FastAPI skips that work entirely.
+        telemetry=None if settings.settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
+    )
+    install_error_handlers(app)
+    # Added first, so it runs last: inside the request id and the body limit, like the router.
+    app.add_middleware(ModelLane, router=inference_routes.router, exception_handlers=app.exception_handlers)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.settings.max_request_body_bytes,
+        upload_paths=rag_routes.UPLOAD_PATHS, max_upload_bytes=settings.settings.rag.max_upload_bytes,
+    )
+    # Added last, so it runs first: a 413 carries the request id too.
+    app.add_middleware(RequestIdMiddleware)
+
+    # The model endpoints first: routes are matched in order, and these carry the traffic.
+    # (Only FastAPI's own documentation routes come before them.)
+    app.include_router(inference_routes.router)
+
+    app.include_router(monitoring.router)
+    app.include_router(auth.router)
+    app.include_router(me.router)
+    app.include_router(usage_routes.router)
+    app.include_router(admin.router)
+    app.include_router(models_admin.router)
+    app.include_router(models_health.router)
+    app.include_router(rag_routes.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Entry point for uvicorn workers: read the config named by TOLLGATE_CONFIG."""
+    return create_app(load_settings())

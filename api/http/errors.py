@@ -1,0 +1,106 @@
+"""The one place where domain errors become HTTP responses, and where no error escapes as a bare 500."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.errors import (
+    AuthenticationError,
+    DomainError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+    status_for,
+)
+from api.calls.answers import UpstreamRejected
+from api.outages import DEPENDENCY_ERRORS, unavailable_error
+
+logger = logging.getLogger("tollgate.errors")
+
+_SECRET_FIELDS = ("password", "current_password", "key", "token")
+_MAX_ECHOED_ITEMS = 1000
+
+
+async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, DomainError)
+    headers: dict[str, str] = {}
+    if isinstance(error, (TooManyRequestsError, ServiceUnavailableError)):
+        headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, TooManyRequestsError):
+        headers.update(error.headers)
+    if isinstance(error, AuthenticationError):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"detail": error.detail}, status_code=status_for(error), headers=headers)
+
+
+def _without_secrets(error: dict[str, Any]) -> dict[str, Any]:
+    # Validation errors echo the input back; a rejected password must not be echoed.
+    # Nor is a large input: 100,000 messages refused would go back as a 3 MB error.
+    large = isinstance(error.get("input"), (str, list, dict)) and len(error["input"]) > _MAX_ECHOED_ITEMS
+    if large or any(str(part) in _SECRET_FIELDS for part in error.get("loc", ())):
+        error = {k: v for k, v in error.items() if k != "input"}
+    if isinstance(error.get("input"), (bytes, bytearray)):
+        error = {**error, "input": None}
+    return error
+
+
+async def _upstream_rejected(_request: Request, error: Exception) -> JSONResponse:
+    # The provider refused the request itself: the client sees its status and body unchanged.
+    assert isinstance(error, UpstreamRejected)
+    return JSONResponse(error.body, status_code=error.status)
+
+
+def _encodable(content: Any) -> bool:
+    try:
+        json.dumps(content, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        return True
+    except (ValueError, UnicodeEncodeError):
+        return False
+
+
+async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    details = jsonable_encoder([_without_secrets(dict(e)) for e in error.errors()])
+    if not _encodable(details):
+        # The rejected input itself cannot be written as JSON (NaN, lone surrogate): omit it.
+        details = jsonable_encoder([{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in error.errors()])
+    return JSONResponse({"detail": details}, status_code=422)
+
+
+async def _http_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+
+async def _dependency_error(request: Request, error: Exception) -> JSONResponse:
+    """A database or Redis failure that no domain code turned into a domain error (an
+    administration route, a session dependency): a dependency that is down is a 503 with
+    Retry-After like every other, never a 500. Any other failure of theirs is a bug: 500."""
+    unavailable = unavailable_error(error)
+    if unavailable is None:
+        raise error  # to the 500 handler, as if this one did not exist
+    logger.warning("%s %s: %s: %r", request.method, request.url.path, unavailable.detail, error)
+    return await _domain_error(request, unavailable)
+
+
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "Internal server error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(UpstreamRejected, _upstream_rejected)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Raised by SQLAlchemy, or as they are by asyncpg and the socket layer (a refused connect).
+    for dependency_error in DEPENDENCY_ERRORS:
+        app.add_exception_handler(dependency_error, _dependency_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,66 @@
+"""/v1/me/*: a user's own account and keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Response
+
+from api.common.listing import PageRequest
+from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
+from api.http.deps import Caller, ClientAddress, Context, Session, page_params
+from api.identity import keys
+from api.identity import profile as me
+from api.identity.users import nanos_to_budget
+from api.identity.schemas import LimitUsage, KeyCreate, KeyCreated, KeyOut, UserInfo, UserInfoUpdate
+
+router = APIRouter(prefix="/v1/me", tags=["me"], responses=CLIENT_ERRORS)
+
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+KeyPage = Annotated[PageRequest, Depends(page_params("KeyOrderBy", keys.ORDER_COLUMNS))]
+
+
+@router.get("/info")
+async def get_info(caller: Caller, session: Session, context: Context) -> UserInfo:
+    info = await me.get_info(session, caller.require_user())
+    if info.budget is not None:
+        # What is left now: the live balance knows about calls in flight and not yet written.
+        live = await context.budgets.balance(info.id)
+        if live is not None:
+            info.budget = nanos_to_budget(live)
+    info.limits_usage = [LimitUsage(**vars(c)) for c in await context.quotas.limiter.counters(caller)]
+    return info
+
+
+@router.patch("/info", status_code=204)
+async def update_info(
+    body: UserInfoUpdate, caller: Caller, session: Session, context: Context, client: ClientAddress
+) -> Response:
+    user_id = caller.require_user()
+    await me.update_info(session, context.hasher, context.login_throttle, user_id, body, client)
+    context.authenticator.forget_user(user_id)
+    return Response(status_code=204)
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: KeyCreate, caller: Caller, session: Session, context: Context) -> KeyCreated:
+    expires = keys.key_expiry(body.expires, context.settings.settings.keys.max_lifetime_days)
+    key_id, secret = await keys.create_key(session, caller.require_user(), body.name, expires)
+    return KeyCreated(id=key_id, token=secret)
+
+
+@router.get("/keys")
+async def list_keys(caller: Caller, session: Session, page: KeyPage) -> ListPage[KeyOut]:
+    data, total = await keys.list_keys(session, page, user_id=caller.require_user())
+    return ListPage(data=[keys.key_out(key) for key in data], total=total)
+
+
+@router.get("/keys/{key}")
+async def get_key(key: PathId, caller: Caller, session: Session) -> KeyOut:
+    return keys.key_out(await keys.get_key(session, key, owner_id=caller.require_user()))
+
+
+@router.delete("/keys/{key}", status_code=204)
+async def delete_key(key: PathId, caller: Caller, session: Session, context: Context) -> Response:
+    await keys.delete_key(session, context.authenticator, key, owner_id=caller.require_user())
+    return Response(status_code=204)

@@ -1,0 +1,45 @@
+"""/v1/me/usage and /v1/admin/usage."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from api.common.schemas import CLIENT_ERRORS, MAX_ID, MAX_TIMESTAMP, ListPage
+from api.http.deps import Caller, Session, require_admin
+from api.usage import service
+from api.usage.schemas import MeUsage, UsageGroup, UsageTotal
+
+router = APIRouter(tags=["usage"], responses=CLIENT_ERRORS)
+
+TimeParam = Annotated[int | None, Query(ge=0, le=MAX_TIMESTAMP)]
+
+
+@router.get("/v1/me/usage")
+async def my_usage(
+    caller: Caller,
+    session: Session,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    start_time: TimeParam = None,
+    end_time: TimeParam = None,
+    endpoint: Annotated[str | None, Query(max_length=64)] = None,
+) -> ListPage[MeUsage]:
+    data, total = await service.list_my_usage(
+        session, caller.require_user(), offset, limit, start_time, end_time, endpoint
+    )
+    return ListPage(data=data, total=total)
+
+
+@router.get("/v1/admin/usage", dependencies=[Depends(require_admin)])
+async def usage_totals(
+    session: Session,
+    group_by: UsageGroup = UsageGroup.user,
+    id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    start_time: TimeParam = None,
+    end_time: TimeParam = None,
+) -> ListPage[UsageTotal]:
+    """Requests, tokens, cost and carbon per day and per user, organization or router."""
+    data = await service.usage_totals(session, group_by, start_time, end_time, id)
+    return ListPage(data=data, total=len(data))

@@ -1,0 +1,59 @@
+"""Self-service: a user reads and changes their own account."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.common.schemas import to_unix
+from api.db.base import utcnow
+from api.db.tables import Role
+from api.errors import AuthenticationError, InvalidRequestError
+from api.identity.keys import revoke_playground_keys
+from api.identity.login import LoginThrottle, verify_password_throttled
+from api.identity.roles import role_limits, role_permissions
+from api.identity.schemas import UserInfo, UserInfoUpdate
+from api.identity.secrets import PasswordHasher
+from api.identity.users import commit_unique_email, get_user_model, nanos_to_budget
+
+
+async def get_info(session: AsyncSession, user_id: int) -> UserInfo:
+    user = await get_user_model(session, user_id)
+    role = await session.get(Role, user.role_id)
+    assert role is not None  # users.role_id is a non-null foreign key
+    return UserInfo(
+        id=user.id, email=user.email, name=user.name, role=user.role_id, organization=user.organization_id,
+        budget=nanos_to_budget(user.budget_nanos), permissions=role_permissions(role), limits=role_limits(role),
+        expires=to_unix(user.expires), priority=user.priority,
+        created=to_unix(user.created), updated=to_unix(user.updated),
+    )
+
+
+async def update_info(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    throttle: LoginThrottle,
+    user_id: int,
+    body: UserInfoUpdate,
+    client: str | None,
+) -> None:
+    """Change name, email or password. Email and password need the current password, and a new
+    password ends the playground session (its key is revoked)."""
+    user = await get_user_model(session, user_id)
+    changes = body.model_dump(exclude_unset=True, exclude={"current_password"})
+    if body.email is not None or body.password is not None:
+        if body.current_password is None:
+            raise InvalidRequestError("current_password is required to change the email or the password")
+        try:
+            await verify_password_throttled(hasher, throttle, user, user.email, body.current_password, client)
+        except AuthenticationError as exc:
+            # 401 would read as "your key is bad"; the key is fine, the password is not.
+            raise InvalidRequestError("current_password is incorrect") from exc
+    if changes.get("name") is not None:
+        user.name = body.name
+    if body.email is not None:
+        user.email = body.email
+    if body.password is not None:
+        user.password_hash = await hasher.hash(body.password)
+        await revoke_playground_keys(session, user.id)  # forgotten by the caller, after the commit
+    user.updated = utcnow()
+    await commit_unique_email(session, user.email)

@@ -1,1 +1,0 @@
-"""HTTP routes of the identity domain: thin wrappers over the services."""

@@ -1,1 +1,0 @@
-"""The OpenAI-compatible model endpoints: chat, embeddings, rerank, transcription, models."""

@@ -1,1 +1,0 @@
-"""Routers (model aliases) and the providers behind them."""

@@ -1,0 +1,71 @@
+"""Administrators' budget changes, each written to the ledger and applied to the live balance."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.common.schemas import to_unix
+from api.db.tables import BudgetChange, User
+from api.errors import InvalidRequestError
+from api.identity.schemas import BudgetChangeOut
+from api.identity.users import budget_to_nanos, get_user_model, nanos_to_budget
+from api.quota.balances import BudgetStore
+
+MAX_NANOS = 10**18
+
+
+async def record_set(session: AsyncSession, user_id: int, actor: int | None, budget_nanos: int | None) -> None:
+    """Note an absolute change made through PATCH (the caller commits)."""
+    session.add(BudgetChange(user_id=user_id, actor_user_id=actor, kind="set", amount_nanos=budget_nanos,
+                             balance_nanos=budget_nanos, reason=None))
+
+
+async def recharge(
+    session: AsyncSession, budgets: BudgetStore, user_id: int, actor: int | None, amount: Decimal, reason: str | None
+) -> int:
+    """Add `amount` (negative: take back) to a budgeted user's budget. Returns the ledger id."""
+    user = await session.get(User, user_id, with_for_update=True)
+    if user is None:
+        await get_user_model(session, user_id)  # raises the 404
+    assert user is not None
+    if user.budget_nanos is None:
+        raise InvalidRequestError(f"User {user_id} has no budget (unlimited): set one with PATCH first")
+    delta = budget_to_nanos(amount)
+    assert delta is not None
+    if not -MAX_NANOS < user.budget_nanos + delta < MAX_NANOS:
+        raise InvalidRequestError("The budget would leave the representable range")
+    user.budget_nanos += delta
+    change = BudgetChange(user_id=user_id, actor_user_id=actor, kind="recharge", amount_nanos=delta,
+                          balance_nanos=user.budget_nanos, reason=reason)
+    session.add(change)
+    await session.commit()
+    await budgets.add(user_id, delta)
+    return change.id
+
+
+async def history(session: AsyncSession, user_id: int, offset: int, limit: int) -> tuple[list[BudgetChangeOut], int]:
+    await get_user_model(session, user_id)
+    total = (await session.execute(select(func.count(BudgetChange.id)).where(BudgetChange.user_id == user_id))).scalar_one()
+    rows = (
+        await session.execute(
+            select(BudgetChange).where(BudgetChange.user_id == user_id)
+            .order_by(BudgetChange.created.desc(), BudgetChange.id.desc()).offset(offset).limit(limit)
+        )
+    ).scalars()
+    return [
+        BudgetChangeOut(id=c.id, user=c.user_id, actor=c.actor_user_id, kind=c.kind, amount=nanos_to_budget(c.amount_nanos),
+                        budget=nanos_to_budget(c.balance_nanos), reason=c.reason, created=to_unix(c.created))
+        for c in rows
+    ], total
+
+
+async def budget_of(session_factory: async_sessionmaker[AsyncSession], user_id: int) -> int | None:
+    """The user's budget in the database now (nanos; None: unlimited). A user deleted meanwhile
+    has nothing to spend. A database that cannot be reached is the model endpoints' 503, as
+    any other read of theirs (`api.calls.service.metered`)."""
+    async with session_factory() as session:
+        row = (await session.execute(select(User.budget_nanos).where(User.id == user_id))).first()
+    return 0 if row is None else row[0]

@@ -1,0 +1,128 @@
+"""Role limits on a router, per user: rpm, rpd, tpm, tpd.
+
+Requests are counted when admitted. Tokens are admitted on the prompt's estimate and settled
+with the real total (prompt + completion) once the call ends, whatever its outcome. A limit
+of 0 forbids the router (403); null is unlimited.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import NoReturn
+
+from api.errors import PermissionDeniedError, TooManyRequestsError
+from api.identity.auth import Principal
+from api.observability.metrics import GatewayMetrics
+from api.catalog.catalog import RouterEntry
+from api.quota.windows import Admission, LimitStore, WindowCheck, WindowState
+
+WINDOWS = {"rpm": 60, "rpd": 86_400, "tpm": 60, "tpd": 86_400}
+TOKEN_LIMITS = ("tpm", "tpd")
+
+
+@dataclass(frozen=True)
+class LimitPlan:
+    kinds: list[str]
+    checks: list[WindowCheck]
+    estimated_tokens: int
+
+    def ticket(self, admission: Admission) -> Ticket:
+        return Ticket(dict(zip(self.kinds, admission.windows, strict=True)), self.estimated_tokens)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What one request was admitted with, to settle when it ends."""
+
+    windows: dict[str, WindowState]
+    estimated_tokens: int
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI-style x-ratelimit-* headers, from the per-minute windows (else per-day)."""
+        headers: dict[str, str] = {}
+        for kind, minute, day in (("requests", "rpm", "rpd"), ("tokens", "tpm", "tpd")):
+            state = self.windows.get(minute) or self.windows.get(day)
+            if state is not None:
+                headers[f"x-ratelimit-limit-{kind}"] = str(state.limit)
+                headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, state.limit - state.used))
+                headers[f"x-ratelimit-reset-{kind}"] = f"{math.ceil(state.reset_in)}s"
+        return headers
+
+
+@dataclass(frozen=True)
+class LimitCounter:
+    router: int
+    type: str
+    limit: int
+    used: int
+    reset_in: int
+
+
+class Limiter:
+    def __init__(self, store: LimitStore, metrics: GatewayMetrics) -> None:
+        self._store = store
+        self._metrics = metrics
+
+    @staticmethod
+    def _limits(principal: Principal, router: RouterEntry) -> Mapping[str, int | None]:
+        if principal.limits is None:  # the master key
+            return {}
+        return principal.limits.get(router.id, {})
+
+    def plan(self, principal: Principal, router: RouterEntry, estimate: Callable[[], int]) -> LimitPlan | None:
+        """The windows to count the request in on `router`, or None when no limit applies.
+        `estimate` (the prompt's tokens) is only computed when a token limit applies."""
+        limits = self._limits(principal, router)
+        if any(value == 0 for value in limits.values()):
+            raise PermissionDeniedError(f"Your role may not use model '{router.name}'")
+        kinds = [kind for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
+        if not kinds:
+            return None
+        estimated_tokens = estimate() if any(kind in TOKEN_LIMITS for kind in kinds) else 0
+        checks = [
+            WindowCheck(
+                key=f"{principal.user_id}:{router.id}:{kind}", limit=limits[kind] or 0, window_seconds=WINDOWS[kind],
+                amount=estimated_tokens if kind in TOKEN_LIMITS else 1,
+            )
+            for kind in kinds
+        ]
+        return LimitPlan(kinds, checks, estimated_tokens)
+
+    async def counters(self, principal: Principal) -> list[LimitCounter]:
+        """Where the caller stands on each of its limits now (for /v1/me/info)."""
+        if principal.limits is None or principal.user_id is None:
+            return []
+        checks, labels = [], []
+        for router_id, limits in sorted(principal.limits.items()):
+            for kind, value in sorted(limits.items()):
+                if value is not None and value > 0 and kind in WINDOWS:
+                    checks.append(WindowCheck(f"{principal.user_id}:{router_id}:{kind}", value, WINDOWS[kind], 0))
+                    labels.append((router_id, kind))
+        states = await self._store.peek(checks)
+        return [
+            LimitCounter(router=router_id, type=kind, limit=state.limit, used=max(0, state.used), reset_in=math.ceil(state.reset_in))
+            for (router_id, kind), state in zip(labels, states, strict=True)
+        ]
+
+    def refuse(self, admission: Admission) -> NoReturn:
+        state = admission.windows[0]
+        kind = state.key.split(":")[-2]
+        self._metrics.rejections.labels(kind).inc()
+        unit = "tokens" if kind in TOKEN_LIMITS else "requests"
+        raise TooManyRequestsError(
+            f"Rate limit reached: {kind} {state.limit} {unit} (used {state.used}); retry in {admission.retry_after}s",
+            retry_after=admission.retry_after,
+            headers={
+                f"x-ratelimit-limit-{unit}": str(state.limit),
+                f"x-ratelimit-remaining-{unit}": str(max(0, state.limit - state.used)),
+                f"x-ratelimit-reset-{unit}": f"{math.ceil(state.reset_in)}s",
+            },
+        )
+
+    @staticmethod
+    def adjustments(ticket: Ticket, real_tokens: int) -> list[tuple[str, int]]:
+        """Replace the token estimate by the real total in every token window."""
+        delta = real_tokens - ticket.estimated_tokens
+        return [(ticket.windows[kind].key, delta) for kind in TOKEN_LIMITS if kind in ticket.windows and delta]
