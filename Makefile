@@ -14,9 +14,11 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(BIN)/tollgate serve
 
-# Pyflakes errors (undefined names, unused imports) fail the suite before it runs.
+# Pyflakes errors (undefined names, unused imports) and broken import contracts (the
+# [tool.importlinter] section of pyproject.toml) fail the suite before it runs.
 test: $(VENV)/.installed
 	$(BIN)/ruff check --select F,E9 api tests bench migrations workers
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed

@@ -22,7 +22,22 @@ def _load(config: str | None) -> Settings:
     if config is not None:
         # Worker processes started by uvicorn re-read the config through this variable.
         os.environ["TOLLGATE_CONFIG"] = config
-    return load_settings(Path(config) if config else config_path_from_env())
+    settings = load_settings(Path(config) if config else config_path_from_env())
+    _check_models(settings)
+    return settings
+
+
+def _check_models(settings: Settings) -> None:
+    """The `models:` section is the catalog's to read; a bad entry is reported before anything starts."""
+    from pydantic import ValidationError
+
+    from api.catalog.schemas import ModelsConfigEntry
+
+    for raw in settings.models:
+        try:
+            ModelsConfigEntry.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(f"models: router {raw.get('name', '?')!r} is invalid: {exc}") from exc
 
 
 def _logging_config(settings: Settings) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""Typed domain errors. Services raise these; `api.http.errors` maps them to HTTP in one place."""
+"""Typed domain errors. Services raise these; `api.http.error_handlers` maps them to HTTP in one place."""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class DomainError(Exception):
@@ -70,6 +72,25 @@ class UpstreamError(DomainError):
     """Every provider tried failed: unreachable, 5xx, or an answer that is not valid (502)."""
 
 
+class UpstreamRejectedError(DomainError):
+    """The provider refused the request itself (a 4xx but 429): the client gets its status
+    and its body as they are."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"upstream answered {status}")
+        self.status = status
+        self.body = body
+
+
+class StreamFault(DomainError):
+    """A stream already under way cannot be relayed any further (502, or 504 for one too
+    slow): its headers are gone, so it ends with an error event of that code."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
 class UpstreamTimeoutError(DomainError):
     """The provider did not answer within its timeout (504)."""
 
@@ -92,6 +113,8 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
 
 def status_for(error: DomainError) -> int:
     """The HTTP status of a domain error (also what usage records store for failed calls)."""
+    if isinstance(error, (UpstreamRejectedError, StreamFault)):
+        return error.status
     for cls in type(error).__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]

@@ -2,7 +2,7 @@
 becomes the domain error the client gets (503 with Retry-After), rather than a bug (500).
 
 Used by the HTTP layer for errors no domain code turned into a domain error, and by the
-model endpoints' meter (`api.calls.service.metered`), so that the usage record of such a
+model endpoints' meter (the call pipeline (`api.calls.pipeline`)), so that the usage record of such a
 call has the status its client saw.
 """
 

@@ -16,7 +16,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from api.catalog.schemas import ModelsConfigEntry
 
 DEFAULT_CONFIG_PATH = Path("config.yml")
 SHIPPED_MASTER_KEY = "changeme"
@@ -98,10 +97,11 @@ class RagSettings(_Section):
     @field_validator("lexical_language")
     @classmethod
     def _known_language(cls, value: str) -> str:
-        from api.rag.lexical import languages  # Snowball's list, from the stemmer itself
+        import Stemmer  # Snowball's list, from the stemmer itself
 
-        if value not in languages():
-            raise ValueError(f"unknown language {value!r}: one of {', '.join(languages())}")
+        languages = ["none", *Stemmer.algorithms()]  # none: fold and split only (api.rag.lexical)
+        if value not in languages:
+            raise ValueError(f"unknown language {value!r}: one of {', '.join(languages)}")
         return value
 
 
@@ -194,8 +194,9 @@ class Settings(BaseSettings):
 
     settings: GeneralSettings = GeneralSettings()
     dependencies: Dependencies = Dependencies()
-    # Routers and their providers, created or updated at start.
-    models: list[ModelsConfigEntry] = Field(default_factory=list)
+    # Routers and their providers, created or updated at start: each entry is read by the
+    # catalog (`api.catalog.schemas.ModelsConfigEntry`: a router's fields and its `providers`).
+    models: list[dict[str, Any]] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(

@@ -123,6 +123,44 @@ def wrk(url: str, key: str | None, model: str, connections: int, duration: int, 
     return {"rps": rps, "p50": ms("50"), "p99": ms("99"), "cpu_us": cpu_us}
 
 
+def start_tollgate(
+    stack: ExitStack, tmp: Path, checkout: Path, upstream: str, database_url: str | None, args: argparse.Namespace
+) -> tuple[str, str, subprocess.Popen]:
+    """Serve the Tollgate of `checkout` (this one, or an earlier commit's worktree: its `api`
+    package comes first on PYTHONPATH) with a chat router on `upstream`; its URL, a user's key
+    and its server process."""
+    config = Path(tmp) / "config.yml"
+    port = free_port()
+    database_url = database_url or f"sqlite+aiosqlite:///{tmp}/tollgate.db"
+    redis = f"  redis:\n    url: {args.redis_url}\n    key_prefix: \"bench-{os.getpid()}-{port}:\"\n" if args.redis_url else ""
+    config.write_text(
+        f"settings:\n  auth_master_key: {MASTER_KEY}\n  log_level: WARNING\n  access_log: false\n"
+        f"dependencies:\n  database:\n    url: {database_url}\n{redis}  qdrant:\n    path: {tmp}/qdrant\n"
+        f"models:\n  - name: chat\n    type: text-generation\n    cost_prompt_tokens: 1\n    cost_completion_tokens: 2\n"
+        f"    providers:\n      - type: vllm\n        url: {upstream}\n        model_name: fake-chat\n"
+        f"        model_total_params: 8\n        model_active_params: 8\n        model_hosting_zone: FRA\n"
+    )
+    tollgate = f"http://127.0.0.1:{port}"
+    server = start(stack, [PYTHON, "-m", "api.cli", "--config", str(config), "serve", "--port", str(port),
+                           "--workers", str(args.workers)], env={"PYTHONPATH": str(checkout)}, cwd=Path(tmp))
+    try:
+        wait_until_up(tollgate + "/health")
+    except RuntimeError:
+        sys.exit(Path(server.log_path).read_text()[-3000:])
+    routers = api(tollgate, "GET", "/v1/admin/routers", None, MASTER_KEY)["data"]
+    router_id = routers[0]["id"]
+    if args.limits:  # high enough never to refuse during the run, but checked and counted
+        limits = [{"router": router_id, "type": t, "value": 10**9} for t in ("rpm", "rpd", "tpm", "tpd")]
+        budget: float | None = 10**6
+    else:
+        limits, budget = [{"router": router_id, "type": "rpm", "value": None}], None
+    role = api(tollgate, "POST", "/v1/admin/roles", {"name": "bench", "limits": limits}, MASTER_KEY)["id"]
+    user = api(tollgate, "POST", "/v1/admin/users", {"email": "bench@example.com", "password": "bench-password",
+                                                      "role": role, "budget": budget}, MASTER_KEY)["id"]
+    key = api(tollgate, "POST", "/v1/admin/tokens", {"name": "bench", "user": user}, MASTER_KEY)["token"]
+    return tollgate, key, server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
@@ -134,6 +172,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per target, alternating; the median is kept")
     parser.add_argument("--profile", metavar="FILE",
                         help="py-spy samples of Tollgate's processes during its c=32 run, as collapsed stacks")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also serve the Tollgate of this checkout (a worktree of an earlier commit), alternating with this one")
+    parser.add_argument("--baseline-database-url", help="an empty database for the baseline (with --database-url)")
     parser.add_argument("--only-tollgate", action="store_true", help="skip the direct call and the pass-through proxies")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -161,40 +202,20 @@ def main() -> None:
             wait_until_up(f"http://127.0.0.1:{port}/docs")
             targets[name] = (f"http://127.0.0.1:{port}", None, "fake-chat", proxy.pid)
 
-        config = Path(tmp) / "config.yml"
-        database_url = args.database_url or f"sqlite+aiosqlite:///{tmp}/tollgate.db"
-        redis = f"  redis:\n    url: {args.redis_url}\n    key_prefix: \"bench-{os.getpid()}:\"\n" if args.redis_url else ""
-        config.write_text(
-            f"settings:\n  auth_master_key: {MASTER_KEY}\n  log_level: WARNING\n  access_log: false\n"
-            f"dependencies:\n  database:\n    url: {database_url}\n{redis}  qdrant:\n    path: {tmp}/qdrant\n"
-            f"models:\n  - name: chat\n    type: text-generation\n    cost_prompt_tokens: 1\n    cost_completion_tokens: 2\n"
-            f"    providers:\n      - type: vllm\n        url: {upstream}\n        model_name: fake-chat\n"
-            f"        model_total_params: 8\n        model_active_params: 8\n        model_hosting_zone: FRA\n"
-        )
-        port = free_port()
-        tollgate = f"http://127.0.0.1:{port}"
-        server = start(stack, [PYTHON, "-m", "api.cli", "--config", str(config), "serve", "--port", str(port),
-                               "--workers", str(args.workers)], cwd=Path(tmp))
-        try:
-            wait_until_up(tollgate + "/health")
-        except RuntimeError:
-            sys.exit(Path(server.log_path).read_text()[-3000:])
-        routers = api(tollgate, "GET", "/v1/admin/routers", None, MASTER_KEY)["data"]
-        router_id = routers[0]["id"]
-        if args.limits:  # high enough never to refuse during the run, but checked and counted
-            limits = [{"router": router_id, "type": t, "value": 10**9} for t in ("rpm", "rpd", "tpm", "tpd")]
-            budget: float | None = 10**6
-        else:
-            limits, budget = [{"router": router_id, "type": "rpm", "value": None}], None
-        role = api(tollgate, "POST", "/v1/admin/roles", {"name": "bench", "limits": limits}, MASTER_KEY)["id"]
-        user = api(tollgate, "POST", "/v1/admin/users", {"email": "bench@example.com", "password": "bench-password",
-                                                          "role": role, "budget": budget}, MASTER_KEY)["id"]
-        key = api(tollgate, "POST", "/v1/admin/tokens", {"name": "bench", "user": user}, MASTER_KEY)["token"]
         label = "Tollgate (auth, routing, usage, cost, carbon"
         label += ", limits, budget" if args.limits else ""
         label += f"; {'PostgreSQL' if args.database_url else 'SQLite'} + {'Redis' if args.redis_url else 'in-process'}, {args.workers} worker(s))"
-        targets[label] = (tollgate, key, "chat", server.pid)
-
+        tollgates = {label: (ROOT, args.database_url)}
+        if args.baseline:
+            if args.database_url and not args.baseline_database_url:
+                sys.exit("--baseline with --database-url needs --baseline-database-url (another empty database)")
+            tollgates[f"baseline {args.baseline.name}: {label}"] = (args.baseline.resolve(), args.baseline_database_url)
+        servers = {}
+        for name, (checkout, database_url) in tollgates.items():
+            folder = Path(tempfile.mkdtemp(dir=tmp))
+            url, key, server = start_tollgate(stack, folder, checkout, upstream, database_url, args)
+            targets[name] = (url, key, "chat", server.pid)
+            servers[url] = server
         # Throughput runs alternate between targets, `--repeat` times, and the median is kept:
         # on a shared 2-core machine a single run of each drifts with everything else.
         for url, target_key, model, _ in targets.values():
@@ -204,9 +225,9 @@ def main() -> None:
         for round_number in range(args.repeat):
             for name, (url, target_key, model, pid) in targets.items():
                 profiler = None
-                if args.profile and url == tollgate and round_number == 0:
+                if args.profile and url in servers and round_number == 0:
                     profiler = subprocess.Popen([py_spy, "record", "--subprocesses", "--nonblocking", "-f", "raw", "-r", "500",
-                                                 "-d", str(args.duration), "-o", args.profile, "-p", str(server.pid)],
+                                                 "-d", str(args.duration), "-o", args.profile, "-p", str(pid)],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 run = wrk(url, target_key, model, args.connections, args.duration, pid)
                 throughputs[name].append(run["rps"])

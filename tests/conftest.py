@@ -151,9 +151,10 @@ async def _empty_tables(database_url: str) -> None:
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """Start an app (lifespan included) and yield an HTTP client talking to it in-process."""
-    app = create_app(settings)
+async def running_app(settings: Settings, call_steps: tuple[Any, ...] = ()) -> AsyncIterator[httpx.AsyncClient]:
+    """Start an app (lifespan included) and yield an HTTP client talking to it in-process.
+    `call_steps` join its call pipeline."""
+    app = create_app(settings, extra_call_steps=call_steps)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://tollgate.test") as client:
@@ -176,7 +177,7 @@ async def app_factory(backend: Backend) -> AsyncIterator[AppFactory]:
         # One usage journal folder per test, shared by its apps like replicas on one host.
         journal_path = stack.enter_context(tempfile.TemporaryDirectory(prefix="tollgate-journal-"))
 
-        async def build(**general: object) -> httpx.AsyncClient:
+        async def build(call_steps: tuple[Any, ...] = (), **general: object) -> httpx.AsyncClient:
             nonlocal first
             # Qdrant's local mode: a folder per app (one process may hold a folder at a time).
             qdrant_path = stack.enter_context(tempfile.TemporaryDirectory(prefix="tollgate-qdrant-"))
@@ -185,7 +186,7 @@ async def app_factory(backend: Backend) -> AsyncIterator[AppFactory]:
             if first:
                 await _empty_tables(backend.database_url)
                 first = False
-            return await stack.enter_async_context(running_app(settings))
+            return await stack.enter_async_context(running_app(settings, call_steps))
 
         yield build
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import contextlib
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from api.http.context import build_context
+from api.runtime import background, open_call_path, open_rag, open_stores
 from api.usage.journal import replay_forever
 from api.settings import Settings
 
@@ -40,19 +39,14 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with AsyncExitStack() as stack:
-        context = await build_context(settings, stack)  # starts the ingestion loop, and stops it on exit
+        stores = await open_stores(settings, stack)
+        calls = await open_call_path(settings, stores, stack)
+        open_rag(settings, stores, calls, stack, ingest=True)  # the ingestion loop, stopped on exit
         journals = settings.settings.usage_journal_path
         if journals is not None:
-            replaying = asyncio.create_task(
-                replay_forever(Path(journals), context.usage_writer.write_now, REPLAY_EVERY_SECONDS), name="journal-replay"
-            )
-            stack.push_async_callback(_cancel, replaying)  # stopped before the usage writer drains
+            # Stopped before the usage writer drains.
+            background(stack, replay_forever(Path(journals), calls.usage_writer.write_now, REPLAY_EVERY_SECONDS),
+                       "journal-replay")
         log.info("worker started: ingesting up to %d documents at once; usage journals: %s", concurrency, journals or "off")
         await stop.wait()
         log.info("worker stopping")
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

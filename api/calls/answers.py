@@ -83,13 +83,3 @@ def status_failure(provider: ProviderTarget, response: aiohttp.ClientResponse) -
         return Retryable("rate_limited", f"provider {provider.id} is rate-limited (429)",
                           parse_retry_after(response.headers.get("Retry-After")))
     return Retryable("status", f"provider {provider.id} answered {response.status}")
-
-
-class UpstreamRejected(Exception):
-    """The provider refused the request itself (4xx): the client gets that answer."""
-
-    def __init__(self, status: int, body: Any, provider: ProviderTarget) -> None:
-        super().__init__(f"upstream answered {status}")
-        self.status = status
-        self.body = body
-        self.provider = provider

@@ -26,27 +26,25 @@ import aiohttp
 
 from api.common import jsonutil
 from api.errors import (
-    InvalidRequestError,
-    NotFoundError,
     ServiceUnavailableError,
     TooManyRequestsError,
     UpstreamError,
+    UpstreamRejectedError,
     UpstreamTimeoutError,
 )
-from api.identity.auth import Principal
+from api.identity.principal import Principal
 from api.observability.metrics import GatewayMetrics
+from api.calls.call import Call
 from api.catalog.catalog import ModelCatalog, ProviderTarget, RouterEntry
 from api.providers import Endpoint, adapter_for, well_formed
 from api.providers.sessions import UpstreamSessions
 from api.settings import GatewaySettings
 from api.state.load import Lease, LoadTracker
-from api.usage.meter import Meter
 from api.calls.answers import (
     MAX_HONOURED_RETRY_AFTER,
     OpenStream,
     Retryable,
     UpstreamAnswer,
-    UpstreamRejected,
     status_failure,
     transport_failure,
 )
@@ -104,14 +102,6 @@ class Gateway:
         self._gates: dict[int, PriorityGate] = {}
 
     # resolution and access
-
-    def resolve(self, principal: Principal, model: str, endpoint: Endpoint) -> RouterEntry:
-        router = self.catalog.resolve(model)
-        if router is None or not principal.may_use(router.id):
-            raise NotFoundError(f"Model '{model}' not found")
-        if router.type not in ENDPOINT_TYPES[endpoint]:
-            raise InvalidRequestError(f"Model '{model}' is a {router.type} model and cannot serve {endpoint.value}")
-        return router
 
     def visible_routers(self, principal: Principal) -> list[RouterEntry]:
         return [r for r in self.catalog.routers() if principal.may_use(r.id)]
@@ -228,32 +218,32 @@ class Gateway:
         headers = {**adapter.headers(provider.key), "Content-Type": "application/json"}
         return {"url": adapter.url(provider.url, endpoint), "data": jsonutil.dumps(payload), "headers": headers}
 
-    async def call_json(self, meter: Meter, endpoint: Endpoint, body: dict[str, Any], priority: int) -> UpstreamAnswer:
+    async def call_json(self, call: Call, endpoint: Endpoint, body: dict[str, Any], priority: int) -> UpstreamAnswer:
         """Send a JSON request, failing over as needed, and return the provider's parsed answer."""
         return await self._with_failover(
-            meter, priority, lambda provider: self._send(meter, provider, self._request_args(provider, endpoint, body), endpoint)
+            call, priority, lambda provider: self._send(call, provider, self._request_args(provider, endpoint, body), endpoint)
         )
 
     async def call_multipart(
-        self, meter: Meter, endpoint: Endpoint, build_form: Callable[[str], aiohttp.FormData], priority: int
+        self, call: Call, endpoint: Endpoint, build_form: Callable[[str], aiohttp.FormData], priority: int
     ) -> UpstreamAnswer:
         def send(provider: ProviderTarget) -> Awaitable[UpstreamAnswer]:
             adapter = adapter_for(provider.type)
             args = {"url": adapter.url(provider.url, endpoint), "data": build_form(provider.model_name),
                     "headers": adapter.headers(provider.key)}
-            return self._send(meter, provider, args, endpoint)
+            return self._send(call, provider, args, endpoint)
 
-        return await self._with_failover(meter, priority, send)
+        return await self._with_failover(call, priority, send)
 
     async def _with_failover(
-        self, meter: Meter, priority: int, send: Callable[[ProviderTarget], Awaitable[UpstreamAnswer]]
+        self, call: Call, priority: int, send: Callable[[ProviderTarget], Awaitable[UpstreamAnswer]]
     ) -> UpstreamAnswer:
-        assert meter.router is not None
+        assert call.router is not None
         failures: list[Retryable] = []
         tried: set[int] = set()
-        while (attempt := await self._next_attempt(meter.router, tried, priority)) is not None:
+        while (attempt := await self._next_attempt(call.router, tried, priority)) is not None:
             provider, lease = attempt
-            meter.provider = provider
+            call.provider = provider
             try:
                 return await send(provider)
             except Retryable as error:
@@ -261,9 +251,9 @@ class Gateway:
                 await self._failed(provider, error)
             finally:
                 await self.release(lease)
-        raise self._exhausted(meter.router, failures)
+        raise self._exhausted(call.router, failures)
 
-    async def _send(self, meter: Meter, provider: ProviderTarget, args: dict[str, Any], endpoint: Endpoint) -> UpstreamAnswer:
+    async def _send(self, call: Call, provider: ProviderTarget, args: dict[str, Any], endpoint: Endpoint) -> UpstreamAnswer:
         session = self._upstreams.for_url(provider.url)
         started = time.perf_counter()
         try:
@@ -275,14 +265,14 @@ class Gateway:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_failure(provider, exc) from exc
         finally:
-            meter.upstream_seconds += time.perf_counter() - started
-        meter.first_byte_at = time.perf_counter()
+            call.upstream_seconds += time.perf_counter() - started
+        call.first_byte_at = time.perf_counter()
         try:
             parsed = jsonutil.loads(raw) if raw else None
         except ValueError as exc:
             raise Retryable("invalid", f"provider {provider.id} answered with invalid JSON") from exc
         if status >= 400:
-            raise UpstreamRejected(status, parsed, provider)
+            raise UpstreamRejectedError(status, parsed)
         answer = adapter_for(provider.type).response_body(endpoint, parsed)
         if not well_formed(endpoint, answer):  # like invalid JSON: another provider may do better
             raise Retryable("invalid", f"provider {provider.id} answered in an unexpected shape")
@@ -315,15 +305,15 @@ class Gateway:
             raise Retryable("invalid", f"provider {provider.id} ended its stream before its first event")
         return first
 
-    async def open_stream(self, meter: Meter, body: dict[str, Any], priority: int) -> OpenStream:
+    async def open_stream(self, call: Call, body: dict[str, Any], priority: int) -> OpenStream:
         """Open a streamed chat completion: failover until a provider answers 2xx headers and
         its first bytes."""
-        assert meter.router is not None
+        assert call.router is not None
         failures: list[Retryable] = []
         tried: set[int] = set()
-        while (attempt := await self._next_attempt(meter.router, tried, priority)) is not None:
+        while (attempt := await self._next_attempt(call.router, tried, priority)) is not None:
             provider, lease = attempt
-            meter.provider = provider
+            call.provider = provider
             session = self._upstreams.for_url(provider.url)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(provider.timeout, 30), sock_read=provider.timeout)
             started = time.perf_counter()
@@ -338,16 +328,16 @@ class Gateway:
                         parsed = jsonutil.loads(raw) if raw else None
                     except ValueError:
                         parsed = {"error": {"message": raw.decode(errors="replace")[:2000]}}
-                    raise UpstreamRejected(response.status, parsed, provider)
+                    raise UpstreamRejectedError(response.status, parsed)
                 first = await self._first_block(response, provider)
-                meter.upstream_seconds += time.perf_counter() - started
-                meter.first_byte_at = time.perf_counter()
+                call.upstream_seconds += time.perf_counter() - started
+                call.first_byte_at = time.perf_counter()
                 deadline = time.monotonic() + self._settings.max_stream_seconds
                 return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first)
             except (Retryable, TimeoutError, aiohttp.ClientError) as exc:
                 error = exc if isinstance(exc, Retryable) else transport_failure(provider, exc)
                 failures.append(error)
-                meter.upstream_seconds += time.perf_counter() - started
+                call.upstream_seconds += time.perf_counter() - started
                 if response is not None:
                     response.release()  # an unfinished body closes the connection, never reused
                 await self._failed(provider, error)
@@ -357,7 +347,7 @@ class Gateway:
                     response.release()
                 await self.release(lease)
                 raise
-        raise self._exhausted(meter.router, failures)
+        raise self._exhausted(call.router, failures)
 
     def _exhausted(self, router: RouterEntry, failures: list[Retryable]) -> Exception:
         if not failures:

@@ -21,24 +21,11 @@ from contextlib import aclosing
 from typing import Any
 
 import aiohttp
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
-from api.calls.answers import OpenStream
-from api.calls.gateway import Gateway
+from api.calls.call import CLIENT_CLOSED, Call
+from api.errors import StreamFault
 from api.calls.tokens import count_messages, count_text
-from api.usage.meter import Meter
 
-CLIENT_CLOSED = 499  # nginx's convention for "the client closed the request"
-
-
-class StreamFault(Exception):
-    """The provider's stream cannot be relayed any further: end it with an error event."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status  # recorded in the usage record and given as the event's `code`
-        self.detail = detail
 
 
 def error_event(status: int, detail: str) -> bytes:
@@ -51,20 +38,17 @@ def _error_message(error: Any) -> str:
 
 
 class ChatStreamRelay:
-    def __init__(
-        self, gateway: Gateway, meter: Meter, stream: OpenStream, request_body: dict[str, Any],
-        final_fields: dict[str, Any] | None = None,
-    ) -> None:
-        self._gateway = gateway
+    def __init__(self, call: Call, request_body: dict[str, Any], final_fields: dict[str, Any] | None = None) -> None:
+        assert call.stream is not None
         self._final_fields = final_fields or {}  # added to the last chunk (search results)
-        self._meter = meter
-        self._stream = stream
+        self._call = call
+        self._stream = call.stream
         self._request_body = request_body
         self._text: list[str] = []
         self._upstream_usage: dict[str, Any] | None = None
         self._last_chunk: dict[str, Any] = {}
         self._finish_reason_seen = False
-        self._finished = False
+        self._ended = False
         self._status = CLIENT_CLOSED
 
     def _check_bounds(self, received: int) -> None:
@@ -92,7 +76,7 @@ class ChatStreamRelay:
                     *lines, pending = pending.split(b"\n")
                     out, fault = self._relay(lines)
                     if self._status == 200:
-                        await self._record()  # before [DONE] leaves
+                        out += await self._end_with_done()
                     if out:
                         yield out
                     if fault is not None:
@@ -102,7 +86,7 @@ class ChatStreamRelay:
             if pending:
                 out, fault = self._relay([pending])
                 if self._status == 200:
-                    await self._record()
+                    out += await self._end_with_done()
                 if out:
                     yield out
                 if fault is not None:
@@ -112,8 +96,7 @@ class ChatStreamRelay:
                     raise StreamFault(502, "the provider's stream ended before its last chunk")
                 # Complete, but the upstream ended without [DONE]: close it properly for the client.
                 self._status = 200
-                await self._record()
-                yield self._usage_event() + b"data: [DONE]\n\n"
+                yield await self._end_with_done()
         except TimeoutError:  # aiohttp's read timeout is one too: the provider went quiet
             yield await self._fail(504, "the provider's stream went quiet for longer than its timeout")
         except aiohttp.ClientError as exc:
@@ -124,16 +107,25 @@ class ChatStreamRelay:
     async def _fail(self, status: int, detail: str) -> bytes:
         """The error event that ends the stream, recorded before it leaves."""
         self._status = status
-        await self._record()
+        await self._end()
         return error_event(status, detail)
 
-    async def _record(self) -> None:
-        """Record the call (journaled and queued, see UsageWriter.record) before the stream's
-        last bytes leave, so that a process killed once it has answered still accounts for it.
-        A stream that never gets that far is recorded by `finish`, for what was sent."""
-        prompt, completion = self._tokens()
-        _, cost, carbon = self._meter.usage(prompt, completion)
-        await self._meter.record(self._status, prompt, completion, cost, carbon)
+    async def _end(self) -> None:
+        """End the call (settled, recorded: the pipeline's steps leave) before the stream's last
+        bytes leave, so that a process killed once it has answered still accounts for it. A
+        stream that never gets that far is ended by `finish`, for what was sent."""
+        if self._ended:
+            return
+        self._ended = True
+        self._call.tokens(*self._tokens())
+        self._call.status = self._status
+        assert self._call.finish is not None
+        await self._call.finish()
+
+    async def _end_with_done(self) -> bytes:
+        """The call ended, then its usage chunk and [DONE]: the client's last bytes."""
+        await self._end()
+        return self._usage_event() + b"data: [DONE]\n\n"
 
     def _relay(self, lines: list[bytes]) -> tuple[bytes, StreamFault | None]:
         """What to forward of these lines, and the fault that stopped them, if any: the lines
@@ -156,8 +148,8 @@ class ChatStreamRelay:
             return line
         data = line[5:].strip()
         if data == b"[DONE]":
-            self._status = 200
-            return self._usage_event() + b"data: [DONE]\n"  # with its blank line: what follows is dropped
+            self._status = 200  # the usage chunk and [DONE] follow; whatever comes after is dropped
+            return None
         try:
             chunk = json.loads(data)
         except ValueError:
@@ -199,47 +191,19 @@ class ChatStreamRelay:
         return prompt, completion
 
     def _usage_event(self) -> bytes:
-        prompt, completion = self._tokens()
-        usage, _, _ = self._meter.usage(prompt, completion)
         chunk = {
-            "id": self._last_chunk.get("id", f"chatcmpl-{self._meter.request_id}"),
+            "id": self._last_chunk.get("id", f"chatcmpl-{self._call.request_id}"),
             "object": "chat.completion.chunk",
             "created": self._last_chunk.get("created", int(time.time())),
-            "model": self._last_chunk.get("model", self._meter.model),
+            "model": self._last_chunk.get("model", self._call.model),
             "choices": [],
-            "usage": usage,
+            "usage": self._call.usage,
             **self._final_fields,
         }
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
     async def finish(self) -> None:
-        """Close the upstream call, record usage, release the provider slot. Runs exactly once,
-        however the response ended (completed, broken, or abandoned by the client)."""
-        if self._finished:
-            return
-        self._finished = True
+        """Close the upstream call and end the call (which releases the provider slot), however
+        the response ended: completed, broken, or abandoned by the client."""
         self._stream.response.close()
-        try:
-            await self._record()  # no-op if the end of the stream was recorded already
-            await self._meter.settle()
-        finally:
-            await self._gateway.release(self._stream.lease)
-
-
-class MeteredStreamingResponse(StreamingResponse):
-    """A streaming response that always settles its relay, even if the client left before the
-    first chunk (when the body iterator would never even start)."""
-
-    def __init__(self, relay: ChatStreamRelay, headers: dict[str, str]) -> None:
-        self.relay = relay
-        super().__init__(self._body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers})
-
-    async def _body(self) -> AsyncIterator[bytes]:
-        async for block in self.relay.events():
-            yield block
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.relay.finish()
+        await self._end()  # nothing to do if the end of the stream ended it already

@@ -9,6 +9,7 @@ failover and cooldown deal with it, and its metadata is learned when it is next 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -18,9 +19,10 @@ from api.db.base import utcnow
 from api.db.tables import Provider, Router, RouterAlias
 from api.errors import InvalidRequestError
 from api.catalog.crypto import SecretBox
-from api.catalog.providers import probe_provider
-from api.catalog.routers import price_to_micros
+from api.catalog.provider_admin import probe_provider
+from api.catalog.router_admin import price_to_micros
 from api.catalog.schemas import ModelsConfigEntry
+from pydantic import ValidationError
 from api.providers import ProbeResult
 from api.providers.base import normalise_base_url
 from api.providers.sessions import UpstreamSessions
@@ -32,9 +34,15 @@ async def seed_models(
     session_factory: async_sessionmaker[AsyncSession],
     upstreams: UpstreamSessions,
     secrets: SecretBox,
-    entries: list[ModelsConfigEntry],
+    config: list[dict[str, Any]],
 ) -> None:
-    for entry in entries:
+    """Create or update the routers of config.yml's `models:` section (InvalidRequestError for
+    an entry that is not a valid router with providers)."""
+    for raw in config:
+        try:
+            entry = ModelsConfigEntry.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidRequestError(f"config.yml models: router {raw.get('name', '?')!r} is invalid: {exc}") from exc
         async with session_factory() as session:
             try:
                 await _seed_router(session, upstreams, secrets, entry)

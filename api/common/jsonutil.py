@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import orjson
-from starlette.responses import JSONResponse
 
 
 def dumps(value: Any) -> bytes:
@@ -22,8 +21,3 @@ def loads(raw: bytes | str) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw)  # NaN, Infinity: raises ValueError if really invalid
-
-
-class FastJSONResponse(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        return dumps(content)

@@ -5,26 +5,26 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.calls.pipeline import Step
 from api.http.context import build_context
-from api.http.errors import install_error_handlers
-from api.http.routes import admin_identity as admin
+from api.http.error_handlers import install_error_handlers
+from api.http.routes import admin_identity
 from api.http.routes import auth
 from api.http.routes import me
 from api.http.routes import monitoring
-from api.http.routes import models as inference_routes
-from api.http.model_route import ModelLane
+from api.http.routes import models
 from api.calls.tokens import load_encoding
-from api.http.routes import admin_models as models_admin
-from api.http.routes import provider_health as models_health
-from api.http.routes import usage as usage_routes
+from api.http.routes import admin_models
+from api.http.routes import provider_health
+from api.http.routes import usage
 from api.http.middleware.body_size import BodySizeLimit
 from api.http.middleware.request_id import RequestIdMiddleware
-from api.http.routes import rag as rag_routes
+from api.http.routes import rag
 from api.settings import Settings, load_settings
 
 logger = logging.getLogger("tollgate")
@@ -44,13 +44,14 @@ MASTER_KEY_WARNING = (
 )
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> FastAPI:
+    """`extra_call_steps` join every model call's pipeline (`api.calls.steps.build_steps`)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.uses_default_master_key:
             logger.warning(MASTER_KEY_WARNING)
         async with AsyncExitStack() as stack:
-            app.state.context = await build_context(settings, stack)
+            app.state.context = await build_context(settings, stack, extra_call_steps)
             await asyncio.to_thread(load_encoding)
             # Everything built so far lives as long as the app: keep it out of the collector's
             # full passes, which otherwise pause the event loop for tens of milliseconds.
@@ -70,27 +71,25 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry=None if settings.settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    # Added first, so it runs last: inside the request id and the body limit, like the router.
-    app.add_middleware(ModelLane, router=inference_routes.router, exception_handlers=app.exception_handlers)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.settings.max_request_body_bytes,
-        upload_paths=rag_routes.UPLOAD_PATHS, max_upload_bytes=settings.settings.rag.max_upload_bytes,
+        upload_paths=rag.UPLOAD_PATHS, max_upload_bytes=settings.settings.rag.max_upload_bytes,
     )
     # Added last, so it runs first: a 413 carries the request id too.
     app.add_middleware(RequestIdMiddleware)
 
     # The model endpoints first: routes are matched in order, and these carry the traffic.
     # (Only FastAPI's own documentation routes come before them.)
-    app.include_router(inference_routes.router)
+    app.include_router(models.routes)
 
-    app.include_router(monitoring.router)
-    app.include_router(auth.router)
-    app.include_router(me.router)
-    app.include_router(usage_routes.router)
-    app.include_router(admin.router)
-    app.include_router(models_admin.router)
-    app.include_router(models_health.router)
-    app.include_router(rag_routes.router)
+    app.include_router(monitoring.routes)
+    app.include_router(auth.routes)
+    app.include_router(me.routes)
+    app.include_router(usage.routes)
+    app.include_router(admin_identity.routes)
+    app.include_router(admin_models.routes)
+    app.include_router(provider_health.routes)
+    app.include_router(rag.routes)
     return app
 
 

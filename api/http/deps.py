@@ -9,8 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.listing import PageRequest
 from api.common.schemas import OrderDirection
+from api.calls.gateway import Gateway as GatewayService
+from api.calls.pipeline import Pipeline as CallPipeline
+from api.catalog.catalog import ModelCatalog
 from api.http.context import AppContext
-from api.identity.auth import Principal
+from api.rag.search import Searcher
+from api.settings import Settings as AppSettings
+from api.identity.principal import Principal
 from api.identity.schemas import Permission
 
 
@@ -21,6 +26,33 @@ async def get_context(request: Request) -> AppContext:
 
 
 Context = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_pipeline(request: Request) -> CallPipeline:
+    return request.app.state.context.pipeline
+
+
+async def get_gateway(request: Request) -> GatewayService:
+    return request.app.state.context.gateway
+
+
+async def get_catalog(request: Request) -> ModelCatalog:
+    return request.app.state.context.catalog
+
+
+async def get_settings(request: Request) -> AppSettings:
+    return request.app.state.context.settings
+
+
+async def get_searcher(request: Request) -> Searcher:
+    return request.app.state.context.searcher
+
+
+Pipeline = Annotated[CallPipeline, Depends(get_pipeline)]
+Gateway = Annotated[GatewayService, Depends(get_gateway)]
+Catalog = Annotated[ModelCatalog, Depends(get_catalog)]
+Settings = Annotated[AppSettings, Depends(get_settings)]
+RagSearcher = Annotated[Searcher, Depends(get_searcher)]
 
 
 async def get_session(context: Context) -> AsyncIterator[AsyncSession]:

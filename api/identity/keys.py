@@ -11,7 +11,7 @@ from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import from_unix, to_unix
 from api.db.tables import ApiKey, User
 from api.errors import InvalidRequestError, NotFoundError
-from api.identity.auth import Authenticator
+from api.identity.authenticator import Authenticator
 from api.identity.changes import mark_changed
 from api.identity.schemas import KeyOut, TokenOut
 from api.identity.secrets import generate_api_key, hash_api_key, key_hint

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.db.tables import ApiKey, User
 from api.errors import AuthenticationError, TooManyRequestsError
-from api.identity.auth import Authenticator
+from api.identity.authenticator import Authenticator
 from api.identity.keys import PLAYGROUND_KEY_NAME, revoke_playground_keys
 from api.identity.secrets import PasswordHasher, generate_api_key, hash_api_key, key_hint
 from api.settings import LoginSettings

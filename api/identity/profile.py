@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.identity.authenticator import Authenticator
 from api.common.schemas import to_unix
 from api.db.base import utcnow
 from api.db.tables import Role
@@ -32,6 +33,7 @@ async def update_info(
     session: AsyncSession,
     hasher: PasswordHasher,
     throttle: LoginThrottle,
+    authenticator: Authenticator,
     user_id: int,
     body: UserInfoUpdate,
     client: str | None,
@@ -54,6 +56,7 @@ async def update_info(
         user.email = body.email
     if body.password is not None:
         user.password_hash = await hasher.hash(body.password)
-        await revoke_playground_keys(session, user.id)  # forgotten by the caller, after the commit
+        await revoke_playground_keys(session, user.id)  # forgotten below, after the commit
     user.updated = utcnow()
     await commit_unique_email(session, user.email)
+    authenticator.forget_user(user_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.identity.authenticator import Authenticator
 from api.common.db import commit_or_conflict, flush_or_conflict
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
@@ -64,7 +65,7 @@ async def list_roles(session: AsyncSession, page: PageRequest) -> tuple[list[Rol
     return [_out(*row) for row in rows], total
 
 
-async def update_role(session: AsyncSession, role_id: int, body: RoleUpdate) -> None:
+async def update_role(session: AsyncSession, authenticator: Authenticator, role_id: int, body: RoleUpdate) -> None:
     # Row lock (PostgreSQL): concurrent updates of one role's limits queue instead of deadlocking.
     role = await session.get(Role, role_id, with_for_update=True, populate_existing=True)
     if role is None:
@@ -85,6 +86,7 @@ async def update_role(session: AsyncSession, role_id: int, body: RoleUpdate) -> 
     role.updated = utcnow()  # limits live in their own table, so the row itself may not change
     await mark_changed(session)
     await commit_or_conflict(session, concurrent)
+    authenticator.forget_all()  # the permissions and limits of every holder changed
 
 
 async def delete_role(session: AsyncSession, role_id: int) -> None:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.identity.authenticator import Authenticator
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import from_unix, to_unix
 from api.db.base import utcnow
@@ -97,7 +98,9 @@ async def list_users(
     return [user_out(row[0]) for row in rows], total
 
 
-async def update_user(session: AsyncSession, hasher: PasswordHasher, user_id: int, body: UserUpdate) -> bool:
+async def update_user(
+    session: AsyncSession, hasher: PasswordHasher, authenticator: Authenticator, user_id: int, body: UserUpdate
+) -> bool:
     """Apply the fields present in `body`. Returns whether the password changed."""
     user = await get_user_model(session, user_id)
     changes = body.model_dump(exclude_unset=True)
@@ -121,11 +124,13 @@ async def update_user(session: AsyncSession, hasher: PasswordHasher, user_id: in
     user.updated = utcnow()
     await mark_changed(session)
     await commit_unique_email(session, user.email)
+    authenticator.forget_user(user_id)
     return "password" in changes
 
 
-async def delete_user(session: AsyncSession, user_id: int) -> None:
+async def delete_user(session: AsyncSession, authenticator: Authenticator, user_id: int) -> None:
     user = await get_user_model(session, user_id)
     await session.delete(user)
     await mark_changed(session)
     await session.commit()
+    authenticator.forget_user(user_id)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from api.errors import InsufficientBudgetError
-from api.identity.auth import Principal
+from api.identity.principal import Principal
 from api.observability.metrics import GatewayMetrics
 from api.catalog.catalog import RouterEntry
 from api.quota.store import BudgetHold

@@ -7,6 +7,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.identity.authenticator import Authenticator
 from api.common.schemas import to_unix
 from api.db.tables import BudgetChange, User
 from api.errors import InvalidRequestError
@@ -24,7 +25,8 @@ async def record_set(session: AsyncSession, user_id: int, actor: int | None, bud
 
 
 async def recharge(
-    session: AsyncSession, budgets: BudgetStore, user_id: int, actor: int | None, amount: Decimal, reason: str | None
+    session: AsyncSession, budgets: BudgetStore, authenticator: Authenticator, user_id: int, actor: int | None,
+    amount: Decimal, reason: str | None,
 ) -> int:
     """Add `amount` (negative: take back) to a budgeted user's budget. Returns the ledger id."""
     user = await session.get(User, user_id, with_for_update=True)
@@ -42,6 +44,7 @@ async def recharge(
                           balance_nanos=user.budget_nanos, reason=reason)
     session.add(change)
     await session.commit()
+    authenticator.forget_user(user_id)
     await budgets.add(user_id, delta)
     return change.id
 
@@ -65,7 +68,7 @@ async def history(session: AsyncSession, user_id: int, offset: int, limit: int) 
 async def budget_of(session_factory: async_sessionmaker[AsyncSession], user_id: int) -> int | None:
     """The user's budget in the database now (nanos; None: unlimited). A user deleted meanwhile
     has nothing to spend. A database that cannot be reached is the model endpoints' 503, as
-    any other read of theirs (`api.calls.service.metered`)."""
+    any other read of theirs (the call pipeline (`api.calls.pipeline`))."""
     async with session_factory() as session:
         row = (await session.execute(select(User.budget_nanos).where(User.id == user_id))).first()
     return 0 if row is None else row[0]

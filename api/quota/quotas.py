@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from api.identity.auth import Principal
+from api.identity.principal import Principal
 from api.quota.budget_holds import Budgeter
 from api.quota.rate_limits import Limiter, Ticket
 from api.catalog.catalog import RouterEntry

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from api.errors import PermissionDeniedError, TooManyRequestsError
-from api.identity.auth import Principal
+from api.identity.principal import Principal
 from api.observability.metrics import GatewayMetrics
 from api.catalog.catalog import RouterEntry
 from api.quota.windows import Admission, LimitStore, WindowCheck, WindowState

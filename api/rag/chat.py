@@ -7,11 +7,16 @@ Asked for with a tool `{"type": "search", ...search arguments}` or OpenGateLLM's
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from api.calls.call import Call
+from api.calls.operations import Chat
 from api.errors import InvalidRequestError
+from api.identity.principal import Principal
 from api.rag.schemas import SearchArgs, SearchResult
 
 
@@ -69,3 +74,26 @@ def with_chunks(body: dict[str, Any], index: int, prompt: str, results: list[Sea
     messages = list(body["messages"])
     messages[index] = {**messages[index], "content": content}
     body["messages"] = messages
+
+
+Search = Callable[[Principal, SearchArgs, str], Awaitable[list[SearchResult]]]
+
+
+@dataclass(kw_only=True)
+class ChatWithSearch(Chat):
+    """A chat that may ask for a search: its last user message is then replaced by the chunks
+    found for it (once the router is known to serve the caller, before the call is admitted:
+    the prompt grows with them). The results go back with the answer, or with the stream's
+    last chunk. Without a search it is a plain chat."""
+
+    search: Search
+    template: str
+
+    async def prepare(self, call: Call) -> None:
+        args = search_request(self.body)
+        if args is None:
+            return
+        index, prompt = last_user_text(self.body["messages"])
+        results = await self.search(call.principal, args, prompt)
+        with_chunks(self.body, index, prompt, results, self.template)
+        self.final_fields["search_results"] = [result.model_dump() for result in results]

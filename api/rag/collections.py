@@ -9,7 +9,7 @@ from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
 from api.db.tables import Collection, Document, User
 from api.errors import NotFoundError, PermissionDeniedError
-from api.identity.auth import Principal
+from api.identity.principal import Principal
 from api.identity.schemas import Permission
 from api.rag.schemas import CollectionCreate, CollectionOut, CollectionUpdate, Visibility
 from api.rag.vectors import VectorStore

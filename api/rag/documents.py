@@ -15,7 +15,7 @@ from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
 from api.db.tables import Collection, Document, DocumentFile
 from api.errors import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError, PermissionDeniedError
-from api.identity.auth import Principal
+from api.identity.principal import Principal
 from api.rag import parsing
 from api.rag.collections import owner_of, readable, writable_collection
 from api.rag.embedder import Embedder

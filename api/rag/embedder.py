@@ -3,34 +3,19 @@ and budget apply, and the usage is recorded and charged to them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
+from api.calls.call import Call
+from api.calls.operations import Embeddings, Rerank
+from api.calls.pipeline import Pipeline
 from api.errors import InvalidRequestError, UpstreamError
-from api.identity.auth import Principal
-from api.calls import service
-from api.calls.gateway import Gateway
-from api.quota.quotas import Quotas
-from api.calls.tokens import count_inputs
+from api.identity.principal import Principal
 from api.providers import Endpoint
-from api.usage.meter import Meter
-from api.usage.records import UsageRecord
-from api.usage.writer import UsageWriter
 
 
 class Embedder:
-    def __init__(
-        self,
-        gateway: Gateway,
-        quotas: Quotas,
-        writer: UsageWriter,
-        observe: Callable[[UsageRecord], None],
-        model: str | None,
-    ) -> None:
-        self._gateway = gateway
-        self._quotas = quotas
-        self._writer = writer
-        self._observe = observe
+    def __init__(self, pipeline: Pipeline, model: str | None) -> None:
+        self._pipeline = pipeline
         self.model = model
 
     def require(self) -> str:
@@ -41,35 +26,27 @@ class Embedder:
     async def embed(self, caller: Principal, texts: list[str]) -> tuple[list[list[float]], dict[str, Any]]:
         """One vector per text, in order, and the call's usage (tokens, cost, carbon)."""
         model = self.require()
-        meter = Meter(self._writer, caller, Endpoint.embeddings.value, observe=self._observe)
-        meter.model = model
         vectors: list[list[float]] = []
 
         def check(answer: dict[str, Any]) -> None:
             # Before the usage is recorded: an answer that cannot be used is recorded as the 502 it becomes.
             vectors.extend(_vectors(model, len(texts), answer))
 
-        async with service.metered(meter):
-            await service.route_and_admit(self._gateway, self._quotas, caller, meter, Endpoint.embeddings, lambda: count_inputs(texts))
-            answer = await service.embeddings(self._gateway, meter, {"model": model, "input": texts}, caller.priority, check)
-        return vectors, answer.get("usage") or {}
+        operation = Embeddings({"model": model, "input": texts}, check)
+        call = await self._pipeline.run(Call(caller, model, operation, Endpoint.embeddings.value))
+        return vectors, call.usage or {}
 
     async def rerank(self, caller: Principal, model: str, query: str, documents: list[str]) -> tuple[list[tuple[int, float]], dict[str, Any]]:
         """(index, score) of each document, best first, from a text-classification router."""
-        meter = Meter(self._writer, caller, Endpoint.rerank.value, observe=self._observe)
-        meter.model = model
-        async with service.metered(meter):
-            await service.route_and_admit(
-                self._gateway, self._quotas, caller, meter, Endpoint.rerank,
-                lambda: count_inputs(query) + count_inputs(documents),
-            )
-            answer = await service.rerank(self._gateway, meter, {"model": model, "query": query, "documents": documents}, caller.priority)
+        operation = Rerank({"model": model, "query": query, "documents": documents})
+        call = await self._pipeline.run(Call(caller, model, operation, Endpoint.rerank.value))
+        answer = call.answer or {}
         ranked: list[tuple[int, float]] = []
         for item in answer.get("results") or []:
             if isinstance(item, dict) and isinstance(item.get("index"), int) and 0 <= item["index"] < len(documents):
                 ranked.append((item["index"], float(item.get("relevance_score") or 0.0)))
         ranked.sort(key=lambda pair: -pair[1])
-        return ranked, answer.get("usage") or {}
+        return ranked, call.usage or {}
 
 
 def _vectors(model: str, count: int, answer: dict[str, Any]) -> list[list[float]]:

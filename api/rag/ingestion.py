@@ -26,7 +26,7 @@ from api.errors import (
     PermissionDeniedError,
     TooManyRequestsError,
 )
-from api.identity.auth import Authenticator
+from api.identity.authenticator import Authenticator
 from api.rag import parsing
 from api.rag.embedder import Embedder
 from api.rag.schemas import DocumentStatus

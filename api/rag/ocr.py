@@ -12,20 +12,18 @@ import base64
 import io
 import re
 import uuid
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from api.errors import InvalidRequestError, UpstreamError
-from api.identity.auth import Principal
-from api.calls import service
+from api.calls.call import Call, Defaults
 from api.calls.gateway import Gateway
-from api.quota.quotas import Quotas
+from api.calls.pipeline import Pipeline
+from api.errors import InvalidRequestError, UpstreamError
+from api.identity.principal import Principal
 from api.providers import Endpoint
+from api.quota.quotas import Quotas
 from api.rag import parsing
 from api.rag.embedder import EMPTY_USAGE
-from api.usage.meter import Meter
-from api.usage.records import UsageRecord
-from api.usage.writer import UsageWriter
 
 OCR_PROMPT = "Transcribe this page to Markdown. Answer with the page's content only, nothing else."
 RENDER_SCALE = 2.0  # 144 dpi: legible for OCR models, a few hundred KB per page
@@ -84,83 +82,99 @@ def data_url(mime: str, content: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(content).decode()}"
 
 
-class Ocr:
-    def __init__(
-        self, gateway: Gateway, quotas: Quotas, writer: UsageWriter, observe: Callable[[UsageRecord], None], max_tokens: int
-    ) -> None:
-        self._gateway = gateway
-        self._quotas = quotas
-        self._writer = writer
-        self._observe = observe
-        self._max_tokens = max_tokens
+async def _page_images(document: dict[str, Any], pages: list[int] | None) -> tuple[list[int], list[str]]:
+    url = document.get("document_url") or document.get("image_url")
+    if isinstance(url, dict):
+        url = url.get("url")
+    if not isinstance(url, str):
+        raise InvalidRequestError("document needs a document_url or an image_url")
+    mime, content = _decode_data_url(url)
+    if mime == "application/pdf":
+        reader = await asyncio.to_thread(parsing.pdf_reader, content)
+        indices = page_indices(pages, len(reader.pages))
+        if len(indices) > MAX_OCR_PAGES:
+            raise InvalidRequestError(f"At most {MAX_OCR_PAGES} pages per OCR request")
+        images = await asyncio.to_thread(render_pages, content, indices)
+        return indices, [data_url("image/png", image) for image in images]
+    if not mime.startswith("image/"):
+        raise InvalidRequestError(f"Cannot OCR a document of type {mime}: send a PDF or an image")
+    return [0], [url]
 
-    async def _page_images(self, document: dict[str, Any], pages: list[int] | None) -> tuple[list[int], list[str]]:
-        url = document.get("document_url") or document.get("image_url")
-        if isinstance(url, dict):
-            url = url.get("url")
-        if not isinstance(url, str):
-            raise InvalidRequestError("document needs a document_url or an image_url")
-        mime, content = _decode_data_url(url)
-        if mime == "application/pdf":
-            reader = await asyncio.to_thread(parsing.pdf_reader, content)
-            indices = page_indices(pages, len(reader.pages))
-            if len(indices) > MAX_OCR_PAGES:
-                raise InvalidRequestError(f"At most {MAX_OCR_PAGES} pages per OCR request")
-            images = await asyncio.to_thread(render_pages, content, indices)
-            return indices, [data_url("image/png", image) for image in images]
-        if not mime.startswith("image/"):
-            raise InvalidRequestError(f"Cannot OCR a document of type {mime}: send a PDF or an image")
-        return [0], [url]
 
-    async def ocr(self, caller: Principal, model: str, request: dict[str, Any], endpoint: str = Endpoint.ocr.value) -> dict[str, Any]:
-        """Mistral's OCR response for `request` (its `document`, `pages`…), with `usage`."""
-        meter = Meter(self._writer, caller, endpoint, observe=self._observe)
-        meter.model = model
+def _tokens(answer: dict[str, Any]) -> tuple[int, int]:
+    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+    prompt = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
+    completion = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else 0
+    return prompt, completion
+
+
+@dataclass
+class DocumentOcr(Defaults):
+    """Mistral's OCR request (`document`, `pages`…), sent as it is to an OCR model, or page by
+    page to a vision chat model; answered in Mistral's shape."""
+
+    request: dict[str, Any]
+    max_tokens: int
+    endpoint: Endpoint = Endpoint.ocr
+    _indices: list[int] = field(default_factory=list)
+    _images: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def _vision(call: Call) -> bool:
+        return call.router is not None and call.router.type == "image-text-to-text"
+
+    def completion_bound(self, call: Call, quotas: Quotas) -> int:
+        return self.max_tokens * max(1, len(self._images))
+
+    async def prepare(self, call: Call) -> None:
+        if self._vision(call):
+            self._indices, self._images = await _page_images(self.request.get("document") or {}, self.request.get("pages"))
+
+    async def forward(self, call: Call, gateway: Gateway) -> None:
+        if not self._vision(call):
+            reply = await gateway.call_json(call, Endpoint.ocr, {**self.request, "model": call.model}, call.priority)
+            result = reply.body if isinstance(reply.body, dict) else {}
+            if not isinstance(result.get("pages"), list):
+                raise UpstreamError(f"Model '{call.model}' answered without pages")
+            call.tokens(*_tokens(result))
+            call.answer = result
+            return
+        result = {"id": f"ocr-{uuid.uuid4().hex}", "model": call.model, "pages": [], "document_annotation": None}
         prompt_tokens = completion_tokens = 0
-        async with service.metered(meter):
-            router = self._gateway.resolve(caller, model, Endpoint.ocr)
-            vision = router.type == "image-text-to-text"
-            indices, images = await self._page_images(request.get("document") or {}, request.get("pages")) if vision else ([], [])
-            await service.route_and_admit(
-                self._gateway, self._quotas, caller, meter, Endpoint.ocr, lambda: 0, self._max_tokens * max(1, len(images))
-            )
-            if not vision:
-                answer = await self._gateway.call_json(meter, Endpoint.ocr, {**request, "model": model}, caller.priority)
-                result = answer.body if isinstance(answer.body, dict) else {}
-                if not isinstance(result.get("pages"), list):
-                    raise UpstreamError(f"Model '{model}' answered without pages")
-                usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
-                prompt_tokens = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
-                completion_tokens = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else 0
-            else:
-                result = {"id": f"ocr-{uuid.uuid4().hex}", "model": model, "pages": [], "document_annotation": None}
-                for index, image in zip(indices, images, strict=True):
-                    markdown, prompt, completion = await self._read_page(meter, model, image, caller.priority)
-                    prompt_tokens += prompt
-                    completion_tokens += completion
-                    result["pages"].append({"index": index, "markdown": markdown, "images": [], "dimensions": None})
-                result["usage_info"] = {"pages_processed": len(images), "doc_size_bytes": None}
-            usage_out, cost, carbon = meter.usage(prompt_tokens, completion_tokens)
-            result["usage"] = usage_out
-            await meter.record(200, prompt_tokens, completion_tokens, cost, carbon)
-        return result
+        for index, image in zip(self._indices, self._images, strict=True):
+            markdown, prompt, completion = await self._read_page(call, gateway, image)
+            prompt_tokens += prompt
+            completion_tokens += completion
+            result["pages"].append({"index": index, "markdown": markdown, "images": [], "dimensions": None})
+        result["usage_info"] = {"pages_processed": len(self._images), "doc_size_bytes": None}
+        call.tokens(prompt_tokens, completion_tokens)
+        call.answer = result
 
-    async def _read_page(self, meter: Meter, model: str, image: str, priority: int) -> tuple[str, int, int]:
+    async def _read_page(self, call: Call, gateway: Gateway, image: str) -> tuple[str, int, int]:
         body = {
-            "model": model, "max_tokens": self._max_tokens,
+            "model": call.model, "max_tokens": self.max_tokens,
             "messages": [{"role": "user", "content": [{"type": "text", "text": OCR_PROMPT},
                                                       {"type": "image_url", "image_url": {"url": image}}]}],
         }
-        answer = await self._gateway.call_json(meter, Endpoint.chat, body, priority)
-        result = answer.body if isinstance(answer.body, dict) else {}
+        reply = await gateway.call_json(call, Endpoint.chat, body, call.priority)
+        result = reply.body if isinstance(reply.body, dict) else {}
         try:
             markdown = result["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError) as exc:
-            raise UpstreamError(f"Model '{model}' answered without a message") from exc
-        usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
-        prompt = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
-        completion = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else 0
-        return str(markdown), prompt, completion
+            raise UpstreamError(f"Model '{call.model}' answered without a message") from exc
+        return str(markdown), *_tokens(result)
+
+
+class Ocr:
+    def __init__(self, pipeline: Pipeline, max_tokens: int) -> None:
+        self._pipeline = pipeline
+        self._max_tokens = max_tokens
+
+    async def ocr(self, caller: Principal, model: str, request: dict[str, Any], path: str = Endpoint.ocr.value) -> dict[str, Any]:
+        """Mistral's OCR response for `request` (its `document`, `pages`…), with `usage`."""
+        call = await self._pipeline.run(Call(caller, model, DocumentOcr(request, self._max_tokens), path))
+        assert call.answer is not None
+        return call.answer
 
 
 async def parse_pdf(
@@ -173,7 +187,7 @@ async def parse_pdf(
         if ocr_model is None:
             raise InvalidRequestError("force_ocr needs an OCR model: set settings.rag.ocr_model")
         answer = await ocr.ocr(caller, ocr_model, {"document": {"type": "document_url", "document_url": data_url("application/pdf", content)},
-                                                   "pages": indices}, endpoint="/v1/parse")
+                                                   "pages": indices}, path="/v1/parse")
         texts = {page["index"]: page.get("markdown") or "" for page in answer["pages"] if isinstance(page, dict)}
         usage = answer["usage"]
     else:

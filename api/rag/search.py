@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.identity.auth import Principal
+from api.identity.principal import Principal
 from api.rag.collections import readable_collection, readable_collection_ids
 from api.rag.documents import chunk_out, documents_collections
 from api.rag.embedder import EMPTY_USAGE, Embedder, add_usage
@@ -57,3 +57,19 @@ async def search(
         results = [results[index].model_copy(update={"score": score}) for index, score in ranked]
         results = results[args.offset:args.offset + args.limit]
     return results, usage
+
+
+class Searcher:
+    """Search with a session of its own, for callers that hold none (a chat with search)."""
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], vectors: VectorStore, embedder: Embedder) -> None:
+        self._session_factory = session_factory
+        self.vectors = vectors
+        self.embedder = embedder
+
+    async def search(self, caller: Principal, args: SearchArgs, query: str) -> tuple[list[SearchResult], dict[str, Any]]:
+        async with self._session_factory() as session:
+            return await search(session, self.vectors, self.embedder, caller, args, query)
+
+    async def results(self, caller: Principal, args: SearchArgs, query: str) -> list[SearchResult]:
+        return (await self.search(caller, args, query))[0]

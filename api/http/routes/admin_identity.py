@@ -32,7 +32,7 @@ from api.identity.schemas import (
     UserUpdate,
 )
 
-router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], responses=CLIENT_ERRORS)
+routes = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], responses=CLIENT_ERRORS)
 
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
@@ -46,29 +46,29 @@ TokenPage = Annotated[PageRequest, Depends(page_params("TokenOrderBy", keys.ORDE
 # Organizations
 
 
-@router.post("/organizations", status_code=201, tags=["admin: organizations"])
+@routes.post("/organizations", status_code=201, tags=["admin: organizations"])
 async def create_organization(body: OrganizationCreate, session: Session) -> Created:
     return Created(id=await organizations.create_organization(session, body))
 
 
-@router.get("/organizations", tags=["admin: organizations"])
+@routes.get("/organizations", tags=["admin: organizations"])
 async def list_organizations(session: Session, page: OrganizationPage) -> ListPage[OrganizationOut]:
     data, total = await organizations.list_organizations(session, page)
     return ListPage(data=data, total=total)
 
 
-@router.get("/organizations/{organization}", tags=["admin: organizations"])
+@routes.get("/organizations/{organization}", tags=["admin: organizations"])
 async def get_organization(organization: PathId, session: Session) -> OrganizationOut:
     return await organizations.get_organization(session, organization)
 
 
-@router.patch("/organizations/{organization}", status_code=204, tags=["admin: organizations"])
+@routes.patch("/organizations/{organization}", status_code=204, tags=["admin: organizations"])
 async def update_organization(organization: PathId, body: OrganizationUpdate, session: Session) -> Response:
     await organizations.update_organization(session, organization, body)
     return Response(status_code=204)
 
 
-@router.delete("/organizations/{organization}", status_code=204, tags=["admin: organizations"])
+@routes.delete("/organizations/{organization}", status_code=204, tags=["admin: organizations"])
 async def delete_organization(organization: PathId, session: Session) -> Response:
     await organizations.delete_organization(session, organization)
     return Response(status_code=204)
@@ -77,30 +77,29 @@ async def delete_organization(organization: PathId, session: Session) -> Respons
 # Roles
 
 
-@router.post("/roles", status_code=201, tags=["admin: roles"])
+@routes.post("/roles", status_code=201, tags=["admin: roles"])
 async def create_role(body: RoleCreate, session: Session) -> Created:
     return Created(id=await roles.create_role(session, body))
 
 
-@router.get("/roles", tags=["admin: roles"])
+@routes.get("/roles", tags=["admin: roles"])
 async def list_roles(session: Session, page: RolePage) -> ListPage[RoleOut]:
     data, total = await roles.list_roles(session, page)
     return ListPage(data=data, total=total)
 
 
-@router.get("/roles/{role}", tags=["admin: roles"])
+@routes.get("/roles/{role}", tags=["admin: roles"])
 async def get_role(role: PathId, session: Session) -> RoleOut:
     return await roles.get_role(session, role)
 
 
-@router.patch("/roles/{role}", status_code=204, tags=["admin: roles"])
+@routes.patch("/roles/{role}", status_code=204, tags=["admin: roles"])
 async def update_role(role: PathId, body: RoleUpdate, session: Session, context: Context) -> Response:
-    await roles.update_role(session, role, body)
-    context.authenticator.forget_all()  # permissions of every holder changed
+    await roles.update_role(session, context.authenticator, role, body)
     return Response(status_code=204)
 
 
-@router.delete("/roles/{role}", status_code=204, tags=["admin: roles"])
+@routes.delete("/roles/{role}", status_code=204, tags=["admin: roles"])
 async def delete_role(role: PathId, session: Session) -> Response:
     await roles.delete_role(session, role)
     return Response(status_code=204)
@@ -109,12 +108,12 @@ async def delete_role(role: PathId, session: Session) -> Response:
 # Users
 
 
-@router.post("/users", status_code=201, tags=["admin: users"])
+@routes.post("/users", status_code=201, tags=["admin: users"])
 async def create_user(body: UserCreate, session: Session, context: Context) -> Created:
     return Created(id=await users.create_user(session, context.hasher, body))
 
 
-@router.get("/users", tags=["admin: users"])
+@routes.get("/users", tags=["admin: users"])
 async def list_users(
     session: Session,
     page: UserPage,
@@ -126,34 +125,33 @@ async def list_users(
     return ListPage(data=data, total=total)
 
 
-@router.get("/users/{user}", tags=["admin: users"])
+@routes.get("/users/{user}", tags=["admin: users"])
 async def get_user(user: PathId, session: Session) -> UserOut:
     return await users.get_user(session, user)
 
 
-@router.patch("/users/{user}", status_code=204, tags=["admin: users"])
+@routes.patch("/users/{user}", status_code=204, tags=["admin: users"])
 async def update_user(user: PathId, body: UserUpdate, session: Session, context: Context, caller: Admin) -> Response:
     budget_changed = "budget" in body.model_fields_set
     if budget_changed:
         # The 404 first: the ledger row for a missing user would fail its foreign key (a 500).
         await users.get_user_model(session, user)
         await budgets.record_set(session, user, caller.user_id, users.budget_to_nanos(body.budget))
-    await users.update_user(session, context.hasher, user, body)
+    await users.update_user(session, context.hasher, context.authenticator, user, body)
     if budget_changed:
         await context.budgets.set_budget(user, users.budget_to_nanos(body.budget))
-    context.authenticator.forget_user(user)
     return Response(status_code=204)
 
 
-@router.post("/users/{user}/budget", status_code=201, tags=["admin: users"])
+@routes.post("/users/{user}/budget", status_code=201, tags=["admin: users"])
 async def recharge_budget(user: PathId, body: BudgetRecharge, session: Session, context: Context, caller: Admin) -> Created:
     """Add to (or, negative, take from) a user's budget; every change goes to the ledger."""
-    change = await budgets.recharge(session, context.budgets, user, caller.user_id, body.amount, body.reason)
-    context.authenticator.forget_user(user)
+    change = await budgets.recharge(session, context.budgets, context.authenticator, user, caller.user_id, body.amount,
+                                    body.reason)
     return Created(id=change)
 
 
-@router.get("/users/{user}/budget", tags=["admin: users"])
+@routes.get("/users/{user}/budget", tags=["admin: users"])
 async def budget_history(
     user: PathId, session: Session,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -162,35 +160,34 @@ async def budget_history(
     return ListPage(data=data, total=total)
 
 
-@router.delete("/users/{user}", status_code=204, tags=["admin: users"])
+@routes.delete("/users/{user}", status_code=204, tags=["admin: users"])
 async def delete_user(user: PathId, session: Session, context: Context) -> Response:
-    await users.delete_user(session, user)
-    context.authenticator.forget_user(user)
+    await users.delete_user(session, context.authenticator, user)
     return Response(status_code=204)
 
 
 # Tokens: any user's API keys
 
 
-@router.post("/tokens", status_code=201, tags=["admin: tokens"])
+@routes.post("/tokens", status_code=201, tags=["admin: tokens"])
 async def create_token(body: TokenCreate, session: Session, context: Context) -> KeyCreated:
     expires = keys.key_expiry(body.expires, context.settings.settings.keys.max_lifetime_days)
     key_id, secret = await keys.create_key(session, body.user, body.name, expires)
     return KeyCreated(id=key_id, token=secret)
 
 
-@router.get("/tokens", tags=["admin: tokens"])
+@routes.get("/tokens", tags=["admin: tokens"])
 async def list_tokens(session: Session, page: TokenPage, user: QueryId = None) -> ListPage[TokenOut]:
     data, total = await keys.list_keys(session, page, user_id=user)
     return ListPage(data=[keys.token_out(key) for key in data], total=total)
 
 
-@router.get("/tokens/{token}", tags=["admin: tokens"])
+@routes.get("/tokens/{token}", tags=["admin: tokens"])
 async def get_token(token: PathId, session: Session) -> TokenOut:
     return keys.token_out(await keys.get_key(session, token))
 
 
-@router.delete("/tokens/{token}", status_code=204, tags=["admin: tokens"])
+@routes.delete("/tokens/{token}", status_code=204, tags=["admin: tokens"])
 async def delete_token(token: PathId, session: Session, context: Context) -> Response:
     await keys.delete_key(session, context.authenticator, token)
     return Response(status_code=204)

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
 from api.http.deps import Admin, Context, Session, page_params, require_admin
-from api.catalog import providers
-from api.catalog import routers
+from api.catalog import provider_admin
+from api.catalog import router_admin
 from api.catalog.schemas import (
     ProviderCreate,
     ProviderOut,
@@ -21,74 +21,69 @@ from api.catalog.schemas import (
 )
 from api.identity.schemas import Created
 
-router = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], responses=CLIENT_ERRORS)
+routes = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], responses=CLIENT_ERRORS)
 
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
-RouterPage = Annotated[PageRequest, Depends(page_params("RouterOrderBy", routers.ORDER_COLUMNS))]
-ProviderPage = Annotated[PageRequest, Depends(page_params("ProviderOrderBy", providers.ORDER_COLUMNS))]
+RouterPage = Annotated[PageRequest, Depends(page_params("RouterOrderBy", router_admin.ORDER_COLUMNS))]
+ProviderPage = Annotated[PageRequest, Depends(page_params("ProviderOrderBy", provider_admin.ORDER_COLUMNS))]
 
 
-@router.post("/routers", status_code=201, tags=["admin: routers"])
+@routes.post("/routers", status_code=201, tags=["admin: routers"])
 async def create_router(body: RouterCreate, session: Session, context: Context) -> Created:
-    router_id = await routers.create_router(session, body)
-    await context.catalog.reload()
+    router_id = await router_admin.create_router(session, context.catalog, body)
     return Created(id=router_id)
 
 
-@router.get("/routers", tags=["admin: routers"])
+@routes.get("/routers", tags=["admin: routers"])
 async def list_routers(session: Session, page: RouterPage) -> ListPage[RouterOut]:
-    data, total = await routers.list_routers(session, page)
+    data, total = await router_admin.list_routers(session, page)
     return ListPage(data=data, total=total)
 
 
-@router.get("/routers/{router_id}", tags=["admin: routers"])
+@routes.get("/routers/{router_id}", tags=["admin: routers"])
 async def get_router(router_id: PathId, session: Session) -> RouterOut:
-    return await routers.get_router(session, router_id)
+    return await router_admin.get_router(session, router_id)
 
 
-@router.patch("/routers/{router_id}", status_code=204, tags=["admin: routers"])
+@routes.patch("/routers/{router_id}", status_code=204, tags=["admin: routers"])
 async def update_router(router_id: PathId, body: RouterUpdate, session: Session, context: Context) -> Response:
-    await routers.update_router(session, router_id, body)
-    await context.catalog.reload()
+    await router_admin.update_router(session, context.catalog, router_id, body)
     return Response(status_code=204)
 
 
-@router.delete("/routers/{router_id}", status_code=204, tags=["admin: routers"])
+@routes.delete("/routers/{router_id}", status_code=204, tags=["admin: routers"])
 async def delete_router(router_id: PathId, session: Session, context: Context) -> Response:
-    await routers.delete_router(session, router_id)
-    await context.catalog.reload()
+    await router_admin.delete_router(session, context.catalog, router_id)
     return Response(status_code=204)
 
 
-@router.post("/providers", status_code=201, tags=["admin: providers"])
+@routes.post("/providers", status_code=201, tags=["admin: providers"])
 async def create_provider(body: ProviderCreate, session: Session, context: Context, caller: Admin) -> Created:
-    provider_id = await providers.create_provider(session, context.upstreams, context.secrets, body, caller.user_id)
-    await context.catalog.reload()
+    provider_id = await provider_admin.create_provider(session, context.catalog, context.upstreams, context.secrets, body,
+                                                  caller.user_id)
     return Created(id=provider_id)
 
 
-@router.get("/providers", tags=["admin: providers"])
+@routes.get("/providers", tags=["admin: providers"])
 async def list_providers(
     session: Session, context: Context, page: ProviderPage, router: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None
 ) -> ListPage[ProviderOut]:
-    data, total = await providers.list_providers(session, context.secrets, page, router)
+    data, total = await provider_admin.list_providers(session, context.secrets, page, router)
     return ListPage(data=data, total=total)
 
 
-@router.get("/providers/{provider_id}", tags=["admin: providers"])
+@routes.get("/providers/{provider_id}", tags=["admin: providers"])
 async def get_provider(provider_id: PathId, session: Session, context: Context) -> ProviderOut:
-    return await providers.get_provider(session, context.secrets, provider_id)
+    return await provider_admin.get_provider(session, context.secrets, provider_id)
 
 
-@router.patch("/providers/{provider_id}", status_code=204, tags=["admin: providers"])
+@routes.patch("/providers/{provider_id}", status_code=204, tags=["admin: providers"])
 async def update_provider(provider_id: PathId, body: ProviderUpdate, session: Session, context: Context) -> Response:
-    await providers.update_provider(session, context.secrets, provider_id, body)
-    await context.catalog.reload()
+    await provider_admin.update_provider(session, context.catalog, context.secrets, provider_id, body)
     return Response(status_code=204)
 
 
-@router.delete("/providers/{provider_id}", status_code=204, tags=["admin: providers"])
+@routes.delete("/providers/{provider_id}", status_code=204, tags=["admin: providers"])
 async def delete_provider(provider_id: PathId, session: Session, context: Context) -> Response:
-    await providers.delete_provider(session, provider_id)
-    await context.catalog.reload()
+    await provider_admin.delete_provider(session, context.catalog, provider_id)
     return Response(status_code=204)

@@ -11,10 +11,10 @@ from api.identity.schemas import LoginRequest, LoginResult
 
 # Wrong credentials (401), too many failures for this email or address (429), the database
 # or Redis out of reach (503).
-router = APIRouter(prefix="/v1/auth", tags=["auth"], responses=error_responses(400, 401, 413, 429, 503))
+routes = APIRouter(prefix="/v1/auth", tags=["auth"], responses=error_responses(400, 401, 413, 429, 503))
 
 
-@router.post("/login")
+@routes.post("/login")
 async def login(body: LoginRequest, session: Session, context: Context, client: ClientAddress) -> LoginResult:
     key_id, secret = await login_service.login(
         session,

@@ -14,13 +14,13 @@ from api.identity import profile as me
 from api.identity.users import nanos_to_budget
 from api.identity.schemas import LimitUsage, KeyCreate, KeyCreated, KeyOut, UserInfo, UserInfoUpdate
 
-router = APIRouter(prefix="/v1/me", tags=["me"], responses=CLIENT_ERRORS)
+routes = APIRouter(prefix="/v1/me", tags=["me"], responses=CLIENT_ERRORS)
 
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 KeyPage = Annotated[PageRequest, Depends(page_params("KeyOrderBy", keys.ORDER_COLUMNS))]
 
 
-@router.get("/info")
+@routes.get("/info")
 async def get_info(caller: Caller, session: Session, context: Context) -> UserInfo:
     info = await me.get_info(session, caller.require_user())
     if info.budget is not None:
@@ -32,35 +32,34 @@ async def get_info(caller: Caller, session: Session, context: Context) -> UserIn
     return info
 
 
-@router.patch("/info", status_code=204)
+@routes.patch("/info", status_code=204)
 async def update_info(
     body: UserInfoUpdate, caller: Caller, session: Session, context: Context, client: ClientAddress
 ) -> Response:
     user_id = caller.require_user()
-    await me.update_info(session, context.hasher, context.login_throttle, user_id, body, client)
-    context.authenticator.forget_user(user_id)
+    await me.update_info(session, context.hasher, context.login_throttle, context.authenticator, user_id, body, client)
     return Response(status_code=204)
 
 
-@router.post("/keys", status_code=201)
+@routes.post("/keys", status_code=201)
 async def create_key(body: KeyCreate, caller: Caller, session: Session, context: Context) -> KeyCreated:
     expires = keys.key_expiry(body.expires, context.settings.settings.keys.max_lifetime_days)
     key_id, secret = await keys.create_key(session, caller.require_user(), body.name, expires)
     return KeyCreated(id=key_id, token=secret)
 
 
-@router.get("/keys")
+@routes.get("/keys")
 async def list_keys(caller: Caller, session: Session, page: KeyPage) -> ListPage[KeyOut]:
     data, total = await keys.list_keys(session, page, user_id=caller.require_user())
     return ListPage(data=[keys.key_out(key) for key in data], total=total)
 
 
-@router.get("/keys/{key}")
+@routes.get("/keys/{key}")
 async def get_key(key: PathId, caller: Caller, session: Session) -> KeyOut:
     return keys.key_out(await keys.get_key(session, key, owner_id=caller.require_user()))
 
 
-@router.delete("/keys/{key}", status_code=204)
+@routes.delete("/keys/{key}", status_code=204)
 async def delete_key(key: PathId, caller: Caller, session: Session, context: Context) -> Response:
     await keys.delete_key(session, context.authenticator, key, owner_id=caller.require_user())
     return Response(status_code=204)

@@ -12,15 +12,15 @@ from api.identity.schemas import Permission
 from api.observability.components import Components
 from api.observability.components import refresh as refresh_component_gauges
 
-router = APIRouter(tags=["monitoring"])
+routes = APIRouter(tags=["monitoring"])
 
 
-@router.get("/health")
+@routes.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse, responses=error_responses(401, 403))
+@routes.get("/metrics", response_class=PlainTextResponse, responses=error_responses(401, 403))
 async def metrics(caller: Caller, context: Context) -> PlainTextResponse:
     """Prometheus metrics; needs the `read_metric` permission."""
     caller.require(Permission.read_metric)

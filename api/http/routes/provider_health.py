@@ -9,10 +9,10 @@ from api.http.deps import Caller, Context
 from api.identity.schemas import Permission
 from api.catalog.schemas import ModelHealth, ModelHealthList, ProviderHealth
 
-router = APIRouter(tags=["monitoring"], responses=error_responses(401, 403, 503))
+routes = APIRouter(tags=["monitoring"], responses=error_responses(401, 403, 503))
 
 
-@router.get("/health/models")
+@routes.get("/health/models")
 async def models_health(caller: Caller, context: Context) -> ModelHealthList:
     """Every router with its providers: healthy by the last probe of this process, and cooling
     down (tried last) in the shared state. Needs the `read_metric` permission."""

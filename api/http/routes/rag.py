@@ -12,9 +12,9 @@ from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, MODEL_ERRORS, ListPage, Name, error_responses
 from api.http.deps import Caller, Context, Session, page_params
 from api.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
-from api.calls import service
+from api.calls.call import Call
+from api.calls.operations import LocalWork
 from api.identity.schemas import Created
-from api.usage.meter import Meter
 from api.rag import collections, documents, parsing, search
 from api.rag import ocr as ocr_service
 from api.rag.schemas import (
@@ -34,7 +34,7 @@ from api.rag.schemas import (
 
 # Uploads of a type that cannot be read are 415; routes that embed, rerank or OCR declare the
 # errors of a model call too (MODEL_ERRORS).
-router = APIRouter(prefix="/v1", responses={**CLIENT_ERRORS, **error_responses(415)})
+routes = APIRouter(prefix="/v1", responses={**CLIENT_ERRORS, **error_responses(415)})
 
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 ChunkId = Annotated[int, Path(ge=0, le=2**24 - 1)]
@@ -43,12 +43,12 @@ DocumentPage = Annotated[PageRequest, Depends(page_params("DocumentOrderBy", doc
 UPLOAD_PATHS = ("/v1/documents", "/v1/parse", "/v1/parse-beta", "/v1/ocr")
 
 
-@router.post("/collections", status_code=201, tags=["collections"])
+@routes.post("/collections", status_code=201, tags=["collections"])
 async def create_collection(body: CollectionCreate, caller: Caller, session: Session) -> Created:
     return Created(id=await collections.create_collection(session, caller, body))
 
 
-@router.get("/collections", tags=["collections"])
+@routes.get("/collections", tags=["collections"])
 async def list_collections(
     caller: Caller, session: Session, page: CollectionPage,
     name: Annotated[Name | None, Query()] = None, visibility: Annotated[Visibility | None, Query()] = None,
@@ -57,18 +57,18 @@ async def list_collections(
     return ListPage(data=data, total=total)
 
 
-@router.get("/collections/{collection_id}", tags=["collections"])
+@routes.get("/collections/{collection_id}", tags=["collections"])
 async def get_collection(collection_id: PathId, caller: Caller, session: Session) -> CollectionOut:
     return await collections.get_collection(session, caller, collection_id)
 
 
-@router.patch("/collections/{collection_id}", status_code=204, tags=["collections"])
+@routes.patch("/collections/{collection_id}", status_code=204, tags=["collections"])
 async def update_collection(collection_id: PathId, body: CollectionUpdate, caller: Caller, session: Session) -> Response:
     await collections.update_collection(session, caller, collection_id, body)
     return Response(status_code=204)
 
 
-@router.delete("/collections/{collection_id}", status_code=204, tags=["collections"])
+@routes.delete("/collections/{collection_id}", status_code=204, tags=["collections"])
 async def delete_collection(collection_id: PathId, caller: Caller, session: Session, context: Context) -> Response:
     await collections.delete_collection(session, context.vectors, caller, collection_id)
     return Response(status_code=204)
@@ -102,7 +102,7 @@ async def _read_upload(file: UploadFile, max_bytes: int) -> documents.Upload:
     return documents.Upload(filename, file.content_type, content)
 
 
-@router.post("/documents", status_code=201, tags=["documents"])
+@routes.post("/documents", status_code=201, tags=["documents"])
 async def create_document(
     caller: Caller,
     session: Session,
@@ -138,7 +138,7 @@ async def create_document(
     return Created(id=document.id)
 
 
-@router.get("/documents", tags=["documents"])
+@routes.get("/documents", tags=["documents"])
 async def list_documents(
     caller: Caller, session: Session, page: DocumentPage,
     collection_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
@@ -148,24 +148,24 @@ async def list_documents(
     return ListPage(data=data, total=total)
 
 
-@router.get("/documents/{document_id}", tags=["documents"])
+@routes.get("/documents/{document_id}", tags=["documents"])
 async def get_document(document_id: PathId, caller: Caller, session: Session) -> DocumentOut:
     return documents.document_out(await documents.readable_document(session, caller, document_id))
 
 
-@router.delete("/documents/{document_id}", status_code=204, tags=["documents"])
+@routes.delete("/documents/{document_id}", status_code=204, tags=["documents"])
 async def delete_document(document_id: PathId, caller: Caller, session: Session, context: Context) -> Response:
     await documents.delete_document(session, context.vectors, caller, document_id)
     return Response(status_code=204)
 
 
-@router.post("/documents/{document_id}/chunks", status_code=201, tags=["documents"], responses=MODEL_ERRORS)
+@routes.post("/documents/{document_id}/chunks", status_code=201, tags=["documents"], responses=MODEL_ERRORS)
 async def create_chunks(document_id: PathId, body: ChunksCreate, caller: Caller, session: Session, context: Context) -> ChunksCreated:
     ids, _ = await documents.add_chunks(session, context.vectors, context.embedder, caller, document_id, body.chunks)
     return ChunksCreated(ids=ids)
 
 
-@router.get("/documents/{document_id}/chunks", tags=["documents"])
+@routes.get("/documents/{document_id}/chunks", tags=["documents"])
 async def list_chunks(
     document_id: PathId, caller: Caller, session: Session, context: Context,
     limit: Annotated[int, Query(ge=1, le=100)] = 10, offset: Annotated[int, Query(ge=0, le=2**24)] = 0,
@@ -175,24 +175,24 @@ async def list_chunks(
     return ListPage(data=data, total=document.chunks)
 
 
-@router.get("/documents/{document_id}/chunks/{chunk_id}", tags=["documents"])
+@routes.get("/documents/{document_id}/chunks/{chunk_id}", tags=["documents"])
 async def get_chunk(document_id: PathId, chunk_id: ChunkId, caller: Caller, session: Session, context: Context) -> ChunkOut:
     return await documents.get_chunk(session, context.vectors, caller, document_id, chunk_id)
 
 
-@router.delete("/documents/{document_id}/chunks/{chunk_id}", status_code=204, tags=["documents"])
+@routes.delete("/documents/{document_id}/chunks/{chunk_id}", status_code=204, tags=["documents"])
 async def delete_chunk(document_id: PathId, chunk_id: ChunkId, caller: Caller, session: Session, context: Context) -> Response:
     await documents.delete_chunk(session, context.vectors, caller, document_id, chunk_id)
     return Response(status_code=204)
 
 
-@router.post("/search", tags=["search"], responses=MODEL_ERRORS)
+@routes.post("/search", tags=["search"], responses=MODEL_ERRORS)
 async def search_chunks(body: SearchRequest, caller: Caller, session: Session, context: Context) -> SearchResponse:
     results, usage = await search.search(session, context.vectors, context.embedder, caller, body, body.query)
     return SearchResponse(data=results, usage=usage)
 
 
-@router.post("/ocr", tags=["ocr"], responses=MODEL_ERRORS)
+@routes.post("/ocr", tags=["ocr"], responses=MODEL_ERRORS)
 async def ocr(body: OcrRequest, caller: Caller, context: Context) -> JSONResponse:
     model = body.model or context.settings.settings.rag.ocr_model
     if model is None:
@@ -201,8 +201,8 @@ async def ocr(body: OcrRequest, caller: Caller, context: Context) -> JSONRespons
     return JSONResponse(await context.ocr.ocr(caller, model, request))
 
 
-@router.post("/parse", tags=["ocr"], responses=MODEL_ERRORS)
-@router.post("/parse-beta", tags=["ocr"], include_in_schema=False)
+@routes.post("/parse", tags=["ocr"], responses=MODEL_ERRORS)
+@routes.post("/parse-beta", tags=["ocr"], include_in_schema=False)
 async def parse(
     caller: Caller,
     context: Context,
@@ -220,8 +220,10 @@ async def parse(
                                              upload.filename, upload.content, page_range, force_ocr)
     else:
         # No model call, but a request like any other in the usage records.
-        meter = Meter(context.usage_writer, caller, "/v1/parse", observe=context.metrics.observe)
-        async with service.metered(meter):
-            result = await ocr_service.parse_pdf(context.ocr, caller, None, upload.filename, upload.content, page_range, False)
-            await meter.record(200)
+        async def read_text_layer() -> dict[str, Any]:
+            return await ocr_service.parse_pdf(context.ocr, caller, None, upload.filename, upload.content, page_range, False)
+
+        call = await context.local_calls.run(Call(caller, None, LocalWork(read_text_layer), "/v1/parse"))
+        assert call.answer is not None
+        result = call.answer
     return JSONResponse(result)

@@ -11,12 +11,12 @@ from api.http.deps import Caller, Session, require_admin
 from api.usage import service
 from api.usage.schemas import MeUsage, UsageGroup, UsageTotal
 
-router = APIRouter(tags=["usage"], responses=CLIENT_ERRORS)
+routes = APIRouter(tags=["usage"], responses=CLIENT_ERRORS)
 
 TimeParam = Annotated[int | None, Query(ge=0, le=MAX_TIMESTAMP)]
 
 
-@router.get("/v1/me/usage")
+@routes.get("/v1/me/usage")
 async def my_usage(
     caller: Caller,
     session: Session,
@@ -32,7 +32,7 @@ async def my_usage(
     return ListPage(data=data, total=total)
 
 
-@router.get("/v1/admin/usage", dependencies=[Depends(require_admin)])
+@routes.get("/v1/admin/usage", dependencies=[Depends(require_admin)])
 async def usage_totals(
     session: Session,
     group_by: UsageGroup = UsageGroup.user,

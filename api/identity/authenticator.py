@@ -6,8 +6,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 from datetime import UTC, datetime
 
@@ -17,14 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.db.base import UTCDateTime
 from api.db.engine import database_unavailable, database_unavailable_error
 from api.db.tables import ApiKey, Role, RoleLimit, User
-from api.errors import AuthenticationError, DependencyUnavailableError, PermissionDeniedError
+from api.errors import AuthenticationError, DependencyUnavailableError
 from api.identity.changes import current_token
-from api.identity.schemas import Permission
+from api.identity.principal import MASTER_PRINCIPAL, Principal
 from api.identity.secrets import hash_api_key
 
 logger = logging.getLogger("tollgate.auth")
 
-ALL_PERMISSIONS = frozenset(p.value for p in Permission)
 
 # How long a key verified before the database became unreachable keeps working (see
 # Authenticator). Revoking a key needs the database too, so during an outage nothing can be
@@ -39,48 +37,6 @@ MAX_ENTRY_SECONDS = 60.0
 _UNSEEN = object()  # the watcher has read no change token yet
 # A tiny ttl must not become hundreds of queries a second: entries then simply live their ttl.
 MIN_CHECK_SECONDS = 0.05
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The authenticated caller. The master key is a principal with no user behind it."""
-
-    user_id: int | None
-    key_id: int | None
-    key_name: str | None
-    role_id: int | None
-    organization_id: int | None
-    permissions: frozenset[str]
-    # Router id -> {limit type: value}. A router absent here is out of reach; None: every router.
-    limits: Mapping[int, Mapping[str, int | None]] | None
-    priority: int
-    # The user's budget in the database (nanos; None: unlimited). Live balances are elsewhere.
-    budget_nanos: int | None
-    # The earlier of the key's and the user's expiry.
-    expires: datetime | None
-    # When it was read from the database (time.monotonic()): how old `budget_nanos` may be.
-    loaded_at: float = 0.0
-
-    def has(self, permission: Permission) -> bool:
-        return permission.value in self.permissions
-
-    def require(self, permission: Permission) -> None:
-        if not self.has(permission):
-            raise PermissionDeniedError(f"Permission '{permission.value}' is required")
-
-    def may_use(self, router_id: int) -> bool:
-        return self.limits is None or router_id in self.limits
-
-    def require_user(self) -> int:
-        if self.user_id is None:
-            raise PermissionDeniedError("The master key is not a user; use a user's API key")
-        return self.user_id
-
-
-MASTER_PRINCIPAL = Principal(
-    user_id=None, key_id=None, key_name=None, role_id=None, organization_id=None,
-    permissions=ALL_PERMISSIONS, limits=None, priority=0, budget_nanos=None, expires=None,
-)
 
 
 def _earliest(*moments: datetime | None) -> datetime | None:

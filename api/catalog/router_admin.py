@@ -13,6 +13,7 @@ from api.common.schemas import to_unix
 from api.db.base import utcnow
 from api.db.tables import Router, RouterAlias
 from api.errors import ConflictError, NotFoundError
+from api.catalog.catalog import ModelCatalog
 from api.catalog.schemas import RouterCreate, RouterOut, RouterUpdate
 
 ORDER_COLUMNS = {"id": Router.id, "name": Router.name, "created": Router.created, "updated": Router.updated}
@@ -62,7 +63,7 @@ async def _check_names_free(session: AsyncSession, names: list[str], router_id: 
 NAME_TAKEN = "A router name or alias is already in use"
 
 
-async def create_router(session: AsyncSession, body: RouterCreate) -> int:
+async def create_router(session: AsyncSession, catalog: ModelCatalog, body: RouterCreate) -> int:
     if body.name in body.aliases:
         raise ConflictError("A router's aliases must differ from its name")
     await _check_names_free(session, [body.name, *body.aliases], None)
@@ -74,6 +75,7 @@ async def create_router(session: AsyncSession, body: RouterCreate) -> int:
     )
     session.add(router)
     await commit_or_conflict(session, NAME_TAKEN)
+    await catalog.reload()  # this process serves it at once; the others at their next refresh
     return router.id
 
 
@@ -86,7 +88,7 @@ async def list_routers(session: AsyncSession, page: PageRequest) -> tuple[list[R
     return [router_out(row[0]) for row in rows], total
 
 
-async def update_router(session: AsyncSession, router_id: int, body: RouterUpdate) -> None:
+async def update_router(session: AsyncSession, catalog: ModelCatalog, router_id: int, body: RouterUpdate) -> None:
     router = await session.get(Router, router_id, with_for_update=True, populate_existing=True)
     if router is None:
         raise NotFoundError(f"Router {router_id} not found")
@@ -112,10 +114,12 @@ async def update_router(session: AsyncSession, router_id: int, body: RouterUpdat
         router.cost_completion_micros = price_to_micros(body.cost_completion_tokens)
     router.updated = utcnow()
     await commit_or_conflict(session, NAME_TAKEN)
+    await catalog.reload()
 
 
-async def delete_router(session: AsyncSession, router_id: int) -> None:
+async def delete_router(session: AsyncSession, catalog: ModelCatalog, router_id: int) -> None:
     """Delete the router with its providers and aliases."""
     router = await get_router_model(session, router_id)
     await session.delete(router)
     await session.commit()
+    await catalog.reload()

@@ -11,8 +11,9 @@ from api.common.schemas import to_unix
 from api.db.base import utcnow
 from api.db.tables import Provider
 from api.errors import InvalidRequestError, NotFoundError
+from api.catalog.catalog import ModelCatalog
 from api.catalog.crypto import SecretBox, mask_secret
-from api.catalog.routers import get_router_model
+from api.catalog.router_admin import get_router_model
 from api.catalog.schemas import ProviderCreate, ProviderOut, ProviderUpdate
 from api.providers import ProbeResult, UpstreamCheckError, adapter_for
 from api.providers.base import normalise_base_url
@@ -55,7 +56,8 @@ async def probe_provider(
 
 
 async def create_provider(
-    session: AsyncSession, sessions: UpstreamSessions, secrets: SecretBox, body: ProviderCreate, user_id: int | None
+    session: AsyncSession, catalog: ModelCatalog, sessions: UpstreamSessions, secrets: SecretBox, body: ProviderCreate,
+    user_id: int | None,
 ) -> int:
     router = await get_router_model(session, body.router)
     if body.type.value == "tei" and router.type not in _TEI_TYPES:
@@ -79,6 +81,7 @@ async def create_provider(
     session.add(provider)
     router.updated = utcnow()
     await commit_or_conflict(session, DUPLICATE_PROVIDER)
+    await catalog.reload()  # this process serves it at once; the others at their next refresh
     return provider.id
 
 
@@ -96,7 +99,9 @@ async def list_providers(
     return [provider_out(row[0], secrets) for row in rows], total
 
 
-async def update_provider(session: AsyncSession, secrets: SecretBox, provider_id: int, body: ProviderUpdate) -> None:
+async def update_provider(
+    session: AsyncSession, catalog: ModelCatalog, secrets: SecretBox, provider_id: int, body: ProviderUpdate
+) -> None:
     provider = await _get(session, provider_id)
     changes = body.model_dump(exclude_unset=True)
     if "router" in changes and body.router is not None:
@@ -118,8 +123,10 @@ async def update_provider(session: AsyncSession, secrets: SecretBox, provider_id
         raise InvalidRequestError("qos_metric and qos_limit go together")
     provider.updated = utcnow()
     await commit_or_conflict(session, DUPLICATE_PROVIDER)
+    await catalog.reload()
 
 
-async def delete_provider(session: AsyncSession, provider_id: int) -> None:
+async def delete_provider(session: AsyncSession, catalog: ModelCatalog, provider_id: int) -> None:
     await session.delete(await _get(session, provider_id))
     await session.commit()
+    await catalog.reload()

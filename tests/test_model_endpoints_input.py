@@ -1,6 +1,5 @@
-"""The model endpoints read their JSON body and their caller themselves (api/inference/
-model_route.py): what a client sees when the body or the key is wrong must be what every other
-FastAPI endpoint answers — the same statuses, in the same order, the same 422 details."""
+"""What a client of the model endpoints sees when the body or the key is wrong: the same
+statuses, in the same order, and the same 422 details as every other endpoint."""
 
 from __future__ import annotations
 
@@ -69,7 +68,6 @@ async def test_a_body_that_is_not_utf8_is_400(client) -> None:
 
 
 async def test_next_to_a_model_endpoint_the_router_answers_as_before(client) -> None:
-    """Only a POST to the exact path is served by the endpoint's own handler (ModelLane)."""
     wrong_method = await client.get("/v1/chat/completions", headers=ADMIN)
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
     slash = await client.post("/v1/chat/completions/", json={}, headers=ADMIN, follow_redirects=False)

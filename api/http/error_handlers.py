@@ -17,9 +17,9 @@ from api.errors import (
     DomainError,
     ServiceUnavailableError,
     TooManyRequestsError,
+    UpstreamRejectedError,
     status_for,
 )
-from api.calls.answers import UpstreamRejected
 from api.outages import DEPENDENCY_ERRORS, unavailable_error
 
 logger = logging.getLogger("tollgate.errors")
@@ -30,6 +30,9 @@ _MAX_ECHOED_ITEMS = 1000
 
 async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, DomainError)
+    if isinstance(error, UpstreamRejectedError):
+        # The provider refused the request itself: the client sees its status and body unchanged.
+        return JSONResponse(error.body, status_code=error.status)
     headers: dict[str, str] = {}
     if isinstance(error, (TooManyRequestsError, ServiceUnavailableError)):
         headers["Retry-After"] = str(error.retry_after)
@@ -49,12 +52,6 @@ def _without_secrets(error: dict[str, Any]) -> dict[str, Any]:
     if isinstance(error.get("input"), (bytes, bytearray)):
         error = {**error, "input": None}
     return error
-
-
-async def _upstream_rejected(_request: Request, error: Exception) -> JSONResponse:
-    # The provider refused the request itself: the client sees its status and body unchanged.
-    assert isinstance(error, UpstreamRejected)
-    return JSONResponse(error.body, status_code=error.status)
 
 
 def _encodable(content: Any) -> bool:
@@ -97,7 +94,6 @@ async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
-    app.add_exception_handler(UpstreamRejected, _upstream_rejected)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Raised by SQLAlchemy, or as they are by asyncpg and the socket layer (a refused connect).

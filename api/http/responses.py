@@ -1,0 +1,37 @@
+"""Responses of the model endpoints: a JSON answer encoded with orjson, a relayed stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from typing import Any
+
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from api.calls.streaming import ChatStreamRelay
+from api.common import jsonutil
+
+
+class FastJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return jsonutil.dumps(content)
+
+
+class ChatStreamResponse(StreamingResponse):
+    """A streaming response that always settles its relay, even if the client left before the
+    first chunk (when the body iterator would never even start)."""
+
+    def __init__(self, relay: ChatStreamRelay, headers: dict[str, str]) -> None:
+        self.relay = relay
+        super().__init__(self._body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers})
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        async for block in self.relay.events():
+            yield block
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.relay.finish()

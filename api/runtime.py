@@ -1,0 +1,176 @@
+"""What a process builds once and hands out: its stores, the call path, RAG.
+
+Each part is opened on an exit stack, which closes it (and stops its background tasks) in the
+reverse order. The API process opens all three and adds what only it serves (logins, provider
+health checks: `api.http.context`); a worker opens the parts that ingestion and journal replay
+need (`workers.ingestion`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from api.calls.gateway import Gateway
+from api.calls.pipeline import Pipeline, Step
+from api.calls.steps import Forward, Record, build_steps
+from api.catalog.catalog import ModelCatalog
+from api.catalog.crypto import SecretBox
+from api.catalog.seed import seed_models
+from api.db.engine import build_engine, build_session_factory
+from api.identity.authenticator import Authenticator
+from api.observability.metrics import GatewayMetrics
+from api.providers.sessions import UpstreamSessions
+from api.quota import ledger
+from api.quota.balances import BudgetStore, MemoryBudgetStore, RedisBudgetStore
+from api.quota.budget_holds import Budgeter
+from api.quota.quotas import Quotas
+from api.quota.rate_limits import Limiter
+from api.quota.store import MemoryQuotaStore, QuotaStore, RedisQuotaStore
+from api.quota.windows import LimitStore, MemoryLimitStore, RedisLimitStore
+from api.rag.embedder import Embedder
+from api.rag.ingestion import Ingestion
+from api.rag.lexical import LexicalAnalyzer
+from api.rag.ocr import Ocr
+from api.rag.search import Searcher
+from api.rag.vectors import VectorStore
+from api.settings import Settings
+from api.state import CounterStore, MemoryCounterStore, RedisCounterStore
+from api.state.load import LoadTracker, MemoryLoadTracker, RedisLoadTracker
+from api.state.redis_client import build_redis
+from api.state.script_client import ScriptClient
+from api.usage.journal import UsageJournal, replay_orphans
+from api.usage.writer import UsageWriter
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The database and the shared state: Redis, or this process's memory."""
+
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    redis: Redis | None
+    counters: CounterStore
+    load: LoadTracker
+    quota_store: QuotaStore
+    limits: LimitStore
+    budgets: BudgetStore
+
+
+async def open_stores(settings: Settings, stack: AsyncExitStack) -> Stores:
+    engine = build_engine(settings.dependencies.database)
+    stack.push_async_callback(engine.dispose)
+    session_factory = build_session_factory(engine)
+    redis_settings = settings.dependencies.redis
+    if redis_settings is None:
+        memory_limits, memory_budgets = MemoryLimitStore(), MemoryBudgetStore()
+        return Stores(engine, session_factory, None, MemoryCounterStore(), MemoryLoadTracker(),
+                      MemoryQuotaStore(memory_limits, memory_budgets), memory_limits, memory_budgets)
+    redis = build_redis(redis_settings)
+    stack.push_async_callback(redis.aclose)
+    await redis.ping()
+    prefix = redis_settings.key_prefix
+    scripts = ScriptClient(redis_settings.url, redis_settings.timeout_seconds)
+    stack.push_async_callback(scripts.close)
+    quota_store = RedisQuotaStore(scripts, prefix)
+    stack.push_async_callback(quota_store.close)
+    return Stores(
+        engine, session_factory, redis, RedisCounterStore(redis, prefix), RedisLoadTracker(redis, prefix), quota_store,
+        RedisLimitStore(redis, prefix, settled=quota_store.flush), RedisBudgetStore(redis, prefix, settled=quota_store.flush),
+    )
+
+
+@dataclass(frozen=True)
+class CallPath:
+    """Everything a model call goes through, from the caller's key to its usage record."""
+
+    secrets: SecretBox
+    upstreams: UpstreamSessions
+    catalog: ModelCatalog
+    authenticator: Authenticator
+    gateway: Gateway
+    quotas: Quotas
+    usage_writer: UsageWriter
+    metrics: GatewayMetrics
+    pipeline: Pipeline  # every model call
+    local_calls: Pipeline  # requests served without a model, recorded all the same
+
+
+async def open_call_path(
+    settings: Settings, stores: Stores, stack: AsyncExitStack, extra_steps: Sequence[Step] = ()
+) -> CallPath:
+    """`extra_steps` join the call pipeline (see `api.calls.steps.build_steps`)."""
+    general = settings.settings
+    secrets = SecretBox(general.encryption_key or general.auth_master_key)
+    upstreams = UpstreamSessions()
+    stack.push_async_callback(upstreams.close)
+    await seed_models(stores.session_factory, upstreams, secrets, settings.models)
+    catalog = ModelCatalog(stores.session_factory, secrets)
+    await catalog.reload()
+    background(stack, catalog.refresh_forever(general.models_refresh_seconds), "catalog-refresh")
+    journal = UsageJournal(Path(general.usage_journal_path)) if general.usage_journal_path else None
+    usage_writer = UsageWriter(stores.engine, interval_seconds=general.usage_write_interval_seconds, journal=journal,
+                               drain_seconds=general.usage_drain_seconds)
+    if journal is not None:
+        # Records answered by a process of this folder that died before writing them.
+        await replay_orphans(journal.directory, usage_writer.write_now)
+    usage_writer.start()
+    # Registered after the stores, so it runs before they close: in-flight usage is written first.
+    stack.push_async_callback(usage_writer.stop)
+    authenticator = Authenticator(stores.session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds)
+    background(stack, authenticator.watch_changes(), "identity-changes")
+    metrics = GatewayMetrics()
+    gateway = Gateway(catalog, stores.load, upstreams, general.gateway, metrics)
+    quotas = Quotas(stores.quota_store, Limiter(stores.limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens),
+                    budget_of=functools.partial(ledger.budget_of, stores.session_factory))
+    steps = build_steps(catalog, quotas, gateway, usage_writer, metrics.observe, extra=tuple(extra_steps))
+    return CallPath(
+        secrets, upstreams, catalog, authenticator, gateway, quotas, usage_writer, metrics, Pipeline(steps),
+        Pipeline([step for step in steps if isinstance(step, (Record, Forward))]),
+    )
+
+
+def background(stack: AsyncExitStack, work: object, name: str) -> None:
+    """Run `work` (a coroutine) as a task until the stack closes, then cancel and await it."""
+    task = asyncio.create_task(work, name=name)  # type: ignore[arg-type]
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(stop)
+
+
+@dataclass(frozen=True)
+class Rag:
+    """Documents, search and OCR: their model calls go through the call path."""
+
+    vectors: VectorStore
+    embedder: Embedder
+    ingestion: Ingestion
+    ocr: Ocr
+    searcher: Searcher
+
+
+def open_rag(settings: Settings, stores: Stores, calls: CallPath, stack: AsyncExitStack, ingest: bool) -> Rag:
+    """`ingest`: run the ingestion loop in this process (stopped before the usage writer, so the
+    embedding calls it made are still recorded)."""
+    rag = settings.settings.rag
+    vectors = VectorStore(settings.dependencies.qdrant, rag.qdrant_collection, enabled=rag.vector_store_model is not None,
+                          lexical=LexicalAnalyzer(rag.lexical_language))
+    stack.push_async_callback(vectors.close)
+    embedder = Embedder(calls.pipeline, rag.vector_store_model)
+    ingestion = Ingestion(stores.session_factory, vectors, embedder, calls.authenticator, rag)
+    if ingest and rag.vector_store_model is not None and rag.ingestion_concurrency > 0:
+        background(stack, ingestion.run_forever(rag.ingestion_concurrency), "ingestion")
+    return Rag(vectors, embedder, ingestion, Ocr(calls.pipeline, settings.settings.gateway.default_max_tokens),
+               Searcher(stores.session_factory, vectors, embedder))
