@@ -1,5 +1,5 @@
 """The usage writer stores what it is given, field for field, on both databases: records go
-to the driver as rows of a statement compiled once, in statements of a bounded size."""
+to the driver in parts of a bounded size."""
 
 from __future__ import annotations
 

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import operator
-import re
-from collections.abc import Iterator
 
 from typing import Any
 
 from sqlalchemy import bindparam, insert, update
-from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -33,68 +29,19 @@ logger = logging.getLogger("tollgate.usage")
 # database that comes back is written to within a couple of seconds.
 MAX_RETRY_DELAY_SECONDS = 2.0
 
-# Rows per INSERT: a batch is sent in statements of at most this many, so neither the event
-# loop (encoding them) nor a database sharing its cores (inserting them) is busy for long at a
-# time; 32 rows are 704 parameters, under SQLite's oldest limit of 999.
+# Rows per executemany: a batch is sent in parts of at most this many, so neither the event
+# loop (binding them) nor a database sharing its cores (inserting them) is busy for long at a time.
 ROWS_PER_STATEMENT = 32
 
-
-class UsageInsert:
-    """The usage INSERT for a dialect, compiled once, its parameters taken from the records as
-    they are.
-
-    SQLAlchemy's executemany of dicts builds every row's bound parameters in Python (about
-    15 µs a record here), on the event loop that serves the requests; and one execution per
-    row costs the database a bind and an execution each (PostgreSQL spent ~44 µs a row). A
-    statement with many rows of VALUES costs it a third less. Compiling one costs ~1 ms a row,
-    so only the largest is compiled (at start, not on the loop mid-traffic): the statement for
-    fewer rows is its beginning, checked against SQLAlchemy's own for one and two rows. Both
-    drivers `database.url` allows (aiosqlite, asyncpg) take positional parameters."""
-
-    def __init__(self, dialect: Dialect, rows_per_statement: int) -> None:
-        if not dialect.positional:
-            raise RuntimeError(f"the usage writer needs a driver with positional parameters, not {dialect.driver}")
-        columns = [column for column in Usage.__table__.c if not column.primary_key]
-        self._keys = [column.key for column in columns]
-        self._values = operator.itemgetter(*self._keys)
-        # Most columns need no conversion: only those that do (timestamps) are touched per row.
-        self._processed = [
-            (index, process) for index, column in enumerate(columns) if (process := column.type.bind_processor(dialect))
-        ]
-        self._rows_per_statement = rows_per_statement
-        self._sql = self._statements(dialect, rows_per_statement)  # by number of rows
-
-    def statements(self, records: list[UsageRecord]) -> Iterator[tuple[str, tuple[Any, ...]]]:
-        """(SQL, parameters) of the INSERTs that store `records`, `rows_per_statement` at most each."""
-        for start in range(0, len(records), self._rows_per_statement):
-            chunk = records[start:start + self._rows_per_statement]
-            yield self._sql[len(chunk)], tuple(value for record in chunk for value in self._row(record))
-
-    def _row(self, record: UsageRecord) -> list[Any]:
-        row = list(self._values(vars(record)))
-        for index, process in self._processed:
-            row[index] = process(row[index])
-        return row
-
-    def _statements(self, dialect: Dialect, count: int) -> dict[int, str]:
-        """The INSERT of 1, 2, … `count` rows, read off the one of `count` rows."""
-        full = self._compile(dialect, count)
-        head, _, values = full.partition(" VALUES (")
-        rows = values[:-1].split("), (")
-        statements = {n: f"{head} VALUES (" + "), (".join(rows[:n]) + ")" for n in range(1, count + 1)}
-        if len(rows) != count or any(statements[n] != self._compile(dialect, n) for n in (1, 2) if n <= count):
-            raise RuntimeError(f"unexpected shape of the {dialect.name} usage INSERT")
-        return statements
-
-    def _compile(self, dialect: Dialect, count: int) -> str:
-        compiled = insert(Usage.__table__).values([dict.fromkeys(self._keys)] * count).compile(dialect=dialect)
-        names = [_ROW_SUFFIX.sub("", name) for name in compiled.positiontup or ()]
-        if names != self._keys * count:  # the flattened rows would not line up with the placeholders
-            raise RuntimeError(f"unexpected parameter order in the {dialect.name} usage INSERT")
-        return str(compiled)
+# The documented Core bulk INSERT: executed with a list of rows, the driver's executemany
+# (asyncpg pipelines it; SQLAlchemy 2 sends multi-row VALUES where the dialect prefers that).
+_INSERT_USAGE = insert(Usage.__table__)
+_USAGE_COLUMNS = tuple(column.key for column in Usage.__table__.c if not column.primary_key)
 
 
-_ROW_SUFFIX = re.compile(r"_m\d+$")
+def _row(record: UsageRecord) -> dict[str, Any]:
+    fields = vars(record)
+    return {key: fields[key] for key in _USAGE_COLUMNS}
 
 
 class UsageWriter:
@@ -113,7 +60,6 @@ class UsageWriter:
         self._engine = engine
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=max_queue)
         self._batch_size = batch_size
-        self._statement = UsageInsert(engine.dialect, ROWS_PER_STATEMENT)  # compiled now, not on the loop mid-traffic
         # Kept from one batch to the next while records keep coming: a checkout from the pool
         # (its ping, its reset) cost as much CPU here as writing a hundred records.
         self._connection: AsyncConnection | None = None
@@ -287,8 +233,8 @@ class UsageWriter:
         # A bare connection, no ORM session: its bookkeeping cost a millisecond a batch here.
         try:
             async with connection.begin():
-                for sql, parameters in self._statement.statements(records):
-                    await connection.exec_driver_sql(sql, parameters)
+                for start in range(0, len(records), ROWS_PER_STATEMENT):
+                    await connection.execute(_INSERT_USAGE, [_row(r) for r in records[start:start + ROWS_PER_STATEMENT]])
                 if spent:
                     # Budgets move in the same transaction as the records: each cost counts once.
                     await connection.execute(
