@@ -1,9 +1,9 @@
 """The one place where a failure of the database or Redis that says it cannot be reached now
 becomes the domain error the client gets (503 with Retry-After), rather than a bug (500).
 
-Used by the HTTP layer for errors no domain code turned into a domain error, and by the
-model endpoints' meter (the call pipeline (`api.calls.pipeline`)), so that the usage record of such a
-call has the status its client saw.
+Used by the HTTP layer for errors no domain code turned into a domain error, and by the call
+pipeline (`api.calls.pipeline`), so that the usage record of such a call has the status its
+client saw.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from api.catalog.provider_health import HealthMonitor
 from api.identity.authenticator import Authenticator
 from api.identity.login import LoginThrottle
 from api.identity.secrets import PasswordHasher
+from api.observability.components import Components
 from api.observability.metrics import GatewayMetrics
 from api.providers.sessions import UpstreamSessions
 from api.quota.balances import BudgetStore
@@ -56,6 +57,7 @@ class AppContext:
     pipeline: Pipeline  # every model call
     local_calls: Pipeline  # requests served without a model, recorded all the same
     health: HealthMonitor
+    components: Components  # what /metrics probes: the database, Redis, the usage writer
     vectors: VectorStore
     embedder: Embedder
     ingestion: Ingestion
@@ -83,5 +85,6 @@ async def build_context(settings: Settings, stack: AsyncExitStack, extra_steps: 
         secrets=calls.secrets, upstreams=calls.upstreams, catalog=calls.catalog, gateway=calls.gateway,
         quotas=calls.quotas, usage_writer=calls.usage_writer, metrics=calls.metrics, pipeline=calls.pipeline,
         local_calls=calls.local_calls, health=health,
+        components=Components(stores.engine, stores.session_factory, stores.redis, calls.usage_writer),
         vectors=rag.vectors, embedder=rag.embedder, ingestion=rag.ingestion, ocr=rag.ocr, searcher=rag.searcher,
     )

@@ -9,12 +9,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.listing import PageRequest
 from api.common.schemas import OrderDirection
-from api.calls.gateway import Gateway as GatewayService
-from api.calls.pipeline import Pipeline as CallPipeline
+from api.calls.gateway import Gateway
+from api.calls.pipeline import Pipeline
 from api.catalog.catalog import ModelCatalog
-from api.http.context import AppContext
+from api.catalog.crypto import SecretBox
+from api.catalog.provider_health import HealthMonitor
+from api.identity.authenticator import Authenticator
+from api.identity.login import LoginThrottle
+from api.identity.secrets import PasswordHasher
+from api.observability.components import Components
+from api.observability.metrics import GatewayMetrics
+from api.providers.sessions import UpstreamSessions
+from api.quota.balances import BudgetStore
+from api.quota.quotas import Quotas
+from api.rag.embedder import Embedder
+from api.rag.ingestion import Ingestion
+from api.rag.ocr import Ocr
 from api.rag.search import Searcher
-from api.settings import Settings as AppSettings
+from api.rag.vectors import VectorStore
+from api.settings import Settings
+from api.state.load import LoadTracker
+from api.usage.writer import UsageWriter
+from api.http.context import AppContext
 from api.identity.principal import Principal
 from api.identity.schemas import Permission
 
@@ -28,11 +44,16 @@ async def get_context(request: Request) -> AppContext:
 Context = Annotated[AppContext, Depends(get_context)]
 
 
-async def get_pipeline(request: Request) -> CallPipeline:
+# What the routes use, one dependency each: a route names what it needs, not the whole context.
+async def get_pipeline(request: Request) -> Pipeline:
     return request.app.state.context.pipeline
 
 
-async def get_gateway(request: Request) -> GatewayService:
+async def get_local_calls(request: Request) -> Pipeline:
+    return request.app.state.context.local_calls
+
+
+async def get_gateway(request: Request) -> Gateway:
     return request.app.state.context.gateway
 
 
@@ -40,7 +61,7 @@ async def get_catalog(request: Request) -> ModelCatalog:
     return request.app.state.context.catalog
 
 
-async def get_settings(request: Request) -> AppSettings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.context.settings
 
 
@@ -48,11 +69,92 @@ async def get_searcher(request: Request) -> Searcher:
     return request.app.state.context.searcher
 
 
-Pipeline = Annotated[CallPipeline, Depends(get_pipeline)]
-Gateway = Annotated[GatewayService, Depends(get_gateway)]
-Catalog = Annotated[ModelCatalog, Depends(get_catalog)]
-Settings = Annotated[AppSettings, Depends(get_settings)]
-RagSearcher = Annotated[Searcher, Depends(get_searcher)]
+async def get_authenticator(request: Request) -> Authenticator:
+    return request.app.state.context.authenticator
+
+
+async def get_vectors(request: Request) -> VectorStore:
+    return request.app.state.context.vectors
+
+
+async def get_secrets(request: Request) -> SecretBox:
+    return request.app.state.context.secrets
+
+
+async def get_hasher(request: Request) -> PasswordHasher:
+    return request.app.state.context.hasher
+
+
+async def get_ocr(request: Request) -> Ocr:
+    return request.app.state.context.ocr
+
+
+async def get_login_throttle(request: Request) -> LoginThrottle:
+    return request.app.state.context.login_throttle
+
+
+async def get_embedder(request: Request) -> Embedder:
+    return request.app.state.context.embedder
+
+
+async def get_usage_writer(request: Request) -> UsageWriter:
+    return request.app.state.context.usage_writer
+
+
+async def get_budgets(request: Request) -> BudgetStore:
+    return request.app.state.context.budgets
+
+
+async def get_quotas(request: Request) -> Quotas:
+    return request.app.state.context.quotas
+
+
+async def get_ingestion(request: Request) -> Ingestion:
+    return request.app.state.context.ingestion
+
+
+async def get_health(request: Request) -> HealthMonitor:
+    return request.app.state.context.health
+
+
+async def get_load(request: Request) -> LoadTracker:
+    return request.app.state.context.load
+
+
+async def get_metrics(request: Request) -> GatewayMetrics:
+    return request.app.state.context.metrics
+
+
+async def get_components(request: Request) -> Components:
+    return request.app.state.context.components
+
+
+async def get_upstreams(request: Request) -> UpstreamSessions:
+    return request.app.state.context.upstreams
+
+
+PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
+LocalCallsDep = Annotated[Pipeline, Depends(get_local_calls)]
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SearcherDep = Annotated[Searcher, Depends(get_searcher)]
+AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
+VectorsDep = Annotated[VectorStore, Depends(get_vectors)]
+SecretsDep = Annotated[SecretBox, Depends(get_secrets)]
+HasherDep = Annotated[PasswordHasher, Depends(get_hasher)]
+OcrDep = Annotated[Ocr, Depends(get_ocr)]
+LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
+EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
+UsageWriterDep = Annotated[UsageWriter, Depends(get_usage_writer)]
+BudgetsDep = Annotated[BudgetStore, Depends(get_budgets)]
+QuotasDep = Annotated[Quotas, Depends(get_quotas)]
+IngestionDep = Annotated[Ingestion, Depends(get_ingestion)]
+HealthDep = Annotated[HealthMonitor, Depends(get_health)]
+LoadDep = Annotated[LoadTracker, Depends(get_load)]
+MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
+ComponentsDep = Annotated[Components, Depends(get_components)]
+UpstreamsDep = Annotated[UpstreamSessions, Depends(get_upstreams)]
 
 
 async def get_session(context: Context) -> AsyncIterator[AsyncSession]:

@@ -68,7 +68,7 @@ async def history(session: AsyncSession, user_id: int, offset: int, limit: int) 
 async def budget_of(session_factory: async_sessionmaker[AsyncSession], user_id: int) -> int | None:
     """The user's budget in the database now (nanos; None: unlimited). A user deleted meanwhile
     has nothing to spend. A database that cannot be reached is the model endpoints' 503, as
-    any other read of theirs (the call pipeline (`api.calls.pipeline`))."""
+    any other read of theirs (made so by the call pipeline, `api.calls.pipeline`)."""
     async with session_factory() as session:
         row = (await session.execute(select(User.budget_nanos).where(User.id == user_id))).first()
     return 0 if row is None else row[0]

@@ -14,7 +14,7 @@ from typing import Any
 
 from api.identity.principal import Principal
 from api.quota.budget_holds import Budgeter
-from api.quota.rate_limits import Limiter, Ticket
+from api.quota.rate_limits import LimitCounter, Limiter, Ticket
 from api.catalog.catalog import RouterEntry
 from api.quota.store import BudgetHold, BudgetRelease, QuotaStore
 
@@ -41,6 +41,10 @@ class Quotas:
         self.limiter = limiter
         self.budgeter = budgeter
         self._budget_of = budget_of
+
+    async def counters(self, principal: Principal) -> list[LimitCounter]:
+        """Where the caller stands on each of its limits now."""
+        return await self.limiter.counters(principal)
 
     def cap_completion(self, principal: Principal, router: RouterEntry, body: dict[str, Any]) -> int:
         """The completion bound to reserve for a chat call on `router`; sets `max_tokens` on the

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
-from api.http.deps import Admin, Context, Session, page_params, require_admin
-from api.quota import ledger as budgets
+from api.http.deps import Admin, AuthenticatorDep, BudgetsDep, HasherDep, page_params, require_admin, Session, SettingsDep
+from api.quota import ledger
 from api.identity import keys
 from api.identity import organizations
 from api.identity import roles
@@ -94,8 +94,8 @@ async def get_role(role: PathId, session: Session) -> RoleOut:
 
 
 @routes.patch("/roles/{role}", status_code=204, tags=["admin: roles"])
-async def update_role(role: PathId, body: RoleUpdate, session: Session, context: Context) -> Response:
-    await roles.update_role(session, context.authenticator, role, body)
+async def update_role(role: PathId, body: RoleUpdate, session: Session, authenticator: AuthenticatorDep) -> Response:
+    await roles.update_role(session, authenticator, role, body)
     return Response(status_code=204)
 
 
@@ -109,8 +109,8 @@ async def delete_role(role: PathId, session: Session) -> Response:
 
 
 @routes.post("/users", status_code=201, tags=["admin: users"])
-async def create_user(body: UserCreate, session: Session, context: Context) -> Created:
-    return Created(id=await users.create_user(session, context.hasher, body))
+async def create_user(body: UserCreate, session: Session, hasher: HasherDep) -> Created:
+    return Created(id=await users.create_user(session, hasher, body))
 
 
 @routes.get("/users", tags=["admin: users"])
@@ -131,22 +131,28 @@ async def get_user(user: PathId, session: Session) -> UserOut:
 
 
 @routes.patch("/users/{user}", status_code=204, tags=["admin: users"])
-async def update_user(user: PathId, body: UserUpdate, session: Session, context: Context, caller: Admin) -> Response:
+async def update_user(
+    user: PathId, body: UserUpdate, session: Session, hasher: HasherDep, authenticator: AuthenticatorDep, budgets:
+    BudgetsDep, caller: Admin
+) -> Response:
     budget_changed = "budget" in body.model_fields_set
     if budget_changed:
         # The 404 first: the ledger row for a missing user would fail its foreign key (a 500).
         await users.get_user_model(session, user)
-        await budgets.record_set(session, user, caller.user_id, users.budget_to_nanos(body.budget))
-    await users.update_user(session, context.hasher, context.authenticator, user, body)
+        await ledger.record_set(session, user, caller.user_id, users.budget_to_nanos(body.budget))
+    await users.update_user(session, hasher, authenticator, user, body)
     if budget_changed:
-        await context.budgets.set_budget(user, users.budget_to_nanos(body.budget))
+        await budgets.set_budget(user, users.budget_to_nanos(body.budget))
     return Response(status_code=204)
 
 
 @routes.post("/users/{user}/budget", status_code=201, tags=["admin: users"])
-async def recharge_budget(user: PathId, body: BudgetRecharge, session: Session, context: Context, caller: Admin) -> Created:
+async def recharge_budget(
+    user: PathId, body: BudgetRecharge, session: Session, budgets: BudgetsDep, authenticator: AuthenticatorDep,
+    caller: Admin
+) -> Created:
     """Add to (or, negative, take from) a user's budget; every change goes to the ledger."""
-    change = await budgets.recharge(session, context.budgets, context.authenticator, user, caller.user_id, body.amount,
+    change = await ledger.recharge(session, budgets, authenticator, user, caller.user_id, body.amount,
                                     body.reason)
     return Created(id=change)
 
@@ -156,13 +162,13 @@ async def budget_history(
     user: PathId, session: Session,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> ListPage[BudgetChangeOut]:
-    data, total = await budgets.history(session, user, offset, limit)
+    data, total = await ledger.history(session, user, offset, limit)
     return ListPage(data=data, total=total)
 
 
 @routes.delete("/users/{user}", status_code=204, tags=["admin: users"])
-async def delete_user(user: PathId, session: Session, context: Context) -> Response:
-    await users.delete_user(session, context.authenticator, user)
+async def delete_user(user: PathId, session: Session, authenticator: AuthenticatorDep) -> Response:
+    await users.delete_user(session, authenticator, user)
     return Response(status_code=204)
 
 
@@ -170,8 +176,8 @@ async def delete_user(user: PathId, session: Session, context: Context) -> Respo
 
 
 @routes.post("/tokens", status_code=201, tags=["admin: tokens"])
-async def create_token(body: TokenCreate, session: Session, context: Context) -> KeyCreated:
-    expires = keys.key_expiry(body.expires, context.settings.settings.keys.max_lifetime_days)
+async def create_token(body: TokenCreate, session: Session, settings: SettingsDep) -> KeyCreated:
+    expires = keys.key_expiry(body.expires, settings.settings.keys.max_lifetime_days)
     key_id, secret = await keys.create_key(session, body.user, body.name, expires)
     return KeyCreated(id=key_id, token=secret)
 
@@ -188,6 +194,6 @@ async def get_token(token: PathId, session: Session) -> TokenOut:
 
 
 @routes.delete("/tokens/{token}", status_code=204, tags=["admin: tokens"])
-async def delete_token(token: PathId, session: Session, context: Context) -> Response:
-    await keys.delete_key(session, context.authenticator, token)
+async def delete_token(token: PathId, session: Session, authenticator: AuthenticatorDep) -> Response:
+    await keys.delete_key(session, authenticator, token)
     return Response(status_code=204)

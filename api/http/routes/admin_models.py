@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
-from api.http.deps import Admin, Context, Session, page_params, require_admin
+from api.http.deps import Admin, CatalogDep, page_params, require_admin, SecretsDep, Session, UpstreamsDep
 from api.catalog import provider_admin
 from api.catalog import router_admin
 from api.catalog.schemas import (
@@ -29,8 +29,8 @@ ProviderPage = Annotated[PageRequest, Depends(page_params("ProviderOrderBy", pro
 
 
 @routes.post("/routers", status_code=201, tags=["admin: routers"])
-async def create_router(body: RouterCreate, session: Session, context: Context) -> Created:
-    router_id = await router_admin.create_router(session, context.catalog, body)
+async def create_router(body: RouterCreate, session: Session, catalog: CatalogDep) -> Created:
+    router_id = await router_admin.create_router(session, catalog, body)
     return Created(id=router_id)
 
 
@@ -46,44 +46,49 @@ async def get_router(router_id: PathId, session: Session) -> RouterOut:
 
 
 @routes.patch("/routers/{router_id}", status_code=204, tags=["admin: routers"])
-async def update_router(router_id: PathId, body: RouterUpdate, session: Session, context: Context) -> Response:
-    await router_admin.update_router(session, context.catalog, router_id, body)
+async def update_router(router_id: PathId, body: RouterUpdate, session: Session, catalog: CatalogDep) -> Response:
+    await router_admin.update_router(session, catalog, router_id, body)
     return Response(status_code=204)
 
 
 @routes.delete("/routers/{router_id}", status_code=204, tags=["admin: routers"])
-async def delete_router(router_id: PathId, session: Session, context: Context) -> Response:
-    await router_admin.delete_router(session, context.catalog, router_id)
+async def delete_router(router_id: PathId, session: Session, catalog: CatalogDep) -> Response:
+    await router_admin.delete_router(session, catalog, router_id)
     return Response(status_code=204)
 
 
 @routes.post("/providers", status_code=201, tags=["admin: providers"])
-async def create_provider(body: ProviderCreate, session: Session, context: Context, caller: Admin) -> Created:
-    provider_id = await provider_admin.create_provider(session, context.catalog, context.upstreams, context.secrets, body,
+async def create_provider(
+    body: ProviderCreate, session: Session, catalog: CatalogDep, upstreams: UpstreamsDep, secrets: SecretsDep,
+    caller: Admin
+) -> Created:
+    provider_id = await provider_admin.create_provider(session, catalog, upstreams, secrets, body,
                                                   caller.user_id)
     return Created(id=provider_id)
 
 
 @routes.get("/providers", tags=["admin: providers"])
 async def list_providers(
-    session: Session, context: Context, page: ProviderPage, router: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None
+    session: Session, secrets: SecretsDep, page: ProviderPage, router: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None
 ) -> ListPage[ProviderOut]:
-    data, total = await provider_admin.list_providers(session, context.secrets, page, router)
+    data, total = await provider_admin.list_providers(session, secrets, page, router)
     return ListPage(data=data, total=total)
 
 
 @routes.get("/providers/{provider_id}", tags=["admin: providers"])
-async def get_provider(provider_id: PathId, session: Session, context: Context) -> ProviderOut:
-    return await provider_admin.get_provider(session, context.secrets, provider_id)
+async def get_provider(provider_id: PathId, session: Session, secrets: SecretsDep) -> ProviderOut:
+    return await provider_admin.get_provider(session, secrets, provider_id)
 
 
 @routes.patch("/providers/{provider_id}", status_code=204, tags=["admin: providers"])
-async def update_provider(provider_id: PathId, body: ProviderUpdate, session: Session, context: Context) -> Response:
-    await provider_admin.update_provider(session, context.catalog, context.secrets, provider_id, body)
+async def update_provider(
+    provider_id: PathId, body: ProviderUpdate, session: Session, catalog: CatalogDep, secrets: SecretsDep
+) -> Response:
+    await provider_admin.update_provider(session, catalog, secrets, provider_id, body)
     return Response(status_code=204)
 
 
 @routes.delete("/providers/{provider_id}", status_code=204, tags=["admin: providers"])
-async def delete_provider(provider_id: PathId, session: Session, context: Context) -> Response:
-    await provider_admin.delete_provider(session, context.catalog, provider_id)
+async def delete_provider(provider_id: PathId, session: Session, catalog: CatalogDep) -> Response:
+    await provider_admin.delete_provider(session, catalog, provider_id)
     return Response(status_code=204)

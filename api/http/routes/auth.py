@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.common.schemas import error_responses
-from api.http.deps import ClientAddress, Context, Session
+from api.http.deps import AuthenticatorDep, ClientAddress, HasherDep, LoginThrottleDep, Session, SettingsDep
 from api.identity import login as login_service
 from api.identity.schemas import LoginRequest, LoginResult
 
@@ -15,13 +15,16 @@ routes = APIRouter(prefix="/v1/auth", tags=["auth"], responses=error_responses(4
 
 
 @routes.post("/login")
-async def login(body: LoginRequest, session: Session, context: Context, client: ClientAddress) -> LoginResult:
+async def login(
+    body: LoginRequest, session: Session, hasher: HasherDep, login_throttle: LoginThrottleDep, authenticator:
+    AuthenticatorDep, settings: SettingsDep, client: ClientAddress
+) -> LoginResult:
     key_id, secret = await login_service.login(
         session,
-        context.hasher,
-        context.login_throttle,
-        context.authenticator,
-        context.settings.settings.keys.playground_lifetime_days,
+        hasher,
+        login_throttle,
+        authenticator,
+        settings.settings.keys.playground_lifetime_days,
         body.email,
         body.password,
         client,

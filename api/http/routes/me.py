@@ -8,7 +8,10 @@ from fastapi import APIRouter, Depends, Path, Response
 
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
-from api.http.deps import Caller, ClientAddress, Context, Session, page_params
+from api.http.deps import (
+    AuthenticatorDep, BudgetsDep, Caller, ClientAddress, HasherDep, LoginThrottleDep, page_params, QuotasDep,
+    Session, SettingsDep
+)
 from api.identity import keys
 from api.identity import profile as me
 from api.identity.users import nanos_to_budget
@@ -21,29 +24,30 @@ KeyPage = Annotated[PageRequest, Depends(page_params("KeyOrderBy", keys.ORDER_CO
 
 
 @routes.get("/info")
-async def get_info(caller: Caller, session: Session, context: Context) -> UserInfo:
+async def get_info(caller: Caller, session: Session, budgets: BudgetsDep, quotas: QuotasDep) -> UserInfo:
     info = await me.get_info(session, caller.require_user())
     if info.budget is not None:
         # What is left now: the live balance knows about calls in flight and not yet written.
-        live = await context.budgets.balance(info.id)
+        live = await budgets.balance(info.id)
         if live is not None:
             info.budget = nanos_to_budget(live)
-    info.limits_usage = [LimitUsage(**vars(c)) for c in await context.quotas.limiter.counters(caller)]
+    info.limits_usage = [LimitUsage(**vars(c)) for c in await quotas.counters(caller)]
     return info
 
 
 @routes.patch("/info", status_code=204)
 async def update_info(
-    body: UserInfoUpdate, caller: Caller, session: Session, context: Context, client: ClientAddress
+    body: UserInfoUpdate, caller: Caller, session: Session, hasher: HasherDep, login_throttle: LoginThrottleDep,
+    authenticator: AuthenticatorDep, client: ClientAddress,
 ) -> Response:
     user_id = caller.require_user()
-    await me.update_info(session, context.hasher, context.login_throttle, context.authenticator, user_id, body, client)
+    await me.update_info(session, hasher, login_throttle, authenticator, user_id, body, client)
     return Response(status_code=204)
 
 
 @routes.post("/keys", status_code=201)
-async def create_key(body: KeyCreate, caller: Caller, session: Session, context: Context) -> KeyCreated:
-    expires = keys.key_expiry(body.expires, context.settings.settings.keys.max_lifetime_days)
+async def create_key(body: KeyCreate, caller: Caller, session: Session, settings: SettingsDep) -> KeyCreated:
+    expires = keys.key_expiry(body.expires, settings.settings.keys.max_lifetime_days)
     key_id, secret = await keys.create_key(session, caller.require_user(), body.name, expires)
     return KeyCreated(id=key_id, token=secret)
 
@@ -60,6 +64,6 @@ async def get_key(key: PathId, caller: Caller, session: Session) -> KeyOut:
 
 
 @routes.delete("/keys/{key}", status_code=204)
-async def delete_key(key: PathId, caller: Caller, session: Session, context: Context) -> Response:
-    await keys.delete_key(session, context.authenticator, key, owner_id=caller.require_user())
+async def delete_key(key: PathId, caller: Caller, session: Session, authenticator: AuthenticatorDep) -> Response:
+    await keys.delete_key(session, authenticator, key, owner_id=caller.require_user())
     return Response(status_code=204)

@@ -20,7 +20,7 @@ from api.catalog.router_admin import micros_to_price
 from api.catalog.schemas import ModelCosts, ModelList, ModelOut
 from api.common.schemas import MODEL_ERRORS
 from api.errors import NotFoundError
-from api.http.deps import Caller, Catalog, Gateway, Pipeline, RagSearcher, Settings
+from api.http.deps import CatalogDep, Caller, GatewayDep, PipelineDep, SearcherDep, SettingsDep
 from api.http.responses import ChatStreamResponse, FastJSONResponse
 from api.providers import Endpoint
 from api.rag.chat import ChatWithSearch
@@ -51,7 +51,7 @@ def _answer(call: Call) -> FastJSONResponse:
 
 @routes.post("/chat/completions", response_model=None)
 async def chat_completions(
-    request: ChatCompletionRequest, caller: Caller, pipeline: Pipeline, searcher: RagSearcher, settings: Settings
+    request: ChatCompletionRequest, caller: Caller, pipeline: PipelineDep, searcher: SearcherDep, settings: SettingsDep
 ) -> Response:
     operation = ChatWithSearch(as_upstream_body(request), search=searcher.results, template=settings.settings.rag.search_template)
     call = await pipeline.run(Call(caller, request.model, operation, Endpoint.chat.value))
@@ -62,13 +62,13 @@ async def chat_completions(
 
 
 @routes.post("/embeddings")
-async def create_embeddings(request: EmbeddingsRequest, caller: Caller, pipeline: Pipeline) -> Response:
+async def create_embeddings(request: EmbeddingsRequest, caller: Caller, pipeline: PipelineDep) -> Response:
     call = await pipeline.run(Call(caller, request.model, Embeddings(as_upstream_body(request)), Endpoint.embeddings.value))
     return _answer(call)
 
 
 @routes.post("/rerank")
-async def create_rerank(request: RerankRequest, caller: Caller, pipeline: Pipeline) -> Response:
+async def create_rerank(request: RerankRequest, caller: Caller, pipeline: PipelineDep) -> Response:
     call = await pipeline.run(Call(caller, request.model, Rerank(as_upstream_body(request)), Endpoint.rerank.value))
     return _answer(call)
 
@@ -76,8 +76,8 @@ async def create_rerank(request: RerankRequest, caller: Caller, pipeline: Pipeli
 @routes.post("/audio/transcriptions")
 async def create_transcription(
     caller: Caller,
-    pipeline: Pipeline,
-    settings: Settings,
+    pipeline: PipelineDep,
+    settings: SettingsDep,
     file: Annotated[UploadFile, File()],
     model: Annotated[str, Form(min_length=1, max_length=255)],
     language: Annotated[str | None, Form(max_length=32)] = None,
@@ -101,12 +101,12 @@ async def create_transcription(
 
 # After the endpoints that carry the traffic: routes are matched in the order they are defined.
 @routes.get("/models")
-async def list_models(caller: Caller, gateway: Gateway) -> ModelList:
+async def list_models(caller: Caller, gateway: GatewayDep) -> ModelList:
     return ModelList(data=[_model_out(r) for r in gateway.visible_routers(caller)])
 
 
 @routes.get("/models/{model:path}")
-async def get_model(model: Annotated[str, Path(max_length=255)], caller: Caller, catalog: Catalog) -> ModelOut:
+async def get_model(model: Annotated[str, Path(max_length=255)], caller: Caller, catalog: CatalogDep) -> ModelOut:
     entry = catalog.resolve(model)
     if entry is None or not caller.may_use(entry.id):
         raise NotFoundError(f"Model '{model}' not found")

@@ -7,9 +7,8 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.common.schemas import error_responses
-from api.http.deps import Caller, Context
+from api.http.deps import Caller, ComponentsDep, MetricsDep
 from api.identity.schemas import Permission
-from api.observability.components import Components
 from api.observability.components import refresh as refresh_component_gauges
 
 routes = APIRouter(tags=["monitoring"])
@@ -21,9 +20,8 @@ async def health() -> dict[str, str]:
 
 
 @routes.get("/metrics", response_class=PlainTextResponse, responses=error_responses(401, 403))
-async def metrics(caller: Caller, context: Context) -> PlainTextResponse:
+async def metrics(caller: Caller, metrics: MetricsDep, components: ComponentsDep) -> PlainTextResponse:
     """Prometheus metrics; needs the `read_metric` permission."""
     caller.require(Permission.read_metric)
-    components = Components(context.engine, context.session_factory, context.redis, context.usage_writer)
-    await refresh_component_gauges(context.metrics.components, components)
-    return PlainTextResponse(context.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    await refresh_component_gauges(metrics.components, components)
+    return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.common.schemas import error_responses
-from api.http.deps import Caller, Context
+from api.http.deps import Caller, CatalogDep, HealthDep, LoadDep
 from api.identity.schemas import Permission
 from api.catalog.schemas import ModelHealth, ModelHealthList, ProviderHealth
 
@@ -13,17 +13,17 @@ routes = APIRouter(tags=["monitoring"], responses=error_responses(401, 403, 503)
 
 
 @routes.get("/health/models")
-async def models_health(caller: Caller, context: Context) -> ModelHealthList:
+async def models_health(caller: Caller, catalog: CatalogDep, load: LoadDep, health: HealthDep) -> ModelHealthList:
     """Every router with its providers: healthy by the last probe of this process, and cooling
     down (tried last) in the shared state. Needs the `read_metric` permission."""
     caller.require(Permission.read_metric)
-    routers = context.catalog.routers()
-    cooling = await context.load.cooling(p.id for r in routers for p in r.providers)
+    routers = catalog.routers()
+    cooling = await load.cooling(p.id for r in routers for p in r.providers)
     data: list[ModelHealth] = []
     for entry in routers:
         providers = []
         for provider in entry.providers:
-            outcome = context.health.outcome(provider.id)
+            outcome = health.outcome(provider.id)
             providers.append(ProviderHealth(
                 id=provider.id, healthy=None if outcome is None else outcome.healthy, cooling=provider.id in cooling,
                 checked_at=None if outcome is None else int(outcome.checked_at),

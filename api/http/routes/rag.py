@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, MODEL_ERRORS, ListPage, Name, error_responses
-from api.http.deps import Caller, Context, Session, page_params
+from api.http.deps import Caller, EmbedderDep, IngestionDep, LocalCallsDep, OcrDep, page_params, Session, SettingsDep, VectorsDep
 from api.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from api.calls.call import Call
 from api.calls.operations import LocalWork
@@ -69,8 +69,8 @@ async def update_collection(collection_id: PathId, body: CollectionUpdate, calle
 
 
 @routes.delete("/collections/{collection_id}", status_code=204, tags=["collections"])
-async def delete_collection(collection_id: PathId, caller: Caller, session: Session, context: Context) -> Response:
-    await collections.delete_collection(session, context.vectors, caller, collection_id)
+async def delete_collection(collection_id: PathId, caller: Caller, session: Session, vectors: VectorsDep) -> Response:
+    await collections.delete_collection(session, vectors, caller, collection_id)
     return Response(status_code=204)
 
 
@@ -106,7 +106,7 @@ async def _read_upload(file: UploadFile, max_bytes: int) -> documents.Upload:
 async def create_document(
     caller: Caller,
     session: Session,
-    context: Context,
+    embedder: EmbedderDep, settings: SettingsDep, ingestion: IngestionDep,
     file: Annotated[UploadFile | None, File()] = None,
     name: Annotated[str | None, Form(min_length=1, max_length=255)] = None,
     collection_id: Annotated[int | None, Form(ge=1, le=MAX_ID)] = None,
@@ -123,18 +123,18 @@ async def create_document(
     target = collection_id or collection
     if target is None:
         raise InvalidRequestError("collection_id is required")
-    context.embedder.require()
-    upload = await _read_upload(file, context.settings.settings.rag.max_upload_bytes) if file is not None else None
+    embedder.require()
+    upload = await _read_upload(file, settings.settings.rag.max_upload_bytes) if file is not None else None
     options = parsing.SplitOptions(
         chunk_size=chunk_size, chunk_min_size=chunk_min_size, chunk_overlap=chunk_overlap,
         separators=tuple(s for s in separators if s), is_separator_regex=is_separator_regex,
         preset_separators=preset_separators.value, disable_chunking=disable_chunking or chunk_size == 0,
     )
     document = await documents.create_document(
-        session, caller, target, name, upload, options, _metadata(metadata), context.settings.settings.rag.max_upload_bytes
+        session, caller, target, name, upload, options, _metadata(metadata), settings.settings.rag.max_upload_bytes
     )
     if upload is not None:
-        context.ingestion.notify()
+        ingestion.notify()
     return Created(id=document.id)
 
 
@@ -154,76 +154,81 @@ async def get_document(document_id: PathId, caller: Caller, session: Session) ->
 
 
 @routes.delete("/documents/{document_id}", status_code=204, tags=["documents"])
-async def delete_document(document_id: PathId, caller: Caller, session: Session, context: Context) -> Response:
-    await documents.delete_document(session, context.vectors, caller, document_id)
+async def delete_document(document_id: PathId, caller: Caller, session: Session, vectors: VectorsDep) -> Response:
+    await documents.delete_document(session, vectors, caller, document_id)
     return Response(status_code=204)
 
 
 @routes.post("/documents/{document_id}/chunks", status_code=201, tags=["documents"], responses=MODEL_ERRORS)
-async def create_chunks(document_id: PathId, body: ChunksCreate, caller: Caller, session: Session, context: Context) -> ChunksCreated:
-    ids, _ = await documents.add_chunks(session, context.vectors, context.embedder, caller, document_id, body.chunks)
+async def create_chunks(
+    document_id: PathId, body: ChunksCreate, caller: Caller, session: Session, vectors: VectorsDep, embedder:
+    EmbedderDep
+) -> ChunksCreated:
+    ids, _ = await documents.add_chunks(session, vectors, embedder, caller, document_id, body.chunks)
     return ChunksCreated(ids=ids)
 
 
 @routes.get("/documents/{document_id}/chunks", tags=["documents"])
 async def list_chunks(
-    document_id: PathId, caller: Caller, session: Session, context: Context,
+    document_id: PathId, caller: Caller, session: Session, vectors: VectorsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 10, offset: Annotated[int, Query(ge=0, le=2**24)] = 0,
 ) -> ListPage[ChunkOut]:
-    data = await documents.list_chunks(session, context.vectors, caller, document_id, offset, limit)
+    data = await documents.list_chunks(session, vectors, caller, document_id, offset, limit)
     document = await documents.readable_document(session, caller, document_id)
     return ListPage(data=data, total=document.chunks)
 
 
 @routes.get("/documents/{document_id}/chunks/{chunk_id}", tags=["documents"])
-async def get_chunk(document_id: PathId, chunk_id: ChunkId, caller: Caller, session: Session, context: Context) -> ChunkOut:
-    return await documents.get_chunk(session, context.vectors, caller, document_id, chunk_id)
+async def get_chunk(document_id: PathId, chunk_id: ChunkId, caller: Caller, session: Session, vectors: VectorsDep) -> ChunkOut:
+    return await documents.get_chunk(session, vectors, caller, document_id, chunk_id)
 
 
 @routes.delete("/documents/{document_id}/chunks/{chunk_id}", status_code=204, tags=["documents"])
-async def delete_chunk(document_id: PathId, chunk_id: ChunkId, caller: Caller, session: Session, context: Context) -> Response:
-    await documents.delete_chunk(session, context.vectors, caller, document_id, chunk_id)
+async def delete_chunk(document_id: PathId, chunk_id: ChunkId, caller: Caller, session: Session, vectors: VectorsDep) -> Response:
+    await documents.delete_chunk(session, vectors, caller, document_id, chunk_id)
     return Response(status_code=204)
 
 
 @routes.post("/search", tags=["search"], responses=MODEL_ERRORS)
-async def search_chunks(body: SearchRequest, caller: Caller, session: Session, context: Context) -> SearchResponse:
-    results, usage = await search.search(session, context.vectors, context.embedder, caller, body, body.query)
+async def search_chunks(
+    body: SearchRequest, caller: Caller, session: Session, vectors: VectorsDep, embedder: EmbedderDep
+) -> SearchResponse:
+    results, usage = await search.search(session, vectors, embedder, caller, body, body.query)
     return SearchResponse(data=results, usage=usage)
 
 
 @routes.post("/ocr", tags=["ocr"], responses=MODEL_ERRORS)
-async def ocr(body: OcrRequest, caller: Caller, context: Context) -> JSONResponse:
-    model = body.model or context.settings.settings.rag.ocr_model
+async def ocr(body: OcrRequest, caller: Caller, settings: SettingsDep, ocr: OcrDep) -> JSONResponse:
+    model = body.model or settings.settings.rag.ocr_model
     if model is None:
         raise InvalidRequestError("model is required (no default OCR model is configured)")
     request = body.model_dump(exclude_unset=True, exclude={"model"})
-    return JSONResponse(await context.ocr.ocr(caller, model, request))
+    return JSONResponse(await ocr.ocr(caller, model, request))
 
 
 @routes.post("/parse", tags=["ocr"], responses=MODEL_ERRORS)
 @routes.post("/parse-beta", tags=["ocr"], include_in_schema=False)
 async def parse(
     caller: Caller,
-    context: Context,
+    settings: SettingsDep, ocr: OcrDep, local_calls: LocalCallsDep,
     file: Annotated[UploadFile, File()],
     page_range: Annotated[str, Form(max_length=1000)] = "",
     force_ocr: Annotated[bool, Form()] = False,
 ) -> JSONResponse:
-    upload = await _read_upload(file, context.settings.settings.rag.max_upload_bytes)
+    upload = await _read_upload(file, settings.settings.rag.max_upload_bytes)
     if parsing.kind_of(upload.filename, upload.content_type) != "pdf":
         raise UnsupportedMediaTypeError("Only PDF files can be parsed")
     if not upload.content:
         raise InvalidRequestError("The file is empty")
     if force_ocr:
-        result = await ocr_service.parse_pdf(context.ocr, caller, context.settings.settings.rag.ocr_model,
+        result = await ocr_service.parse_pdf(ocr, caller, settings.settings.rag.ocr_model,
                                              upload.filename, upload.content, page_range, force_ocr)
     else:
         # No model call, but a request like any other in the usage records.
         async def read_text_layer() -> dict[str, Any]:
-            return await ocr_service.parse_pdf(context.ocr, caller, None, upload.filename, upload.content, page_range, False)
+            return await ocr_service.parse_pdf(ocr, caller, None, upload.filename, upload.content, page_range, False)
 
-        call = await context.local_calls.run(Call(caller, None, LocalWork(read_text_layer), "/v1/parse"))
+        call = await local_calls.run(Call(caller, None, LocalWork(read_text_layer), "/v1/parse"))
         assert call.answer is not None
         result = call.answer
     return JSONResponse(result)
