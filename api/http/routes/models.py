@@ -92,7 +92,9 @@ async def chat_completions(request: ChatCompletionRequest, caller: Caller, conte
     async with service.metered(meter):
         search = rag_chat.search_request(body)
         search_results = await _search_for_chat(context, caller, body, search) if search is not None else None
-        completion_bound = context.quotas.budgeter.cap_completion(caller, body)
+        # Resolved here as well as in route_and_admit: the bound depends on the router's limits.
+        chat_router = context.gateway.resolve(caller, request.model, Endpoint.chat)
+        completion_bound = context.quotas.cap_completion(caller, chat_router, body)
         await _route_and_admit(
             context, caller, meter, Endpoint.chat, _once(lambda: count_messages(body["messages"])), completion_bound
         )
