@@ -21,7 +21,6 @@ from api.quota.rate_limits import Limiter
 from api.quota.quotas import Quotas
 from api.rag.embedder import Embedder
 from api.rag.ingestion import Ingestion
-from api.rag.lexical import LexicalAnalyzer
 from api.rag.ocr import Ocr
 from api.rag.vectors import VectorStore
 from api.quota.balances import BudgetStore, MemoryBudgetStore, RedisBudgetStore
@@ -136,7 +135,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
                     budget_of=functools.partial(identity_budgets.budget_of, session_factory))
     vectors = VectorStore(
         settings.dependencies.qdrant, general.rag.qdrant_collection, enabled=general.rag.vector_store_model is not None,
-        lexical=LexicalAnalyzer(general.rag.lexical_language),
+        lexical_language=general.rag.lexical_language,
     )
     stack.push_async_callback(vectors.close)
     embedder = Embedder(gateway, quotas, usage_writer, metrics.observe, general.rag.vector_store_model)
