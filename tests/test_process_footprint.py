@@ -1,5 +1,6 @@
 """A process pays only for what it serves: with documents off, serving a chat call never
-imports the document stack (Qdrant's client, the PDF readers, the text splitters)."""
+imports the document stack (Qdrant's client, the PDF readers, the text splitters), nor what
+only logins (password hashing) and provider keys (encryption) need."""
 
 import asyncio
 import json
@@ -11,6 +12,7 @@ from api.rag.parsing import Language
 from conftest import Models, Seeder
 
 DOCUMENT_STACK = ("qdrant_client", "numpy", "pypdf", "pypdfium2", "PIL", "langchain_text_splitters", "langchain_core", "Stemmer")
+ON_DEMAND = (*DOCUMENT_STACK, "passlib", "argon2", "cryptography.fernet")  # redis-py imports bare `cryptography`
 
 # Builds and starts the app from the settings given as JSON, serves one chat call, and says
 # which of the document stack's modules the process then holds.
@@ -36,7 +38,7 @@ asyncio.run(main())
 
 
 @pytest.mark.parametrize("documents", [False, True], ids=["documents-off", "documents-on"])
-async def test_serving_a_chat_call_loads_the_document_stack_only_with_documents_on(
+async def test_serving_a_chat_call_loads_only_what_it_needs(
     app_factory, upstream, documents: bool
 ) -> None:
     client = await app_factory()
@@ -53,7 +55,7 @@ async def test_serving_a_chat_call_loads_the_document_stack_only_with_documents_
     # there is checked against the stemmer's list, which loads the stemmer: 1 MB).
     # Not subprocess.run: the fake provider answers from this process' event loop.
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SERVE_ONE_CALL, settings.model_dump_json(exclude_defaults=True), user.key, json.dumps(DOCUMENT_STACK),
+        sys.executable, "-c", SERVE_ONE_CALL, settings.model_dump_json(exclude_defaults=True), user.key, json.dumps(ON_DEMAND),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
