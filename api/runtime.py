@@ -38,7 +38,6 @@ from api.quota.store import MemoryQuotaStore, QuotaStore, RedisQuotaStore
 from api.quota.windows import LimitStore, MemoryLimitStore, RedisLimitStore
 from api.rag.embedder import Embedder
 from api.rag.ingestion import Ingestion
-from api.rag.lexical import LexicalAnalyzer
 from api.rag.ocr import Ocr
 from api.rag.search import Searcher
 from api.rag.vectors import VectorStore
@@ -166,7 +165,7 @@ def open_rag(settings: Settings, stores: Stores, calls: CallPath, stack: AsyncEx
     embedding calls it made are still recorded)."""
     rag = settings.settings.rag
     vectors = VectorStore(settings.dependencies.qdrant, rag.qdrant_collection, enabled=rag.vector_store_model is not None,
-                          lexical=LexicalAnalyzer(rag.lexical_language))
+                          lexical_language=rag.lexical_language)
     stack.push_async_callback(vectors.close)
     embedder = Embedder(calls.pipeline, rag.vector_store_model)
     ingestion = Ingestion(stores.session_factory, vectors, embedder, calls.authenticator, rag)

@@ -54,7 +54,7 @@ class GatewaySettings(_Section):
     qos_poll_seconds: float = Field(default=0.05, gt=0, le=5, description="How often a waiting request looks for a free slot.")
     default_max_tokens: int = Field(
         default=4096, ge=1, le=1_000_000,
-        description="Completion bound set on calls of budgeted users that give no max_tokens (their reservation).",
+        description="Completion bound of calls that give no max_tokens: what budgets and token limits reserve (set upstream then).",
     )
     max_response_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024,

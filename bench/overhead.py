@@ -5,7 +5,8 @@ pass-through proxies, measured with wrk on this machine.
 
 Prints a Markdown table: requests/s at concurrency 32; p50/p99 latency at concurrency 1 and the
 latency each proxy adds over the direct call (each the median of `--repeat` runs, alternating
-between targets). Every process runs on this machine (2 cores
+between targets); each server's resident memory once the runs are over, per worker process and
+for its whole process tree (a supervisor included). Every process runs on this machine (2 cores
 here), so absolute numbers are only comparable within one run; the ratios are the result.
 """
 
@@ -67,20 +68,53 @@ def start(stack: ExitStack, args: list[str], env: dict[str, str] | None = None, 
     return process
 
 
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants, from /proc (Linux)."""
+    pids, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        pids.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return pids
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def tree_rss(pid: int) -> tuple[float, list[float]]:
+    """The RSS of a server's whole process tree and of each of its workers, in MB. With
+    several workers, uvicorn's are the children it spawned; with one, the server itself."""
+    total, workers = 0.0, []
+    for current in tree_pids(pid):
+        try:
+            rss = rss_mb(current)
+            command = Path(f"/proc/{current}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += rss
+        if b"spawn_main" in command:
+            workers.append(rss)
+    return total, workers or [rss_mb(pid)]
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and all its descendants, from /proc (Linux)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
+    total = 0.0
+    for current in tree_pids(pid):
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = (task / "children").read_text().split()
-                pending.extend(int(child) for child in children)
         except (FileNotFoundError, ProcessLookupError):
             continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
     return total
 
 
@@ -240,6 +274,8 @@ def main() -> None:
         for _ in range(args.repeat):
             for name, (url, target_key, model, _) in targets.items():
                 singles[name].append(wrk(url, target_key, model, 1, args.duration))
+        # After the load: what each server holds once it has served (the figure to keep low).
+        memory = {name: tree_rss(pid) for name, (_, _, _, pid) in targets.items()}
         results = {}
         for name in targets:
             results[name] = {"rps": statistics.median(throughputs[name]),
@@ -249,11 +285,12 @@ def main() -> None:
 
     direct = results["direct (fake upstream)"]
     print(f"| target | req/s at c={args.connections} | p50 at c=1 (ms) | p99 at c=1 (ms) | added p50 (ms) | added p99 (ms) "
-          "| own CPU per request (µs) |")
-    print("|---|---|---|---|---|---|---|")
+          "| own CPU per request (µs) | RSS per worker after load (MB) | RSS of the process tree (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
+        total, workers = memory[name]
         print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p50'] - direct['p50']:+.2f} "
-              f"| {r['p99'] - direct['p99']:+.2f} | {r['cpu_us']:.0f} |")
+              f"| {r['p99'] - direct['p99']:+.2f} | {r['cpu_us']:.0f} | {' / '.join(f'{w:.0f}' for w in workers)} | {total:.0f} |")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,16 @@ def test_serve_applies_migrations_and_answers_health(tmp_path: Path) -> None:
     assert "changeme" not in output  # a non-default master key brings no warning
 
 
+def test_serve_stops_when_its_migrations_fail(tmp_path: Path) -> None:
+    """Migrations run in a process of their own: their failure still stops `serve`."""
+    config = tmp_path / "config.yml"
+    config.write_text("settings:\n  auth_master_key: cli-test-master\n"
+                      f"dependencies:\n  database:\n    url: postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none\n")
+    result = tollgate("--config", str(config), "serve", "--port", str(free_port()))
+    assert result.returncode == 1
+    assert "Connect call failed" in result.stderr and "the database migrations failed" in result.stderr
+
+
 def test_serve_warns_about_the_default_master_key(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "config.yml"

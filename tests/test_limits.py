@@ -14,6 +14,7 @@ from conftest import REDIS_URL, Models, Seeder, usage_rows
 from test_gateway_chat import sdk
 
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "one two three"}]}
+BOUNDED = {**BODY, "max_tokens": 5}  # what a token limit reserves: 3 prompt tokens + 5
 
 
 async def test_a_limit_of_zero_forbids(client, models: Models, upstream) -> None:
@@ -59,43 +60,93 @@ async def test_the_limit_holds_across_two_replicas(app_factory, backend, upstrea
     assert statuses == [200] * 6 + [429] * 12
 
 
-async def test_tokens_are_admitted_on_the_estimate_and_settled_on_real_usage(client, models: Models, upstream) -> None:
+async def test_tokens_are_reserved_for_prompt_and_completion_bound_and_settled_on_real_usage(
+    client, models: Models, upstream
+) -> None:
     router = await models.router()
     await models.provider(router, upstream.base_url)
-    user = await models.user_for(router, limits={"tpm": 30})
-    # Each call: 3 prompt tokens estimated (tiktoken) and 3 + 5 = 8 really used.
+    user = await models.user_for(router, limits={"tpm": 40})
+    # Each call: 3 prompt tokens estimated (tiktoken) + max_tokens 10 reserved, 3 + 5 = 8 really used.
     remaining = []
     for _ in range(4):
-        response = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+        response = await client.post("/v1/chat/completions", json={**BODY, "max_tokens": 10}, headers=user.headers)
         assert response.status_code == 200
         remaining.append(int(response.headers["x-ratelimit-remaining-tokens"]))
-    # At admission: earlier calls' real totals + this call's estimate.
-    assert remaining == [30 - 3, 30 - 8 - 3, 30 - 16 - 3, 30 - 24 - 3]
-    refused = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
-    assert refused.status_code == 429 and "tpm 30 tokens" in refused.json()["detail"]
+    # At admission: earlier calls' real totals + this call's reservation; the 5 tokens each
+    # call reserved but did not use came back, so the fourth call still fits (24 + 13 ≤ 40).
+    assert remaining == [40 - 13, 40 - 8 - 13, 40 - 16 - 13, 40 - 24 - 13]
+    refused = await client.post("/v1/chat/completions", json={**BODY, "max_tokens": 10}, headers=user.headers)
+    assert refused.status_code == 429 and "tpm 40 tokens" in refused.json()["detail"]
+    smaller = await client.post("/v1/chat/completions", json={**BODY, "max_tokens": 5}, headers=user.headers)
+    assert smaller.status_code == 200 and int(smaller.headers["x-ratelimit-remaining-tokens"]) == 0
 
 
-async def test_a_failed_call_gives_its_token_estimate_back(app_factory, upstream) -> None:
+async def test_a_burst_of_short_calls_never_uses_more_tokens_than_the_tpm(app_factory, upstream) -> None:
+    """40 calls at once against tpm 100: each reserves its prompt and its completion bound (the
+    gateway's default, set as the upstream call's max_tokens, since the calls set none), so
+    the window's real total stays within the limit."""
+    client = await app_factory(gateway={"default_max_tokens": 5})
+    models = Models(client, Seeder(client))
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, limits={"tpm": 100})
+    upstream.behaviour.reply_words = 50  # longer than the default bound: the bound must hold
+    responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=BODY, headers=user.headers) for _ in range(40)))
+    assert sorted(r.status_code for r in responses) == [200] * 12 + [429] * 28  # 12 × (3 + 5) = 96
+    assert all(received.body["max_tokens"] == 5 for received in upstream.received)
+    rows = await usage_rows(client)
+    assert sum(row.total_tokens for row in rows) == 96
+    info = (await client.get("/v1/me/info", headers=user.headers)).json()
+    assert [(c["type"], c["used"]) for c in info["limits_usage"]] == [("tpm", 96)]
+
+
+async def test_a_call_whose_completion_bound_alone_exceeds_the_limit_is_refused(client, models: Models, upstream) -> None:
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, limits={"tpm": 100, "tpd": 1000})
+    for body in ({**BODY, "max_tokens": 101}, {**BODY, "max_completion_tokens": 60, "n": 2}, BODY):  # BODY: the default 4096
+        response = await client.post("/v1/chat/completions", json=body, headers=user.headers)
+        assert response.status_code == 429, body
+        assert "Request too large for model 'chat'" in response.json()["detail"]
+        assert "more than your tpm limit of 100 tokens" in response.json()["detail"]
+        assert response.headers["x-ratelimit-limit-tokens"] == "100"
+    assert upstream.received == []
+    # Nothing was counted: the whole window is still there for a call that fits.
+    fits = await client.post("/v1/chat/completions", json={**BODY, "max_tokens": 97}, headers=user.headers)
+    assert fits.status_code == 200 and int(fits.headers["x-ratelimit-remaining-tokens"]) == 0
+
+
+async def test_a_call_without_token_limits_or_budget_is_sent_as_asked(client, models: Models, upstream) -> None:
+    """The default bound is only set upstream when a token limit or a budget counts on it."""
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, limits={"rpm": 10})
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+    assert "max_tokens" not in upstream.received[-1].body
+
+
+async def test_a_failed_call_gives_its_token_reservation_back(app_factory, upstream) -> None:
     client = await app_factory(gateway={"cooldown_seconds": 0})
     models = Models(client, Seeder(client))
     router = await models.router()
     await models.provider(router, upstream.base_url)
     user = await models.user_for(router, limits={"tpm": 100})
     upstream.behaviour.fail_status = 500
-    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 502
+    assert (await client.post("/v1/chat/completions", json=BOUNDED, headers=user.headers)).status_code == 502
     upstream.behaviour.fail_status = None
-    response = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
-    assert int(response.headers["x-ratelimit-remaining-tokens"]) == 100 - 3
+    response = await client.post("/v1/chat/completions", json=BOUNDED, headers=user.headers)
+    assert int(response.headers["x-ratelimit-remaining-tokens"]) == 100 - 3 - 5
 
 
 async def test_a_streamed_call_is_settled_when_it_ends(client, models: Models, upstream) -> None:
     router = await models.router()
     await models.provider(router, upstream.base_url)
     user = await models.user_for(router, limits={"tpm": 100})
-    streamed = await client.post("/v1/chat/completions", json={**BODY, "stream": True}, headers=user.headers)
+    upstream.behaviour.reply_words = 2
+    streamed = await client.post("/v1/chat/completions", json={**BOUNDED, "stream": True}, headers=user.headers)
     assert streamed.status_code == 200 and "[DONE]" in streamed.text
-    response = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
-    assert int(response.headers["x-ratelimit-remaining-tokens"]) == 100 - 8 - 3
+    response = await client.post("/v1/chat/completions", json=BOUNDED, headers=user.headers)
+    assert int(response.headers["x-ratelimit-remaining-tokens"]) == 100 - (3 + 2) - (3 + 5)
 
 
 @pytest.fixture(params=["memory"] + (["redis"] if REDIS_URL else []))
@@ -148,7 +199,7 @@ async def test_me_info_shows_where_the_user_stands(client, models: Models, upstr
     await models.provider(router, upstream.base_url)
     user = await models.user_for(router, limits={"rpm": 10, "tpd": 1000, "rpd": None})
     for _ in range(3):
-        assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+        assert (await client.post("/v1/chat/completions", json=BOUNDED, headers=user.headers)).status_code == 200
     info = (await client.get("/v1/me/info", headers=user.headers)).json()
     usage = {(c["router"], c["type"]): (c["limit"], c["used"]) for c in info["limits_usage"]}
     assert usage == {(router, "rpm"): (10, 3), (router, "tpd"): (1000, 3 * 8)}

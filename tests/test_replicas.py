@@ -93,6 +93,40 @@ async def test_two_processes_share_limits_budgets_and_accounting(app_factory, ba
     assert remaining == 245_000 - 10 * 8_000
 
 
+async def test_two_processes_keep_a_burst_within_the_tpm(app_factory, backend, upstream, tmp_path) -> None:
+    """40 short calls at once, spread over two processes, against tpm 100: each reserves its
+    prompt and its completion bound (the default, sent upstream as max_tokens), so the tokens
+    really used in the window stay within the limit."""
+    if backend.redis_url is None:
+        pytest.skip("several processes need PostgreSQL + Redis")
+    client = await app_factory()
+    models = Models(client, Seeder(client))
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, limits={"tpm": 100})
+    upstream.behaviour.reply_words = 50  # longer than the bound: the bound must hold
+    config = process_config(tmp_path / "config.yml", client, backend, "  gateway:\n    default_max_tokens: 5\n")
+    ports = [free_port(), free_port()]
+    processes = [serve(config, port) for port in ports]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    unbounded = {key: value for key, value in BODY.items() if key != "max_tokens"}
+    try:
+        await wait_healthy(urls)
+        async with httpx.AsyncClient(timeout=30) as http:
+            burst = [http.post(url + "/v1/chat/completions", json=unbounded, headers=user.headers) for url in urls * 20]
+            statuses = sorted(r.status_code for r in await asyncio.gather(*burst))
+            assert statuses == [200] * 12 + [429] * 28  # 12 × (3 + 5) = 96
+            info = (await http.get(urls[1] + "/v1/me/info", headers=user.headers)).json()
+            assert [(c["type"], c["used"]) for c in info["limits_usage"]] == [("tpm", 96)]
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGINT)
+        for process in processes:
+            process.wait(timeout=30)
+    assert all(received.body["max_tokens"] == 5 for received in upstream.received if received.path.endswith("/completions"))
+    assert sum(row.total_tokens for row in await usage_rows(client)) == 96
+
+
 def start_worker(config: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "api.cli", "--config", str(config), "worker"],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=config.parent)

@@ -2,14 +2,14 @@
 
 The most a call can cost is its prompt (estimated with a safety margin) and its completion up
 to `max_tokens` at the router's prices. A budgeted user's call without `max_tokens` gets the
-gateway's default, so the completion cannot outgrow its reservation.
+gateway's default (`Quotas.cap_completion`), so the completion cannot outgrow its reservation.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from api.errors import InsufficientBudgetError
 from api.identity.principal import Principal
@@ -36,15 +36,6 @@ class Budgeter:
     @staticmethod
     def applies(principal: Principal) -> bool:
         return principal.user_id is not None and principal.budget_nanos is not None
-
-    def cap_completion(self, principal: Principal, body: dict[str, Any]) -> int:
-        """The completion bound to reserve for; sets `max_tokens` on the body if it had none."""
-        for field in ("max_completion_tokens", "max_tokens"):
-            if isinstance(body.get(field), int):
-                return body[field] * (body.get("n") or 1)
-        if self.applies(principal):
-            body["max_tokens"] = self.default_max_tokens
-        return self.default_max_tokens * (body.get("n") or 1)
 
     def hold(
         self, principal: Principal, router: RouterEntry, estimate: Callable[[], int], completion_tokens: int

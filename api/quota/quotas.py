@@ -2,11 +2,11 @@
 
 `Limiter` says which rate-limit windows a call counts in, `Budgeter` what it must reserve;
 the quota store takes both atomically (one Redis round trip), and gives back what the call
-did not use once its usage is known.
+did not use once its usage is known. Both reserve a chat call's completion up to its bound, so
+that bound must hold: a call a token limit or a budget counts gets `max_tokens` if it had none.
 """
 
 from __future__ import annotations
-
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -47,16 +47,24 @@ class Quotas:
         return await self.limiter.counters(principal)
 
     def cap_completion(self, principal: Principal, router: RouterEntry, body: dict[str, Any]) -> int:
-        """The completion bound to reserve for a chat call on `router`; sets `max_tokens` on the
-        body when the caller's budget needs the completion bounded and the body has none."""
-        return self.budgeter.cap_completion(principal, body)
+        """The completion bound to reserve for a chat call on `router`: `max_completion_tokens`
+        or `max_tokens`, times `n`, else the gateway's default, which is then set as the body's
+        `max_tokens` if the caller's budget or a token limit on `router` counts on it."""
+        choices = body.get("n") or 1
+        for field in ("max_completion_tokens", "max_tokens"):
+            if isinstance(body.get(field), int):
+                return int(body[field]) * choices
+        default = self.budgeter.default_max_tokens
+        if self.budgeter.applies(principal) or self.limiter.counts_tokens(principal, router):
+            body["max_tokens"] = default
+        return default * choices
 
     async def admit(
         self, principal: Principal, router: RouterEntry, estimate: Callable[[], int], completion_bound: int
     ) -> QuotaPass | None:
         """Count the call in the caller's windows on `router` and reserve the most it can cost
         from the caller's budget, or refuse it (429 for a limit, 402 for the budget)."""
-        plan = self.limiter.plan(principal, router, estimate)
+        plan = self.limiter.plan(principal, router, estimate, completion_bound)
         hold = self.budgeter.hold(principal, router, estimate, completion_bound)
         if plan is None and hold is None:
             return None

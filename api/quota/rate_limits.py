@@ -1,8 +1,11 @@
 """Role limits on a router, per user: rpm, rpd, tpm, tpd.
 
-Requests are counted when admitted. Tokens are admitted on the prompt's estimate and settled
-with the real total (prompt + completion) once the call ends, whatever its outcome. A limit
-of 0 forbids the router (403); null is unlimited.
+Requests are counted when admitted. Tokens are admitted on the most the call can use: the
+prompt's estimate plus its completion bound (`max_tokens` × `n`, as OpenAI's own limiter
+counts), so calls admitted together cannot overshoot the window by their completions; the
+window is settled to the real total (prompt + completion) once the call ends, whatever its
+outcome. A call that could never fit a token limit is refused at once (429). A limit of 0
+forbids the router (403); null is unlimited.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ TOKEN_LIMITS = ("tpm", "tpd")
 class LimitPlan:
     kinds: list[str]
     checks: list[WindowCheck]
-    estimated_tokens: int
+    reserved_tokens: int
 
     def ticket(self, admission: Admission) -> Ticket:
-        return Ticket(dict(zip(self.kinds, admission.windows, strict=True)), self.estimated_tokens)
+        return Ticket(dict(zip(self.kinds, admission.windows, strict=True)), self.reserved_tokens)
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class Ticket:
     """What one request was admitted with, to settle when it ends."""
 
     windows: dict[str, WindowState]
-    estimated_tokens: int
+    reserved_tokens: int  # counted in the token windows at admission: prompt estimate + completion bound
 
     def headers(self) -> dict[str, str]:
         """OpenAI-style x-ratelimit-* headers, from the per-minute windows (else per-day)."""
@@ -71,24 +74,49 @@ class Limiter:
             return {}
         return principal.limits.get(router.id, {})
 
-    def plan(self, principal: Principal, router: RouterEntry, estimate: Callable[[], int]) -> LimitPlan | None:
+    def counts_tokens(self, principal: Principal, router: RouterEntry) -> bool:
+        """Whether a token limit (tpm, tpd) applies to the caller on `router`."""
+        return any(self._limits(principal, router).get(kind) for kind in TOKEN_LIMITS)
+
+    def plan(
+        self, principal: Principal, router: RouterEntry, estimate: Callable[[], int], completion_bound: int = 0
+    ) -> LimitPlan | None:
         """The windows to count the request in on `router`, or None when no limit applies.
-        `estimate` (the prompt's tokens) is only computed when a token limit applies."""
+        The token windows count the prompt's `estimate` (only computed when a token limit
+        applies) plus `completion_bound`, the most tokens the answer may have."""
         limits = self._limits(principal, router)
         if any(value == 0 for value in limits.values()):
             raise PermissionDeniedError(f"Your role may not use model '{router.name}'")
         kinds = [kind for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
         if not kinds:
             return None
-        estimated_tokens = estimate() if any(kind in TOKEN_LIMITS for kind in kinds) else 0
+        reserved = 0
+        if any(kind in TOKEN_LIMITS for kind in kinds):
+            prompt = estimate()
+            reserved = prompt + completion_bound
+            for kind in TOKEN_LIMITS:
+                if kind in kinds and reserved > (limits[kind] or 0):
+                    self._too_large(router, kind, limits[kind] or 0, prompt, completion_bound)
         checks = [
             WindowCheck(
                 key=f"{principal.user_id}:{router.id}:{kind}", limit=limits[kind] or 0, window_seconds=WINDOWS[kind],
-                amount=estimated_tokens if kind in TOKEN_LIMITS else 1,
+                amount=reserved if kind in TOKEN_LIMITS else 1,
             )
             for kind in kinds
         ]
-        return LimitPlan(kinds, checks, estimated_tokens)
+        return LimitPlan(kinds, checks, reserved)
+
+    def _too_large(self, router: RouterEntry, kind: str, limit: int, prompt: int, completion_bound: int) -> NoReturn:
+        # Even an empty window could not take this call: waiting for one would not help.
+        self._metrics.rejections.labels(kind).inc()
+        raise TooManyRequestsError(
+            f"Request too large for model '{router.name}': it may use up to {prompt + completion_bound} tokens "
+            f"({prompt} in the prompt, {completion_bound} of completion: max_tokens × n, or the gateway's default "
+            f"when the request sets none), more than your {kind} limit of {limit} tokens. Ask for fewer tokens "
+            f"(a lower max_tokens).",
+            retry_after=WINDOWS[kind],
+            headers={"x-ratelimit-limit-tokens": str(limit)},
+        )
 
     async def counters(self, principal: Principal) -> list[LimitCounter]:
         """Where the caller stands on each of its limits now (for /v1/me/info)."""
@@ -123,6 +151,6 @@ class Limiter:
 
     @staticmethod
     def adjustments(ticket: Ticket, real_tokens: int) -> list[tuple[str, int]]:
-        """Replace the token estimate by the real total in every token window."""
-        delta = real_tokens - ticket.estimated_tokens
+        """Replace the tokens reserved by the real total in every token window."""
+        delta = real_tokens - ticket.reserved_tokens
         return [(ticket.windows[kind].key, delta) for kind in TOKEN_LIMITS if kind in ticket.windows and delta]

@@ -16,9 +16,12 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import Stemmer
-from qdrant_client import models
+
+if TYPE_CHECKING:
+    from qdrant_client import models
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 K1 = 1.2
@@ -60,6 +63,8 @@ def _index(term: str) -> int:
 
 
 def _vector(weights: dict[int, float]) -> models.SparseVector:
+    from qdrant_client import models  # only with documents on (api.rag.vectors)
+
     indices = sorted(weights)
     return models.SparseVector(indices=indices, values=[weights[i] for i in indices])
 

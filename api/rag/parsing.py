@@ -6,15 +6,18 @@ import io
 import json
 import logging
 from dataclasses import dataclass
+from enum import StrEnum
 from html.parser import HTMLParser
 from pathlib import PurePath
-from typing import Any
-
-from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
-from pypdf import PdfReader
-from pypdf.errors import PyPdfError
+from typing import TYPE_CHECKING, Any
 
 from api.errors import InvalidRequestError, UnsupportedMediaTypeError
+
+# pypdf and langchain's splitters are imported where they are used: a process that reads no
+# document (documents off, no /v1/parse call yet) does not hold their tens of megabytes.
+if TYPE_CHECKING:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+    from pypdf import PdfReader
 
 logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings name nothing a user can act on
 
@@ -23,6 +26,40 @@ KINDS = {".pdf": "pdf", ".md": "markdown", ".markdown": "markdown", ".txt": "tex
 MEDIA_TYPES = {"application/pdf": "pdf", "text/markdown": "markdown", "text/x-markdown": "markdown", "text/plain": "text",
                "text/html": "html", "application/json": "json"}
 MAX_PAGES = 5000
+
+
+class Language(StrEnum):
+    """The splitter presets of LangChain (`langchain_text_splitters.Language`), declared here so
+    that the form field naming them does not import LangChain."""
+
+    CPP = "cpp"
+    GO = "go"
+    JAVA = "java"
+    KOTLIN = "kotlin"
+    JS = "js"
+    TS = "ts"
+    PHP = "php"
+    PROTO = "proto"
+    PYTHON = "python"
+    R = "r"
+    RST = "rst"
+    RUBY = "ruby"
+    RUST = "rust"
+    SCALA = "scala"
+    SWIFT = "swift"
+    MARKDOWN = "markdown"
+    LATEX = "latex"
+    HTML = "html"
+    SOL = "sol"
+    CSHARP = "csharp"
+    COBOL = "cobol"
+    C = "c"
+    LUA = "lua"
+    PERL = "perl"
+    HASKELL = "haskell"
+    ELIXIR = "elixir"
+    POWERSHELL = "powershell"
+    VISUALBASIC6 = "visualbasic6"
 
 
 @dataclass(frozen=True)
@@ -95,6 +132,9 @@ class _HtmlText(HTMLParser):
 
 def pdf_reader(content: bytes) -> PdfReader:
     """Open a PDF, or refuse it clearly (corrupt, encrypted, too many pages)."""
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
     try:
         reader = PdfReader(io.BytesIO(content), strict=False)
         if reader.is_encrypted:
@@ -129,6 +169,8 @@ def check(content: bytes, kind: str) -> int | None:
 
 
 def pdf_page_texts(content: bytes) -> list[str]:
+    from pypdf.errors import PyPdfError
+
     reader = pdf_reader(content)
     texts = []
     for page in reader.pages:
@@ -154,6 +196,9 @@ def pages_of(content: bytes, kind: str) -> list[Page]:
 
 
 def _splitter(options: SplitOptions) -> RecursiveCharacterTextSplitter:
+    from langchain_text_splitters import Language as Preset
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
     size = max(1, options.chunk_size)
     overlap = min(options.chunk_overlap, size - 1) if size > 1 else 0
     if options.separators:
@@ -161,7 +206,7 @@ def _splitter(options: SplitOptions) -> RecursiveCharacterTextSplitter:
             separators=list(options.separators), is_separator_regex=options.is_separator_regex,
             chunk_size=size, chunk_overlap=overlap,
         )
-    return RecursiveCharacterTextSplitter.from_language(Language(options.preset_separators), chunk_size=size, chunk_overlap=overlap)
+    return RecursiveCharacterTextSplitter.from_language(Preset(options.preset_separators), chunk_size=size, chunk_overlap=overlap)
 
 
 def split(pages: list[Page], options: SplitOptions) -> list[tuple[str, dict[str, Any]]]:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
-
-from qdrant_client import AsyncQdrantClient, QdrantClient, models
+from typing import TYPE_CHECKING, Any
 
 from api.errors import InvalidRequestError
-from api.rag.lexical import LexicalAnalyzer
 from api.rag.schemas import (
     ComparisonFilter,
     ComparisonType,
@@ -28,6 +26,13 @@ from api.rag.schemas import (
     SearchMethod,
 )
 from api.settings import QdrantSettings
+
+# qdrant-client (with numpy) costs a process some 55 MB: it is imported only with documents on
+# (VectorStore, at startup) and by the code that talks to Qdrant, never with this module.
+if TYPE_CHECKING:
+    from qdrant_client import AsyncQdrantClient, QdrantClient, models
+
+    from api.rag.lexical import LexicalAnalyzer
 
 DENSE = "dense"
 SPARSE = "lexical"
@@ -75,6 +80,8 @@ class LocalQdrant:
         self._client: QdrantClient | None = None
 
     def _sync(self) -> QdrantClient:
+        from qdrant_client import QdrantClient
+
         if self._client is None:
             self._client = QdrantClient(path=self._path)
         return self._client
@@ -93,6 +100,8 @@ class LocalQdrant:
 
 
 def build_client(settings: QdrantSettings) -> AsyncQdrantClient:
+    from qdrant_client import AsyncQdrantClient
+
     if settings.url is not None:
         return AsyncQdrantClient(url=settings.url, api_key=settings.api_key)
     assert settings.path is not None
@@ -105,6 +114,8 @@ def _reversed(metadata: dict[str, Any]) -> dict[str, str]:
 
 
 def _condition(node: MetadataFilter) -> models.Condition:
+    from qdrant_client import models
+
     if isinstance(node, CompoundFilter):
         children = [_condition(child) for child in node.filters]
         return models.Filter(must=children) if node.type is CompoundType.and_ else models.Filter(should=children)
@@ -130,16 +141,23 @@ class VectorStore:
     """Opens Qdrant on first use: a deployment without documents never touches it (a local
     folder can be held by one process only)."""
 
-    def __init__(
-        self, settings: QdrantSettings, collection: str, enabled: bool = True, lexical: LexicalAnalyzer | None = None
-    ) -> None:
+    def __init__(self, settings: QdrantSettings, collection: str, enabled: bool = True, lexical_language: str = "english") -> None:
         self._settings = settings
-        self._lexical = lexical or LexicalAnalyzer()
+        self._lexical_language = lexical_language
+        if enabled:
+            # Documents on: imported at startup, not by a first search on the event loop (~1 s).
+            importlib.import_module("qdrant_client")
         self._opened: AsyncQdrantClient | None = None
         self._local = settings.url is None  # local mode builds no payload indexes
         self._enabled = enabled
         self._collection = collection
         self._dimensions: int | None = None
+
+    @functools.cached_property
+    def _lexical(self) -> LexicalAnalyzer:
+        from api.rag.lexical import LexicalAnalyzer
+
+        return LexicalAnalyzer(self._lexical_language)
 
     @property
     def _client(self) -> AsyncQdrantClient:
@@ -153,6 +171,8 @@ class VectorStore:
 
     async def ensure(self, dimensions: int) -> None:
         """Create the Qdrant collection on first use, sized for the embedding model."""
+        from qdrant_client import models
+
         if self._dimensions == dimensions:
             return
         if not await self._client.collection_exists(self._collection):
@@ -177,6 +197,8 @@ class VectorStore:
     async def upsert(
         self, collection_id: int, document_id: int, chunks: list[NewChunk], vectors: list[list[float]], ready: bool, created: int
     ) -> None:
+        from qdrant_client import models
+
         await self.ensure(len(vectors[0]))
         points = [
             models.PointStruct(
@@ -208,6 +230,8 @@ class VectorStore:
 
     @staticmethod
     def _filter(**fields: int) -> models.Filter:
+        from qdrant_client import models
+
         conditions = []
         for key, value in fields.items():
             # A collection's chunks: searchable ones and those of documents still ingesting.
@@ -217,6 +241,8 @@ class VectorStore:
 
     async def delete(self, **fields: int) -> None:
         """Delete every point matching all `fields` (collection_id, document_id, chunk_id)."""
+        from qdrant_client import models
+
         if await self._exists():
             await self._client.delete(self._collection, points_selector=models.FilterSelector(filter=self._filter(**fields)), wait=True)
 
@@ -276,6 +302,8 @@ class VectorStore:
         rrf_k: int,
         score_threshold: float,
     ) -> list[tuple[StoredChunk, float]]:
+        from qdrant_client import models
+
         if not scope.collection_ids or not await self._exists():
             return []
         # Tenancy first: whatever the caller's own filters say, only these collections.
