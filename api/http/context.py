@@ -41,7 +41,6 @@ from api.identity.secrets import PasswordHasher
 from api.settings import Settings
 from api.state import CounterStore, MemoryCounterStore, RedisCounterStore
 from api.state.redis_client import build_redis
-from api.state.script_client import ScriptClient
 
 logger = logging.getLogger("tollgate")
 
@@ -88,9 +87,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack) -> AppContext
         await redis.ping()
         counters = RedisCounterStore(redis, redis_settings.key_prefix)
         load = RedisLoadTracker(redis, redis_settings.key_prefix)
-        scripts = ScriptClient(redis_settings.url, redis_settings.timeout_seconds)
-        stack.push_async_callback(scripts.close)
-        redis_quotas = RedisQuotaStore(scripts, redis_settings.key_prefix)
+        redis_quotas = RedisQuotaStore(redis, redis_settings.key_prefix)
         stack.push_async_callback(redis_quotas.close)
         limits: LimitStore = RedisLimitStore(redis, redis_settings.key_prefix, settled=redis_quotas.flush)
         budgets: BudgetStore = RedisBudgetStore(redis, redis_settings.key_prefix, settled=redis_quotas.flush)

@@ -2,9 +2,10 @@
 
 Admission is all-or-nothing across both: either every window has room *and* the budget covers
 the reservation, and all are taken, or nothing is. Settlement corrects the token windows and
-gives back the unused reservation, also in one step. In Redis each is one Lua script, so a
-call costs two round trips however many limits and budgets apply; the counters and balances
-are the same keys `RedisLimitStore` and `RedisBudgetStore` read and write.
+gives back the unused reservation, also in one step. In Redis each is one Lua script, and a
+call's settlement rides with the next admission, so a call costs about one round trip however
+many limits and budgets apply; the counters and balances are the same keys `RedisLimitStore`
+and `RedisBudgetStore` read and write.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from redis.asyncio import Redis
+
 from api.quota.balances import CURRENT_EPOCH, RESERVED_NOW, MemoryBudgetStore, budget_keys
 from api.state.redis_client import REDIS_DOWN, redis_unavailable
-from api.state.script_client import ScriptClient
+from api.state.script_pipeline import ScriptPipeline
 from api.quota.windows import Admission, MemoryLimitStore, WindowCheck, WindowState, decode
 
 logger = logging.getLogger("tollgate.state")
 
-# A settlement waits this long for the next admission, so both share one write and one
+# A settlement waits this long for the next admission, so both share one pipeline and one
 # round trip (at one call at a time, a round trip is a tenth of the gateway's added latency).
 # Until then the call's hold stays taken: the wait can only refuse, never overspend. Reads of
 # this process' counters and balances first send what waits (`flush`).
@@ -216,12 +219,12 @@ class _Settlements:
 
 
 class RedisQuotaStore:
-    def __init__(self, scripts: ScriptClient, key_prefix: str) -> None:
-        self._scripts = scripts
+    def __init__(self, redis: Redis, key_prefix: str) -> None:
+        self._scripts = ScriptPipeline(redis)
         self._limit_prefix = key_prefix + "limit:"
         self._budget_prefix = key_prefix + "budget:"
-        self._admit = scripts.register(_ADMIT)
-        self._settle = scripts.register(_SETTLE)
+        self._admit = self._scripts.register(_ADMIT)
+        self._settle = self._scripts.register(_SETTLE)
         self._settlements: _Settlements | None = None
         self._sending: set[asyncio.Future[Any]] = set()
 
