@@ -59,7 +59,7 @@ def serve(args: argparse.Namespace) -> int:
         access_log=settings.settings.access_log,
         timeout_graceful_shutdown=settings.settings.shutdown_grace_seconds,
         proxy_headers=True,
-        http="api.http.protocol:TollgateHttpProtocol",
+        http="httptools",
     )
     return 0
 

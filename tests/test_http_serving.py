@@ -1,5 +1,5 @@
-"""The HTTP protocol `tollgate serve` uses: a response's head waits for its body within one
-event-loop turn, and never longer."""
+"""What a client sees of `tollgate serve`'s HTTP server (uvicorn's httptools protocol): heads of
+streams are not held back, keep-alive, pipelining."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ async def _json(scope: Scope, receive: Any, send: Any) -> None:
 
 
 async def test_a_head_sent_alone_is_not_held_until_the_body() -> None:
+    """A stream's status and headers reach the client before its first event."""
     async with serving(_late_body) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         started = time.monotonic()
@@ -71,3 +72,4 @@ async def test_pipelined_requests_get_their_own_answers_in_order() -> None:
             answers.append(await reader.readexactly(length))
         writer.close()
     assert answers == [f"/{n}".encode() for n in range(5)]
+
