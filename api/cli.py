@@ -49,7 +49,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     upgrade_database(settings.dependencies.database.url)
     uvicorn.run(
-        "api.http.app:create_app_from_env",
+        "api.http.serving:create_served_app",
         factory=True,
         host=args.host,
         port=args.port,
