@@ -103,11 +103,29 @@ class MemoryQuotaStore:
             self._budgets.release(release.user_id, release.reserved, release.spent)
 
 
+# Both scripts take their arguments as one string of space-separated fields ('-' for an empty
+# one): redis-py encodes each argument of a command in Python, ~0.5-1 µs apiece, while splitting
+# the string costs Redis a few microseconds in all. The fields are read as ARGV was.
+_FIELDS = """
+local ARGV = (function(packed)
+  local fields = {}
+  for field in string.gmatch(packed, '%S+') do
+    fields[#fields + 1] = field ~= '-' and field or ''
+  end
+  return fields
+end)(ARGV[1])
+"""
+
+
+def _fields(values: list[int | str]) -> str:
+    return " ".join(str(value) if value != "" else "-" for value in values)
+
+
 # KEYS: the n window counters (without their window index), then the budget's balance,
-# reserved and epoch keys when there is a hold. ARGV: n, (limit, window, amount) per window,
+# reserved and epoch keys when there is a hold. Fields: n, (limit, window, amount) per window,
 # then the hold's amount and initial balance ('' when unknown: {3} if the balance is not
 # loaded). Admitted with a hold, the last item returned is the epoch it was taken in.
-_ADMIT = CURRENT_EPOCH + RESERVED_NOW + """
+_ADMIT = _FIELDS + CURRENT_EPOCH + RESERVED_NOW + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local n = tonumber(ARGV[1])
@@ -171,11 +189,11 @@ return out
 """
 
 # KEYS: the m window counters to adjust (with their index), then each released budget's
-# balance, reserved and epoch keys. ARGV: m, the m deltas, then epoch, reserved and spent
+# balance, reserved and epoch keys. Fields: m, the m deltas, then epoch, reserved and spent
 # per budget. A hold of the current epoch is given back (never more than `reserved` holds);
 # one of an earlier epoch was taken from a balance since lost: the balance reloaded from the
 # database never had it taken, nor this call's cost, which alone it is charged.
-_SETTLE = RESERVED_NOW + """
+_SETTLE = _FIELDS + RESERVED_NOW + """
 local m = tonumber(ARGV[1])
 for i = 1, m do
   if redis.call('EXISTS', KEYS[i]) == 1 then
@@ -240,7 +258,7 @@ class RedisQuotaStore:
             keys += self._budget_keys(hold.user_id)
             args += [hold.amount, "" if hold.initial_balance is None else hold.initial_balance]
         self._flush_settlements()  # first: Redis applies them before this admission
-        reply = self._scripts.submit(self._admit, keys, args, orphaned=lambda result: self._give_back(result, checks, hold))
+        reply = self._scripts.submit(self._admit, keys, [_fields(args)], orphaned=lambda result: self._give_back(result, checks, hold))
         try:
             result = await reply
         except asyncio.CancelledError:
@@ -313,7 +331,7 @@ class RedisQuotaStore:
         for (user_id, epoch), (reserved, spent) in batch.releases.items():
             keys += self._budget_keys(user_id)
             args += [epoch, reserved, spent]
-        reply = self._scripts.submit(self._settle, keys, args)
+        reply = self._scripts.submit(self._settle, keys, [_fields(args)])
         self._sending.add(reply)
         reply.add_done_callback(lambda done: self._settled(done, batch))
 
