@@ -87,6 +87,19 @@ async def test_after_a_restart_a_settlement_still_reaches_redis_before_the_admis
     assert after.admitted and after.admission.windows[0].used == 90
 
 
+async def test_after_scripts_were_flushed_a_settlement_still_reaches_redis_before_the_next_admission(
+    store: Store, admin: Redis
+) -> None:
+    await store.quotas.admit(_tpm(10), None)
+    await admin.script_flush()
+    # The first admission after the flush finds its script missing and loads the scripts again.
+    first = await store.quotas.admit(_tpm(50), None)
+    await store.quotas.settle([(first.admission.windows[0].key, -50)], None)  # rides with the next admission
+    # 10 + 80 fits in 100, 60 + 80 does not: admitted only if the settlement ran first.
+    after = await store.quotas.admit(_tpm(80), None)
+    assert after.admitted and after.admission.windows[0].used == 90
+
+
 async def test_a_lost_connection_refuses_the_call_in_flight_and_the_next_call_reconnects(store: Store, admin: Redis) -> None:
     await store.quotas.admit(_tpm(1), None)
     # Writes (scripts included) wait while paused: the call is in flight when its connection dies.

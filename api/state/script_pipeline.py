@@ -13,7 +13,10 @@ TLS, credentials and pool settings are redis-py's own. What this adds is batchin
   applied twice (a budget refunded twice can be overspent). `build_redis` gives the client no
   retries; a failed batch fails its callers, who fail closed;
 - a NOSCRIPT answer (the script cache emptied by a restart, a failover or SCRIPT FLUSH) means
-  the script did not run: the scripts are loaded and those calls sent again, in order;
+  the script did not run: every registered script is loaded, and those calls sent again, in
+  order. Every script, not only the one missing: were only that one loaded, a batch holding
+  a settlement whose script is still missing and the admission after it would see the
+  admission run first;
 - when Redis is down (a refused or broken connection, a timeout), the calls queued behind the
   failed batch fail with it at once, rather than each waiting out another timeout.
 """
@@ -47,9 +50,12 @@ class ScriptPipeline:
         self._redis = redis
         self._queue: list[_Call] = []
         self._sender: asyncio.Task[None] | None = None
+        self._scripts: list[AsyncScript] = []
 
     def register(self, source: str) -> AsyncScript:
-        return self._redis.register_script(source)
+        script = self._redis.register_script(source)
+        self._scripts.append(script)
+        return script
 
     def submit(
         self, script: AsyncScript, keys: list[str], args: list[Any], orphaned: Callable[[Any], None] | None = None
@@ -84,9 +90,11 @@ class ScriptPipeline:
             replies = await self._run(batch)
             unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if unknown:
-                for script in {batch[i].script.sha: batch[i].script for i in unknown}.values():
-                    await self._redis.script_load(script.script)
-                # Should another replica have loaded a script between two of this batch's
+                loading = self._redis.pipeline(transaction=False)
+                for script in self._scripts:
+                    loading.script_load(script.script)
+                await loading.execute()
+                # Should another replica have loaded the scripts between two of this batch's
                 # calls, a later call ran before an earlier one resent here: an admission then
                 # runs before a settlement, which can only refuse, never overspend.
                 for i, reply in zip(unknown, await self._run([batch[i] for i in unknown]), strict=True):
