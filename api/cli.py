@@ -85,7 +85,7 @@ def serve(args: argparse.Namespace) -> int:
         print("error: the database migrations failed (above); not serving", file=sys.stderr)
         return 1
     uvicorn.run(
-        "api.http.app:create_app_from_env",
+        "api.http.serving:create_served_app",
         factory=True,
         host=args.host,
         port=args.port,
@@ -95,7 +95,7 @@ def serve(args: argparse.Namespace) -> int:
         access_log=settings.settings.access_log,
         timeout_graceful_shutdown=settings.settings.shutdown_grace_seconds,
         proxy_headers=True,
-        http="api.http.protocol:TollgateHttpProtocol",
+        http="httptools",
     )
     return 0
 

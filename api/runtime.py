@@ -45,7 +45,6 @@ from api.settings import Settings
 from api.state import CounterStore, MemoryCounterStore, RedisCounterStore
 from api.state.load import LoadTracker, MemoryLoadTracker, RedisLoadTracker
 from api.state.redis_client import build_redis
-from api.state.script_client import ScriptClient
 from api.usage.journal import UsageJournal, replay_orphans
 from api.usage.writer import UsageWriter
 
@@ -77,9 +76,7 @@ async def open_stores(settings: Settings, stack: AsyncExitStack) -> Stores:
     stack.push_async_callback(redis.aclose)
     await redis.ping()
     prefix = redis_settings.key_prefix
-    scripts = ScriptClient(redis_settings.url, redis_settings.timeout_seconds)
-    stack.push_async_callback(scripts.close)
-    quota_store = RedisQuotaStore(scripts, prefix)
+    quota_store = RedisQuotaStore(redis, prefix)
     stack.push_async_callback(quota_store.close)
     return Stores(
         engine, session_factory, redis, RedisCounterStore(redis, prefix), RedisLoadTracker(redis, prefix), quota_store,

@@ -3,6 +3,11 @@ pass-through proxies, measured with wrk on this machine.
 
     .venv/bin/python bench/overhead.py [--duration 10] [--connections 32]
 
+To compare two versions in one run, check the other one out elsewhere (`git worktree add
+/tmp/before <commit>`) and pass `--baseline /tmp/before` (with `--baseline-database-url`, another
+empty database, when using PostgreSQL): it is served the same way, with this interpreter, and
+measured in the same alternation.
+
 Prints a Markdown table: requests/s at concurrency 32; p50/p99 latency at concurrency 1 and the
 latency each proxy adds over the direct call (each the median of `--repeat` runs, alternating
 between targets); each server's resident memory once the runs are over, per worker process and
@@ -157,16 +162,15 @@ def wrk(url: str, key: str | None, model: str, connections: int, duration: int, 
     return {"rps": rps, "p50": ms("50"), "p99": ms("99"), "cpu_us": cpu_us}
 
 
-def start_tollgate(
-    stack: ExitStack, tmp: Path, checkout: Path, upstream: str, database_url: str | None, args: argparse.Namespace
-) -> tuple[str, str, subprocess.Popen]:
-    """Serve the Tollgate of `checkout` (this one, or an earlier commit's worktree: its `api`
-    package comes first on PYTHONPATH) with a chat router on `upstream`; its URL, a user's key
-    and its server process."""
-    config = Path(tmp) / "config.yml"
-    port = free_port()
+def serve_tollgate(stack: ExitStack, args: argparse.Namespace, tmp: Path, upstream: str, database_url: str | None,
+                   code: Path = ROOT, granian: bool = False) -> tuple[str, str, str, int]:
+    """Start Tollgate (the code in `code`) on its own database and Redis key prefix, with a role,
+    a user and a key for the bench: its (url, key, model, pid). `granian`: served by Granian
+    (`pip install granian`) with the app factory `tollgate serve` gives uvicorn."""
+    config = tmp / "config.yml"
     database_url = database_url or f"sqlite+aiosqlite:///{tmp}/tollgate.db"
-    redis = f"  redis:\n    url: {args.redis_url}\n    key_prefix: \"bench-{os.getpid()}-{port}:\"\n" if args.redis_url else ""
+    prefix = f"bench-{os.getpid()}-{free_port()}:"
+    redis = f"  redis:\n    url: {args.redis_url}\n    key_prefix: \"{prefix}\"\n" if args.redis_url else ""
     config.write_text(
         f"settings:\n  auth_master_key: {MASTER_KEY}\n  log_level: WARNING\n  access_log: false\n"
         f"dependencies:\n  database:\n    url: {database_url}\n{redis}  qdrant:\n    path: {tmp}/qdrant\n"
@@ -174,9 +178,20 @@ def start_tollgate(
         f"    providers:\n      - type: vllm\n        url: {upstream}\n        model_name: fake-chat\n"
         f"        model_total_params: 8\n        model_active_params: 8\n        model_hosting_zone: FRA\n"
     )
+    port = free_port()
     tollgate = f"http://127.0.0.1:{port}"
-    server = start(stack, [PYTHON, "-m", "api.cli", "--config", str(config), "serve", "--port", str(port),
-                           "--workers", str(args.workers)], env={"PYTHONPATH": str(checkout)}, cwd=Path(tmp))
+    # Imported from `code` first (ahead of the installed package), in the workers too.
+    env = {"PYTHONPATH": str(code)} if code != ROOT else None
+    if granian:
+        subprocess.run([PYTHON, "-m", "api.cli", "--config", str(config), "db", "upgrade"], env={**os.environ, **(env or {})},
+                       cwd=tmp, check=True, capture_output=True)
+        server = start(stack, [str(Path(PYTHON).parent / "granian"), "--interface", "asgi", "--factory", "--http", "1",
+                               "--no-ws", "--loop", "uvloop", "--log-level", "warning", "--no-access-log",
+                               "--port", str(port), "--workers", str(args.workers), "api.http.serving:create_served_app"],
+                       env={**(env or {}), "TOLLGATE_CONFIG": str(config)}, cwd=tmp)
+    else:
+        server = start(stack, [PYTHON, "-m", "api.cli", "--config", str(config), "serve", "--port", str(port),
+                               "--workers", str(args.workers)], env=env, cwd=tmp)
     try:
         wait_until_up(tollgate + "/health")
     except RuntimeError:
@@ -192,7 +207,7 @@ def start_tollgate(
     user = api(tollgate, "POST", "/v1/admin/users", {"email": "bench@example.com", "password": "bench-password",
                                                       "role": role, "budget": budget}, MASTER_KEY)["id"]
     key = api(tollgate, "POST", "/v1/admin/tokens", {"name": "bench", "user": user}, MASTER_KEY)["token"]
-    return tollgate, key, server
+    return tollgate, key, "chat", server.pid
 
 
 def main() -> None:
@@ -206,10 +221,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per target, alternating; the median is kept")
     parser.add_argument("--profile", metavar="FILE",
                         help="py-spy samples of Tollgate's processes during its c=32 run, as collapsed stacks")
-    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
-                        help="also serve the Tollgate of this checkout (a worktree of an earlier commit), alternating with this one")
-    parser.add_argument("--baseline-database-url", help="an empty database for the baseline (with --database-url)")
     parser.add_argument("--only-tollgate", action="store_true", help="skip the direct call and the pass-through proxies")
+    parser.add_argument("--skip-httpx", action="store_true", help="skip the FastAPI + httpx pass-through")
+    parser.add_argument("--baseline", metavar="DIR", type=Path,
+                        help="another checkout of Tollgate, served and measured alongside this one")
+    parser.add_argument("--baseline-database-url", help="an empty database for the baseline (default: SQLite)")
+    parser.add_argument("--granian-database-url", metavar="URL",
+                        help="also serve this checkout with Granian instead of uvicorn, on this empty database")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -226,8 +244,11 @@ def main() -> None:
 
         # name -> (url, key, model, the pid whose process tree serves it)
         targets: dict[str, tuple[str, str | None, str, int]] = {"direct (fake upstream)": (upstream, None, "fake-chat", fake.pid)}
-        for name, module in () if args.only_tollgate else (("FastAPI + httpx pass-through", "bench.passthrough_httpx:app"),
-                             ("FastAPI + aiohttp pass-through", "bench.passthrough_aiohttp:app")):
+        passthroughs = (("FastAPI + httpx pass-through", "bench.passthrough_httpx:app"),
+                        ("FastAPI + aiohttp pass-through", "bench.passthrough_aiohttp:app"))
+        for name, module in () if args.only_tollgate else passthroughs:
+            if args.skip_httpx and "httpx" in module:
+                continue
             port = free_port()
             # Run the same way as Tollgate: as many worker processes.
             proxy = start(stack, [PYTHON, "-m", "uvicorn", module, "--port", str(port), "--no-access-log", "--log-level", "warning",
@@ -236,20 +257,20 @@ def main() -> None:
             wait_until_up(f"http://127.0.0.1:{port}/docs")
             targets[name] = (f"http://127.0.0.1:{port}", None, "fake-chat", proxy.pid)
 
-        label = "Tollgate (auth, routing, usage, cost, carbon"
-        label += ", limits, budget" if args.limits else ""
-        label += f"; {'PostgreSQL' if args.database_url else 'SQLite'} + {'Redis' if args.redis_url else 'in-process'}, {args.workers} worker(s))"
-        tollgates = {label: (ROOT, args.database_url)}
-        if args.baseline:
-            if args.database_url and not args.baseline_database_url:
-                sys.exit("--baseline with --database-url needs --baseline-database-url (another empty database)")
-            tollgates[f"baseline {args.baseline.name}: {label}"] = (args.baseline.resolve(), args.baseline_database_url)
-        servers = {}
-        for name, (checkout, database_url) in tollgates.items():
-            folder = Path(tempfile.mkdtemp(dir=tmp))
-            url, key, server = start_tollgate(stack, folder, checkout, upstream, database_url, args)
-            targets[name] = (url, key, "chat", server.pid)
-            servers[url] = server
+        label = "auth, routing, usage, cost, carbon" + (", limits, budget" if args.limits else "")
+        label += f"; {'PostgreSQL' if args.database_url else 'SQLite'} + {'Redis' if args.redis_url else 'in-process'}, {args.workers} worker(s)"
+        if args.baseline is not None:
+            folder = Path(tmp) / "baseline"
+            folder.mkdir()
+            baseline = serve_tollgate(stack, args, folder, upstream, args.baseline_database_url, code=args.baseline.resolve())
+            targets[f"Tollgate at {args.baseline} ({label})"] = baseline
+        targets[f"Tollgate ({label})"] = serve_tollgate(stack, args, Path(tmp), upstream, args.database_url)
+        if args.granian_database_url:
+            folder = Path(tmp) / "granian"
+            folder.mkdir()
+            targets[f"Tollgate on Granian ({label})"] = serve_tollgate(stack, args, folder, upstream, args.granian_database_url,
+                                                                     granian=True)
+
         # Throughput runs alternate between targets, `--repeat` times, and the median is kept:
         # on a shared 2-core machine a single run of each drifts with everything else.
         for url, target_key, model, _ in targets.values():
@@ -259,7 +280,7 @@ def main() -> None:
         for round_number in range(args.repeat):
             for name, (url, target_key, model, pid) in targets.items():
                 profiler = None
-                if args.profile and url in servers and round_number == 0:
+                if args.profile and name.startswith("Tollgate (") and round_number == 0:
                     profiler = subprocess.Popen([py_spy, "record", "--subprocesses", "--nonblocking", "-f", "raw", "-r", "500",
                                                  "-d", str(args.duration), "-o", args.profile, "-p", str(pid)],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -291,6 +312,16 @@ def main() -> None:
         total, workers = memory[name]
         print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p50'] - direct['p50']:+.2f} "
               f"| {r['p99'] - direct['p99']:+.2f} | {r['cpu_us']:.0f} | {' / '.join(f'{w:.0f}' for w in workers)} | {total:.0f} |")
+    passthrough = results.get("FastAPI + aiohttp pass-through")
+    tollgates = [name for name in results if name.startswith("Tollgate")]
+    print()
+    for name in tollgates:
+        share = f"{results[name]['rps'] / passthrough['rps']:.0%} of the aiohttp pass-through's req/s, " if passthrough else ""
+        print(f"- {name}: {share}CPU per request {results[name]['cpu_us']:.0f} µs")
+    if args.baseline is not None:
+        before, after = (results[name] for name in tollgates[:2])
+        print(f"- this checkout against the baseline: CPU per request {after['cpu_us'] / before['cpu_us'] - 1:+.1%}, "
+              f"req/s {after['rps'] / before['rps'] - 1:+.1%}, added p50 {after['p50'] - before['p50']:+.2f} ms")
 
 
 if __name__ == "__main__":

@@ -323,9 +323,7 @@ async def serving(app: Any, **uvicorn_options: object) -> AsyncIterator[int]:
     `tollgate serve` uses. `uvicorn_options` go to uvicorn.Config."""
     import uvicorn
 
-    from api.http.protocol import TollgateHttpProtocol
-
-    options: dict = {"log_level": "warning", "http": TollgateHttpProtocol, **uvicorn_options}
+    options: dict = {"log_level": "warning", "http": "httptools", **uvicorn_options}
     config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -149,17 +149,25 @@ async def test_a_streamed_call_is_settled_when_it_ends(client, models: Models, u
     assert int(response.headers["x-ratelimit-remaining-tokens"]) == 100 - (3 + 2) - (3 + 5)
 
 
+def _redis():
+    """A client as the app builds it (no retries, bounded waits)."""
+    from api.settings import RedisSettings
+    from api.state.redis_client import build_redis
+
+    assert REDIS_URL is not None
+    return build_redis(RedisSettings(url=REDIS_URL))
+
+
 @pytest.fixture(params=["memory"] + (["redis"] if REDIS_URL else []))
 async def store(request):
     if request.param == "memory":
         yield MemoryQuotaStore(MemoryLimitStore(), MemoryBudgetStore())
         return
-    from api.settings import RedisSettings
-    from api.state.script_client import ScriptClient
-
-    scripts = ScriptClient(REDIS_URL, RedisSettings(url=REDIS_URL).timeout_seconds)
-    yield RedisQuotaStore(scripts, f"tollgate-test:{uuid.uuid4().hex}:")
-    await scripts.close()
+    redis = _redis()
+    quota_store = RedisQuotaStore(redis, f"tollgate-test:{uuid.uuid4().hex}:")
+    yield quota_store
+    await quota_store.close()
+    await redis.aclose()
 
 
 async def test_windows_reset_when_they_end(store) -> None:
@@ -248,13 +256,9 @@ async def test_concurrent_settlements_add_up(store) -> None:
 async def test_window_counters_expire_a_minute_after_their_window_ends() -> None:
     """Redis does not fill up with old windows: a counter expires a minute after its window's
     end, set when the window's first call creates it and never pushed back by later calls."""
-    from redis.asyncio import Redis
-
-    from api.state.script_client import ScriptClient
-
     prefix = f"tollgate-test:{uuid.uuid4().hex}:"
-    scripts, redis = ScriptClient(REDIS_URL, 5), Redis.from_url(REDIS_URL)
-    store = RedisQuotaStore(scripts, prefix)
+    redis = _redis()
+    store = RedisQuotaStore(redis, prefix)
     checks = [WindowCheck("u:r:rpm", limit=100, window_seconds=60, amount=1),
               WindowCheck("u:r:tpm", limit=10_000, window_seconds=60, amount=30)]
     try:
@@ -272,7 +276,6 @@ async def test_window_counters_expire_a_minute_after_their_window_ends() -> None
         assert [int(await redis.get(key)) for key in keys] == [2, 40]
     finally:
         await store.close()
-        await scripts.close()
         await redis.aclose()
 
 
@@ -280,13 +283,9 @@ async def test_window_counters_expire_a_minute_after_their_window_ends() -> None
 async def test_a_refused_call_leaves_no_counter_without_an_expiry() -> None:
     """A window is counted before the next is checked, and taken back when a later one (or the
     budget) refuses: a counter this call created must not stay behind, never to expire."""
-    from redis.asyncio import Redis
-
-    from api.state.script_client import ScriptClient
-
     prefix = f"tollgate-test:{uuid.uuid4().hex}:"
-    scripts, redis = ScriptClient(REDIS_URL, 5), Redis.from_url(REDIS_URL)
-    store = RedisQuotaStore(scripts, prefix)
+    redis = _redis()
+    store = RedisQuotaStore(redis, prefix)
     windows = [WindowCheck("u:r:rpm", limit=10, window_seconds=60, amount=1),
                WindowCheck("u:r:rpd", limit=10, window_seconds=86_400, amount=0),
                WindowCheck("u:r:tpm", limit=5, window_seconds=60, amount=8)]
@@ -298,7 +297,6 @@ async def test_a_refused_call_leaves_no_counter_without_an_expiry() -> None:
         assert all([await redis.pttl(key) > 0 for key in await redis.keys(f"{prefix}limit:*")])
     finally:
         await store.close()
-        await scripts.close()
         await redis.aclose()
 
 
@@ -306,15 +304,12 @@ async def test_a_refused_call_leaves_no_counter_without_an_expiry() -> None:
 async def test_a_settlement_no_later_call_picks_up_still_reaches_redis() -> None:
     """Settlements wait a few milliseconds to ride with the next admission; with none coming,
     another replica (reading Redis directly) still sees the hold given back soon after."""
-    from redis.asyncio import Redis
-
     from api.quota.balances import RedisBudgetStore
     from api.quota.store import SETTLE_LINGER_SECONDS
-    from api.state.script_client import ScriptClient
 
     prefix = f"tollgate-test:{uuid.uuid4().hex}:"
-    scripts, redis = ScriptClient(REDIS_URL, 5), Redis.from_url(REDIS_URL)
-    store, other_replica = RedisQuotaStore(scripts, prefix), RedisBudgetStore(redis, prefix)
+    redis = _redis()
+    store, other_replica = RedisQuotaStore(redis, prefix), RedisBudgetStore(redis, prefix)
     try:
         held = await store.admit([], BudgetHold(user_id=1, amount=60, initial_balance=100))
         assert await other_replica.balance(1) == 40
@@ -323,5 +318,4 @@ async def test_a_settlement_no_later_call_picks_up_still_reaches_redis() -> None
         assert await other_replica.balance(1) == 90
     finally:
         await store.close()
-        await scripts.close()
         await redis.aclose()

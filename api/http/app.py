@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -29,13 +28,6 @@ from api.settings import Settings, load_settings
 
 logger = logging.getLogger("tollgate")
 
-# The collector's young generation is scanned every 700 net allocations by default. Under
-# concurrent load the requests in flight keep that count climbing (a deallocation at zero is
-# not counted), so it ran every eight requests, ~200 µs each: 20-30 µs of every request, and a
-# full pass every few seconds (docs/performance.md, 2026-12-01, night). Requests free what
-# they allocate by reference counting; what reference cycles leave waits a little longer.
-GC_THRESHOLDS = (10_000, 20, 100)
-
 MASTER_KEY_WARNING = (
     "\n" + "!" * 78 + "\n"
     "!! settings.auth_master_key is the shipped default 'changeme'. Anyone who knows it\n"
@@ -53,11 +45,8 @@ def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> Fas
         async with AsyncExitStack() as stack:
             app.state.context = await build_context(settings, stack, extra_call_steps)
             await asyncio.to_thread(load_encoding)
-            # Everything built so far lives as long as the app: keep it out of the collector's
-            # full passes, which otherwise pause the event loop for tens of milliseconds.
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(*GC_THRESHOLDS)
+            # The collector is tuned by `tollgate serve` (api/http/serving.py), not here: it is
+            # the whole process's.
             yield
 
     app = FastAPI(
@@ -94,5 +83,5 @@ def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> Fas
 
 
 def create_app_from_env() -> FastAPI:
-    """Entry point for uvicorn workers: read the config named by TOLLGATE_CONFIG."""
+    """The app of the config named by TOLLGATE_CONFIG (as `tollgate serve` passes it on)."""
     return create_app(load_settings())
