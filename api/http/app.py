@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from api.calls.pipeline import Step
 from api.http.context import build_context
+from api.http.json_model_routes import add_json_model_routes
 from api.http.error_handlers import install_error_handlers
 from api.http.routes import admin_identity
 from api.http.routes import auth
@@ -69,6 +70,7 @@ def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> Fas
 
     # The model endpoints first: routes are matched in order, and these carry the traffic.
     # (Only FastAPI's own documentation routes come before them.)
+    add_json_model_routes(app)
     app.include_router(models.routes)
 
     app.include_router(monitoring.routes)

@@ -1,0 +1,102 @@
+"""The JSON model endpoints (chat, embeddings, rerank) served by plain Starlette routes.
+
+FastAPI documents these endpoints from their functions in `routes/models.py`; here each is
+served by a route of its own that reads the body, authenticates the caller, validates the body
+and calls that same function with what it declares. FastAPI's generic handling solves each
+dependency on every request (a fifth to a third of a chat call's CPU here: docs/performance.md,
+2026-12-05); these endpoints carry the traffic and need none of it.
+
+Clients see what FastAPI would answer, in its order: invalid JSON is a 422 even without a key,
+then the key is checked (401), then the body validated (422, with FastAPI's `loc` and fields).
+FastAPI's `dependency_overrides` do not reach these three endpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, RerankRequest
+from api.common import jsonutil
+from api.http.context import AppContext
+from api.http.routes import models
+from api.identity.principal import Principal
+
+_EMPTY = object()  # no body at all
+
+# An endpoint's function called with its validated body, the caller and the app's context.
+Call = Callable[[Any, Principal, AppContext], Awaitable[Response]]
+
+
+def _is_json(content_type: str | None) -> bool:
+    """FastAPI's test: application/json or application/*+json, parameters ignored."""
+    if not content_type:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    maintype, _, subtype = media_type.partition("/")
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+async def _read_json(request: Request) -> Any:
+    """The body as FastAPI gives it to validation: parsed if it is declared JSON, else bytes;
+    `_EMPTY` when there is none. Invalid JSON is a 422 before anything else is checked."""
+    raw = await request.body()
+    if not raw:
+        return _EMPTY
+    if not _is_json(request.headers.get("content-type")):
+        return raw
+    try:
+        return jsonutil.loads(raw)
+    except json.JSONDecodeError as error:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", error.pos), "msg": "JSON decode error", "input": {},
+              "ctx": {"error": error.msg}}],
+            body=error.doc,
+        ) from error
+    except ValueError as error:  # not UTF-8
+        raise HTTPException(status_code=400, detail="There was an error parsing the body") from error
+
+
+def _validate(model: type[BaseModel], data: Any) -> BaseModel:
+    if data is _EMPTY:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    try:
+        return model.model_validate(data, from_attributes=True)  # as FastAPI validates a body
+    except ValidationError as error:
+        errors = [{**detail, "loc": ("body", *detail["loc"])} for detail in error.errors(include_url=False)]
+        raise RequestValidationError(errors, body=data) from error
+
+
+def _endpoint(model: type[BaseModel], call: Call) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        context: AppContext = request.app.state.context
+        data = await _read_json(request)
+        caller = await context.authenticator.authenticate(request.headers.get("authorization"))
+        return await call(_validate(model, data), caller, context)
+
+    return endpoint
+
+
+ROUTES: dict[str, tuple[type[BaseModel], Call]] = {
+    "/v1/chat/completions": (
+        ChatCompletionRequest,
+        lambda body, caller, context: models.chat_completions(body, caller, context.pipeline, context.searcher, context.settings),
+    ),
+    "/v1/embeddings": (EmbeddingsRequest, lambda body, caller, context: models.create_embeddings(body, caller, context.pipeline)),
+    "/v1/rerank": (RerankRequest, lambda body, caller, context: models.create_rerank(body, caller, context.pipeline)),
+}
+
+
+def add_json_model_routes(app: FastAPI) -> None:
+    """Before `routes/models.py`'s routes, which then only document these three: the first
+    route that matches a request serves it."""
+    for path, (model, call) in ROUTES.items():
+        app.add_route(path, _endpoint(model, call), methods=["POST"], include_in_schema=False)
