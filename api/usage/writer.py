@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from typing import Any
 
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -34,14 +33,11 @@ MAX_RETRY_DELAY_SECONDS = 2.0
 ROWS_PER_STATEMENT = 32
 
 # The documented Core bulk INSERT: executed with a list of rows, the driver's executemany
-# (asyncpg pipelines it; SQLAlchemy 2 sends multi-row VALUES where the dialect prefers that).
+# (asyncpg pipelines it). A record's fields are the table's columns (checked below), so its
+# own `__dict__` is the row: no copy per record.
 _INSERT_USAGE = insert(Usage.__table__)
-_USAGE_COLUMNS = tuple(column.key for column in Usage.__table__.c if not column.primary_key)
-
-
-def _row(record: UsageRecord) -> dict[str, Any]:
-    fields = vars(record)
-    return {key: fields[key] for key in _USAGE_COLUMNS}
+if {column.key for column in Usage.__table__.c if not column.primary_key} != set(UsageRecord.__dataclass_fields__):
+    raise RuntimeError("UsageRecord's fields must be the usage table's columns")
 
 
 class UsageWriter:
@@ -234,7 +230,7 @@ class UsageWriter:
         try:
             async with connection.begin():
                 for start in range(0, len(records), ROWS_PER_STATEMENT):
-                    await connection.execute(_INSERT_USAGE, [_row(r) for r in records[start:start + ROWS_PER_STATEMENT]])
+                    await connection.execute(_INSERT_USAGE, [vars(r) for r in records[start:start + ROWS_PER_STATEMENT]])
                 if spent:
                     # Budgets move in the same transaction as the records: each cost counts once.
                     await connection.execute(
