@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -134,9 +135,9 @@ async def open_call_path(
     )
 
 
-def background(stack: AsyncExitStack, work: object, name: str) -> None:
-    """Run `work` (a coroutine) as a task until the stack closes, then cancel and await it."""
-    task = asyncio.create_task(work, name=name)  # type: ignore[arg-type]
+def background(stack: AsyncExitStack, work: Coroutine[Any, Any, Any], name: str) -> None:
+    """Run `work` as a task until the stack closes, then cancel and await it."""
+    task = asyncio.create_task(work, name=name)
 
     async def stop() -> None:
         task.cancel()

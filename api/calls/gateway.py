@@ -20,7 +20,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -34,7 +34,6 @@ from api.errors import (
 )
 from api.identity.principal import Principal
 from api.observability.metrics import GatewayMetrics
-from api.calls.call import Call
 from api.catalog.catalog import ModelCatalog, ProviderTarget, RouterEntry
 from api.providers import Endpoint, adapter_for, well_formed
 from api.providers.sessions import UpstreamSessions
@@ -58,6 +57,16 @@ ENDPOINT_TYPES: dict[Endpoint, frozenset[str]] = {
     # A Mistral-style OCR model, or a vision chat model prompted page by page.
     Endpoint.ocr: frozenset({"image-to-text", "image-text-to-text"}),
 }
+
+
+class Attempts(Protocol):
+    """What the gateway reads and writes of the call it forwards (`api.calls.call.Call`): the
+    router to try, then the provider of the last attempt and the time spent waiting on it."""
+
+    router: RouterEntry | None
+    provider: ProviderTarget | None
+    upstream_seconds: float
+    first_byte_at: float | None
 
 
 class PriorityGate:
@@ -218,14 +227,14 @@ class Gateway:
         headers = {**adapter.headers(provider.key), "Content-Type": "application/json"}
         return {"url": adapter.url(provider.url, endpoint), "data": jsonutil.dumps(payload), "headers": headers}
 
-    async def call_json(self, call: Call, endpoint: Endpoint, body: dict[str, Any], priority: int) -> UpstreamAnswer:
+    async def call_json(self, call: Attempts, endpoint: Endpoint, body: dict[str, Any], priority: int) -> UpstreamAnswer:
         """Send a JSON request, failing over as needed, and return the provider's parsed answer."""
         return await self._with_failover(
             call, priority, lambda provider: self._send(call, provider, self._request_args(provider, endpoint, body), endpoint)
         )
 
     async def call_multipart(
-        self, call: Call, endpoint: Endpoint, build_form: Callable[[str], aiohttp.FormData], priority: int
+        self, call: Attempts, endpoint: Endpoint, build_form: Callable[[str], aiohttp.FormData], priority: int
     ) -> UpstreamAnswer:
         def send(provider: ProviderTarget) -> Awaitable[UpstreamAnswer]:
             adapter = adapter_for(provider.type)
@@ -236,7 +245,7 @@ class Gateway:
         return await self._with_failover(call, priority, send)
 
     async def _with_failover(
-        self, call: Call, priority: int, send: Callable[[ProviderTarget], Awaitable[UpstreamAnswer]]
+        self, call: Attempts, priority: int, send: Callable[[ProviderTarget], Awaitable[UpstreamAnswer]]
     ) -> UpstreamAnswer:
         assert call.router is not None
         failures: list[Retryable] = []
@@ -253,7 +262,7 @@ class Gateway:
                 await self.release(lease)
         raise self._exhausted(call.router, failures)
 
-    async def _send(self, call: Call, provider: ProviderTarget, args: dict[str, Any], endpoint: Endpoint) -> UpstreamAnswer:
+    async def _send(self, call: Attempts, provider: ProviderTarget, args: dict[str, Any], endpoint: Endpoint) -> UpstreamAnswer:
         session = self._upstreams.for_url(provider.url)
         started = time.perf_counter()
         try:
@@ -305,7 +314,7 @@ class Gateway:
             raise Retryable("invalid", f"provider {provider.id} ended its stream before its first event")
         return first
 
-    async def open_stream(self, call: Call, body: dict[str, Any], priority: int) -> OpenStream:
+    async def open_stream(self, call: Attempts, body: dict[str, Any], priority: int) -> OpenStream:
         """Open a streamed chat completion: failover until a provider answers 2xx headers and
         its first bytes."""
         assert call.router is not None

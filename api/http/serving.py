@@ -7,16 +7,10 @@ process only, never by `create_app`: a test or a program embedding the app keeps
 from __future__ import annotations
 
 import gc
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.http.app import create_app_from_env
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The collector's young generation is scanned every 700 net allocations by default. Under
 # concurrent load the requests in flight keep that count climbing (a deallocation at zero is
