@@ -81,15 +81,21 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    documents = settings.settings.rag.vector_store_model is not None
+    if args.workers > 1 and documents and settings.dependencies.qdrant.url is None:
+        print(
+            "error: --workers > 1 with documents on needs a Qdrant server (dependencies.qdrant.url): a local "
+            "Qdrant folder (dependencies.qdrant.path) can be opened by one process only",
+            file=sys.stderr,
+        )
+        return 2
     if not _migrate_in_child_process(settings):
         print("error: the database migrations failed (above); not serving", file=sys.stderr)
         return 1
-    uvicorn.run(
-        "api.http.serving:create_served_app",
+    options: dict[str, Any] = dict(
         factory=True,
         host=args.host,
         port=args.port,
-        workers=args.workers,
         log_level=settings.settings.log_level.lower(),
         log_config=_logging_config(settings),
         access_log=settings.settings.access_log,
@@ -97,7 +103,13 @@ def serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         http="httptools",
     )
-    return 0
+    if args.workers == 1:
+        uvicorn.run("api.http.serving:create_served_app", **options)
+        return 0
+    # Not uvicorn's own multi-process mode: its supervisor keeps accepting during a drain.
+    from api.http.supervisor import Supervisor
+
+    return Supervisor(uvicorn.Config("api.http.serving:create_served_app", workers=args.workers, **options), args.workers).run()
 
 
 def worker(args: argparse.Namespace) -> int:

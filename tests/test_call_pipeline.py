@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.exc import OperationalError
 
@@ -310,3 +311,21 @@ async def test_a_step_added_to_the_list_runs_for_every_model_endpoint(app_factor
     paths = [path for path, _, _ in witness.seen]
     assert paths.count("/v1/chat/completions") == 3 and paths.count("/v1/embeddings") == 4
     assert paths.count("/v1/rerank") == 2  # the endpoint's and the search's
+
+
+async def test_a_bug_in_a_step_is_a_500_that_closes_the_connection_and_is_recorded(app_factory, upstream) -> None:
+    """The server closes the connection after an unexpected error: the answer says so, so that a
+    keep-alive client does not send its next request on a connection about to be reset."""
+    log: list[str] = []
+    client = await app_factory(call_steps=(Probe("buggy", log, fail_with=RuntimeError("a bug")),))
+    models = Models(client, Seeder(client))
+    router = await models.router("chat")
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router)
+    transport = httpx.ASGITransport(app=client.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tollgate.test") as http:
+        response = await http.post("/v1/chat/completions", headers=user.headers,
+                                   json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 500 and response.json() == {"detail": "Internal server error"}
+    assert response.headers["connection"] == "close"
+    assert [(row.endpoint, row.status) for row in await usage_rows(client)] == [("/v1/chat/completions", 500)]

@@ -138,6 +138,19 @@ def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
     assert result.returncode == 2 and "needs dependencies.redis" in result.stderr
 
 
+def test_several_workers_on_a_local_qdrant_folder_refuse_to_start(tmp_path: Path) -> None:
+    """One process only can open a local Qdrant folder: the others would answer 500."""
+    config = tmp_path / "rag.yml"
+    config.write_text(
+        "settings:\n  rag:\n    vector_store_model: embeddings\n"
+        f"dependencies:\n  database:\n    url: sqlite+aiosqlite:///{tmp_path}/t.db\n  qdrant:\n    path: {tmp_path}/q\n"
+        "  redis:\n    url: redis://127.0.0.1:6379/0\n"
+    )
+    result = tollgate("--config", str(config), "serve", "--workers", "2")
+    assert result.returncode == 2 and "needs a Qdrant server" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "q").exists()  # refused before anything opened it
+
+
 def test_worker_explains_what_it_needs(tmp_path: Path) -> None:
     nothing = tmp_path / "nothing.yml"
     nothing.write_text(

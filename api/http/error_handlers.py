@@ -89,7 +89,9 @@ async def _dependency_error(request: Request, error: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse({"detail": "Internal server error"}, status_code=500)
+    # The error goes on to the server, which then closes the connection: say so, or a keep-alive
+    # client sends its next request on a connection about to be reset.
+    return JSONResponse({"detail": "Internal server error"}, status_code=500, headers={"Connection": "close"})
 
 
 def install_error_handlers(app: FastAPI) -> None:
