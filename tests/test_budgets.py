@@ -110,6 +110,31 @@ async def test_recharge_and_ledger(client, models: Models, upstream) -> None:
     assert (await client.post("/v1/admin/users/999999/budget", json={"amount": 1}, headers=ADMIN)).status_code == 404
 
 
+async def test_a_retried_budget_change_with_an_idempotency_key_is_applied_once(client, models: Models, upstream) -> None:
+    user = await budgeted(client, models, upstream, budget=1)
+    path = f"/v1/admin/users/{user.id}/budget"
+    first = await client.post(path, json={"amount": 0.5}, headers={**ADMIN, "Idempotency-Key": "top-up-1"})
+    again = await client.post(path, json={"amount": 0.5}, headers={**ADMIN, "Idempotency-Key": "top-up-1"})
+    assert first.status_code == again.status_code == 201 and first.json() == again.json()
+    other = await client.post(path, json={"amount": 0.7}, headers={**ADMIN, "Idempotency-Key": "top-up-1"})
+    assert other.status_code == 409 and "different request" in other.json()["detail"]
+    elsewhere = await client.post(f"/v1/admin/users/{user.id + 1000}/budget", json={"amount": 0.5},
+                                  headers={**ADMIN, "Idempotency-Key": "top-up-1"})
+    assert elsewhere.status_code == 409  # the same key for another user's budget is another request
+    patch = {"budget": 3}
+    for _ in range(2):
+        assert (await client.patch(f"/v1/admin/users/{user.id}", json=patch,
+                                   headers={**ADMIN, "Idempotency-Key": "set-3"})).status_code == 204
+    # A new key is a new change, even with the same body.
+    assert (await client.post(path, json={"amount": 0.5}, headers={**ADMIN, "Idempotency-Key": "top-up-2"})).status_code == 201
+    history = (await client.get(path, headers=ADMIN)).json()
+    assert [(c["kind"], c["budget"]) for c in reversed(history["data"])] == [("recharge", 1.5), ("set", 3.0), ("recharge", 3.5)]
+    assert (await client.get("/v1/me/info", headers=user.headers)).json()["budget"] == pytest.approx(3.5)
+    assert await db_budget(client, user.id) == 3_500_000_000
+    too_long = await client.post(path, json={"amount": 0.5}, headers={**ADMIN, "Idempotency-Key": "k" * 256})
+    assert too_long.status_code == 400 and "Idempotency-Key" in too_long.json()["detail"]
+
+
 async def test_a_budget_set_after_a_call_ended_is_not_charged_for_it(client, models: Models, upstream, monkeypatch) -> None:
     """A call's settlement may wait for the next admission (a few ms in Redis mode, here held
     for seconds): setting a budget first settles the calls that have ended, so the new budget

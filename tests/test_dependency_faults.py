@@ -241,6 +241,36 @@ async def test_redis_outage_refuses_calls_with_503_and_recovers(backend, upstrea
         assert round(live * 1e9) <= db_budget - 2 * (RESERVED - SPENT)
 
 
+async def test_a_budget_change_answered_503_during_a_redis_outage_changed_nothing(backend, upstream, tmp_path) -> None:
+    """A client retries what was answered 503: so a 503 must mean nothing was committed, and a
+    retry with the same Idempotency-Key, once Redis is back, applies the change exactly once."""
+    async with relayed_app(backend, tmp_path) as relayed:
+        client = relayed.client
+        user = await provision(client, upstream)
+        assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+        path = f"/v1/admin/users/{user.id}/budget"
+        recharge = {"json": {"amount": 0.5}, "headers": {**ADMIN, "Idempotency-Key": "recharge-1"}}
+        live_before = (await client.get("/v1/me/info", headers=user.headers)).json()["budget"]  # the call settled
+        await relayed.redis.cut()
+        refused = await client.post(path, **recharge)
+        assert refused.status_code == 503 and "nothing was committed" in refused.json()["detail"]
+        patched = await client.patch(f"/v1/admin/users/{user.id}", json={"budget": 5, "name": "renamed"}, headers=ADMIN)
+        assert patched.status_code == 503
+        await relayed.redis.restore()
+        await client.app.state.context.usage_writer.flush()  # type: ignore[attr-defined]
+        spent = BUDGET_NANOS - SPENT
+        async with client.app.state.context.session_factory() as session:  # type: ignore[attr-defined]
+            row = (await session.execute(select(User.budget_nanos, User.name).where(User.id == user.id))).one()
+        assert row.budget_nanos == spent and row.name != "renamed"
+        assert (await client.get(path, headers=ADMIN)).json()["total"] == 0
+
+        for _ in range(2):  # the retry, and the retry of the retry
+            assert (await client.post(path, **recharge)).status_code == 201
+        assert (await client.get(path, headers=ADMIN)).json()["total"] == 1
+        live = (await client.get("/v1/me/info", headers=user.headers)).json()["budget"]
+        assert round(live * 1e9) == round(live_before * 1e9) + 500_000_000
+
+
 async def test_a_hung_redis_costs_one_bounded_wait_then_503(backend, upstream, tmp_path) -> None:
     """Redis (or the network to it) stops answering but closes nothing: every wait is bounded
     by redis.timeout_seconds, so calls still get their 503, only later."""

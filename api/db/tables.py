@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from api.db.base import Base, TimestampMixin, UTCDateTime, utcnow
@@ -186,6 +186,23 @@ class BudgetChange(Base):
     balance_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # after the change (database view)
     reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotentRequest(Base):
+    """The answer given to a balance-changing request sent with an Idempotency-Key: a retry with
+    the same key and body gets it again instead of applying the change twice. Written in the
+    change's own transaction, so a key is remembered exactly when its change was committed."""
+
+    __tablename__ = "idempotent_requests"
+    __table_args__ = (UniqueConstraint("scope", "key", name="uq_idempotent_requests_scope_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(32))  # whose key: "user:<id>", or "master"
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the method, path and body
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[str | None] = mapped_column(Text, nullable=True)  # the JSON body, if any
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class Collection(TimestampMixin, Base):

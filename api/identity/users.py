@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -53,9 +54,12 @@ async def _check_references(session: AsyncSession, role_id: int | None, organiza
         raise NotFoundError(f"Organization {organization_id} not found")
 
 
-async def commit_unique_email(session: AsyncSession, email: str) -> None:
+async def commit_unique_email(
+    session: AsyncSession, email: str, commit: Callable[[AsyncSession], Awaitable[None]] | None = None
+) -> None:
+    """`commit`: how to commit, when the change reaches beyond the database (a live balance)."""
     try:
-        await session.commit()
+        await (session.commit() if commit is None else commit(session))
     except IntegrityError as exc:
         await session.rollback()
         # Either the email was taken meanwhile, or the role/organization was deleted meanwhile.
@@ -99,9 +103,11 @@ async def list_users(
 
 
 async def update_user(
-    session: AsyncSession, hasher: PasswordHasher, authenticator: Authenticator, user_id: int, body: UserUpdate
+    session: AsyncSession, hasher: PasswordHasher, authenticator: Authenticator, user_id: int, body: UserUpdate,
+    commit: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> bool:
-    """Apply the fields present in `body`. Returns whether the password changed."""
+    """Apply the fields present in `body` (committed by `commit` if given). Returns whether the
+    password changed."""
     user = await get_user_model(session, user_id)
     changes = body.model_dump(exclude_unset=True)
     await _check_references(session, changes.get("role"), changes.get("organization"))
@@ -123,7 +129,7 @@ async def update_user(
         user.priority = body.priority  # type: ignore[assignment]
     user.updated = utcnow()
     await mark_changed(session)
-    await commit_unique_email(session, user.email)
+    await commit_unique_email(session, user.email, commit)
     authenticator.forget_user(user_id)
     return "password" in changes
 

@@ -175,9 +175,8 @@ def budget_keys(prefix: str, user_id: int) -> list[str]:
 
 
 def _not_applied() -> DependencyUnavailableError:
-    # The database is written first: say what to do rather than invite a second recharge.
+    # Budget changes apply the live balance before the database commits (api.quota.ledger).
     return DependencyUnavailableError(
-        "Shared state (Redis) is unavailable: the live budget balance was not updated. Once Redis is back, "
-        "set the user's budget again (PATCH) to apply the change",
+        "Shared state (Redis) is unavailable: the budget change was not made (nothing was committed); retry it",
         retry_after=RETRY_AFTER_SECONDS,
     )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
 from api.http.deps import Admin, AuthenticatorDep, BudgetsDep, HasherDep, page_params, require_admin, Session, SettingsDep
 from api.quota import ledger
+from api.quota.idempotency import IdempotencyKey, earlier_answer, remember
 from api.identity import keys
 from api.identity import organizations
 from api.identity import roles
@@ -130,30 +131,48 @@ async def get_user(user: PathId, session: Session) -> UserOut:
     return await users.get_user(session, user)
 
 
+IdempotencyHeader = Annotated[str | None, Header(
+    alias="Idempotency-Key", description="Makes a retry safe: the same key and body answer the first result "
+    "(kept 24 h), the same key with another body is a 409.",
+)]
+
+
 @routes.patch("/users/{user}", status_code=204, tags=["admin: users"])
 async def update_user(
     user: PathId, body: UserUpdate, session: Session, hasher: HasherDep, authenticator: AuthenticatorDep, budgets:
-    BudgetsDep, caller: Admin
+    BudgetsDep, caller: Admin, idempotency_key: IdempotencyHeader = None,
 ) -> Response:
-    budget_changed = "budget" in body.model_fields_set
-    if budget_changed:
+    idempotency = None
+    if idempotency_key is not None:
+        idempotency = IdempotencyKey.of(idempotency_key, caller.user_id, "PATCH", f"/v1/admin/users/{user}",
+                                        body.model_dump(mode="json", exclude_unset=True))
+        if await earlier_answer(session, idempotency) is not None:
+            return Response(status_code=204)
+    commit = None
+    if "budget" in body.model_fields_set:
         # The 404 first: the ledger row for a missing user would fail its foreign key (a 500).
-        await users.get_user_model(session, user)
-        await ledger.record_set(session, user, caller.user_id, users.budget_to_nanos(body.budget))
-    await users.update_user(session, hasher, authenticator, user, body)
-    if budget_changed:
-        await budgets.set_budget(user, users.budget_to_nanos(body.budget))
+        before = (await users.get_user_model(session, user)).budget_nanos
+        after = users.budget_to_nanos(body.budget)
+        await ledger.record_set(session, user, caller.user_id, after)
+        commit = ledger.live_budget_set(budgets, user, before, after)
+    if idempotency is not None:
+        await remember(session, idempotency, 204, None)
+    await users.update_user(session, hasher, authenticator, user, body, commit)
     return Response(status_code=204)
 
 
 @routes.post("/users/{user}/budget", status_code=201, tags=["admin: users"])
 async def recharge_budget(
     user: PathId, body: BudgetRecharge, session: Session, budgets: BudgetsDep, authenticator: AuthenticatorDep,
-    caller: Admin
+    caller: Admin, idempotency_key: IdempotencyHeader = None,
 ) -> Created:
     """Add to (or, negative, take from) a user's budget; every change goes to the ledger."""
+    idempotency = None
+    if idempotency_key is not None:
+        idempotency = IdempotencyKey.of(idempotency_key, caller.user_id, "POST", f"/v1/admin/users/{user}/budget",
+                                        body.model_dump(mode="json"))
     change = await ledger.recharge(session, budgets, authenticator, user, caller.user_id, body.amount,
-                                    body.reason)
+                                    body.reason, idempotency)
     return Created(id=change)
 
 
