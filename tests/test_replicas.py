@@ -361,3 +361,46 @@ async def test_a_worker_killed_mid_ingestion_loses_no_document_and_duplicates_no
         assert sorted(c.content for c in stored) == sorted(pages) and await vectors.count(document_id=document) == 12
     finally:
         await vectors.close()
+
+
+async def test_a_stream_cut_by_the_death_of_its_process_is_recorded_and_charged(
+    app_factory, backend, upstream, tmp_path
+) -> None:
+    """Its client got a 200 and some chunks: the start journaled before them is replayed as a
+    record of the call, cut, charged for its prompt."""
+    client = await app_factory()
+    models = Models(client, Seeder(client))
+    router = await models.router(cost_prompt_tokens=1000, cost_completion_tokens=1000)
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router, budget=1.0)
+    upstream.behaviour.chunk_delay_seconds = 0.25
+    upstream.behaviour.reply_words = 40
+    config = process_config(tmp_path / "crash.yml", client, backend, f"  usage_journal_path: {tmp_path}/journal\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = serve(config, port)
+    try:
+        await wait_healthy([url])
+        async with httpx.AsyncClient(timeout=30) as http:
+            async with http.stream("POST", url + "/v1/chat/completions", headers=user.headers,
+                                   json={**BODY, "stream": True, "max_tokens": 50}) as response:
+                assert response.status_code == 200
+                request_id = response.headers["x-tollgate-request-id"]
+                chunks = response.aiter_raw()
+                await anext(chunks)
+                await anext(chunks)
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=10)
+        assert [r for r in await usage_rows(client) if r.request_id == request_id] == []
+        # The next process on the folder replays it at start.
+        process = serve(config, port)
+        await wait_healthy([url])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    [row] = [r for r in await usage_rows(client) if r.request_id == request_id]
+    assert (row.status, row.completion_tokens) == (499, 0) and row.prompt_tokens > 0
+    assert row.cost_nanos == row.prompt_tokens * 1000 * 1000
+    async with client.app.state.context.session_factory() as session:
+        remaining = (await session.execute(select(User.budget_nanos).where(User.id == user.id))).scalar_one()
+    assert remaining == 1_000_000_000 - row.cost_nanos

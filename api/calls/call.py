@@ -17,6 +17,7 @@ from api.identity.principal import Principal
 from api.logs import usage_request_id
 from api.providers import Endpoint
 from api.usage.accounting import NO_CARBON, Carbon
+from api.usage.journal import OpenedCall
 
 if TYPE_CHECKING:
     from api.calls.answers import OpenStream
@@ -90,6 +91,7 @@ class Call:
     usage: dict[str, Any] | None = None  # Price: the `usage` object of the answer
     # Set by the pipeline when a stream is open: runs the steps' ends once the stream is over.
     finish: Callable[[], Awaitable[None]] | None = None
+    journaled_start: OpenedCall | None = None  # Record, when a stream opens: see UsageWriter.started
 
     @property
     def priority(self) -> int:

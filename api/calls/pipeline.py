@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from api.calls.call import CLIENT_CLOSED, Call
 from api.errors import DomainError, status_for
@@ -40,9 +40,18 @@ class Step(Protocol):
         ...
 
 
+@runtime_checkable
+class WatchesStreams(Protocol):
+    def stream_opened(self, call: Call) -> None:
+        """The call's stream is open (its steps all entered): its client is about to get a 200
+        and the first chunks, before the steps leave at the stream's end."""
+        ...
+
+
 class Pipeline:
     def __init__(self, steps: Sequence[Step]) -> None:
         self.steps = tuple(steps)
+        self._stream_watchers = [step for step in self.steps if isinstance(step, WatchesStreams)]
 
     async def run(self, call: Call) -> Call:
         """Carry `call` through the steps. Raises the DomainError its client gets (an outage of
@@ -75,6 +84,8 @@ class Pipeline:
         if call.stream is not None:
             # Left once the stream is over: the relay sets the status and tokens, then calls this.
             call.finish = lambda: self._leave(call, entered)
+            for watcher in self._stream_watchers:
+                watcher.stream_opened(call)
         else:
             call.status = 200
             await self._leave(call, entered)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
-from api.calls.call import Call
+from api.calls.call import CLIENT_CLOSED, Call
 from api.calls.gateway import ENDPOINT_TYPES, Gateway
 from api.calls.pipeline import Step
 from api.catalog.catalog import ModelCatalog
 from api.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from api.quota.quotas import Quotas
-from api.usage.accounting import carbon_footprint, cost_nanos
+from api.usage.accounting import NO_CARBON, Carbon, carbon_footprint, cost_nanos
 from api.usage.records import UsageRecord
 from api.usage.writer import UsageWriter
+
+logger = logging.getLogger("tollgate.usage")
 
 
 class Record:
@@ -26,22 +29,37 @@ class Record:
     async def enter(self, call: Call) -> None:
         self._writer.expect()  # a shutdown waits for this call's record
 
+    def stream_opened(self, call: Call) -> None:
+        """Its client is about to get a 200 and chunks: should the process die before the end,
+        the call is recorded as cut, charged for its prompt (the journal replays it)."""
+        prompt = call.operation.prompt_estimate()
+        cost = 0
+        if call.router is not None:
+            cost = cost_nanos(prompt, 0, call.router.cost_prompt_micros, call.router.cost_completion_micros)
+        try:
+            call.journaled_start = self._writer.started(_record_of(call, CLIENT_CLOSED, prompt, 0, cost, NO_CARBON))
+        except OSError:  # a full disk: the stream goes on, and is recorded at its end as any other
+            logger.exception("journaling the start of stream %s failed", call.request_id)
+
     async def leave(self, call: Call) -> None:
-        record = UsageRecord(
-            request_id=call.request_id, endpoint=call.path, method=call.method, status=call.status or 500,
-            user_id=call.principal.user_id, organization_id=call.principal.organization_id,
-            key_id=call.principal.key_id, key_name=call.principal.key_name,
-            router_id=call.router.id if call.router else None, provider_id=call.provider.id if call.provider else None,
-            model=call.model, prompt_tokens=call.prompt_tokens, completion_tokens=call.completion_tokens,
-            total_tokens=call.prompt_tokens + call.completion_tokens, cost_nanos=call.cost_nanos,
-            kwh_min=call.carbon.kwh_min, kwh_max=call.carbon.kwh_max,
-            kgco2eq_min=call.carbon.kgco2eq_min, kgco2eq_max=call.carbon.kgco2eq_max,
-            latency_ms=int((time.perf_counter() - call.started) * 1000),
-            ttft_ms=int((call.first_byte_at - call.started) * 1000) if call.first_byte_at else None,
-        )
+        record = _record_of(call, call.status or 500, call.prompt_tokens, call.completion_tokens, call.cost_nanos, call.carbon)
         self._observe(record)
         # Journaled and queued before the answer leaves: a process killed from here on has it.
-        await self._writer.record(record, expected=True)
+        await self._writer.record(record, expected=True, started=call.journaled_start)
+
+
+def _record_of(call: Call, status: int, prompt: int, completion: int, cost: int, carbon: Carbon) -> UsageRecord:
+    return UsageRecord(
+        request_id=call.request_id, endpoint=call.path, method=call.method, status=status,
+        user_id=call.principal.user_id, organization_id=call.principal.organization_id,
+        key_id=call.principal.key_id, key_name=call.principal.key_name,
+        router_id=call.router.id if call.router else None, provider_id=call.provider.id if call.provider else None,
+        model=call.model, prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+        cost_nanos=cost, kwh_min=carbon.kwh_min, kwh_max=carbon.kwh_max,
+        kgco2eq_min=carbon.kgco2eq_min, kgco2eq_max=carbon.kgco2eq_max,
+        latency_ms=int((time.perf_counter() - call.started) * 1000),
+        ttft_ms=int((call.first_byte_at - call.started) * 1000) if call.first_byte_at else None,
+    )
 
 
 class ResolveRouter:

@@ -13,13 +13,13 @@ import asyncio
 import logging
 
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.db.engine import database_unavailable
 from api.db.tables import Usage, User
-from api.usage.journal import UsageJournal
+from api.usage.journal import OpenedCall, UsageJournal
 from api.usage.records import UsageRecord
 
 logger = logging.getLogger("tollgate.usage")
@@ -83,13 +83,20 @@ class UsageWriter:
         self._open += 1
         self._none_open.clear()
 
-    async def record(self, record: UsageRecord, expected: bool = False) -> None:
+    def started(self, cut: UsageRecord) -> OpenedCall | None:
+        """A stream is about to answer: journal `cut`, its record should its process die before
+        the end. Pass what this returns to `record` with the call's real record."""
+        return None if self._journal is None else self._journal.open_call(cut)
+
+    async def record(self, record: UsageRecord, expected: bool = False, started: OpenedCall | None = None) -> None:
         if expected:
             self._open -= 1
             if self._open == 0:
                 self._none_open.set()
         if self._journal is not None:
             self._journal.append(record)  # on disk before the answer leaves: a crash loses nothing
+            if started is not None:
+                self._journal.close_call(started)
         await self._queue.put(record)
 
     def start(self) -> None:
@@ -142,7 +149,20 @@ class UsageWriter:
     async def write_now(self, records: list[UsageRecord]) -> None:
         """Write records that never went through the queue (a dead process's, from its
         journal), retrying like the others; those already in the database are skipped."""
-        await self._store(list(records))
+        await self._store(await self._not_written(records))
+
+    async def _not_written(self, records: list[UsageRecord]) -> list[UsageRecord]:
+        """`records` less those already in the database, found in one query per thousand: a
+        replayed journal holds mostly calls written long ago, each a failed insert otherwise."""
+        try:
+            async with self._engine.connect() as connection:
+                written: set[str] = set()
+                for start in range(0, len(records), 1000):
+                    ids = [r.request_id for r in records[start:start + 1000]]
+                    written.update((await connection.execute(select(Usage.request_id).where(Usage.request_id.in_(ids)))).scalars())
+        except DBAPIError:
+            return list(records)  # the inserts find them, one by one
+        return [r for r in records if r.request_id not in written]
 
     async def flush(self) -> None:
         """Return once every record queued so far is written (tests and shutdown)."""
