@@ -35,7 +35,10 @@ class UsageDetail(BaseModel):
 
 class MeUsage(BaseModel):
     object: Literal["me.usage"] = "me.usage"
-    id: int
+    id: int | None = Field(
+        description="null for a call this process answered moments ago, whose record is not written yet (records are "
+        "written in batches)"
+    )
     model: str | None
     key: str | None
     endpoint: str
