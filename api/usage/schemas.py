@@ -16,7 +16,6 @@ class CarbonRange(BaseModel):
 class Carbon(BaseModel):
     kWh: CarbonRange
     kgCO2eq: CarbonRange
-    budget: float | None = Field(default=None, description="group_by=user: the user's remaining budget now.")
 
 
 class UsageMetrics(BaseModel):
