@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from api.calls.pipeline import Step
+from api.http.api_reference import add_api_reference
 from api.http.context import build_context
 from api.http.json_model_routes import add_json_model_routes
 from api.http.error_handlers import install_error_handlers
@@ -56,6 +57,9 @@ def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> Fas
         "roles, users, keys, budgets, limits and accounting.",
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's reference pages load their assets from CDNs: ours (api_reference.py) do not.
+        docs_url=None,
+        redoc_url=None,
         # Even with no provider configured, native telemetry looks the global providers up on
         # every request; switched off, FastAPI skips that work entirely.
         telemetry=None if settings.settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
@@ -69,7 +73,7 @@ def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> Fas
     app.add_middleware(RequestIdMiddleware)
 
     # The model endpoints first: routes are matched in order, and these carry the traffic.
-    # (Only FastAPI's own documentation routes come before them.)
+    # (Only FastAPI's own route for /openapi.json comes before them.)
     add_json_model_routes(app)
     app.include_router(models.routes)
 
@@ -81,6 +85,7 @@ def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> Fas
     app.include_router(admin_models.routes)
     app.include_router(provider_health.routes)
     app.include_router(rag.routes)
+    add_api_reference(app)
     return app
 
 

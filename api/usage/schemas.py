@@ -16,7 +16,6 @@ class CarbonRange(BaseModel):
 class Carbon(BaseModel):
     kWh: CarbonRange
     kgCO2eq: CarbonRange
-    budget: float | None = Field(default=None, description="group_by=user: the user's remaining budget now.")
 
 
 class UsageMetrics(BaseModel):
@@ -35,7 +34,10 @@ class UsageDetail(BaseModel):
 
 class MeUsage(BaseModel):
     object: Literal["me.usage"] = "me.usage"
-    id: int
+    id: int | None = Field(
+        description="null for a call this process answered moments ago, whose record is not written yet (records are "
+        "written in batches)"
+    )
     model: str | None
     key: str | None
     endpoint: str

@@ -60,9 +60,15 @@ class UsageWriter:
         # (its ping, its reset) cost as much CPU here as writing a hundred records.
         self._connection: AsyncConnection | None = None
         self._interval = interval_seconds
+        # Set while `flush` waits: the batch gathering now, and the next ones, go without waiting.
+        self._hurry = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Records taken off the queue but not yet committed: stop() writes them if cut short.
         self._in_hand: list[UsageRecord] = []
+        # Every record given to `record` and not yet committed (nor dropped), for a user's read
+        # of their own usage (`unwritten`). Keyed by identity, not by position: records waiting
+        # for room in a full queue may enter it in another order than they came.
+        self._unwritten: dict[int, UsageRecord] = {}
         self._written = 0
         # Requests under way that will bring a record: at shutdown, requests cut by the
         # server's deadline are still finishing (uvicorn cancels them and moves on at once).
@@ -77,6 +83,11 @@ class UsageWriter:
     @property
     def written(self) -> int:
         return self._written
+
+    def unwritten(self, user_id: int) -> list[UsageRecord]:
+        """This user's records that this process answered and has not written yet (a
+        snapshot: each is in the database, or still here, at any later moment)."""
+        return [record for record in self._unwritten.values() if record.user_id == user_id]
 
     def expect(self) -> None:
         """A request has started that will call `record` once, whatever happens to it."""
@@ -97,6 +108,7 @@ class UsageWriter:
             self._journal.append(record)  # on disk before the answer leaves: a crash loses nothing
             if started is not None:
                 self._journal.close_call(started)
+        self._unwritten[id(record)] = record
         await self._queue.put(record)
 
     def start(self) -> None:
@@ -167,7 +179,11 @@ class UsageWriter:
     async def flush(self) -> None:
         """Return once every record queued so far is written (tests and shutdown)."""
         if self._task is not None and not self._task.done():
-            await self._queue.join()
+            self._hurry.set()
+            try:
+                await self._queue.join()
+            finally:
+                self._hurry.clear()
             return
         await self._drain()
 
@@ -182,7 +198,11 @@ class UsageWriter:
             if self._queue.empty():
                 await self._release_connection()  # traffic stopped: give the connection back
             self._in_hand = [await self._queue.get()]
-            await asyncio.sleep(self._interval)  # let a batch gather
+            try:
+                async with asyncio.timeout(self._interval):  # let a batch gather...
+                    await self._hurry.wait()  # ...unless someone waits for it
+            except TimeoutError:
+                pass
             self._in_hand += self._take(self._batch_size - 1)
             await self._write(self._in_hand)
 
@@ -193,6 +213,8 @@ class UsageWriter:
 
     async def _write(self, batch: list[UsageRecord]) -> None:
         await self._store(batch)
+        for record in batch:
+            self._unwritten.pop(id(record), None)
         if batch is self._in_hand:
             self._in_hand = []
         if self._journal is not None:
