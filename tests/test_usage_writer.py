@@ -69,3 +69,33 @@ async def test_a_connection_lost_between_batches_is_replaced_without_a_warning(b
     assert [r.getMessage() for r in caplog.records if r.name == "tollgate.usage"] == []
     stored = sorted(row.request_id for row in await usage_rows(client))
     assert stored == sorted(record.request_id for record in first + second)
+
+
+async def test_with_a_full_queue_the_journal_keeps_the_queues_order(tmp_path) -> None:
+    """The journal drops records as 'the next n are written', so it must hold them in the order
+    the writer takes them, even when callers wait for room in the queue: else a crash could lose
+    a record the journal had dropped unwritten."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from api.usage.journal import SUFFIX, UsageJournal, decode
+    from api.usage.writer import UsageWriter
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/unused.db")
+    writer = UsageWriter(engine, max_queue=1, journal=UsageJournal(tmp_path / "journal"))  # never started
+    start = datetime(2026, 12, 5, tzinfo=UTC)
+    first, waiting, late = (_record(index, start) for index in range(3))
+    await writer.record(first)
+    blocked = asyncio.ensure_future(writer.record(waiting))  # the queue is full: it waits
+    await asyncio.sleep(0.05)
+    queue = writer._queue  # the order the writer would take them in
+    taken = [queue.get_nowait()]  # room for one: `late` arrives at that very moment
+    await writer.record(late)
+    taken.append(queue.get_nowait())
+    await asyncio.wait_for(blocked, timeout=2)
+    taken.append(queue.get_nowait())
+    [segment] = (tmp_path / "journal").glob("*" + SUFFIX)
+    journaled = [decode(line).request_id for line in segment.read_bytes().splitlines()]  # type: ignore[union-attr]
+    assert journaled == [record.request_id for record in taken]
+    await engine.dispose()

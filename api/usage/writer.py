@@ -40,6 +40,9 @@ if {column.key for column in Usage.__table__.c if not column.primary_key} != set
     raise RuntimeError("UsageRecord's fields must be the usage table's columns")
 
 
+QUEUE_FULL_POLL_SECONDS = 0.01
+
+
 class UsageWriter:
     def __init__(
         self,
@@ -104,12 +107,17 @@ class UsageWriter:
             self._open -= 1
             if self._open == 0:
                 self._none_open.set()
+        # Room first, then the journal and the queue with no await between them: the journal
+        # counts records done in the order it appended them, so the queue's order must be its
+        # own (a put() waiting for room can be overtaken by one arriving as room is made).
+        while self._queue.full():  # the database has been away for a while: the caller waits
+            await asyncio.sleep(QUEUE_FULL_POLL_SECONDS)
         if self._journal is not None:
             self._journal.append(record)  # on disk before the answer leaves: a crash loses nothing
             if started is not None:
                 self._journal.close_call(started)
         self._unwritten[id(record)] = record
-        await self._queue.put(record)
+        self._queue.put_nowait(record)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-writer")
