@@ -44,7 +44,7 @@ async def test_concurrent_calls_cannot_overspend(client, models: Models, upstrea
     responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=BODY, headers=user.headers) for _ in range(100)))
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) == 10 and statuses.count(402) == 90
-    assert next(r for r in responses if r.status_code == 402).json() == {"detail": "Insufficient budget"}
+    assert next(r for r in responses if r.status_code == 402).json() == {"detail": "Insufficient budget: your budget cannot cover this call"}
     assert len(await usage_rows(client)) == 100  # refused calls are recorded too
     remaining = await db_budget(client, user.id)
     assert remaining == 245_000 - 10 * SPENT >= 0
@@ -72,7 +72,7 @@ async def test_a_stream_settles_when_it_ends(client, models: Models, upstream) -
     user = await budgeted(client, models, upstream, budget=1)
     response = await client.post("/v1/chat/completions", json={**BODY, "stream": True}, headers=user.headers)
     assert response.status_code == 200 and "[DONE]" in response.text
-    assert await client.app.state.context.budgets.balance(user.id) == 1_000_000_000 - SPENT
+    assert await client.app.state.context.budgets.balance(str(user.id)) == 1_000_000_000 - SPENT
 
 
 async def test_budgets_hold_across_two_replicas(app_factory, backend, upstream) -> None:
@@ -186,7 +186,7 @@ async def test_a_call_in_flight_when_redis_loses_the_budget_keys_gives_back_noth
     assert int(await redis.get(f"{prefix}budget:{user.id}:reserved")) == 0  # was −RESERVED
     # And a budget set again is exact: nothing is reserved to add back.
     assert (await client.patch(f"/v1/admin/users/{user.id}", json={"budget": 1}, headers=ADMIN)).status_code == 204
-    assert await context.budgets.balance(user.id) == 1_000_000_000
+    assert await context.budgets.balance(str(user.id)) == 1_000_000_000
 
 
 async def test_a_balance_redis_lost_is_loaded_from_the_budget_now_not_from_the_copy_cached_with_the_key(
@@ -208,4 +208,4 @@ async def test_a_balance_redis_lost_is_loaded_from_the_budget_now_not_from_the_c
     assert lost and await context.redis.delete(*lost) == len(lost)
     assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
     assert await db_budget(client, user.id) == 1_000_000_000 - 2 * SPENT
-    assert await context.budgets.balance(user.id) == 1_000_000_000 - 2 * SPENT  # settled first
+    assert await context.budgets.balance(str(user.id)) == 1_000_000_000 - 2 * SPENT  # settled first

@@ -209,7 +209,7 @@ async def test_upstream_fault(row: Row, app_factory, upstream, second_upstream) 
         assert (record.prompt_tokens, record.completion_tokens) == (0, 0)
     assert record.cost_nanos == record.total_tokens * 1_000_000_000  # charged exactly its tokens
     # The budget reservation was settled to that cost, whatever the fault.
-    assert await client.app.state.context.budgets.balance(user.id) == budget * 1_000_000_000 - record.cost_nanos
+    assert await client.app.state.context.budgets.balance(str(user.id)) == budget * 1_000_000_000 - record.cost_nanos
 
 
 async def test_a_429_retry_after_cools_the_provider_down_for_that_long(app_factory, upstream, second_upstream) -> None:
@@ -317,7 +317,7 @@ async def test_client_disconnect_releases_the_slot_and_the_budget_reservation(cl
     assert 3 <= disconnected.completion_tokens < 50  # charged what was streamed
     assert (await context.load.in_flight([provider]))[provider] == 0  # the provider slot is back
     # The reservation was settled to what was streamed: the rest of the budget is free again.
-    assert await context.budgets.balance(user.id) == budget - disconnected.cost_nanos
+    assert await context.budgets.balance(str(user.id)) == budget - disconnected.cost_nanos
     upstream.behaviour.chunk_delay_seconds = 0
     assert (await client.post("/v1/chat/completions", json=body, headers=user.headers)).status_code == 200
 

@@ -114,7 +114,7 @@ def _key_lookups(engine) -> tuple[list[str], Callable[[], None]]:
     statements: list[str] = []
 
     def count(_conn, _cursor, statement: str, *_args) -> None:
-        if statement.lstrip().startswith("SELECT") and "key_hash" in statement:
+        if statement.lstrip().startswith("SELECT") and "api_keys.key_hash =" in statement:  # looked up by its hash
             statements.append(statement)
 
     event.listen(engine.sync_engine, "before_cursor_execute", count)

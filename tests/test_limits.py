@@ -173,33 +173,33 @@ async def store(request):
 async def test_windows_reset_when_they_end(store) -> None:
     check = [WindowCheck("u:r:rpm", limit=2, window_seconds=1, amount=1)]
     await asyncio.sleep(1 - (time.time() % 1) + 0.05)  # start just after a window begins
-    results = [(await store.admit(check, None)).admitted for _ in range(3)]
+    results = [(await store.admit(check)).admitted for _ in range(3)]
     assert results == [True, True, False]
     await asyncio.sleep(1.05)
-    assert (await store.admit(check, None)).admitted
+    assert (await store.admit(check)).admitted
 
 
 async def test_a_refusal_counts_nothing_in_any_window(store) -> None:
     checks = [WindowCheck("u:r:rpm", limit=10, window_seconds=60, amount=1), WindowCheck("u:r:tpm", limit=5, window_seconds=60, amount=4)]
-    assert (await store.admit(checks, None)).admitted
-    refused = await store.admit(checks, None)  # tpm would reach 8 > 5
+    assert (await store.admit(checks)).admitted
+    refused = await store.admit(checks)  # tpm would reach 8 > 5
     assert not refused.admitted and refused.admission.windows[0].limit == 5
-    admitted = await store.admit([checks[0]], None)
+    admitted = await store.admit([checks[0]])
     assert admitted.admission.windows[0].used == 2  # the refused call took no request slot
 
 
 async def test_a_budget_refusal_counts_nothing_and_a_window_refusal_reserves_nothing(store) -> None:
     rpm = [WindowCheck("u:r:rpm", limit=2, window_seconds=60, amount=1)]
-    held = await store.admit(rpm, BudgetHold(user_id=1, amount=60, initial_balance=100))
+    held = await store.admit(rpm, [BudgetHold(account="1", amount=60, initial_balance=100)])
     assert held.admitted
-    short = await store.admit(rpm, BudgetHold(user_id=1, amount=60, initial_balance=100))
+    short = await store.admit(rpm, [BudgetHold(account="1", amount=60, initial_balance=100)])
     assert short.budget_refused and not short.admitted
-    assert (await store.admit(rpm, BudgetHold(user_id=1, amount=40, initial_balance=100))).admitted  # the slot was kept
-    over_limit = await store.admit(rpm, BudgetHold(user_id=1, amount=0, initial_balance=100))
+    assert (await store.admit(rpm, [BudgetHold(account="1", amount=40, initial_balance=100)])).admitted  # the slot was kept
+    over_limit = await store.admit(rpm, [BudgetHold(account="1", amount=0, initial_balance=100)])
     assert not over_limit.admission.admitted and not over_limit.budget_refused
-    await store.settle([], BudgetRelease(user_id=1, reserved=60, spent=10, epoch=held.epoch))  # 50 back
-    assert (await store.admit([], BudgetHold(user_id=1, amount=50, initial_balance=100))).admitted
-    assert (await store.admit([], BudgetHold(user_id=1, amount=1, initial_balance=100))).budget_refused
+    await store.settle([], [BudgetRelease(account="1", reserved=60, spent=10, epoch=held.epoch(0))])  # 50 back
+    assert (await store.admit([], [BudgetHold(account="1", amount=50, initial_balance=100)])).admitted
+    assert (await store.admit([], [BudgetHold(account="1", amount=1, initial_balance=100)])).budget_refused
 
 
 async def test_me_info_shows_where_the_user_stands(client, models: Models, upstream) -> None:
@@ -217,7 +217,7 @@ async def test_me_info_shows_where_the_user_stands(client, models: Models, upstr
 async def test_concurrent_admissions_each_get_their_own_count(store) -> None:
     """Calls arriving together (batched into one Redis pipeline) are still counted one by one."""
     check = [WindowCheck("u:r:rpm", limit=20, window_seconds=60, amount=1)]
-    decisions = await asyncio.gather(*(store.admit(check, None) for _ in range(50)))
+    decisions = await asyncio.gather(*(store.admit(check) for _ in range(50)))
     admitted = [d.admission.windows[0].used for d in decisions if d.admitted]
     assert sorted(admitted) == list(range(1, 21))
 
@@ -228,28 +228,28 @@ async def test_a_caller_gone_during_admission_takes_nothing(store) -> None:
     if isinstance(store, MemoryQuotaStore):
         pytest.skip("in-process admission has no await to be cancelled in")
     tpm = [WindowCheck("u:r:tpm", limit=100, window_seconds=60, amount=40)]
-    admitting = asyncio.ensure_future(store.admit(tpm, BudgetHold(user_id=3, amount=70, initial_balance=100)))
+    admitting = asyncio.ensure_future(store.admit(tpm, [BudgetHold(account="3", amount=70, initial_balance=100)]))
     await asyncio.sleep(0)  # the script is on its way
     admitting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await admitting
     await asyncio.sleep(0.3)  # Redis answered meanwhile; what it took is given back
     full = await store.admit([WindowCheck("u:r:tpm", limit=100, window_seconds=60, amount=100)],
-                             BudgetHold(user_id=3, amount=100, initial_balance=100))
+                             [BudgetHold(account="3", amount=100, initial_balance=100)])
     assert full.admitted, full
 
 
 async def test_concurrent_settlements_add_up(store) -> None:
     """Settlements arriving together (merged into one script call in Redis) each count."""
     tpm = [WindowCheck("u:r:tpm", limit=10_000, window_seconds=60, amount=100)]
-    hold = BudgetHold(user_id=7, amount=50, initial_balance=1000)
-    decisions = await asyncio.gather(*(store.admit(tpm, hold) for _ in range(20)))  # 2000 tokens, 1000 held
+    hold = BudgetHold(account="7", amount=50, initial_balance=1000)
+    decisions = await asyncio.gather(*(store.admit(tpm, [hold]) for _ in range(20)))  # 2000 tokens, 1000 held
     assert all(d.admitted for d in decisions)
     key = decisions[0].admission.windows[0].key
-    await asyncio.gather(*(store.settle([(key, -90)], BudgetRelease(user_id=7, reserved=50, spent=5, epoch=d.epoch)) for d in decisions))
-    after = await store.admit(tpm, BudgetHold(user_id=7, amount=900, initial_balance=1000))
+    await asyncio.gather(*(store.settle([(key, -90)], [BudgetRelease(account="7", reserved=50, spent=5, epoch=d.epoch(0))]) for d in decisions))
+    after = await store.admit(tpm, [BudgetHold(account="7", amount=900, initial_balance=1000)])
     assert after.admitted and after.admission.windows[0].used == 20 * 10 + 100  # real tokens counted, estimates gone
-    assert (await store.admit([], BudgetHold(user_id=7, amount=1, initial_balance=1000))).budget_refused  # 1000 − 100 − 900
+    assert (await store.admit([], [BudgetHold(account="7", amount=1, initial_balance=1000)])).budget_refused  # 1000 − 100 − 900
 
 
 @pytest.mark.skipif(not REDIS_URL, reason="the in-process store keeps no keys")
@@ -262,14 +262,14 @@ async def test_window_counters_expire_a_minute_after_their_window_ends() -> None
     checks = [WindowCheck("u:r:rpm", limit=100, window_seconds=60, amount=1),
               WindowCheck("u:r:tpm", limit=10_000, window_seconds=60, amount=30)]
     try:
-        first = await store.admit(checks, None)
+        first = await store.admit(checks)
         keys = [window.key for window in first.admission.windows]
         expiries = [await redis.pttl(key) for key in keys]
         for window, expiry in zip(first.admission.windows, expiries, strict=True):
             assert window.reset_in * 1000 + 59_000 < expiry <= window.reset_in * 1000 + 60_000
         await asyncio.sleep(0.05)
-        later = await store.admit(checks, None)
-        await store.settle([(later.admission.windows[1].key, -20)], None)
+        later = await store.admit(checks)
+        await store.settle([(later.admission.windows[1].key, -20)])
         await store.flush()
         now = [await redis.pttl(key) for key in keys]
         assert all(left < expiry for left, expiry in zip(now, expiries, strict=True))  # counting down, not reset
@@ -290,10 +290,10 @@ async def test_a_refused_call_leaves_no_counter_without_an_expiry() -> None:
                WindowCheck("u:r:rpd", limit=10, window_seconds=86_400, amount=0),
                WindowCheck("u:r:tpm", limit=5, window_seconds=60, amount=8)]
     try:
-        assert not (await store.admit(windows, None)).admitted  # tpm: 8 > 5
-        assert (await store.admit(windows[:2], BudgetHold(user_id=9, amount=50, initial_balance=10))).budget_refused
+        assert not (await store.admit(windows)).admitted  # tpm: 8 > 5
+        assert (await store.admit(windows[:2], [BudgetHold(account="9", amount=50, initial_balance=10)])).budget_refused
         assert await redis.keys(f"{prefix}limit:*") == []
-        assert (await store.admit(windows[:2], None)).admission.windows[0].used == 1  # nothing was left counted
+        assert (await store.admit(windows[:2])).admission.windows[0].used == 1  # nothing was left counted
         assert all([await redis.pttl(key) > 0 for key in await redis.keys(f"{prefix}limit:*")])
     finally:
         await store.close()
@@ -311,9 +311,9 @@ async def test_a_settlement_no_later_call_picks_up_still_reaches_redis() -> None
     redis = _redis()
     store, other_replica = RedisQuotaStore(redis, prefix), RedisBudgetStore(redis, prefix)
     try:
-        held = await store.admit([], BudgetHold(user_id=1, amount=60, initial_balance=100))
+        held = await store.admit([], [BudgetHold(account="1", amount=60, initial_balance=100)])
         assert await other_replica.balance(1) == 40
-        await store.settle([], BudgetRelease(user_id=1, reserved=60, spent=10, epoch=held.epoch))
+        await store.settle([], [BudgetRelease(account="1", reserved=60, spent=10, epoch=held.epoch(0))])
         await asyncio.sleep(SETTLE_LINGER_SECONDS + 0.2)
         assert await other_replica.balance(1) == 90
     finally:

@@ -68,44 +68,44 @@ def _tpm(amount: int, limit: int = 100) -> list[WindowCheck]:
 
 
 async def test_scripts_flushed_from_redis_are_loaded_again(store: Store, admin: Redis) -> None:
-    assert (await store.quotas.admit(_tpm(1), None)).admission.windows[0].used == 1
+    assert (await store.quotas.admit(_tpm(1))).admission.windows[0].used == 1
     await admin.script_flush()  # what a Redis restart or failover does to the script cache
-    assert (await store.quotas.admit(_tpm(1), None)).admission.windows[0].used == 2
-    assert (await store.quotas.admit(_tpm(1), None)).admission.windows[0].used == 3
+    assert (await store.quotas.admit(_tpm(1))).admission.windows[0].used == 2
+    assert (await store.quotas.admit(_tpm(1))).admission.windows[0].used == 3
 
 
 async def test_after_a_restart_a_settlement_still_reaches_redis_before_the_admission_made_after_it(
     store: Store, admin: Redis
 ) -> None:
-    first = await store.quotas.admit(_tpm(60), None)
+    first = await store.quotas.admit(_tpm(60))
     # What a restart does to the client: its script cache is gone, and so is its connection.
     await admin.script_flush()
     assert await _kill_connections(admin, store.name) >= 1
-    await store.quotas.settle([(first.admission.windows[0].key, -50)], None)  # rides with the next admission
+    await store.quotas.settle([(first.admission.windows[0].key, -50)])  # rides with the next admission
     # 10 + 80 fits in 100, 60 + 80 does not: admitted only if the settlement ran first.
-    after = await store.quotas.admit(_tpm(80), None)
+    after = await store.quotas.admit(_tpm(80))
     assert after.admitted and after.admission.windows[0].used == 90
 
 
 async def test_after_scripts_were_flushed_a_settlement_still_reaches_redis_before_the_next_admission(
     store: Store, admin: Redis
 ) -> None:
-    await store.quotas.admit(_tpm(10), None)
+    await store.quotas.admit(_tpm(10))
     await admin.script_flush()
     # The first admission after the flush finds its script missing and loads the scripts again.
-    first = await store.quotas.admit(_tpm(50), None)
-    await store.quotas.settle([(first.admission.windows[0].key, -50)], None)  # rides with the next admission
+    first = await store.quotas.admit(_tpm(50))
+    await store.quotas.settle([(first.admission.windows[0].key, -50)])  # rides with the next admission
     # 10 + 80 fits in 100, 60 + 80 does not: admitted only if the settlement ran first.
-    after = await store.quotas.admit(_tpm(80), None)
+    after = await store.quotas.admit(_tpm(80))
     assert after.admitted and after.admission.windows[0].used == 90
 
 
 async def test_a_lost_connection_refuses_the_call_in_flight_and_the_next_call_reconnects(store: Store, admin: Redis) -> None:
-    await store.quotas.admit(_tpm(1), None)
+    await store.quotas.admit(_tpm(1))
     # Writes (scripts included) wait while paused: the call is in flight when its connection dies.
     await admin.execute_command("CLIENT", "PAUSE", 2000, "WRITE")
     try:
-        in_flight = asyncio.ensure_future(store.quotas.admit(_tpm(1), None))
+        in_flight = asyncio.ensure_future(store.quotas.admit(_tpm(1)))
         await asyncio.sleep(0.1)
         assert not in_flight.done()
         assert await _kill_connections(admin, store.name) >= 1
@@ -114,7 +114,7 @@ async def test_a_lost_connection_refuses_the_call_in_flight_and_the_next_call_re
     finally:
         await admin.execute_command("CLIENT", "UNPAUSE")
     # Not sent again behind the caller's back: the refused call counted nothing.
-    assert (await store.quotas.admit(_tpm(1), None)).admission.windows[0].used == 2
+    assert (await store.quotas.admit(_tpm(1))).admission.windows[0].used == 2
 
 
 # Keeps Redis busy for 0.5 s: the commands sent meanwhile wait, and run once it is done. A
@@ -137,10 +137,10 @@ async def test_an_admission_whose_reply_was_lost_is_not_sent_again(admin: Redis)
     would count the call twice."""
     slow = Store(timeout_seconds=0.3)
     try:
-        await slow.quotas.admit([], BudgetHold(user_id=1, amount=10, initial_balance=100))  # connected, scripts loaded
+        await slow.quotas.admit([], [BudgetHold(account="1", amount=10, initial_balance=100)])  # connected, scripts loaded
         async with redis_busy(admin):
             with pytest.raises(DependencyUnavailableError):
-                await slow.quotas.admit([], BudgetHold(user_id=1, amount=10, initial_balance=100))
+                await slow.quotas.admit([], [BudgetHold(account="1", amount=10, initial_balance=100)])
         # Taken once, by the call that timed out (the safe side), not twice.
         assert await admin.get(f"{slow.prefix}budget:1:balance") == b"80"
     finally:
@@ -150,9 +150,9 @@ async def test_an_admission_whose_reply_was_lost_is_not_sent_again(admin: Redis)
 async def test_a_settlement_whose_reply_was_lost_is_applied_once(admin: Redis) -> None:
     slow = Store(timeout_seconds=0.3)
     try:
-        held = await slow.quotas.admit([], BudgetHold(user_id=1, amount=60, initial_balance=100))
+        held = await slow.quotas.admit([], [BudgetHold(account="1", amount=60, initial_balance=100)])
         async with redis_busy(admin):
-            await slow.quotas.settle([], BudgetRelease(user_id=1, reserved=60, spent=10, epoch=held.epoch))
+            await slow.quotas.settle([], [BudgetRelease(account="1", reserved=60, spent=10, epoch=held.epoch(0))])
             await slow.quotas.flush()  # times out: the settlement is logged as dropped, not resent
         assert await admin.get(f"{slow.prefix}budget:1:balance") == b"90"  # 50 given back once (twice: 80)
     finally:
@@ -160,7 +160,7 @@ async def test_a_settlement_whose_reply_was_lost_is_applied_once(admin: Redis) -
 
 
 async def test_a_caller_gone_among_others_leaves_them_their_own_counts(store: Store) -> None:
-    calls = [asyncio.ensure_future(store.quotas.admit(_tpm(1, limit=1000), None)) for _ in range(10)]
+    calls = [asyncio.ensure_future(store.quotas.admit(_tpm(1, limit=1000))) for _ in range(10)]
     await asyncio.sleep(0)  # all queued, none answered
     calls[4].cancel()
     answered = [await call for n, call in enumerate(calls) if n != 4]
@@ -168,7 +168,7 @@ async def test_a_caller_gone_among_others_leaves_them_their_own_counts(store: St
         await calls[4]
     assert sorted(d.admission.windows[0].used for d in answered) == list(range(1, 10))
     # Whatever the cancelled call took was given back.
-    assert (await store.quotas.admit(_tpm(1, limit=1000), None)).admission.windows[0].used == 10
+    assert (await store.quotas.admit(_tpm(1, limit=1000))).admission.windows[0].used == 10
 
 
 async def test_the_database_index_and_credentials_of_the_url_are_used(admin: Redis) -> None:
@@ -177,7 +177,7 @@ async def test_the_database_index_and_credentials_of_the_url_are_used(admin: Red
     try:
         allowed = Store(url=_url(3, f"{user}:{password}@"))
         try:
-            await allowed.quotas.admit(_tpm(7), None)
+            await allowed.quotas.admit(_tpm(7))
         finally:
             await allowed.close()
         in_db_3 = Redis.from_url(_url(3))
@@ -190,7 +190,7 @@ async def test_the_database_index_and_credentials_of_the_url_are_used(admin: Red
         wrong = Store(url=_url(0, f"{user}:not-the-password@"))
         try:
             with pytest.raises(DependencyUnavailableError):
-                await wrong.quotas.admit(_tpm(1), None)
+                await wrong.quotas.admit(_tpm(1))
         finally:
             await wrong.close()
     finally:

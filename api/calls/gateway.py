@@ -39,6 +39,7 @@ from api.providers import Endpoint, adapter_for, well_formed
 from api.providers.sessions import UpstreamSessions
 from api.settings import GatewaySettings
 from api.state.load import Lease, LoadTracker
+from api.calls.access import may_call
 from api.calls.answers import (
     MAX_HONOURED_RETRY_AFTER,
     OpenStream,
@@ -113,7 +114,7 @@ class Gateway:
     # resolution and access
 
     def visible_routers(self, principal: Principal) -> list[RouterEntry]:
-        return [r for r in self.catalog.routers() if principal.may_use(r.id)]
+        return [r for r in self.catalog.routers() if may_call(self.catalog, principal, r)]
 
     # provider choice
 

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from api.calls.access import may_call
 from api.calls.call import CLIENT_CLOSED, Call
 from api.calls.gateway import ENDPOINT_TYPES, Gateway
 from api.calls.pipeline import Step
@@ -71,7 +72,7 @@ class ResolveRouter:
     async def enter(self, call: Call) -> None:
         assert call.model is not None
         router = self._catalog.resolve(call.model)
-        if router is None or not call.principal.may_use(router.id):
+        if router is None or not may_call(self._catalog, call.principal, router):
             raise NotFoundError(f"Model '{call.model}' not found")
         endpoint = call.operation.endpoint
         if router.type not in ENDPOINT_TYPES[endpoint]:

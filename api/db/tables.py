@@ -11,11 +11,25 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from api.db.base import Base, TimestampMixin, UTCDateTime, utcnow
 
 
-class Organization(TimestampMixin, Base):
+class BudgetColumns:
+    """A budget: one-off (what is left, lowered by each call's cost, raised by recharges), or a
+    periodic allowance (`allowance_nanos` per `budget_period`, what is left of the period in
+    `budget_nanos`, which is set back to the allowance when a new period starts). Nanos:
+    billionths of the currency unit (as usage costs), exact, never a float."""
+
+    budget_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # None: unlimited
+    allowance_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    budget_period: Mapped[str | None] = mapped_column(String(8), nullable=True)  # day, week, month
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Organization(TimestampMixin, BudgetColumns, Base):
     __tablename__ = "organizations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
+    # Names or aliases of the only models its users may use (None: what their roles allow).
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class Role(TimestampMixin, Base):
@@ -43,7 +57,7 @@ class RoleLimit(Base):
     role: Mapped[Role] = relationship(back_populates="limits")
 
 
-class User(TimestampMixin, Base):
+class User(TimestampMixin, BudgetColumns, Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -54,13 +68,11 @@ class User(TimestampMixin, Base):
     organization_id: Mapped[int | None] = mapped_column(
         ForeignKey("organizations.id", ondelete="RESTRICT"), nullable=True, index=True
     )
-    # Remaining budget, exact: billionths of the currency unit (as usage costs), never a float.
-    budget_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     expires: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class ApiKey(Base):
+class ApiKey(BudgetColumns, Base):
     """An API key. Only its SHA-256 is stored: the key itself is shown once, at creation."""
 
     __tablename__ = "api_keys"
@@ -73,6 +85,12 @@ class ApiKey(Base):
     hint: Mapped[str] = mapped_column(String(32))
     expires: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Its own rate limits, on every model together: {"rpm": 10, "tph": 50000, ...}.
+    limits: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # names or aliases; None: any
+    tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    revoked: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # refused from then on
+    revoked_reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)
 
 
 class IdentityChange(Base):
@@ -179,9 +197,15 @@ class BudgetChange(Base):
     __tablename__ = "budget_changes"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    actor_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # null: the master key
-    kind: Mapped[str] = mapped_column(String(16))  # "recharge" (relative) or "set" (absolute)
+    # Whose budget: a user's, a key's or an organisation's (one of the three).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True)
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=True, index=True)
+    organization_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    actor_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # null: the master key or a reset
+    # "recharge" (relative), "set" (absolute), "reset" (a new period of an allowance)
+    kind: Mapped[str] = mapped_column(String(16))
     amount_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     balance_nanos: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # after the change (database view)
     reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)

@@ -13,12 +13,11 @@ from datetime import UTC, datetime
 from sqlalchemy import literal, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.db.base import UTCDateTime
 from api.db.engine import database_unavailable, database_unavailable_error
-from api.db.tables import ApiKey, Role, RoleLimit, User
+from api.db.tables import ApiKey, Organization, Role, RoleLimit, User
 from api.errors import AuthenticationError, DependencyUnavailableError
 from api.identity.changes import current_token
-from api.identity.principal import MASTER_PRINCIPAL, Principal
+from api.identity.principal import MASTER_PRINCIPAL, Budget, Principal
 from api.identity.secrets import hash_api_key
 
 logger = logging.getLogger("tollgate.auth")
@@ -215,45 +214,53 @@ class Authenticator:
 
     async def _load_where(self, where: Any, missing: str, key_name: str | None = None) -> Principal:
         if key_name is None:
-            query = select(ApiKey.id, ApiKey.name, ApiKey.expires, User.id, User.role_id, User.organization_id,
-                           User.priority, User.expires, User.budget_nanos, Role.permissions).join(User, User.id == ApiKey.user_id)
+            query = select(ApiKey, User, Organization, Role.permissions).join(User, User.id == ApiKey.user_id)
         else:
-            query = select(literal(None), literal(key_name), literal(None, UTCDateTime), User.id, User.role_id,
-                           User.organization_id, User.priority, User.expires, User.budget_nanos, Role.permissions)
-            query = query.select_from(User)
-        query = query.join(Role, Role.id == User.role_id).where(where)
+            query = select(literal(None), User, Organization, Role.permissions).select_from(User)
+        query = (query.join(Role, Role.id == User.role_id)
+                 .outerjoin(Organization, Organization.id == User.organization_id).where(where))
         loaded_at = time.monotonic()  # before the read: what it finds is at least this recent
         try:
             async with self._session_factory() as session:
                 row = (await session.execute(query)).first()
                 if row is None:
                     raise AuthenticationError(missing)
-                (key_id, key_name, key_expires, user_id, role_id, organization_id, priority, user_expires,
-                 budget_nanos, permissions) = row
+                key, user, organization, permissions = row
                 limit_rows = (
                     await session.execute(
-                        select(RoleLimit.router_id, RoleLimit.type, RoleLimit.value).where(RoleLimit.role_id == role_id)
+                        select(RoleLimit.router_id, RoleLimit.type, RoleLimit.value).where(RoleLimit.role_id == user.role_id)
                     )
                 ).all()
         except Exception as error:
             if database_unavailable(error):
                 raise database_unavailable_error("the API key cannot be checked") from error
             raise
+        if key is not None and key.revoked is not None:
+            raise AuthenticationError("API key revoked" + (f": {key.revoked_reason}" if key.revoked_reason else ""))
         limits: dict[int, dict[str, int | None]] = {}
         for router_id, limit_type, value in limit_rows:
             limits.setdefault(router_id, {})[limit_type] = value
+        holders = [("key", key), ("user", user), ("organization", organization)]
+        budgets = tuple(
+            Budget(holder, holder_row.id, getattr(holder_row, "name", None) or getattr(holder_row, "email", ""),
+                   holder_row.budget_nanos, holder_row.budget_period, holder_row.period_start)
+            for holder, holder_row in holders if holder_row is not None and holder_row.budget_nanos is not None
+        )
         return Principal(
-            user_id=user_id,
-            key_id=key_id,
-            key_name=key_name,
-            role_id=role_id,
-            organization_id=organization_id,
+            user_id=user.id,
+            key_id=key.id if key is not None else None,
+            key_name=key.name if key is not None else key_name,
+            role_id=user.role_id,
+            organization_id=user.organization_id,
             permissions=frozenset(permissions or ()),
             limits=limits,
-            priority=priority,
-            budget_nanos=budget_nanos,
-            expires=_earliest(key_expires, user_expires),
+            priority=user.priority,
+            budgets=budgets,
+            expires=_earliest(key.expires if key is not None else None, user.expires),
             loaded_at=loaded_at,
+            key_limits=(key.limits or None) if key is not None else None,
+            key_models=frozenset(key.models) if key is not None and key.models is not None else None,
+            organization_models=frozenset(organization.models) if organization is not None and organization.models is not None else None,
         )
 
 

@@ -1,15 +1,23 @@
-"""Organizations: the tenants users belong to."""
+"""Organizations: the tenants users belong to, with a budget their users draw on together and
+the models they may use."""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.db import commit_or_conflict
 from api.common.listing import PageRequest, fetch_page
+from api.common.periods import budget_fields, period_start
 from api.common.schemas import to_unix
+from api.db.base import utcnow
 from api.db.tables import Organization, User
-from api.errors import ConflictError, NotFoundError
+from api.errors import ConflictError, InvalidRequestError, NotFoundError
+from api.identity.authenticator import Authenticator
+from api.identity.changes import mark_changed
+from api.identity.users import budget_to_nanos
 from api.identity.schemas import OrganizationCreate, OrganizationOut, OrganizationUpdate
 
 ORDER_COLUMNS = {"id": Organization.id, "name": Organization.name, "created": Organization.created, "updated": Organization.updated}
@@ -21,9 +29,15 @@ _user_count = (
 
 def _out(organization: Organization, users: int) -> OrganizationOut:
     return OrganizationOut(
-        id=organization.id, name=organization.name, users=users,
+        id=organization.id, name=organization.name, users=users, models=organization.models,
         created=to_unix(organization.created), updated=to_unix(organization.updated),
+        **budget_fields(organization.budget_nanos, organization.allowance_nanos, organization.budget_period,
+                        organization.period_start),
     )
+
+
+async def get_organization_model(session: AsyncSession, organization_id: int) -> Organization:
+    return await _get(session, organization_id)
 
 
 async def _get(session: AsyncSession, organization_id: int) -> Organization:
@@ -34,7 +48,13 @@ async def _get(session: AsyncSession, organization_id: int) -> Organization:
 
 
 async def create_organization(session: AsyncSession, body: OrganizationCreate) -> int:
-    organization = Organization(name=body.name)
+    if body.budget_period is not None and body.budget is None:
+        raise InvalidRequestError("budget_period needs a budget")
+    budget = budget_to_nanos(body.budget)
+    organization = Organization(name=body.name, budget_nanos=budget, models=body.models)
+    if body.budget_period is not None:
+        organization.allowance_nanos, organization.budget_period = budget, body.budget_period
+        organization.period_start = period_start(body.budget_period, utcnow())
     session.add(organization)
     await commit_or_conflict(session, f"An organization named '{body.name}' already exists")
     return organization.id
@@ -54,11 +74,21 @@ async def list_organizations(session: AsyncSession, page: PageRequest) -> tuple[
     return [_out(*row) for row in rows], total
 
 
-async def update_organization(session: AsyncSession, organization_id: int, body: OrganizationUpdate) -> None:
+async def update_organization(
+    session: AsyncSession, authenticator: Authenticator, organization_id: int, body: OrganizationUpdate,
+    commit: Callable[[AsyncSession], Awaitable[None]] | None = None,
+) -> None:
+    """Apply the fields present in `body` (the budget is the caller's: api.quota.ledger);
+    committed by `commit` if given."""
     organization = await _get(session, organization_id)
     if body.name is not None:
         organization.name = body.name
-    await commit_or_conflict(session, f"An organization named '{organization.name}' already exists")
+    if "models" in body.model_fields_set:
+        organization.models = body.models
+    await mark_changed(session)
+    await commit_or_conflict(session, f"An organization named '{organization.name}' already exists", commit)
+    # Its users' cached keys carry its budget and models.
+    authenticator.forget_all()
 
 
 async def delete_organization(session: AsyncSession, organization_id: int) -> None:

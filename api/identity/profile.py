@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.identity.authenticator import Authenticator
+from api.common.periods import budget_fields
 from api.common.schemas import to_unix
 from api.db.base import utcnow
 from api.db.tables import Role
@@ -14,7 +15,7 @@ from api.identity.login import LoginThrottle, verify_password_throttled
 from api.identity.roles import role_limits, role_permissions
 from api.identity.schemas import UserInfo, UserInfoUpdate
 from api.identity.secrets import PasswordHasher
-from api.identity.users import commit_unique_email, get_user_model, nanos_to_budget
+from api.identity.users import commit_unique_email, get_user_model
 
 
 async def get_info(session: AsyncSession, user_id: int) -> UserInfo:
@@ -23,7 +24,8 @@ async def get_info(session: AsyncSession, user_id: int) -> UserInfo:
     assert role is not None  # users.role_id is a non-null foreign key
     return UserInfo(
         id=user.id, email=user.email, name=user.name, role=user.role_id, organization=user.organization_id,
-        budget=nanos_to_budget(user.budget_nanos), permissions=role_permissions(role), limits=role_limits(role),
+        **budget_fields(user.budget_nanos, user.allowance_nanos, user.budget_period, user.period_start),
+        permissions=role_permissions(role), limits=role_limits(role),
         expires=to_unix(user.expires), priority=user.priority,
         created=to_unix(user.created), updated=to_unix(user.updated),
     )

@@ -44,6 +44,30 @@ Password = Annotated[str, Field(min_length=8, max_length=128)]
 # At most a billion units, so that its billionths fit a 64-bit integer.
 Budget = Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=9)]
 Priority = Annotated[int, Field(ge=0, le=1000)]
+BudgetPeriod = Literal["day", "week", "month"]
+ModelNames = Annotated[list[Annotated[str, Field(min_length=1, max_length=255)]], Field(max_length=1000)]
+Tags = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=50)]
+
+
+class KeyLimits(RequestModel):
+    """A key's own rate limits, on every model together; absent or null: no such limit."""
+
+    rpm: Annotated[int, Field(ge=1, le=10**15)] | None = None
+    rph: Annotated[int, Field(ge=1, le=10**15)] | None = None
+    rpd: Annotated[int, Field(ge=1, le=10**15)] | None = None
+    tpm: Annotated[int, Field(ge=1, le=10**15)] | None = None
+    tph: Annotated[int, Field(ge=1, le=10**15)] | None = None
+    tpd: Annotated[int, Field(ge=1, le=10**15)] | None = None
+
+
+class BudgetOut(BaseModel):
+    """Where a budget stands: `budget` is a one-off budget's remaining amount, or an allowance's
+    amount per `budget_period` (null: unlimited)."""
+
+    budget: float | None
+    budget_period: BudgetPeriod | None = None
+    budget_remaining: float | None = Field(None, description="What is left now (of the current period, for an allowance).")
+    budget_resets_at: int | None = Field(None, description="When the allowance starts its next period (unix time, UTC).")
 
 
 class Limit(BaseModel):
@@ -88,17 +112,26 @@ class LoginResult(BaseModel):
 
 class OrganizationCreate(RequestModel):
     name: Name
+    budget: Budget | None = Field(None, description="A budget its users draw on together (null: none).")
+    budget_period: BudgetPeriod | None = Field(None, description="Makes `budget` an allowance per period.")
+    models: ModelNames | None = Field(None, description="The only models (names or aliases) its users may use.")
 
 
 class OrganizationUpdate(RequestModel):
+    """Absent fields stay as they are; an explicit null clears budget or models."""
+
     name: Name | None = None
+    budget: Budget | None = None
+    budget_period: BudgetPeriod | None = None
+    models: ModelNames | None = None
 
 
-class OrganizationOut(BaseModel):
+class OrganizationOut(BudgetOut):
     object: Literal["organization"] = "organization"
     id: int
     name: str
     users: int
+    models: list[str] | None = None
     created: int
     updated: int
 
@@ -139,6 +172,7 @@ class UserCreate(RequestModel):
     role: Id
     organization: Id | None = None
     budget: Budget | None = None
+    budget_period: BudgetPeriod | None = Field(None, description="Makes `budget` an allowance per period.")
     expires: Timestamp | None = None
     priority: Priority = 0
 
@@ -152,6 +186,7 @@ class UserUpdate(RequestModel):
     role: Id | None = None
     organization: Id | None = None
     budget: Budget | None = None
+    budget_period: BudgetPeriod | None = None
     expires: Timestamp | None = None
     priority: Priority | None = None
 
@@ -163,14 +198,13 @@ class UserUpdate(RequestModel):
         return value
 
 
-class UserOut(BaseModel):
+class UserOut(BudgetOut):
     object: Literal["user"] = "user"
     id: int
     email: str
     name: str | None
     role: int
     organization: int | None
-    budget: float | None
     expires: int | None
     priority: int
     created: int
@@ -181,47 +215,78 @@ class UserOut(BaseModel):
 
 
 class KeyCreate(RequestModel):
+    """A key may carry its own spend controls; the tightest of the key's, its user's, the
+    organization's and the role's applies."""
+
     name: Name
     expires: Timestamp | None = None
+    budget: Budget | None = Field(None, description="The key's own spend cap (null: only its user's).")
+    budget_period: BudgetPeriod | None = Field(None, description="Makes `budget` an allowance per period.")
+    limits: KeyLimits | None = None
+    models: ModelNames | None = Field(None, description="The only models (names or aliases) the key may use.")
+    tags: Tags | None = None
 
 
 class TokenCreate(KeyCreate):
     user: Id
 
 
-class KeyOut(BaseModel):
+class KeyUpdate(RequestModel):
+    """Absent fields stay as they are; an explicit null clears expires, budget, limits, models or tags."""
+
+    name: Name | None = None
+    expires: Timestamp | None = None
+    budget: Budget | None = None
+    budget_period: BudgetPeriod | None = None
+    limits: KeyLimits | None = None
+    models: ModelNames | None = None
+    tags: Tags | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
+
+
+class KeyRevoke(RequestModel):
+    reason: Annotated[str, Field(max_length=1000)] | None = None
+
+
+class KeyOut(BudgetOut):
     object: Literal["key"] = "key"
     id: int
     name: str
     token: str = Field(description="A masked hint of the key, never the key itself.")
     expires: int | None
     created: int
+    limits: dict[str, int] | None = None
+    models: list[str] | None = None
+    tags: list[str] | None = None
+    revoked: int | None = Field(None, description="When it was revoked (unix time); null: it is not.")
+    revoked_reason: str | None = None
 
 
-class TokenOut(BaseModel):
-    object: Literal["token"] = "token"
-    id: int
-    name: str
-    token: str = Field(description="A masked hint of the key, never the key itself.")
+class TokenOut(KeyOut):
+    object: Literal["token"] = "token"  # type: ignore[assignment]
     user: int
-    expires: int | None
-    created: int
 
 
 # Self-service and login
 
 
-class UserInfo(BaseModel):
+class UserInfo(BudgetOut):
     object: Literal["userInfo"] = "userInfo"
     id: int
     email: str
     name: str | None
     role: int
     organization: int | None
-    budget: float | None
     permissions: list[Permission]
     limits: list[Limit]
     limits_usage: list[LimitUsage] = Field(default_factory=list, description="Current counts of the limited windows.")
+    key: KeyOut | None = Field(None, description="The key of this call, with its own spend controls.")
     expires: int | None
     priority: int
     created: int
@@ -256,9 +321,12 @@ class BudgetRecharge(RequestModel):
 class BudgetChangeOut(BaseModel):
     object: Literal["budget.change"] = "budget.change"
     id: int
-    user: int
-    actor: int | None = Field(description="The administrator's user id; null for the master key.")
-    kind: Literal["set", "recharge"]
+    user: int | None = Field(None, description="Whose budget: a user's, a key's or an organization's.")
+    key: int | None = None
+    organization: int | None = None
+    actor: int | None = Field(description="The administrator's user id; null for the master key, or a reset.")
+    kind: Literal["set", "recharge", "reset"] = Field(
+        description="`set` (absolute), `recharge` (relative), `reset`: a new period of an allowance started.")
     amount: float | None
     budget: float | None = Field(description="The budget right after the change.")
     reason: str | None

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.identity.authenticator import Authenticator
 from api.common.listing import PageRequest, fetch_page
+from api.common.periods import budget_fields, period_start
 from api.common.schemas import from_unix, to_unix
 from api.db.base import utcnow
 from api.db.tables import Organization, Role, User
@@ -35,8 +36,8 @@ def nanos_to_budget(nanos: int | None) -> float | None:
 def user_out(user: User) -> UserOut:
     return UserOut(
         id=user.id, email=user.email, name=user.name, role=user.role_id, organization=user.organization_id,
-        budget=nanos_to_budget(user.budget_nanos), expires=to_unix(user.expires), priority=user.priority,
-        created=to_unix(user.created), updated=to_unix(user.updated),
+        expires=to_unix(user.expires), priority=user.priority, created=to_unix(user.created), updated=to_unix(user.updated),
+        **budget_fields(user.budget_nanos, user.allowance_nanos, user.budget_period, user.period_start),
     )
 
 
@@ -73,6 +74,8 @@ async def create_user(session: AsyncSession, hasher: PasswordHasher, body: UserC
     user = User(
         email=body.email, name=body.name, password_hash=await hasher.hash(body.password), role_id=body.role,
         organization_id=body.organization, budget_nanos=budget_to_nanos(body.budget),
+        allowance_nanos=budget_to_nanos(body.budget) if body.budget_period else None, budget_period=body.budget_period,
+        period_start=period_start(body.budget_period, utcnow()) if body.budget_period else None,
         expires=from_unix(body.expires), priority=body.priority,
     )
     session.add(user)
@@ -121,8 +124,7 @@ async def update_user(
         user.role_id = body.role  # type: ignore[assignment]
     if "organization" in changes:
         user.organization_id = body.organization
-    if "budget" in changes:
-        user.budget_nanos = budget_to_nanos(body.budget)
+    # A budget is set by the caller (api.quota.ledger.set_budget): the ledger and the live balance.
     if "expires" in changes:
         user.expires = from_unix(body.expires)
     if "priority" in changes:

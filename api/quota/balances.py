@@ -1,7 +1,8 @@
 """Live budget balances, shared by every replica (Redis) or held in process memory.
 
-The database keeps each user's budget; the live store is what admission reads, because it
-also knows what calls in flight have reserved. Per user it holds:
+The database keeps each budget (a user's, a key's, an organisation's); the live store is what
+admission reads, because it also knows what calls in flight have reserved. Per budget (an
+*account*, named by `account_slot`) it holds:
 
 - `balance`: what is left to reserve (nanos) = budget − spent − reserved;
 - `reserved`: what calls in flight hold.
@@ -33,58 +34,58 @@ from api.state.redis_client import REDIS_DOWN, RETRY_AFTER_SECONDS, redis_unavai
 
 
 class BudgetStore(Protocol):
-    async def set_budget(self, user_id: int, budget: int | None) -> None:
+    async def set_budget(self, account: str, budget: int | None) -> None:
         """An administrator set the budget: balance = budget − what is reserved now."""
         ...
 
-    async def add(self, user_id: int, amount: int) -> None:
+    async def add(self, account: str, amount: int) -> None:
         """An administrator recharged the budget by `amount` (if the balance is loaded)."""
         ...
 
-    async def balance(self, user_id: int) -> int | None:
+    async def balance(self, account: str) -> int | None:
         """The live balance, or None when not loaded."""
         ...
 
 
 class MemoryBudgetStore:
     def __init__(self) -> None:
-        self._balance: dict[int, int] = {}
-        self._reserved: dict[int, int] = {}
+        self._balance: dict[str, int] = {}
+        self._reserved: dict[str, int] = {}
 
-    def loaded(self, user_id: int) -> bool:
-        return user_id in self._balance
+    def loaded(self, account: str) -> bool:
+        return account in self._balance
 
-    def covers(self, user_id: int, amount: int, initial_balance: int | None) -> bool:
-        if user_id not in self._balance:
+    def covers(self, account: str, amount: int, initial_balance: int | None) -> bool:
+        if account not in self._balance:
             # Loaded like `set_budget`: the holds still reserved are given back to it later.
             assert initial_balance is not None  # MemoryQuotaStore asks for it first
-            self._balance[user_id] = initial_balance - self._reserved.get(user_id, 0)
-        return self._balance[user_id] >= amount
+            self._balance[account] = initial_balance - self._reserved.get(account, 0)
+        return self._balance[account] >= amount
 
-    def take(self, user_id: int, amount: int) -> int:
-        self._balance[user_id] -= amount
-        self._reserved[user_id] = self._reserved.get(user_id, 0) + amount
-        return self._balance[user_id]
+    def take(self, account: str, amount: int) -> int:
+        self._balance[account] -= amount
+        self._reserved[account] = self._reserved.get(account, 0) + amount
+        return self._balance[account]
 
-    def release(self, user_id: int, reserved: int, spent: int) -> None:
+    def release(self, account: str, reserved: int, spent: int) -> None:
         # Never more than is reserved: what was never taken is not given back.
-        give = min(reserved, self._reserved.get(user_id, 0))
-        self._reserved[user_id] = self._reserved.get(user_id, 0) - give
-        if user_id in self._balance:
-            self._balance[user_id] += give - spent
+        give = min(reserved, self._reserved.get(account, 0))
+        self._reserved[account] = self._reserved.get(account, 0) - give
+        if account in self._balance:
+            self._balance[account] += give - spent
 
-    async def set_budget(self, user_id: int, budget: int | None) -> None:
+    async def set_budget(self, account: str, budget: int | None) -> None:
         if budget is None:
-            self._balance.pop(user_id, None)
+            self._balance.pop(account, None)
         else:
-            self._balance[user_id] = budget - self._reserved.get(user_id, 0)
+            self._balance[account] = budget - self._reserved.get(account, 0)
 
-    async def add(self, user_id: int, amount: int) -> None:
-        if user_id in self._balance:
-            self._balance[user_id] += amount
+    async def add(self, account: str, amount: int) -> None:
+        if account in self._balance:
+            self._balance[account] += amount
 
-    async def balance(self, user_id: int) -> int | None:
-        return self._balance.get(user_id)
+    async def balance(self, account: str) -> int | None:
+        return self._balance.get(account)
 
 
 # The epoch of a user's `reserved` (KEYS: reserved, epoch): kept while both keys exist, else
@@ -139,39 +140,47 @@ class RedisBudgetStore:
         self._set = redis.register_script(_SET)
         self._add = redis.register_script(_ADD)
 
-    def _keys(self, user_id: int) -> list[str]:
-        return budget_keys(self._prefix, user_id)
+    def _keys(self, account: str) -> list[str]:
+        return budget_keys(self._prefix, account)
 
-    async def set_budget(self, user_id: int, budget: int | None) -> None:
+    async def set_budget(self, account: str, budget: int | None) -> None:
         # The new balance is the budget less what calls in flight hold: this process's calls
         # that have ended give back their holds first, or they would be charged to the new
         # budget. (Another replica's settle within milliseconds of their end.)
         if self._settled is not None:
             await self._settled()
         try:
-            await self._set(keys=self._keys(user_id), args=["" if budget is None else budget])
+            await self._set(keys=self._keys(account), args=["" if budget is None else budget])
         except REDIS_DOWN as error:
             raise _not_applied() from error
 
-    async def add(self, user_id: int, amount: int) -> None:
+    async def add(self, account: str, amount: int) -> None:
         try:
-            await self._add(keys=self._keys(user_id)[:1], args=[amount])
+            await self._add(keys=self._keys(account)[:1], args=[amount])
         except REDIS_DOWN as error:
             raise _not_applied() from error
 
-    async def balance(self, user_id: int) -> int | None:
+    async def balance(self, account: str) -> int | None:
         if self._settled is not None:
             await self._settled()
         try:
-            raw = await self._redis.get(self._keys(user_id)[0])
+            raw = await self._redis.get(self._keys(account)[0])
         except REDIS_DOWN as error:
             raise redis_unavailable() from error
         return None if raw is None else int(raw)
 
 
-def budget_keys(prefix: str, user_id: int) -> list[str]:
-    """A user's balance, reserved and epoch keys, under `prefix` (ends with 'budget:')."""
-    return [f"{prefix}{user_id}:balance", f"{prefix}{user_id}:reserved", f"{prefix}{user_id}:epoch"]
+def budget_keys(prefix: str, account: str) -> list[str]:
+    """A budget's balance, reserved and epoch keys, under `prefix` (ends with 'budget:')."""
+    return [f"{prefix}{account}:balance", f"{prefix}{account}:reserved", f"{prefix}{account}:epoch"]
+
+
+def account_slot(holder: str, holder_id: int, period: str | None = None) -> str:
+    """The name of a budget's live balance: a user's is its id (as before keys and
+    organisations had budgets), a key's `key-<id>`, an organisation's `org-<id>`. A periodic
+    allowance's names its period too (`…:p<start>`): each period starts a balance of its own."""
+    base = str(holder_id) if holder == "user" else f"{'key' if holder == 'key' else 'org'}-{holder_id}"
+    return base if period is None else f"{base}:p{period}"
 
 
 def _not_applied() -> DependencyUnavailableError:

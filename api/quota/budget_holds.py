@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import NoReturn
 
 from api.errors import InsufficientBudgetError
-from api.identity.principal import Principal
+from api.identity.principal import Budget, Principal
 from api.observability.metrics import GatewayMetrics
 from api.catalog.catalog import RouterEntry
+from api.quota.balances import account_slot
+from api.common.periods import label, next_start, period_start
 from api.quota.store import BudgetHold
 from api.usage.accounting import cost_nanos
 
@@ -26,6 +29,8 @@ PROMPT_SLACK = 16
 # Keys stay cached while nothing changes them, but the usage writer lowers the database's
 # budget by every call's cost: an older copy would load a balance that still has them.
 FRESH_BUDGET_SECONDS = 1.0
+# A period's live balance outlives the period by this much: its last calls still settle to it.
+LIVE_BALANCE_GRACE_SECONDS = 86_400
 
 
 class Budgeter:
@@ -35,21 +40,35 @@ class Budgeter:
 
     @staticmethod
     def applies(principal: Principal) -> bool:
-        return principal.user_id is not None and principal.budget_nanos is not None
+        return principal.user_id is not None and bool(principal.budgets)
 
-    def hold(
-        self, principal: Principal, router: RouterEntry, estimate: Callable[[], int], completion_tokens: int
-    ) -> BudgetHold | None:
-        """What to reserve from the caller's budget for this call, if it has one. `estimate`
-        (the prompt's tokens) is only computed then."""
+    def holds(
+        self, principal: Principal, router: RouterEntry, estimate: Callable[[], int], completion_tokens: int,
+        now: datetime | None = None,
+    ) -> tuple[BudgetHold, ...]:
+        """What to reserve from each of the caller's budgets for this call (the most it can cost,
+        from each). `estimate` (the prompt's tokens) is only computed if there is a budget."""
         if not self.applies(principal):
-            return None
-        assert principal.user_id is not None and principal.budget_nanos is not None
+            return ()
         prompt_bound = int(estimate() * PROMPT_MARGIN) + PROMPT_SLACK
         amount = cost_nanos(prompt_bound, completion_tokens, router.cost_prompt_micros, router.cost_completion_micros)
         fresh = time.monotonic() - principal.loaded_at < FRESH_BUDGET_SECONDS
-        return BudgetHold(principal.user_id, amount, principal.budget_nanos if fresh else None)
+        now = now or datetime.now(UTC)
+        return tuple(hold_for(budget, amount, fresh, now) for budget in principal.budgets)
 
-    def refuse(self) -> NoReturn:
+    def refuse(self, budget: Budget) -> NoReturn:
         self._metrics.rejections.labels("budget").inc()
-        raise InsufficientBudgetError("Insufficient budget")
+        raise InsufficientBudgetError(f"Insufficient budget: {budget.describe()} cannot cover this call")
+
+
+def hold_for(budget: Budget, amount: int, fresh: bool, now: datetime) -> BudgetHold:
+    """A hold of `amount` on `budget`'s live balance: for an allowance, the current period's.
+    The balance is loaded with the budget as read only if it was read recently and (for an
+    allowance) in this period; else the store asks for it (`Quotas.admit`)."""
+    if budget.period is None:
+        return BudgetHold(account_slot(budget.holder, budget.holder_id), amount, budget.nanos if fresh else None)
+    start = period_start(budget.period, now)
+    current = fresh and budget.period_start == start
+    ttl = int((next_start(budget.period, now) - now).total_seconds()) + LIVE_BALANCE_GRACE_SECONDS
+    return BudgetHold(account_slot(budget.holder, budget.holder_id, label(start)), amount,
+                      budget.nanos if current else None, ttl_seconds=ttl)

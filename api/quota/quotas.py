@@ -12,11 +12,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from api.identity.principal import Principal
+from api.identity.principal import Budget, Principal
 from api.quota.budget_holds import Budgeter
 from api.quota.rate_limits import LimitCounter, Limiter, Ticket
 from api.catalog.catalog import RouterEntry
 from api.quota.store import BudgetHold, BudgetRelease, QuotaStore
+
+
+# A budget removed since the caller's key was read: its hold is loaded with a balance no call
+# can exhaust, for this call only (the key is read again within a second, without it).
+UNLIMITED = 10**18
 
 
 @dataclass
@@ -24,9 +29,9 @@ class QuotaPass:
     """What one admitted call holds until it is settled."""
 
     ticket: Ticket | None
-    hold: BudgetHold | None
+    holds: tuple[BudgetHold, ...] = ()
     settled: bool = False
-    epoch: str = ""  # the hold's (api.quota.balances): a settlement names what it gives back
+    epochs: tuple[str, ...] = ()  # the holds' (api.quota.balances): a settlement names what it gives back
 
     def headers(self) -> dict[str, str]:
         return self.ticket.headers() if self.ticket is not None else {}
@@ -34,9 +39,10 @@ class QuotaPass:
 
 class Quotas:
     def __init__(
-        self, store: QuotaStore, limiter: Limiter, budgeter: Budgeter, budget_of: Callable[[int], Awaitable[int | None]]
+        self, store: QuotaStore, limiter: Limiter, budgeter: Budgeter, budget_of: Callable[[Budget], Awaitable[int | None]]
     ) -> None:
-        """`budget_of(user_id)`: the user's budget in the database now (None: unlimited)."""
+        """`budget_of(budget)`: what is left of it in the database now, a new period's
+        allowance started there if it is due (None: no budget any more)."""
         self._store = store
         self.limiter = limiter
         self.budgeter = budgeter
@@ -63,26 +69,28 @@ class Quotas:
         self, principal: Principal, router: RouterEntry, estimate: Callable[[], int], completion_bound: int
     ) -> QuotaPass | None:
         """Count the call in the caller's windows on `router` and reserve the most it can cost
-        from the caller's budget, or refuse it (429 for a limit, 402 for the budget)."""
+        from each of the caller's budgets, or refuse it (429 for a limit, 402 for a budget)."""
         plan = self.limiter.plan(principal, router, estimate, completion_bound)
-        hold = self.budgeter.hold(principal, router, estimate, completion_bound)
-        if plan is None and hold is None:
+        holds = self.budgeter.holds(principal, router, estimate, completion_bound)
+        if plan is None and not holds:
             return None
         checks = plan.checks if plan else []
         # A caller cancelled during this await takes nothing: the store gives it back.
-        decision = await self._store.admit(checks, hold)
+        decision = await self._store.admit(checks, holds)
         if decision.needs_budget:
-            # The balance is not loaded (the user's first call, or Redis lost it) and the
-            # caller's copy of the budget may be out of date: load it from the database's.
-            assert hold is not None
-            budget = await self._budget_of(hold.user_id)
-            hold = None if budget is None else replace(hold, initial_balance=budget)
-            decision = await self._store.admit(checks, hold)
+            # These balances are not loaded (a first call, a new period, or Redis lost them) and
+            # the caller's copy of the budgets may be out of date: load them from the database's.
+            loaded = list(holds)
+            for index in decision.needs_budget:
+                budget = await self._budget_of(principal.budgets[index])
+                loaded[index] = replace(holds[index], initial_balance=budget if budget is not None else UNLIMITED)
+            holds = tuple(loaded)
+            decision = await self._store.admit(checks, holds)
         if not decision.admission.admitted:
             self.limiter.refuse(decision.admission)
-        if decision.budget_refused:
-            self.budgeter.refuse()
-        return QuotaPass(plan.ticket(decision.admission) if plan else None, hold, epoch=decision.epoch)
+        if decision.refused_hold is not None:
+            self.budgeter.refuse(principal.budgets[decision.refused_hold])
+        return QuotaPass(plan.ticket(decision.admission) if plan else None, holds, epochs=decision.epochs)
 
     async def settle(self, quota: QuotaPass, total_tokens: int, cost_nanos: int) -> None:
         """Count the real tokens instead of the estimate and keep only the real cost; once."""
@@ -90,5 +98,6 @@ class Quotas:
             return
         quota.settled = True
         adjustments = self.limiter.adjustments(quota.ticket, total_tokens) if quota.ticket else []
-        release = BudgetRelease(quota.hold.user_id, quota.hold.amount, cost_nanos, quota.epoch) if quota.hold else None
-        await self._store.settle(adjustments, release)
+        releases = [BudgetRelease(hold.account, hold.amount, cost_nanos, quota.epochs[i] if i < len(quota.epochs) else "")
+                    for i, hold in enumerate(quota.holds)]
+        await self._store.settle(adjustments, releases)

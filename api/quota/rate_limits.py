@@ -1,4 +1,5 @@
-"""Role limits on a router, per user: rpm, rpd, tpm, tpd.
+"""Role limits on a router, per user: rpm, rpd, tpm, tpd; and a key's own limits, on every
+router together: rpm, rph, rpd, tpm, tph, tpd. A call counts in all that apply.
 
 Requests are counted when admitted. Tokens are admitted on the most the call can use: the
 prompt's estimate plus its completion bound (`max_tokens` × `n`, as OpenAI's own limiter
@@ -21,8 +22,9 @@ from api.observability.metrics import GatewayMetrics
 from api.catalog.catalog import RouterEntry
 from api.quota.windows import Admission, LimitStore, WindowCheck, WindowState
 
-WINDOWS = {"rpm": 60, "rpd": 86_400, "tpm": 60, "tpd": 86_400}
-TOKEN_LIMITS = ("tpm", "tpd")
+WINDOWS = {"rpm": 60, "rph": 3_600, "rpd": 86_400, "tpm": 60, "tph": 3_600, "tpd": 86_400}
+TOKEN_LIMITS = ("tpm", "tph", "tpd")
+KEY_WINDOW = "key-"  # a key's windows are named after it, a user's role windows after the user
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class Ticket:
         """OpenAI-style x-ratelimit-* headers, from the per-minute windows (else per-day)."""
         headers: dict[str, str] = {}
         for kind, minute, day in (("requests", "rpm", "rpd"), ("tokens", "tpm", "tpd")):
-            state = self.windows.get(minute) or self.windows.get(day)
+            state = (self.windows.get(minute) or self.windows.get(day) or self.windows.get(f"key {minute}")
+                     or self.windows.get(f"key {day}"))
             if state is not None:
                 headers[f"x-ratelimit-limit-{kind}"] = str(state.limit)
                 headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, state.limit - state.used))
@@ -75,8 +78,9 @@ class Limiter:
         return principal.limits.get(router.id, {})
 
     def counts_tokens(self, principal: Principal, router: RouterEntry) -> bool:
-        """Whether a token limit (tpm, tpd) applies to the caller on `router`."""
-        return any(self._limits(principal, router).get(kind) for kind in TOKEN_LIMITS)
+        """Whether a token limit (tpm, tph, tpd) applies to the caller on `router`."""
+        key_limits = principal.key_limits or {}
+        return any(self._limits(principal, router).get(kind) or key_limits.get(kind) for kind in TOKEN_LIMITS)
 
     def plan(
         self, principal: Principal, router: RouterEntry, estimate: Callable[[], int], completion_bound: int = 0
@@ -85,24 +89,29 @@ class Limiter:
         The token windows count the prompt's `estimate` (only computed when a token limit
         applies) plus `completion_bound`, the most tokens the answer may have."""
         limits = self._limits(principal, router)  # a limit of 0 was refused before (api.calls.steps.Authorise)
-        kinds = [kind for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
-        if not kinds:
+        # (label, window key, limit): the role's on this router, then the key's own on every router.
+        windows = [(kind, f"{principal.user_id}:{router.id}:{kind}", limits[kind] or 0)
+                   for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
+        if principal.key_limits:
+            windows += [(f"key {kind}", f"{KEY_WINDOW}{principal.key_id}:{kind}", value)
+                        for kind, value in sorted(principal.key_limits.items()) if kind in WINDOWS]
+        if not windows:
             return None
         reserved = 0
-        if any(kind in TOKEN_LIMITS for kind in kinds):
+        if any(label.split()[-1] in TOKEN_LIMITS for label, _, _ in windows):
             prompt = estimate()
             reserved = prompt + completion_bound
+            # The shortest window first: the refusal names the limit a client most likely set.
             for kind in TOKEN_LIMITS:
-                if kind in kinds and reserved > (limits[kind] or 0):
-                    self._too_large(router, kind, limits[kind] or 0, prompt, completion_bound)
+                for label, _, limit in windows:
+                    if label.split()[-1] == kind and reserved > limit:
+                        self._too_large(router, label, limit, prompt, completion_bound)
         checks = [
-            WindowCheck(
-                key=f"{principal.user_id}:{router.id}:{kind}", limit=limits[kind] or 0, window_seconds=WINDOWS[kind],
-                amount=reserved if kind in TOKEN_LIMITS else 1,
-            )
-            for kind in kinds
+            WindowCheck(key=key, limit=limit, window_seconds=WINDOWS[label.split()[-1]],
+                        amount=reserved if label.split()[-1] in TOKEN_LIMITS else 1)
+            for label, key, limit in windows
         ]
-        return LimitPlan(kinds, checks, reserved)
+        return LimitPlan([label for label, _, _ in windows], checks, reserved)
 
     def _too_large(self, router: RouterEntry, kind: str, limit: int, prompt: int, completion_bound: int) -> NoReturn:
         # Even an empty window could not take this call: waiting for one would not help.
@@ -112,7 +121,7 @@ class Limiter:
             f"({prompt} in the prompt, {completion_bound} of completion: max_tokens × n, or the gateway's default "
             f"when the request sets none), more than your {kind} limit of {limit} tokens. Ask for fewer tokens "
             f"(a lower max_tokens).",
-            retry_after=WINDOWS[kind],
+            retry_after=WINDOWS[kind.split()[-1]],
             headers={"x-ratelimit-limit-tokens": str(limit)},
         )
 
@@ -135,10 +144,12 @@ class Limiter:
     def refuse(self, admission: Admission) -> NoReturn:
         state = admission.windows[0]
         kind = state.key.split(":")[-2]
+        whose = "the key's" if state.key.startswith(KEY_WINDOW) else "your role's"
         self._metrics.rejections.labels(kind).inc()
         unit = "tokens" if kind in TOKEN_LIMITS else "requests"
         raise TooManyRequestsError(
-            f"Rate limit reached: {kind} {state.limit} {unit} (used {state.used}); retry in {admission.retry_after}s",
+            f"Rate limit reached: {kind} {state.limit} {unit} ({whose} limit; used {state.used}); "
+            f"retry in {admission.retry_after}s",
             retry_after=admission.retry_after,
             headers={
                 f"x-ratelimit-limit-{unit}": str(state.limit),
@@ -151,4 +162,4 @@ class Limiter:
     def adjustments(ticket: Ticket, real_tokens: int) -> list[tuple[str, int]]:
         """Replace the tokens reserved by the real total in every token window."""
         delta = real_tokens - ticket.reserved_tokens
-        return [(ticket.windows[kind].key, delta) for kind in TOKEN_LIMITS if kind in ticket.windows and delta]
+        return [(state.key, delta) for label, state in ticket.windows.items() if label.split()[-1] in TOKEN_LIMITS and delta]

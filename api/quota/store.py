@@ -1,7 +1,9 @@
-"""A call's rate-limit windows and budget reservation, checked and taken in one atomic step.
+"""A call's rate-limit windows and budget reservations, checked and taken in one atomic step.
 
-Admission is all-or-nothing across both: either every window has room *and* the budget covers
-the reservation, and all are taken, or nothing is. Settlement corrects the token windows and
+A call may draw on several budgets at once (its key's, its user's, its organisation's): it
+reserves the most it can cost from each. Admission is all-or-nothing across all of them:
+either every window has room *and* every budget covers the reservation, and all are taken,
+or nothing is. Settlement corrects the token windows and
 gives back the unused reservation, also in one step. In Redis each is one Lua script, and a
 call's settlement rides with the next admission, so a call costs about one round trip however
 many limits and budgets apply; the counters and balances are the same keys `RedisLimitStore`
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,16 +36,17 @@ SETTLE_LINGER_SECONDS = 0.005
 
 @dataclass(frozen=True)
 class BudgetHold:
-    user_id: int
+    account: str  # the budget's balance (api.quota.balances.account_slot)
     amount: int  # the most the call can cost (nanos)
-    # The user's budget, to load the balance with if it is not loaded yet; None when the
-    # caller's copy may be out of date: the store then asks for it (`needs_budget`).
+    # The budget, to load the balance with if it is not loaded yet; None when the caller's
+    # copy may be out of date: the store then asks for it (`needs_budget`).
     initial_balance: int | None
+    ttl_seconds: int | None = None  # a periodic allowance's balance lives as long as its period
 
 
 @dataclass(frozen=True)
 class BudgetRelease:
-    user_id: int
+    account: str
     reserved: int
     spent: int
     epoch: str = ""  # the hold's, from its QuotaDecision (the memory store has none)
@@ -51,24 +55,32 @@ class BudgetRelease:
 @dataclass(frozen=True)
 class QuotaDecision:
     admission: Admission  # refused by a window: that window; admitted: every window
-    budget_refused: bool = False
-    epoch: str = ""  # a hold taken: the epoch of the `reserved` it is counted in (Redis)
-    # Nothing taken: the balance is not loaded and the hold had no budget to load it with.
-    needs_budget: bool = False
+    # Refused by a budget: the index of the first hold its balance could not cover.
+    refused_hold: int | None = None
+    epochs: tuple[str, ...] = ()  # holds taken: the epoch of the `reserved` each is counted in (Redis)
+    # Nothing taken: these holds' balances are not loaded and they had no budget to load them with.
+    needs_budget: tuple[int, ...] = ()
+
+    @property
+    def budget_refused(self) -> bool:
+        return self.refused_hold is not None
 
     @property
     def admitted(self) -> bool:
-        return self.admission.admitted and not self.budget_refused and not self.needs_budget
+        return self.admission.admitted and self.refused_hold is None and not self.needs_budget
+
+    def epoch(self, hold: int) -> str:
+        return self.epochs[hold] if hold < len(self.epochs) else ""
 
 
 class QuotaStore(Protocol):
-    async def admit(self, checks: list[WindowCheck], hold: BudgetHold | None) -> QuotaDecision:
+    async def admit(self, checks: list[WindowCheck], holds: Sequence[BudgetHold] = ()) -> QuotaDecision:
         """Take all or nothing. A caller cancelled while waiting ends up having taken nothing.
         Raises DependencyUnavailableError when the store cannot be reached: nothing is let
         through unchecked."""
         ...
 
-    async def settle(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
+    async def settle(self, adjustments: list[tuple[str, int]], releases: Sequence[BudgetRelease] = ()) -> None:
         """Add each delta to its window counter (by the key admit returned); release the hold.
         Never raises: a settlement the store cannot take is logged and dropped, so the call's
         usage record is still written."""
@@ -82,25 +94,27 @@ class MemoryQuotaStore:
         self._limits = limits
         self._budgets = budgets
 
-    async def admit(self, checks: list[WindowCheck], hold: BudgetHold | None) -> QuotaDecision:
-        if hold is not None and hold.initial_balance is None and not self._budgets.loaded(hold.user_id):
-            return QuotaDecision(Admission(True, ()), needs_budget=True)
-        covered = hold is None or self._budgets.covers(hold.user_id, hold.amount, hold.initial_balance)
-        admission = self._limits.admit_now(checks, count=covered)
+    async def admit(self, checks: list[WindowCheck], holds: Sequence[BudgetHold] = ()) -> QuotaDecision:
+        unloaded = tuple(i for i, hold in enumerate(holds)
+                         if hold.initial_balance is None and not self._budgets.loaded(hold.account))
+        if unloaded:
+            return QuotaDecision(Admission(True, ()), needs_budget=unloaded)
+        refused = next((i for i, hold in enumerate(holds)
+                        if not self._budgets.covers(hold.account, hold.amount, hold.initial_balance)), None)
+        admission = self._limits.admit_now(checks, count=refused is None)
         if not admission.admitted:
             return QuotaDecision(admission)
-        if hold is None:
-            return QuotaDecision(admission)
-        if not covered:
-            return QuotaDecision(admission, budget_refused=True)
-        self._budgets.take(hold.user_id, hold.amount)
+        if refused is not None:
+            return QuotaDecision(admission, refused_hold=refused)
+        for hold in holds:
+            self._budgets.take(hold.account, hold.amount)
         return QuotaDecision(admission)
 
-    async def settle(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
+    async def settle(self, adjustments: list[tuple[str, int]], releases: Sequence[BudgetRelease] = ()) -> None:
         for key, delta in adjustments:
             self._limits.adjust_now(key, delta)
-        if release is not None:
-            self._budgets.release(release.user_id, release.reserved, release.spent)
+        for release in releases:
+            self._budgets.release(release.account, release.reserved, release.spent)
 
 
 # Both scripts take their arguments as one string of space-separated fields ('-' for an empty
@@ -121,10 +135,11 @@ def _fields(values: list[int | str]) -> str:
     return " ".join(str(value) if value != "" else "-" for value in values)
 
 
-# KEYS: the n window counters (without their window index), then the budget's balance,
-# reserved and epoch keys when there is a hold. Fields: n, (limit, window, amount) per window,
-# then the hold's amount and initial balance ('' when unknown: {3} if the balance is not
-# loaded). Admitted with a hold, the last item returned is the epoch it was taken in.
+# KEYS: the n window counters (without their window index), then each hold's balance, reserved
+# and epoch keys. Fields: n, (limit, window, amount) per window, then h and, per hold, its
+# amount, its initial balance ('' when unknown: {3, holds...} if a balance is not loaded) and
+# the ttl of its keys in ms ('' for none). Admitted, the last h items returned are the holds'
+# epochs; refused by a budget, {2, the first hold it could not cover}.
 _ADMIT = _FIELDS + CURRENT_EPOCH + RESERVED_NOW + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -152,27 +167,41 @@ for i = 1, n do
   end
   keys[i], used[i], resets[i], created[i] = key, current + amount, reset_ms, not stored
 end
-local hold = #KEYS > n
-local epoch
-if hold then
-  local balance, reserved = KEYS[n + 1], KEYS[n + 2]
-  epoch = current_epoch(reserved, KEYS[n + 3])
-  local amount = ARGV[3 * n + 2]
+local h = tonumber(ARGV[3 * n + 2])
+local epochs, lefts, unloaded = {}, {}, {}
+for j = 1, h do
+  local balance, reserved, epoch = KEYS[n + 3 * j - 2], KEYS[n + 3 * j - 1], KEYS[n + 3 * j]
+  local field = 3 * n + 3 * j
+  epochs[j] = current_epoch(reserved, epoch)
   local left = redis.call('GET', balance)
   if not left then
-    if ARGV[3 * n + 3] == '' then
-      return {3}
+    if ARGV[field + 1] == '' then
+      unloaded[#unloaded + 1] = j
+    else
+      -- Loaded from the database's budget (or reloaded: Redis lost it). The holds `reserved`
+      -- still counts are given back to it when their calls settle, so they are taken now.
+      left = tonumber(ARGV[field + 1]) - reserved_now(reserved)
+      redis.call('SET', balance, left)
+      if ARGV[field + 2] ~= '' then
+        redis.call('PEXPIRE', balance, ARGV[field + 2])
+        redis.call('PEXPIRE', reserved, ARGV[field + 2])
+        redis.call('PEXPIRE', epoch, ARGV[field + 2])
+      end
     end
-    -- Loaded from the database's budget (or reloaded: Redis lost it). The holds `reserved`
-    -- still counts are given back to it when their calls settle, so they are taken now.
-    left = tonumber(ARGV[3 * n + 3]) - reserved_now(reserved)
-    redis.call('SET', balance, left)
   end
-  if tonumber(left) < tonumber(amount) then
-    return {2}
+  lefts[j] = left
+end
+if #unloaded > 0 then
+  return {3, unpack(unloaded)}
+end
+for j = 1, h do
+  if tonumber(lefts[j]) < tonumber(ARGV[3 * n + 3 * j]) then
+    return {2, j}
   end
-  redis.call('DECRBY', balance, amount)
-  redis.call('INCRBY', reserved, amount)
+end
+for j = 1, h do
+  redis.call('DECRBY', KEYS[n + 3 * j - 2], ARGV[3 * n + 3 * j])
+  redis.call('INCRBY', KEYS[n + 3 * j - 1], ARGV[3 * n + 3 * j])
 end
 local out = {1}
 for i = 1, n do
@@ -182,8 +211,8 @@ for i = 1, n do
   end
   out[3 * i - 1], out[3 * i], out[3 * i + 1] = keys[i], used[i], resets[i]
 end
-if hold then
-  out[3 * n + 2] = epoch
+for j = 1, h do
+  out[3 * n + 1 + j] = epochs[j]
 end
 return out
 """
@@ -225,13 +254,13 @@ class _Settlements:
     def __init__(self, linger: asyncio.TimerHandle) -> None:
         self.linger = linger
         self.deltas: dict[str, int] = {}
-        self.releases: dict[tuple[int, str], list[int]] = {}  # (user, epoch) → [reserved, spent]
+        self.releases: dict[tuple[str, str], list[int]] = {}  # (account, epoch) → [reserved, spent]
 
-    def add(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
+    def add(self, adjustments: list[tuple[str, int]], releases: Sequence[BudgetRelease]) -> None:
         for key, delta in adjustments:
             self.deltas[key] = self.deltas.get(key, 0) + delta
-        if release is not None:
-            totals = self.releases.setdefault((release.user_id, release.epoch), [0, 0])
+        for release in releases:
+            totals = self.releases.setdefault((release.account, release.epoch), [0, 0])
             totals[0] += release.reserved
             totals[1] += release.spent
 
@@ -246,26 +275,29 @@ class RedisQuotaStore:
         self._settlements: _Settlements | None = None
         self._sending: set[asyncio.Future[Any]] = set()
 
-    def _budget_keys(self, user_id: int) -> list[str]:
-        return budget_keys(self._budget_prefix, user_id)
+    def _budget_keys(self, account: str) -> list[str]:
+        return budget_keys(self._budget_prefix, account)
 
-    async def admit(self, checks: list[WindowCheck], hold: BudgetHold | None) -> QuotaDecision:
+    async def admit(self, checks: list[WindowCheck], holds: Sequence[BudgetHold] = ()) -> QuotaDecision:
         keys = [self._limit_prefix + check.key for check in checks]
         args: list[int | str] = [len(checks)]
         for check in checks:
             args += [check.limit, check.window_seconds, check.amount]
-        if hold is not None:
-            keys += self._budget_keys(hold.user_id)
-            args += [hold.amount, "" if hold.initial_balance is None else hold.initial_balance]
+        args.append(len(holds))
+        for hold in holds:
+            keys += self._budget_keys(hold.account)
+            args += [hold.amount, "" if hold.initial_balance is None else hold.initial_balance,
+                     "" if hold.ttl_seconds is None else hold.ttl_seconds * 1000]
         self._flush_settlements()  # first: Redis applies them before this admission
-        reply = self._scripts.submit(self._admit, keys, [_fields(args)], orphaned=lambda result: self._give_back(result, checks, hold))
+        reply = self._scripts.submit(self._admit, keys, [_fields(args)],
+                                     orphaned=lambda result: self._give_back(result, checks, holds))
         try:
             result = await reply
         except asyncio.CancelledError:
             # The caller left while Redis was counting: whatever the script took is given
             # back, by `orphaned` when the reply comes, or here if it came just before.
             if reply.done() and not reply.cancelled() and reply.exception() is None:
-                self._give_back(reply.result(), checks, hold)
+                self._give_back(reply.result(), checks, holds)
             raise
         except REDIS_DOWN as error:
             # Fail closed: a call that cannot be counted is not made. (Had the script run
@@ -273,21 +305,21 @@ class RedisQuotaStore:
             raise redis_unavailable() from error
         return self._decision(result, checks)
 
-    def _give_back(self, result: Any, checks: list[WindowCheck], hold: BudgetHold | None) -> None:
+    def _give_back(self, result: Any, checks: list[WindowCheck], holds: Sequence[BudgetHold]) -> None:
         decision = self._decision(result, checks)
         if not decision.admitted:
             return
         adjustments = [(state.key, -check.amount) for state, check in zip(decision.admission.windows, checks, strict=True)]
-        release = BudgetRelease(hold.user_id, hold.amount, 0, decision.epoch) if hold is not None else None
-        self._queue_settlement(adjustments, release)
+        releases = [BudgetRelease(hold.account, hold.amount, 0, decision.epoch(i)) for i, hold in enumerate(holds)]
+        self._queue_settlement(adjustments, releases)
 
     @staticmethod
     def _decision(result: Any, checks: list[WindowCheck]) -> QuotaDecision:
         outcome = int(result[0])
         if outcome == 2:
-            return QuotaDecision(Admission(True, ()), budget_refused=True)
+            return QuotaDecision(Admission(True, ()), refused_hold=int(result[1]) - 1)
         if outcome == 3:
-            return QuotaDecision(Admission(True, ()), needs_budget=True)
+            return QuotaDecision(Admission(True, ()), needs_budget=tuple(int(j) - 1 for j in result[1:]))
         if outcome == 0:
             index = int(result[1]) - 1
             state = WindowState(decode(result[2]), checks[index].limit, int(result[3]), int(result[4]) / 1000)
@@ -296,23 +328,22 @@ class RedisQuotaStore:
             WindowState(decode(result[1 + 3 * i]), check.limit, int(result[2 + 3 * i]), int(result[3 + 3 * i]) / 1000)
             for i, check in enumerate(checks)
         )
-        epoch = decode(result[1 + 3 * len(checks)]) if len(result) > 1 + 3 * len(checks) else ""
-        return QuotaDecision(Admission(True, states), epoch=epoch)
+        return QuotaDecision(Admission(True, states), epochs=tuple(decode(e) for e in result[1 + 3 * len(checks):]))
 
-    async def settle(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
+    async def settle(self, adjustments: list[tuple[str, int]], releases: Sequence[BudgetRelease] = ()) -> None:
         # Not awaited: the answer (an error's included) need not wait out the linger; `flush`
         # and `close` are the ways to know it was sent.
-        self._queue_settlement(adjustments, release)
+        self._queue_settlement(adjustments, releases)
 
-    def _queue_settlement(self, adjustments: list[tuple[str, int]], release: BudgetRelease | None) -> None:
+    def _queue_settlement(self, adjustments: list[tuple[str, int]], releases: Sequence[BudgetRelease]) -> None:
         adjustments = [(key, delta) for key, delta in adjustments if delta]
-        if not adjustments and release is None:
+        if not adjustments and not releases:
             return
         batch = self._settlements
         if batch is None:
             linger = asyncio.get_running_loop().call_later(SETTLE_LINGER_SECONDS, self._flush_settlements)
             batch = self._settlements = _Settlements(linger)
-        batch.add(adjustments, release)
+        batch.add(adjustments, releases)
 
     async def flush(self) -> None:
         """Send the settlements waiting for an admission to ride with, and wait until Redis
@@ -328,8 +359,8 @@ class RedisQuotaStore:
         batch.linger.cancel()
         keys = list(batch.deltas)
         args: list[int | str] = [len(keys), *batch.deltas.values()]
-        for (user_id, epoch), (reserved, spent) in batch.releases.items():
-            keys += self._budget_keys(user_id)
+        for (account, epoch), (reserved, spent) in batch.releases.items():
+            keys += self._budget_keys(account)
             args += [epoch, reserved, spent]
         reply = self._scripts.submit(self._settle, keys, [_fields(args)])
         self._sending.add(reply)
@@ -346,8 +377,8 @@ class RedisQuotaStore:
         # and the database budgets, are written all the same.
         level = logging.WARNING if isinstance(error, REDIS_DOWN) else logging.ERROR
         logger.log(level, "settlement of %d windows and %d budget holds dropped (%s: %s); "
-                   "left reserved, nanos by user: %s", len(batch.deltas), len(batch.releases), type(error).__name__,
-                   error, {user: reserved - spent for (user, _), (reserved, spent) in batch.releases.items()})
+                   "left reserved, nanos by budget: %s", len(batch.deltas), len(batch.releases), type(error).__name__,
+                   error, {account: reserved - spent for (account, _), (reserved, spent) in batch.releases.items()})
 
     async def close(self) -> None:
         await self.flush()

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.db.engine import database_unavailable
-from api.db.tables import Usage, User
+from api.db.tables import ApiKey, Organization, Usage, User
 from api.usage.journal import OpenedCall, UsageJournal
 from api.usage.records import UsageRecord
 
@@ -41,6 +41,8 @@ if {column.key for column in Usage.__table__.c if not column.primary_key} != set
 
 
 QUEUE_FULL_POLL_SECONDS = 0.01
+
+Spent = dict[type[User] | type[ApiKey] | type[Organization], dict[int, int]]
 
 
 class UsageWriter:
@@ -260,10 +262,14 @@ class UsageWriter:
                 delay = min(delay * 2, MAX_RETRY_DELAY_SECONDS)
 
     async def _insert(self, records: list[UsageRecord]) -> None:
-        spent: dict[int, int] = {}
+        # Per budget holder table, what its rows spent: a key's, its user's, its organisation's.
+        spent: Spent = {User: {}, ApiKey: {}, Organization: {}}
         for record in records:
-            if record.user_id is not None and record.cost_nanos:
-                spent[record.user_id] = spent.get(record.user_id, 0) + record.cost_nanos
+            if not record.cost_nanos:
+                continue
+            for table, holder in ((User, record.user_id), (ApiKey, record.key_id), (Organization, record.organization_id)):
+                if holder is not None:
+                    spent[table][holder] = spent[table].get(holder, 0) + record.cost_nanos
         kept, self._connection = self._connection, None
         try:
             await self._insert_on(kept or await self._engine.connect(), records, spent)
@@ -275,19 +281,22 @@ class UsageWriter:
             await self._insert_on(await self._engine.connect(), records, spent)
         self._written += len(records)  # committed
 
-    async def _insert_on(self, connection: AsyncConnection, records: list[UsageRecord], spent: dict[int, int]) -> None:
+    async def _insert_on(self, connection: AsyncConnection, records: list[UsageRecord], spent: Spent) -> None:
         # A bare connection, no ORM session: its bookkeeping cost a millisecond a batch here.
         try:
             async with connection.begin():
                 for start in range(0, len(records), ROWS_PER_STATEMENT):
                     await connection.execute(_INSERT_USAGE, [vars(r) for r in records[start:start + ROWS_PER_STATEMENT]])
-                if spent:
+                for table, amounts in spent.items():
+                    if not amounts:
+                        continue
                     # Budgets move in the same transaction as the records: each cost counts once.
+                    columns = table.__table__.c
                     await connection.execute(
-                        update(User.__table__)
-                        .where(User.__table__.c.id == bindparam("uid"), User.__table__.c.budget_nanos.is_not(None))
-                        .values(budget_nanos=User.__table__.c.budget_nanos - bindparam("spent")),
-                        [{"uid": uid, "spent": amount} for uid, amount in spent.items()],
+                        update(table.__table__)
+                        .where(columns.id == bindparam("holder"), columns.budget_nanos.is_not(None))
+                        .values(budget_nanos=columns.budget_nanos - bindparam("spent")),
+                        [{"holder": holder, "spent": amount} for holder, amount in amounts.items()],
                     )
         except IntegrityError:
             self._connection = connection  # a record refused, rolled back: the connection is sound

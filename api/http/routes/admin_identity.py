@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from pydantic import BaseModel
 
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
-from api.http.deps import Admin, AuthenticatorDep, BudgetsDep, HasherDep, page_params, require_admin, Session, SettingsDep
+from api.http.deps import Admin, AuthenticatorDep, BudgetsDep, HasherDep, page_params, require_admin, Session
 from api.quota import ledger
 from api.quota.idempotency import IdempotencyKey, earlier_answer, remember
-from api.identity import keys
 from api.identity import organizations
 from api.identity import roles
 from api.identity import users
@@ -19,15 +19,12 @@ from api.identity.schemas import (
     BudgetChangeOut,
     BudgetRecharge,
     Created,
-    KeyCreated,
     OrganizationCreate,
     OrganizationOut,
     OrganizationUpdate,
     RoleCreate,
     RoleOut,
     RoleUpdate,
-    TokenCreate,
-    TokenOut,
     UserCreate,
     UserOut,
     UserUpdate,
@@ -35,13 +32,30 @@ from api.identity.schemas import (
 
 routes = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], responses=CLIENT_ERRORS)
 
+IdempotencyHeader = Annotated[str | None, Header(
+    alias="Idempotency-Key", description="Makes a retry safe: the same key and body answer the first result "
+    "(kept 24 h), the same key with another body is a 409.",
+)]
+
+
+def ledger_page(
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> tuple[int, int]:
+    return offset, limit
+
+
+LedgerPage = Annotated[tuple[int, int], Depends(ledger_page)]
+
+
+def idempotency_of(key: str | None, actor: int | None, method: str, path: str, body: BaseModel) -> IdempotencyKey | None:
+    return None if key is None else IdempotencyKey.of(key, actor, method, path, body.model_dump(mode="json"))
+
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 OrganizationPage = Annotated[PageRequest, Depends(page_params("OrganizationOrderBy", organizations.ORDER_COLUMNS))]
 RolePage = Annotated[PageRequest, Depends(page_params("RoleOrderBy", roles.ORDER_COLUMNS))]
 UserPage = Annotated[PageRequest, Depends(page_params("UserOrderBy", users.ORDER_COLUMNS))]
-TokenPage = Annotated[PageRequest, Depends(page_params("TokenOrderBy", keys.ORDER_COLUMNS))]
 
 
 # Organizations
@@ -64,9 +78,34 @@ async def get_organization(organization: PathId, session: Session) -> Organizati
 
 
 @routes.patch("/organizations/{organization}", status_code=204, tags=["admin: organizations"])
-async def update_organization(organization: PathId, body: OrganizationUpdate, session: Session) -> Response:
-    await organizations.update_organization(session, organization, body)
+async def update_organization(
+    organization: PathId, body: OrganizationUpdate, session: Session, budgets: BudgetsDep, authenticator: AuthenticatorDep,
+    caller: Admin,
+) -> Response:
+    row = await organizations.get_organization_model(session, organization)
+    commit = ledger.set_requested(session, budgets, "organization", row, caller.user_id, body.model_fields_set,
+                                  body.budget, body.budget_period)
+    await organizations.update_organization(session, authenticator, organization, body, commit)
     return Response(status_code=204)
+
+
+@routes.post("/organizations/{organization}/budget", status_code=201, tags=["admin: organizations"])
+async def recharge_organization_budget(
+    organization: PathId, body: BudgetRecharge, session: Session, budgets: BudgetsDep, authenticator: AuthenticatorDep,
+    caller: Admin, idempotency_key: IdempotencyHeader = None,
+) -> Created:
+    """Add to (or, negative, take from) the organization's budget (an allowance: for its current period)."""
+    idempotency = idempotency_of(idempotency_key, caller.user_id, "POST", f"/v1/admin/organizations/{organization}/budget", body)
+    change = await ledger.recharge(session, budgets, "organization", organization, caller.user_id, body.amount,
+                                    body.reason, idempotency)
+    authenticator.forget_all()
+    return Created(id=change)
+
+
+@routes.get("/organizations/{organization}/budget", tags=["admin: organizations"])
+async def organization_budget_history(organization: PathId, session: Session, page: LedgerPage) -> ListPage[BudgetChangeOut]:
+    data, total = await ledger.history(session, "organization", organization, *page)
+    return ListPage(data=data, total=total)
 
 
 @routes.delete("/organizations/{organization}", status_code=204, tags=["admin: organizations"])
@@ -131,12 +170,6 @@ async def get_user(user: PathId, session: Session) -> UserOut:
     return await users.get_user(session, user)
 
 
-IdempotencyHeader = Annotated[str | None, Header(
-    alias="Idempotency-Key", description="Makes a retry safe: the same key and body answer the first result "
-    "(kept 24 h), the same key with another body is a 409.",
-)]
-
-
 @routes.patch("/users/{user}", status_code=204, tags=["admin: users"])
 async def update_user(
     user: PathId, body: UserUpdate, session: Session, hasher: HasherDep, authenticator: AuthenticatorDep, budgets:
@@ -148,13 +181,10 @@ async def update_user(
                                         body.model_dump(mode="json", exclude_unset=True))
         if await earlier_answer(session, idempotency) is not None:
             return Response(status_code=204)
-    commit = None
-    if "budget" in body.model_fields_set:
-        # The 404 first: the ledger row for a missing user would fail its foreign key (a 500).
-        before = (await users.get_user_model(session, user)).budget_nanos
-        after = users.budget_to_nanos(body.budget)
-        await ledger.record_set(session, user, caller.user_id, after)
-        commit = ledger.live_budget_set(budgets, user, before, after)
+    # The 404 first: the ledger row for a missing user would fail its foreign key (a 500).
+    row = await users.get_user_model(session, user)
+    commit = ledger.set_requested(session, budgets, "user", row, caller.user_id, body.model_fields_set,
+                                  body.budget, body.budget_period)
     if idempotency is not None:
         await remember(session, idempotency, 204, None)
     await users.update_user(session, hasher, authenticator, user, body, commit)
@@ -167,52 +197,19 @@ async def recharge_budget(
     caller: Admin, idempotency_key: IdempotencyHeader = None,
 ) -> Created:
     """Add to (or, negative, take from) a user's budget; every change goes to the ledger."""
-    idempotency = None
-    if idempotency_key is not None:
-        idempotency = IdempotencyKey.of(idempotency_key, caller.user_id, "POST", f"/v1/admin/users/{user}/budget",
-                                        body.model_dump(mode="json"))
-    change = await ledger.recharge(session, budgets, authenticator, user, caller.user_id, body.amount,
-                                    body.reason, idempotency)
+    idempotency = idempotency_of(idempotency_key, caller.user_id, "POST", f"/v1/admin/users/{user}/budget", body)
+    change = await ledger.recharge(session, budgets, "user", user, caller.user_id, body.amount, body.reason, idempotency)
+    authenticator.forget_user(user)
     return Created(id=change)
 
 
 @routes.get("/users/{user}/budget", tags=["admin: users"])
-async def budget_history(
-    user: PathId, session: Session,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0, limit: Annotated[int, Query(ge=1, le=100)] = 10,
-) -> ListPage[BudgetChangeOut]:
-    data, total = await ledger.history(session, user, offset, limit)
+async def budget_history(user: PathId, session: Session, page: LedgerPage) -> ListPage[BudgetChangeOut]:
+    data, total = await ledger.history(session, "user", user, *page)
     return ListPage(data=data, total=total)
 
 
 @routes.delete("/users/{user}", status_code=204, tags=["admin: users"])
 async def delete_user(user: PathId, session: Session, authenticator: AuthenticatorDep) -> Response:
     await users.delete_user(session, authenticator, user)
-    return Response(status_code=204)
-
-
-# Tokens: any user's API keys
-
-
-@routes.post("/tokens", status_code=201, tags=["admin: tokens"])
-async def create_token(body: TokenCreate, session: Session, settings: SettingsDep) -> KeyCreated:
-    expires = keys.key_expiry(body.expires, settings.settings.keys.max_lifetime_days)
-    key_id, secret = await keys.create_key(session, body.user, body.name, expires)
-    return KeyCreated(id=key_id, token=secret)
-
-
-@routes.get("/tokens", tags=["admin: tokens"])
-async def list_tokens(session: Session, page: TokenPage, user: QueryId = None) -> ListPage[TokenOut]:
-    data, total = await keys.list_keys(session, page, user_id=user)
-    return ListPage(data=[keys.token_out(key) for key in data], total=total)
-
-
-@routes.get("/tokens/{token}", tags=["admin: tokens"])
-async def get_token(token: PathId, session: Session) -> TokenOut:
-    return keys.token_out(await keys.get_key(session, token))
-
-
-@routes.delete("/tokens/{token}", status_code=204, tags=["admin: tokens"])
-async def delete_token(token: PathId, session: Session, authenticator: AuthenticatorDep) -> Response:
-    await keys.delete_key(session, authenticator, token)
     return Response(status_code=204)

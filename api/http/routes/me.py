@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
@@ -13,9 +13,11 @@ from api.http.deps import (
     Session, SettingsDep
 )
 from api.identity import keys
+from api.quota import ledger
 from api.identity import profile as me
 from api.identity.users import nanos_to_budget
-from api.identity.schemas import LimitUsage, KeyCreate, KeyCreated, KeyOut, UserInfo, UserInfoUpdate
+from api.http.routes import admin_tokens
+from api.identity.schemas import KeyCreate, KeyCreated, KeyOut, KeyRevoke, KeyUpdate, LimitUsage, UserInfo, UserInfoUpdate
 
 routes = APIRouter(prefix="/v1/me", tags=["me"], responses=CLIENT_ERRORS)
 
@@ -28,9 +30,17 @@ async def get_info(caller: Caller, session: Session, budgets: BudgetsDep, quotas
     info = await me.get_info(session, caller.require_user())
     if info.budget is not None:
         # What is left now: the live balance knows about calls in flight and not yet written.
-        live = await budgets.balance(info.id)
+        live = await ledger.live_remaining(budgets, "user", info.id, info.budget_period)
         if live is not None:
-            info.budget = nanos_to_budget(live)
+            info.budget_remaining = nanos_to_budget(live)
+            if info.budget_period is None:
+                info.budget = info.budget_remaining
+    if caller.key_id is not None:
+        info.key = keys.key_out(await keys.get_key(session, caller.key_id))
+        if info.key.budget is not None:
+            live = await ledger.live_remaining(budgets, "key", caller.key_id, info.key.budget_period)
+            if live is not None:
+                info.key.budget_remaining = nanos_to_budget(live)
     info.limits_usage = [LimitUsage(**vars(c)) for c in await quotas.counters(caller)]
     return info
 
@@ -48,14 +58,34 @@ async def update_info(
 @routes.post("/keys", status_code=201)
 async def create_key(body: KeyCreate, caller: Caller, session: Session, settings: SettingsDep) -> KeyCreated:
     expires = keys.key_expiry(body.expires, settings.settings.keys.max_lifetime_days)
-    key_id, secret = await keys.create_key(session, caller.require_user(), body.name, expires)
+    key_id, secret = await keys.create_key(session, caller.require_user(), body.name, expires, body)
     return KeyCreated(id=key_id, token=secret)
 
 
 @routes.get("/keys")
-async def list_keys(caller: Caller, session: Session, page: KeyPage) -> ListPage[KeyOut]:
-    data, total = await keys.list_keys(session, page, user_id=caller.require_user())
+async def list_keys(
+    caller: Caller, session: Session, page: KeyPage, name: Annotated[str | None, Query(max_length=255)] = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None, revoked: bool | None = None,
+) -> ListPage[KeyOut]:
+    data, total = await keys.list_keys(session, page, user_id=caller.require_user(), name=name, tag=tag, revoked=revoked)
     return ListPage(data=[keys.key_out(key) for key in data], total=total)
+
+
+@routes.patch("/keys/{key}", status_code=204)
+async def update_key(
+    key: PathId, body: KeyUpdate, caller: Caller, session: Session, budgets: BudgetsDep, authenticator: AuthenticatorDep,
+    settings: SettingsDep,
+) -> Response:
+    """Rename, tag, cap or limit one of your keys (the tightest of the key's and yours applies)."""
+    owned = await keys.get_key(session, key, owner_id=caller.require_user())
+    await admin_tokens.update_key(owned, body, session, budgets, authenticator, caller.user_id, settings)
+    return Response(status_code=204)
+
+
+@routes.post("/keys/{key}/revoke", status_code=204)
+async def revoke_key(key: PathId, body: KeyRevoke, caller: Caller, session: Session, authenticator: AuthenticatorDep) -> Response:
+    await keys.revoke_key(session, authenticator, await keys.get_key(session, key, owner_id=caller.require_user()), body.reason)
+    return Response(status_code=204)
 
 
 @routes.get("/keys/{key}")

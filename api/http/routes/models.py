@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Path, UploadFile
 from fastapi.responses import Response
 
+from api.calls.access import may_call
 from api.calls.call import Call
 from api.calls.operations import Embeddings, Rerank, Transcription
 from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, RerankRequest, as_upstream_body
@@ -108,6 +109,6 @@ async def list_models(caller: Caller, gateway: GatewayDep) -> ModelList:
 @routes.get("/models/{model:path}")
 async def get_model(model: Annotated[str, Path(max_length=255)], caller: Caller, catalog: CatalogDep) -> ModelOut:
     entry = catalog.resolve(model)
-    if entry is None or not caller.may_use(entry.id):
+    if entry is None or not may_call(catalog, caller, entry):
         raise NotFoundError(f"Model '{model}' not found")
     return _model_out(entry)
