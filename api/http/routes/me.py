@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Response
 
 from api.common.listing import PageRequest
-from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
+from api.common.schemas import CLIENT_ERRORS, ListPage
 from api.http.deps import (
     AuthenticatorDep, BudgetsDep, Caller, ClientAddress, HasherDep, LoginThrottleDep, page_params, QuotasDep,
     Session, SettingsDep
 )
+from api.http.params import PathId
 from api.identity import keys
 from api.identity import profile as me
 from api.identity.users import nanos_to_budget
@@ -19,7 +20,6 @@ from api.identity.schemas import LimitUsage, KeyCreate, KeyCreated, KeyOut, User
 
 routes = APIRouter(prefix="/v1/me", tags=["me"], responses=CLIENT_ERRORS)
 
-PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 KeyPage = Annotated[PageRequest, Depends(page_params("KeyOrderBy", keys.ORDER_COLUMNS))]
 
 
