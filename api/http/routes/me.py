@@ -48,7 +48,7 @@ async def update_info(
 @routes.post("/keys", status_code=201)
 async def create_key(body: KeyCreate, caller: Caller, session: Session, settings: SettingsDep) -> KeyCreated:
     expires = keys.key_expiry(body.expires, settings.settings.keys.max_lifetime_days)
-    key_id, secret = await keys.create_key(session, caller.require_user(), body.name, expires)
+    key_id, secret = await me.create_own_key(session, caller.require_user(), body.name, expires)
     return KeyCreated(id=key_id, token=secret)
 
 
