@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from api.calls.call import Call
 from api.calls.operations import Embeddings, Rerank, Transcription
-from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, RerankRequest, as_upstream_body
+from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, ModelName, RerankRequest, as_upstream_body
 from api.calls.streaming import ChatStreamRelay
 from api.catalog.catalog import RouterEntry
 from api.catalog.router_admin import micros_to_price
@@ -79,7 +79,7 @@ async def create_transcription(
     pipeline: PipelineDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File()],
-    model: Annotated[str, Form(min_length=1, max_length=255)],
+    model: Annotated[ModelName, Form()],
     language: Annotated[str | None, Form(max_length=32)] = None,
     prompt: Annotated[str | None, Form(max_length=10_000)] = None,
     response_format: Annotated[str | None, Form(pattern="^(json|text)$")] = None,
