@@ -15,7 +15,7 @@ from api.calls.call import Call
 from api.calls.operations import Embeddings, Rerank, Transcription
 from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, ModelName, RerankRequest, as_upstream_body
 from api.calls.streaming import ChatStreamRelay
-from api.catalog.catalog import RouterEntry
+from api.catalog.catalog import RouterEntry, no_provider
 from api.catalog.router_admin import micros_to_price
 from api.catalog.schemas import ModelCosts, ModelList, ModelOut
 from api.common.schemas import MODEL_ERRORS
@@ -110,4 +110,6 @@ async def get_model(model: Annotated[str, Path(max_length=255)], caller: Caller,
     entry = catalog.resolve(model)
     if entry is None or not caller.may_use(entry.id):
         raise NotFoundError(f"Model '{model}' not found")
+    if not entry.servable:
+        raise no_provider(entry)
     return _model_out(entry)
