@@ -42,6 +42,6 @@ async def test_every_id_path_parameter_is_strict(client, suffix: str) -> None:
 
 async def test_id_query_filters_are_strict(client) -> None:
     for url in ("/v1/admin/tokens?user=1%0A", "/v1/admin/users?role=%2B1", "/v1/admin/providers?router=1.0",
-                "/v1/documents?collection_id=01"):
+                "/v1/documents?collection_id=01", "/v1/admin/usage?group_by=router&id=1%0A"):
         response = await client.get(url, headers=ADMIN)
         assert response.status_code == 422, (url, response.text)

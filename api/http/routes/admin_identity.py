@@ -35,7 +35,6 @@ from api.identity.schemas import (
 
 routes = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], responses=CLIENT_ERRORS)
 
-
 OrganizationPage = Annotated[PageRequest, Depends(page_params("OrganizationOrderBy", organizations.ORDER_COLUMNS))]
 RolePage = Annotated[PageRequest, Depends(page_params("RoleOrderBy", roles.ORDER_COLUMNS))]
 UserPage = Annotated[PageRequest, Depends(page_params("UserOrderBy", users.ORDER_COLUMNS))]
