@@ -90,7 +90,7 @@ async def test_a_deleted_users_key_still_cached_is_a_401_on_me(client, seed: See
     assert (await client.get("/v1/me/info", headers=user.headers)).status_code == 200  # cached
     await _delete_user_in_the_database(client, user.id)
     for method, path, body in (("GET", "/v1/me/info", None), ("PATCH", "/v1/me/info", {"name": "x"}),
-                               ("POST", "/v1/me/keys", {"name": "again"})):
+                               ("POST", "/v1/me/keys", {"name": "again"}), ("POST", "/v1/collections", {"name": "c"})):
         response = await client.request(method, path, json=body, headers=user.headers)
         assert response.status_code == 401, (method, path, response.text)
         assert response.headers["www-authenticate"] == "Bearer"
