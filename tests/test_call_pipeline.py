@@ -148,9 +148,17 @@ async def test_the_app_runs_its_steps_in_the_documented_order(client) -> None:
     ]
 
 
+async def _served(models: Models, upstream, name: str, **extra: object) -> int:
+    """A router with a provider: one without any is refused by ResolveRouter."""
+    router = await models.router(name, **extra)
+    await models.provider(router, upstream.base_url)
+    return router
+
+
 async def test_resolve_router_finds_a_visible_router_of_the_right_type(client, models: Models, upstream) -> None:
-    chat = await models.router("chat", aliases=["talk"])
-    await models.router("embed", type="text-embeddings-inference")
+    chat = await _served(models, upstream, "chat", aliases=["talk"])
+    await _served(models, upstream, "embed", type="text-embeddings-inference")
+    await models.router("empty")
     resolve = _steps(client)[ResolveRouter]
     call = _call("talk")
     await resolve.enter(call)
@@ -159,14 +167,16 @@ async def test_resolve_router_finds_a_visible_router_of_the_right_type(client, m
         await resolve.enter(_call("nope"))
     with pytest.raises(InvalidRequestError, match="cannot serve /v1/chat/completions"):
         await resolve.enter(_call("embed"))
+    with pytest.raises(NotFoundError, match="has no provider"):
+        await resolve.enter(_call("empty"))
     user = await models.user_for()  # a role with no row for the router cannot even see it
     principal = await client.app.state.context.authenticator.authenticate(f"Bearer {user.key}")
     with pytest.raises(NotFoundError):
         await resolve.enter(_call("chat", principal))
 
 
-async def test_authorise_refuses_a_router_whose_limit_is_zero(client, models: Models) -> None:
-    chat = await models.router("chat")
+async def test_authorise_refuses_a_router_whose_limit_is_zero(client, models: Models, upstream) -> None:
+    chat = await _served(models, upstream, "chat")
     steps = _steps(client)
     authenticate = client.app.state.context.authenticator.authenticate
     for limits, refused in (({"rpm": 0}, True), ({"rpm": 5, "tpm": None}, False)):
@@ -180,8 +190,8 @@ async def test_authorise_refuses_a_router_whose_limit_is_zero(client, models: Mo
             await steps[Authorise].enter(call)
 
 
-async def test_admit_counts_the_call_and_leave_settles_it(client, models: Models) -> None:
-    chat = await models.router("chat")
+async def test_admit_counts_the_call_and_leave_settles_it(client, models: Models, upstream) -> None:
+    chat = await _served(models, upstream, "chat")
     user = await models.user_for(chat, limits={"rpm": 1, "tpm": 1000})
     principal = await client.app.state.context.authenticator.authenticate(f"Bearer {user.key}")
     steps = _steps(client)
@@ -199,8 +209,8 @@ async def test_admit_counts_the_call_and_leave_settles_it(client, models: Models
     assert {(c["type"], c["used"]) for c in counters} == {("rpm", 1), ("tpm", 10)}
 
 
-async def test_price_charges_the_real_tokens_at_the_routers_prices(client, models: Models) -> None:
-    await models.router("chat", cost_prompt_tokens=2, cost_completion_tokens=10)
+async def test_price_charges_the_real_tokens_at_the_routers_prices(client, models: Models, upstream) -> None:
+    await _served(models, upstream, "chat", cost_prompt_tokens=2, cost_completion_tokens=10)
     steps = _steps(client)
     call = _call("chat")
     await steps[ResolveRouter].enter(call)

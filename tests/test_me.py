@@ -1,5 +1,6 @@
 """/v1/me/info: a user's own account."""
 
+import asyncio
 import time
 
 from conftest import ADMIN, Seeder, bearer
@@ -68,3 +69,46 @@ async def test_expired_user_is_refused_at_once(client, seed: Seeder) -> None:
     assert (await client.patch(f"/v1/admin/users/{user.id}", json={"expires": int(time.time()) - 1}, headers=ADMIN)).status_code == 204
     response = await client.get("/v1/me/info", headers=user.headers)
     assert response.status_code == 401 and "expired" in response.json()["detail"]
+
+
+async def _delete_user_in_the_database(client, user_id: int) -> None:
+    """As a change made straight in the database: no change token, so every process keeps the
+    key cached (up to 60 s), which is what a process other than the deleting one does for up
+    to `auth_cache_ttl_seconds`."""
+    from sqlalchemy import delete
+
+    from api.db.tables import ApiKey, User
+
+    async with client.app.state.context.session_factory() as session:
+        await session.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
+        await session.execute(delete(User).where(User.id == user_id))
+        await session.commit()
+
+
+async def test_a_deleted_users_key_still_cached_is_a_401_on_me(client, seed: Seeder) -> None:
+    user = await seed.user()
+    assert (await client.get("/v1/me/info", headers=user.headers)).status_code == 200  # cached
+    await _delete_user_in_the_database(client, user.id)
+    for method, path, body in (("GET", "/v1/me/info", None), ("PATCH", "/v1/me/info", {"name": "x"}),
+                               ("POST", "/v1/me/keys", {"name": "again"}), ("POST", "/v1/collections", {"name": "c"})):
+        response = await client.request(method, path, json=body, headers=user.headers)
+        assert response.status_code == 401, (method, path, response.text)
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_a_user_deleted_through_another_process_is_never_a_404_there(app_factory) -> None:
+    """Two processes on one database (two workers of a replica, or two replicas): the user is
+    deleted through the first; the second answers 200 (its cached key, within
+    `auth_cache_ttl_seconds`) or 401, never 404, and 401 once that time is past."""
+    first, second = await app_factory(), await app_factory()
+    user = await Seeder(first).user()
+    assert (await second.get("/v1/me/info", headers=user.headers)).status_code == 200  # cached there
+    assert (await first.delete(f"/v1/admin/users/{user.id}", headers=ADMIN)).status_code == 204
+    assert (await first.get("/v1/me/info", headers=user.headers)).status_code == 401  # at once where deleted
+    deleted = time.monotonic()
+    statuses = set()
+    while time.monotonic() - deleted < 1.2:
+        statuses.add((await second.get("/v1/me/info", headers=user.headers)).status_code)
+        await asyncio.sleep(0.02)
+    assert statuses <= {200, 401}, statuses
+    assert (await second.get("/v1/me/info", headers=user.headers)).status_code == 401

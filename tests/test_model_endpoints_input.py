@@ -82,3 +82,28 @@ async def test_a_model_endpoints_answers_carry_the_request_id(client, path: str)
     assert given.status_code == 422 and given.headers["x-request-id"] == "trace-42"
     own = await client.post(path, json={}, headers=ADMIN)
     assert len(own.headers["x-request-id"]) == 32
+
+
+# Every model endpoint checks its model name the same way, before anything is recorded: a name
+# the database cannot store (a NUL, an unpaired surrogate) or an empty or over-long one is a 422.
+MODEL_REQUESTS = {
+    "/v1/chat/completions": lambda model: {"json": {"model": model, "messages": [{"role": "user", "content": "hi"}]}},
+    "/v1/embeddings": lambda model: {"json": {"model": model, "input": "hi"}},
+    "/v1/rerank": lambda model: {"json": {"model": model, "query": "q", "documents": ["d"]}},
+    "/v1/ocr": lambda model: {"json": {"model": model, "document": {"type": "document_url", "document_url": "data:,x"}}},
+    "/v1/audio/transcriptions": lambda model: {"files": {"file": ("a.wav", b"RIFF....")}, "data": {"model": model}},
+}
+
+
+@pytest.mark.parametrize("path", list(MODEL_REQUESTS))
+@pytest.mark.parametrize("model", ["ocr\u0000", "a\u0000b", "", "m" * 256])
+async def test_every_model_endpoint_refuses_the_same_model_names_before_recording(client, seed, path: str, model: str) -> None:
+    from conftest import usage_rows
+
+    user = await seed.user()
+    response = await client.post(path, headers=user.headers, **MODEL_REQUESTS[path](model))
+    assert response.status_code == 422, (path, response.status_code, response.text)
+    assert [d["loc"] for d in response.json()["detail"]] in (
+        [["body", "model"]], [["body"]],  # the whole body, where a NUL anywhere in it is refused
+    ), response.text
+    assert await usage_rows(client) == []  # refused before the pipeline, like any invalid body

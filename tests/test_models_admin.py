@@ -118,3 +118,28 @@ async def test_models_section_of_the_config_is_seeded_idempotently(app_factory, 
     response = await client.post("/v1/chat/completions", json={"model": "seeded-alias", "messages": [{"role": "user", "content": "x"}]}, headers=user.headers)
     assert response.status_code == 200
     assert [r.status for r in await usage_rows(client)] == [200]
+
+
+async def test_a_router_without_providers_is_a_4xx_naming_the_cause_and_not_listed(client, models: Models, upstream) -> None:
+    """Retrying changes nothing until an administrator adds a provider: no 503 "retry shortly"
+    and no Retry-After, a 404 that says why; and /v1/models offers only what can answer."""
+    empty = await models.router("empty")
+    served = await models.router("served")
+    await models.provider(served, upstream.base_url)
+    user = await models.user_for(empty, served)
+    body = {"model": "empty", "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(2):
+        response = await client.post("/v1/chat/completions", json=body, headers=user.headers)
+        assert response.status_code == 404, response.text
+        assert "has no provider" in response.json()["detail"] and "retry-after" not in response.headers
+    listed = (await client.get("/v1/models", headers=user.headers)).json()["data"]
+    assert [m["id"] for m in listed] == ["served"]
+    model = await client.get("/v1/models/empty", headers=user.headers)
+    assert model.status_code == 404 and "has no provider" in model.json()["detail"]
+    # Recorded like any refused call, with nothing charged.
+    rows = await usage_rows(client)
+    assert [(r.model, r.status, r.cost_nanos) for r in rows] == [("empty", 404, 0)] * 2
+    # Once a provider is added, the same call is served.
+    await models.provider(empty, upstream.base_url)
+    assert (await client.post("/v1/chat/completions", json=body, headers=user.headers)).status_code == 200
+    assert {m["id"] for m in (await client.get("/v1/models", headers=user.headers)).json()["data"]} == {"empty", "served"}

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -39,12 +40,14 @@ async def test_request_ids_link_the_answer_to_its_usage_record(client, models: M
     assert rows == {r.headers["x-tollgate-request-id"] for r in (plain, *traced)}
 
 
-def test_serve_logs_one_json_object_per_line_with_the_request_id(tmp_path: Path) -> None:
+def _serve_and_log(tmp_path: Path, settings: str, database: str, requests: Callable[[str], None]) -> str:
+    """Start `tollgate serve` with these settings and database lines (YAML), run `requests`
+    against its base URL, stop it and give back everything it logged."""
     port = free_port()
     config = tmp_path / "config.yml"
     config.write_text(
-        "settings:\n  auth_master_key: observability-test-key\n  log_format: json\n"
-        f"dependencies:\n  database:\n    url: sqlite+aiosqlite:///{tmp_path}/t.db\n  qdrant:\n    path: {tmp_path}/q\n"
+        f"settings:\n  auth_master_key: observability-test-key\n  log_format: json\n{settings}"
+        f"dependencies:\n  database:\n    url: sqlite+aiosqlite:///{tmp_path}/t.db\n{database}  qdrant:\n    path: {tmp_path}/q\n"
     )
     server = subprocess.Popen([sys.executable, "-m", "api.cli", "--config", str(config), "serve", "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -55,18 +58,42 @@ def test_serve_logs_one_json_object_per_line_with_the_request_id(tmp_path: Path)
                 httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
                 break
             except httpx.TransportError:
-                assert time.monotonic() < deadline, "the server did not start"
+                assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.2)
-        refused = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"x-request-id": "trace-7"})
-        assert refused.status_code == 401 and refused.headers["x-request-id"] == "trace-7"
+        requests(f"http://127.0.0.1:{port}")
     finally:
         server.terminate()
         output = server.communicate(timeout=20)[0]
+    return output
+
+
+def test_serve_logs_one_json_object_per_line_with_the_request_id(tmp_path: Path) -> None:
+    def requests(base_url: str) -> None:
+        refused = httpx.get(f"{base_url}/v1/models", headers={"x-request-id": "trace-7"})
+        assert refused.status_code == 401 and refused.headers["x-request-id"] == "trace-7"
+
+    output = _serve_and_log(tmp_path, "", "", requests)
     lines = [json.loads(line) for line in output.splitlines() if line.strip()]  # every line is JSON
     access = [line for line in lines if line["logger"] == "uvicorn.access" and line.get("request_id") == "trace-7"]
     assert access and access[0]["path"] == "/v1/models" and access[0]["status"] == 401
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
     assert "observability-test-key" not in output
+
+
+def test_sql_echo_is_logged_as_json_lines_too(tmp_path: Path) -> None:
+    """`database.echo: true` adds SQLAlchemy's statements to the log, through the same JSON
+    logging (it printed plain-text lines of its own in the middle of it)."""
+    def requests(base_url: str) -> None:
+        users = httpx.get(f"{base_url}/v1/admin/users", headers={"Authorization": "Bearer observability-test-key"})
+        assert users.status_code == 200
+
+    output = _serve_and_log(tmp_path, "  log_level: WARNING\n", "    echo: true\n", requests)
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert all(line.startswith("{") for line in lines), [line for line in lines if not line.startswith("{")][:5]
+    entries = [json.loads(line) for line in lines]
+    # echo is what asks for the statements, whatever log_level says.
+    statements = [e for e in entries if e["logger"].startswith("sqlalchemy.engine") and "FROM users" in e["message"]]
+    assert statements and all(e["level"] == "INFO" for e in statements), [e["message"] for e in entries][:20]
 
 
 async def test_metrics_cover_every_component(client, models: Models, seed, upstream, backend) -> None:

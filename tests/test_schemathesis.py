@@ -13,7 +13,7 @@ import asyncio
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -28,6 +28,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
+from api.http.params import parse_id
 from conftest import Models, Seeder, bearer, live_server
 from fakes.upstream import Behaviour, FakeUpstream
 
@@ -59,13 +60,12 @@ PROTECTED = {
 
 
 def _as_id(value: object) -> int | None:
-    """The id the server would read in a path parameter: an invalid (negative) case may still
-    be "02" or " 2", which the server reads as 2."""
+    """The id the server reads in a path parameter, decoded by the server's own function: a
+    case that it would refuse (" 2", "2\n", "02") names no id, one it accepts names that one."""
     try:
-        number = float(str(value).strip())
+        return parse_id(value if isinstance(value, (int, str)) else str(value))
     except ValueError:
         return None
-    return int(number) if number.is_integer() else None
 
 
 @dataclass
@@ -75,14 +75,20 @@ class Caller:
     password: str
     known: dict[str, Any]  # path parameter -> an id that exists (and this caller may see)
     protected: dict[str, set[int]]  # path parameter -> the ids PROTECTED requests must not touch
+    # The caller's own role when it follows the routers the fuzzer creates (the admin's), and
+    # the names of those it reaches: model calls are aimed at them too.
+    role: int | None = None
+    reached: list[str] = field(default_factory=list)
 
     def spares(self, case: schemathesis.Case) -> bool:
         if (case.method, case.path) not in PROTECTED:
             return True
         return not any(_as_id(value) in self.protected.get(name, ()) for name, value in (case.path_parameters or {}).items())
 
-    def aim(self, case: schemathesis.Case) -> None:
-        """Point a valid case at resources that exist, so it goes past the 404."""
+    def aim(self, case: schemathesis.Case, pick: int) -> None:
+        """Point a valid case at resources that exist, so it goes past the 404: a model call at
+        a router served by the fake upstream, or (one in three, once there are some) at one the
+        fuzzer created, which has no provider."""
         for name in list(case.path_parameters or {}):
             if name in self.known:
                 case.path_parameters[name] = self.known[name]
@@ -90,7 +96,8 @@ class Caller:
             case.body = {"email": self.email, "password": self.password}
         if isinstance(case.body, dict):
             if case.path in MODEL_FOR_PATH and "model" in case.body:
-                case.body["model"] = MODEL_FOR_PATH[case.path]
+                created = self.reached and pick % 3 == 0
+                case.body["model"] = self.reached[pick % len(self.reached)] if created else MODEL_FOR_PATH[case.path]
             if case.path == "/v1/search":
                 case.body["collection_ids"] = [self.known["collection_id"]]
                 if "rerank_model" in case.body:
@@ -132,8 +139,29 @@ async def _seed(client: httpx.AsyncClient, upstream: FakeUpstream) -> dict[str, 
         protected = {"user": {admin.id, user.id}, "role": {admin.role, user.role}, "token": {admin.key_id, user.key_id},
                      "key": {seeded.key_id}, "organization": {organization}, "router_id": set(routers),
                      "provider_id": set(providers), "collection_id": {collection}, "document_id": {document.json()["id"]}}
-        callers[name] = Caller(seeded.key, seeded.email, seeded.password, known, protected)
+        callers[name] = Caller(seeded.key, seeded.email, seeded.password, known, protected,
+                               role=admin.role if name == "admin" else None)
     return callers
+
+
+def _reach_every_router(session: requests.Session, base_url: str, callers: dict[str, Caller]) -> None:
+    """Give the roles that follow the fuzzer's routers a limit row (unlimited) on every router
+    there is, as a platform team would after creating one, so calls reach them."""
+    names: dict[int, str] = {}
+    while True:
+        page = session.get(f"{base_url}/v1/admin/routers", params={"offset": len(names), "limit": 100},
+                           headers=bearer(callers["admin"].key), timeout=30).json()
+        names.update((router["id"], router["name"]) for router in page["data"])
+        if not page["data"] or len(names) >= page["total"]:
+            break
+    for caller in callers.values():
+        if caller.role is None:
+            continue
+        limits = [{"router": router, "type": "rpm", "value": None} for router in names]
+        response = session.patch(f"{base_url}/v1/admin/roles/{caller.role}", json={"limits": limits},
+                                 headers=bearer(callers["admin"].key), timeout=30)
+        assert response.status_code == 204, response.text
+        caller.reached = sorted(set(names.values()) - set(MODEL_FOR_PATH.values()))
 
 
 def _fuzz(base_url: str, spec: dict[str, Any], callers: dict[str, Caller]) -> tuple[list[str], Counter[int]]:
@@ -149,13 +177,13 @@ def _fuzz(base_url: str, spec: dict[str, Any], callers: dict[str, Caller]) -> tu
         for name, caller in callers.items():
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-                @given(case=operation.as_strategy(generation_mode=mode), aim=st.booleans())
+                @given(case=operation.as_strategy(generation_mode=mode), aim=st.booleans(), pick=st.integers(0, 2**16))
                 @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
                           suppress_health_check=list(HealthCheck), report_multiple_bugs=False, print_blob=False)
-                def run(case: schemathesis.Case, aim: bool) -> None:
+                def run(case: schemathesis.Case, aim: bool, pick: int) -> None:
                     hypothesis.assume(caller.spares(case))
                     if aim and mode is GenerationMode.POSITIVE:
-                        caller.aim(case)
+                        caller.aim(case, pick)
                         hypothesis.assume(caller.spares(case))
                     headers = bearer(caller.key)
                     response = case.call(base_url=base_url, session=session, headers=headers, timeout=60)
@@ -163,6 +191,8 @@ def _fuzz(base_url: str, spec: dict[str, Any], callers: dict[str, Caller]) -> tu
                         statuses[response.status_code] += 1
                     history.append(f"{case.method} {case.formatted_path} {case.body!r:.300} -> {response.status_code}")
                     case.validate_response(response, checks=CHECKS, headers=headers)
+                    if (case.method, case.path, response.status_code) == ("POST", "/v1/admin/routers", 201):
+                        _reach_every_router(session, base_url, callers)
 
                 history.clear()
                 try:

@@ -99,3 +99,26 @@ async def test_with_a_full_queue_the_journal_keeps_the_queues_order(tmp_path) ->
     journaled = [decode(line).request_id for line in segment.read_bytes().splitlines()]  # type: ignore[union-attr]
     assert journaled == [record.request_id for record in taken]
     await engine.dispose()
+
+
+async def test_a_record_with_content_no_column_can_take_is_stored_with_it_replaced(client) -> None:
+    """Never dropped for its content: a NUL or a lone surrogate becomes U+FFFD, text too long is
+    cut to its column, a count out of range (a provider may answer anything) is held at the
+    column's bound, a non-finite float is 0. The records beside it are stored as they are."""
+    start = datetime.now(UTC)
+    good = _record(1, start)
+    bad = UsageRecord(
+        request_id=uuid.uuid4().hex, endpoint="/v1/ocr", method="POST", status=404, user_id=None, organization_id=None,
+        key_id=None, key_name="k\ud800" + "k" * 300, model="ocr\u0000", prompt_tokens=10**30, completion_tokens=-(10**30),
+        total_tokens=0, kwh_min=float("nan"), kwh_max=float("inf"), latency_ms=2**40,
+    )
+    writer = client.app.state.context.usage_writer
+    await writer.record(bad)
+    await writer.record(good)
+    rows = {row.request_id: row for row in await usage_rows(client)}
+    assert set(rows) == {bad.request_id, good.request_id}
+    stored = rows[bad.request_id]
+    assert stored.model == "ocr\ufffd" and stored.key_name == ("k\ufffd" + "k" * 300)[:255]
+    assert (stored.prompt_tokens, stored.completion_tokens) == (2**63 - 1, -(2**63))
+    assert (stored.kwh_min, stored.kwh_max, stored.latency_ms) == (0.0, 0.0, 2**31 - 1)
+    assert {name: getattr(rows[good.request_id], name) for name in vars(good)} == vars(good)

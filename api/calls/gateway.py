@@ -34,7 +34,7 @@ from api.errors import (
 )
 from api.identity.principal import Principal
 from api.observability.metrics import GatewayMetrics
-from api.catalog.catalog import ModelCatalog, ProviderTarget, RouterEntry
+from api.catalog.catalog import ModelCatalog, ProviderTarget, RouterEntry, no_provider
 from api.providers import Endpoint, adapter_for, well_formed
 from api.providers.sessions import UpstreamSessions
 from api.settings import GatewaySettings
@@ -114,7 +114,7 @@ class Gateway:
     # resolution and access
 
     def visible_routers(self, principal: Principal) -> list[RouterEntry]:
-        return [r for r in self.catalog.routers() if may_call(self.catalog, principal, r)]
+        return [r for r in self.catalog.routers() if r.servable and may_call(self.catalog, principal, r)]
 
     # provider choice
 
@@ -122,7 +122,7 @@ class Gateway:
         """Providers in the order to try them: healthy ones by strategy, cooling ones last."""
         providers = list(router.providers)
         if not providers:
-            raise ServiceUnavailableError(f"Model '{router.name}' has no provider", retry_after=30)
+            raise no_provider(router)
         if len(providers) == 1:
             return providers  # cooling or busy, it is the one to try: nothing to look up
         cooling = await self._tracker.cooling(p.id for p in providers)

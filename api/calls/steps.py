@@ -10,7 +10,7 @@ from api.calls.access import may_call
 from api.calls.call import CLIENT_CLOSED, Call
 from api.calls.gateway import ENDPOINT_TYPES, Gateway
 from api.calls.pipeline import Step
-from api.catalog.catalog import ModelCatalog
+from api.catalog.catalog import ModelCatalog, no_provider
 from api.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from api.quota.quotas import Quotas
 from api.usage.accounting import NO_CARBON, Carbon, carbon_footprint, cost_nanos
@@ -77,6 +77,8 @@ class ResolveRouter:
         endpoint = call.operation.endpoint
         if router.type not in ENDPOINT_TYPES[endpoint]:
             raise InvalidRequestError(f"Model '{call.model}' is a {router.type} model and cannot serve {endpoint.value}")
+        if not router.servable:
+            raise no_provider(router)
         call.router = router
 
     async def leave(self, call: Call) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.db.tables import Router
 from api.catalog.crypto import SecretBox
+from api.errors import NotFoundError
 
 logger = logging.getLogger("tollgate.models")
 
@@ -56,9 +57,20 @@ class RouterEntry:
         return min(lengths) if lengths else None
 
     @property
+    def servable(self) -> bool:
+        """A router without providers can serve no call, however long a client waits: it is not
+        offered in /v1/models, and a call to it is refused for that reason (`no_provider`)."""
+        return bool(self.providers)
+
+    @property
     def vector_size(self) -> int | None:
         sizes = {p.vector_size for p in self.providers if p.vector_size}
         return sizes.pop() if len(sizes) == 1 else None
+
+
+def no_provider(router: RouterEntry) -> NotFoundError:
+    """A 4xx, not a 503: retrying changes nothing until an administrator adds a provider."""
+    return NotFoundError(f"Model '{router.name}' has no provider: it cannot serve calls until an administrator adds one")
 
 
 class ModelCatalog:

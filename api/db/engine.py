@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,12 @@ def build_engine(database: DatabaseSettings) -> AsyncEngine:
     # hide_parameters: a failed statement's values (password hashes, emails) stay out of logs.
     # pool_pre_ping: after a database restart every pooled connection is dead; the ping on
     # checkout finds it and reconnects, so the pool recovers by itself, with no failed query.
-    kwargs: dict[str, Any] = {"echo": database.echo, "pool_pre_ping": True, "hide_parameters": True}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    if database.echo:
+        # Not `echo=True`: that gives SQLAlchemy's logger a handler of its own, printing plain
+        # text to stdout in the middle of the JSON log. At INFO, its statements reach the
+        # handlers the logging is configured with (api/logs.py), like every other line.
+        logging.getLogger("sqlalchemy.engine.Engine").setLevel(logging.INFO)
     if database.url.startswith("postgresql"):
         kwargs.update(
             pool_size=database.pool_size,

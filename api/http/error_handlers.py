@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,8 +25,15 @@ from api.outages import DEPENDENCY_ERRORS, unavailable_error
 
 logger = logging.getLogger("tollgate.errors")
 
-_SECRET_FIELDS = ("password", "current_password", "key", "token")
+# Words of a field's name that say it carries a secret: `password`, `current_password`,
+# `key` (a provider's key), `api_key`, `token`, `apiKey`, `x-api-key`... A name is split
+# into words so `max_tokens` or `prompt_tokens` are not taken for secrets.
+_SECRET_WORDS = frozenset({"password", "passwd", "passphrase", "key", "apikey", "token", "secret", "authorization",
+                           "credential", "credentials"})
+_WORD = re.compile(r"[a-z0-9]+")
 _MAX_ECHOED_ITEMS = 1000
+# The most values looked at for a secret field inside one echoed input; beyond, it is not echoed.
+_MAX_INSPECTED = 10_000
 
 
 async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
@@ -43,11 +51,37 @@ async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": error.detail}, status_code=status_for(error), headers=headers)
 
 
+def _names_secret(name: object) -> bool:
+    return isinstance(name, str) and any(word in _SECRET_WORDS for word in _WORD.findall(name.lower()))
+
+
+def _holds_secret(value: Any) -> bool:
+    """Whether `value` is, or contains, an object with a secret-bearing field. A loop, not
+    recursion: the nesting is the client's choice."""
+    pending, inspected = [value], 0
+    while pending:
+        item = pending.pop()
+        inspected += 1
+        if inspected > _MAX_INSPECTED:
+            return True  # too big to be sure: not echoed
+        if isinstance(item, dict):
+            if any(_names_secret(key) for key in item):
+                return True
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def _without_secrets(error: dict[str, Any]) -> dict[str, Any]:
-    # Validation errors echo the input back; a rejected password must not be echoed.
-    # Nor is a large input: 100,000 messages refused would go back as a 3 MB error.
-    large = isinstance(error.get("input"), (str, list, dict)) and len(error["input"]) > _MAX_ECHOED_ITEMS
-    if large or any(str(part) in _SECRET_FIELDS for part in error.get("loc", ())):
+    """A validation error echoes its input back. Not when that input is a secret: a field named
+    like one (a wrong-typed provider key, an API key sent in a field that does not exist), or
+    an object holding one (a `missing` field or a whole-body check echoes the whole body, its
+    password or key with it). Nor a large input: 100,000 messages refused would go back as a
+    3 MB error."""
+    value = error.get("input")
+    large = isinstance(value, (str, list, dict)) and len(value) > _MAX_ECHOED_ITEMS
+    if large or any(_names_secret(part) for part in error.get("loc", ())) or _holds_secret(value):
         error = {k: v for k, v in error.items() if k != "input"}
     if isinstance(error.get("input"), (bytes, bytearray)):
         error = {**error, "input": None}

@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.identity.authenticator import Authenticator
 from api.common.periods import budget_fields
 from api.common.schemas import to_unix
 from api.db.base import utcnow
-from api.db.tables import Role
+from api.db.tables import Role, User
 from api.errors import AuthenticationError, InvalidRequestError
-from api.identity.keys import revoke_playground_keys
+from api.identity.keys import create_key, revoke_playground_keys
 from api.identity.login import LoginThrottle, verify_password_throttled
 from api.identity.roles import role_limits, role_permissions
-from api.identity.schemas import UserInfo, UserInfoUpdate
+from api.identity.schemas import KeyCreate, UserInfo, UserInfoUpdate
 from api.identity.secrets import PasswordHasher
-from api.identity.users import commit_unique_email, get_user_model
+from api.identity.users import commit_unique_email
+
+
+async def own_user(session: AsyncSession, user_id: int) -> User:
+    """The caller's own user. A user deleted since their key was checked (the key still in the
+    cache of a process that did not make the deletion) took their keys with them: the key is
+    no longer valid, a 401 like any deleted key, not a 404 about a user."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise AuthenticationError("Invalid API key")
+    return user
+
+
+async def create_own_key(
+    session: AsyncSession, user_id: int, name: str, expires: datetime | None, controls: KeyCreate | None = None
+) -> tuple[int, str]:
+    await own_user(session, user_id)
+    return await create_key(session, user_id, name, expires, controls)
 
 
 async def get_info(session: AsyncSession, user_id: int) -> UserInfo:
-    user = await get_user_model(session, user_id)
+    user = await own_user(session, user_id)
     role = await session.get(Role, user.role_id)
     assert role is not None  # users.role_id is a non-null foreign key
     return UserInfo(
@@ -42,7 +61,7 @@ async def update_info(
 ) -> None:
     """Change name, email or password. Email and password need the current password, and a new
     password ends the playground session (its key is revoked)."""
-    user = await get_user_model(session, user_id)
+    user = await own_user(session, user_id)
     changes = body.model_dump(exclude_unset=True, exclude={"current_password"})
     if body.email is not None or body.password is not None:
         if body.current_password is None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from sqlalchemy import Select, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.listing import PageRequest, fetch_page
 from api.common.schemas import to_unix
 from api.db.tables import Collection, Document, User
-from api.errors import NotFoundError, PermissionDeniedError
+from api.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from api.identity.principal import Principal
 from api.identity.schemas import Permission
 from api.rag.schemas import CollectionCreate, CollectionOut, CollectionUpdate, Visibility
@@ -55,7 +56,13 @@ async def create_collection(session: AsyncSession, caller: Principal, body: Coll
         _may_publish(caller)
     collection = Collection(user_id=owner, name=body.name, description=body.description, visibility=body.visibility.value)
     session.add(collection)
-    await session.commit()
+    try:
+        await session.commit()
+    except IntegrityError as error:
+        # Its only reference is its owner: a user deleted since their key was checked (still
+        # cached by a process that did not make the deletion). Their keys went with them.
+        await session.rollback()
+        raise AuthenticationError("Invalid API key") from error
     return collection.id
 
 

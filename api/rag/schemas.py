@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from api.calls.schemas import ModelName, UpstreamRequest
 from api.common.schemas import Id, Name, RequestModel, Timestamp
 
 MetadataKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
@@ -188,10 +189,11 @@ class OcrDocument(BaseModel):
     document_name: Annotated[str, Field(max_length=255)] | None = None
 
 
-class OcrRequest(BaseModel):
-    """Mistral's OCR request; fields Tollgate does not use pass through to the provider."""
+class OcrRequest(UpstreamRequest):
+    """Mistral's OCR request; fields Tollgate does not use pass through to the provider. Its
+    model name is checked as every model endpoint's is: a name that cannot be stored (a NUL)
+    is a 422 before anything is recorded."""
 
-    model_config = ConfigDict(extra="allow")
-    model: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    model: ModelName | None = None
     document: OcrDocument
     pages: Annotated[list[Annotated[int, Field(ge=0, le=100_000)]], Field(max_length=1000)] | None = None

@@ -21,6 +21,7 @@ from api.db.engine import database_unavailable
 from api.db.tables import ApiKey, Organization, Usage, User
 from api.usage.journal import OpenedCall, UsageJournal
 from api.usage.records import UsageRecord
+from api.usage.storable import storable
 
 logger = logging.getLogger("tollgate.usage")
 
@@ -115,7 +116,13 @@ class UsageWriter:
         while self._queue.full():  # the database has been away for a while: the caller waits
             await asyncio.sleep(QUEUE_FULL_POLL_SECONDS)
         if self._journal is not None:
-            self._journal.append(record)  # on disk before the answer leaves: a crash loses nothing
+            try:
+                self._journal.append(record)  # on disk before the answer leaves: a crash loses nothing
+            except TypeError:
+                # Text that cannot be written as UTF-8 (an unpaired surrogate): journaled, and
+                # then stored, with it replaced, rather than failing the call's answer.
+                record = storable(record)
+                self._journal.append(record)
             if started is not None:
                 self._journal.close_call(started)
         self._unwritten[id(record)] = record
@@ -234,8 +241,9 @@ class UsageWriter:
 
     async def _store(self, batch: list[UsageRecord]) -> None:
         """Insert `batch`, retrying transient failures until it is in. A failure that is not
-        transient (a record the database refuses, or one already written) switches to one
-        insert per record, so one bad record cannot block every later one."""
+        transient (a record the database or its driver refuses, or one already written)
+        switches to one insert per record, each made storable first, so one bad record can
+        neither block every later one nor be lost."""
         pending = list(batch)
         one_by_one = False
         delay = 0.1
@@ -250,7 +258,7 @@ class UsageWriter:
                 raise
             except Exception as exc:
                 transient = _is_transient(exc)
-                if not one_by_one and isinstance(exc, DBAPIError) and not transient:
+                if not one_by_one and not transient:
                     one_by_one = True
                     continue
                 if transient:  # expected in an outage: one line, no traceback
@@ -308,9 +316,14 @@ class UsageWriter:
         self._connection = connection
 
     async def _insert_each(self, records: list[UsageRecord]) -> None:
-        """Insert records one at a time, removing each from `records` once settled."""
+        """Insert records one at a time, removing each from `records` once settled. Each is
+        made storable first (`storable`): what the database refuses in its content (a NUL, a
+        name too long, a count out of range) is replaced, never a reason to drop the record."""
         while records:
-            record = records[0]
+            record = storable(records[0])
+            if record is not records[0]:
+                logger.warning("usage record %s had content no database column can take; stored with it replaced: %r",
+                               record.request_id, records[0])
             try:
                 await self._insert([record])
             except IntegrityError:
@@ -318,6 +331,8 @@ class UsageWriter:
             except DBAPIError as exc:
                 if _is_transient(exc):
                     raise
+                # Not its content (made storable above): the table itself is wrong. Nothing else
+                # can be written either; kept out of the way of the others, loudly.
                 logger.error("usage record %s cannot be stored and is dropped: %r", record.request_id, record)
             records.pop(0)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import BaseModel
 
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
 from api.http.deps import Admin, AuthenticatorDep, BudgetsDep, HasherDep, page_params, require_admin, Session
+from api.http.params import PathId, QueryId
 from api.quota import ledger
 from api.quota.idempotency import IdempotencyKey, earlier_answer, remember
 from api.identity import organizations
@@ -50,8 +51,6 @@ LedgerPage = Annotated[tuple[int, int], Depends(ledger_page)]
 def idempotency_of(key: str | None, actor: int | None, method: str, path: str, body: BaseModel) -> IdempotencyKey | None:
     return None if key is None else IdempotencyKey.of(key, actor, method, path, body.model_dump(mode="json"))
 
-PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
-QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 OrganizationPage = Annotated[PageRequest, Depends(page_params("OrganizationOrderBy", organizations.ORDER_COLUMNS))]
 RolePage = Annotated[PageRequest, Depends(page_params("RoleOrderBy", roles.ORDER_COLUMNS))]

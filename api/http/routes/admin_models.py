@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Response
 
 from api.common.listing import PageRequest
-from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
+from api.common.schemas import CLIENT_ERRORS, ListPage
 from api.http.deps import Admin, CatalogDep, page_params, require_admin, SecretsDep, Session, UpstreamsDep
+from api.http.params import PathId, QueryId
 from api.catalog import provider_admin
 from api.catalog import router_admin
 from api.catalog.schemas import (
@@ -23,7 +24,6 @@ from api.identity.schemas import Created
 
 routes = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], responses=CLIENT_ERRORS)
 
-PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 RouterPage = Annotated[PageRequest, Depends(page_params("RouterOrderBy", router_admin.ORDER_COLUMNS))]
 ProviderPage = Annotated[PageRequest, Depends(page_params("ProviderOrderBy", provider_admin.ORDER_COLUMNS))]
 
@@ -69,7 +69,7 @@ async def create_provider(
 
 @routes.get("/providers", tags=["admin: providers"])
 async def list_providers(
-    session: Session, secrets: SecretsDep, page: ProviderPage, router: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None
+    session: Session, secrets: SecretsDep, page: ProviderPage, router: QueryId = None
 ) -> ListPage[ProviderOut]:
     data, total = await provider_admin.list_providers(session, secrets, page, router)
     return ListPage(data=data, total=total)

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, ListPage
 from api.http.deps import Admin, AuthenticatorDep, BudgetsDep, page_params, require_admin, Session, SettingsDep
-from api.http.routes.admin_identity import IdempotencyHeader, LedgerPage, PathId, QueryId, idempotency_of
+from api.http.params import PathId, QueryId
+from api.http.routes.admin_identity import IdempotencyHeader, LedgerPage, idempotency_of
 from api.db.tables import ApiKey
 from api.identity import keys
 from api.identity.authenticator import Authenticator

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from api.common.listing import PageRequest
-from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
+from api.common.schemas import CLIENT_ERRORS, ListPage
 from api.http.deps import (
     AuthenticatorDep, BudgetsDep, Caller, ClientAddress, HasherDep, LoginThrottleDep, page_params, QuotasDep,
     Session, SettingsDep
 )
+from api.http.params import PathId
 from api.identity import keys
 from api.quota import ledger
 from api.identity import profile as me
@@ -21,7 +22,6 @@ from api.identity.schemas import KeyCreate, KeyCreated, KeyOut, KeyRevoke, KeyUp
 
 routes = APIRouter(prefix="/v1/me", tags=["me"], responses=CLIENT_ERRORS)
 
-PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 KeyPage = Annotated[PageRequest, Depends(page_params("KeyOrderBy", keys.ORDER_COLUMNS))]
 
 
@@ -58,7 +58,7 @@ async def update_info(
 @routes.post("/keys", status_code=201)
 async def create_key(body: KeyCreate, caller: Caller, session: Session, settings: SettingsDep) -> KeyCreated:
     expires = keys.key_expiry(body.expires, settings.settings.keys.max_lifetime_days)
-    key_id, secret = await keys.create_key(session, caller.require_user(), body.name, expires, body)
+    key_id, secret = await me.create_own_key(session, caller.require_user(), body.name, expires, body)
     return KeyCreated(id=key_id, token=secret)
 
 

@@ -14,9 +14,9 @@ from fastapi.responses import Response
 from api.calls.access import may_call
 from api.calls.call import Call
 from api.calls.operations import Embeddings, Rerank, Transcription
-from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, RerankRequest, as_upstream_body
+from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, ModelName, RerankRequest, as_upstream_body
 from api.calls.streaming import ChatStreamRelay
-from api.catalog.catalog import RouterEntry
+from api.catalog.catalog import RouterEntry, no_provider
 from api.catalog.router_admin import micros_to_price
 from api.catalog.schemas import ModelCosts, ModelList, ModelOut
 from api.common.schemas import MODEL_ERRORS
@@ -80,7 +80,7 @@ async def create_transcription(
     pipeline: PipelineDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File()],
-    model: Annotated[str, Form(min_length=1, max_length=255)],
+    model: Annotated[ModelName, Form()],
     language: Annotated[str | None, Form(max_length=32)] = None,
     prompt: Annotated[str | None, Form(max_length=10_000)] = None,
     response_format: Annotated[str | None, Form(pattern="^(json|text)$")] = None,
@@ -111,4 +111,6 @@ async def get_model(model: Annotated[str, Path(max_length=255)], caller: Caller,
     entry = catalog.resolve(model)
     if entry is None or not may_call(catalog, caller, entry):
         raise NotFoundError(f"Model '{model}' not found")
+    if not entry.servable:
+        raise no_provider(entry)
     return _model_out(entry)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, MODEL_ERRORS, ListPage, Name, error_responses
 from api.http.deps import Caller, EmbedderDep, IngestionDep, LocalCallsDep, OcrDep, page_params, Session, SettingsDep, VectorsDep
+from api.http.params import ChunkId, PathId, QueryId
 from api.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from api.calls.call import Call
 from api.calls.operations import LocalWork
@@ -36,8 +37,6 @@ from api.rag.schemas import (
 # errors of a model call too (MODEL_ERRORS).
 routes = APIRouter(prefix="/v1", responses={**CLIENT_ERRORS, **error_responses(415)})
 
-PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
-ChunkId = Annotated[int, Path(ge=0, le=2**24 - 1)]
 CollectionPage = Annotated[PageRequest, Depends(page_params("CollectionOrderBy", collections.ORDER_COLUMNS))]
 DocumentPage = Annotated[PageRequest, Depends(page_params("DocumentOrderBy", documents.ORDER_COLUMNS))]
 UPLOAD_PATHS = ("/v1/documents", "/v1/parse", "/v1/parse-beta", "/v1/ocr")
@@ -141,7 +140,7 @@ async def create_document(
 @routes.get("/documents", tags=["documents"])
 async def list_documents(
     caller: Caller, session: Session, page: DocumentPage,
-    collection_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    collection_id: QueryId = None,
     name: Annotated[Name | None, Query()] = None,
 ) -> ListPage[DocumentOut]:
     data, total = await documents.list_documents(session, caller, page, collection_id, name)

@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from api.common.schemas import CLIENT_ERRORS, MAX_ID, MAX_TIMESTAMP, ListPage
+from api.common.schemas import CLIENT_ERRORS, MAX_TIMESTAMP, ListPage
 from api.http.deps import Caller, Session, UsageWriterDep, require_admin
+from api.http.params import QueryId
 from api.usage import service
 from api.usage.schemas import MeUsage, UsageGroup, UsageTotal
 
@@ -40,7 +41,7 @@ async def my_usage(
 async def usage_totals(
     session: Session,
     group_by: UsageGroup = UsageGroup.user,
-    id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    id: QueryId = None,
     start_time: TimeParam = None,
     end_time: TimeParam = None,
 ) -> ListPage[UsageTotal]:
