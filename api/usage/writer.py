@@ -103,7 +103,12 @@ class UsageWriter:
     def started(self, cut: UsageRecord) -> OpenedCall | None:
         """A stream is about to answer: journal `cut`, its record should its process die before
         the end. Pass what this returns to `record` with the call's real record."""
-        return None if self._journal is None else self._journal.open_call(cut)
+        if self._journal is None:
+            return None
+        try:
+            return self._journal.open_call(cut)
+        except TypeError:  # text that cannot be written as UTF-8: replaced, as in `record`
+            return self._journal.open_call(storable(cut))
 
     async def record(self, record: UsageRecord, expected: bool = False, started: OpenedCall | None = None) -> None:
         if expected:
