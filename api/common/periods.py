@@ -12,6 +12,11 @@ from decimal import Decimal
 from enum import StrEnum
 
 
+def utc_now() -> datetime:
+    """The time periods are reckoned in (tests move it: `monkeypatch` this function)."""
+    return datetime.now(UTC)
+
+
 class Period(StrEnum):
     day = "day"
     week = "week"
@@ -47,7 +52,7 @@ def budget_fields(budget_nanos: int | None, allowance_nanos: int | None, period:
     if period is None or allowance_nanos is None:
         return {"budget": _units(budget_nanos), "budget_period": None, "budget_remaining": _units(budget_nanos),
                 "budget_resets_at": None}
-    now = now or datetime.now(UTC)
+    now = now or utc_now()
     current = period_start(period, now)
     # A period that ended without a call has not been reset in the database yet: it will be.
     remaining = budget_nanos if started is not None and started >= current else allowance_nanos

@@ -13,7 +13,7 @@ from sqlalchemy import String, cast, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.listing import PageRequest, fetch_page
-from api.common.periods import budget_fields, period_start
+from api.common.periods import budget_fields, period_start, utc_now
 from api.common.schemas import from_unix, to_unix
 from api.db.base import utcnow
 from api.db.tables import ApiKey, User
@@ -77,7 +77,7 @@ async def create_key(
         key.budget_nanos = budget
         if controls.budget_period is not None:
             key.allowance_nanos, key.budget_period = budget, controls.budget_period
-            key.period_start = period_start(controls.budget_period, utcnow())
+            key.period_start = period_start(controls.budget_period, utc_now())
         key.limits = _limits(controls.limits)
         key.models, key.tags = controls.models, controls.tags
     session.add(key)

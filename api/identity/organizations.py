@@ -10,9 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.db import commit_or_conflict
 from api.common.listing import PageRequest, fetch_page
-from api.common.periods import budget_fields, period_start
+from api.common.periods import budget_fields, period_start, utc_now
 from api.common.schemas import to_unix
-from api.db.base import utcnow
 from api.db.tables import Organization, User
 from api.errors import ConflictError, InvalidRequestError, NotFoundError
 from api.identity.authenticator import Authenticator
@@ -54,7 +53,7 @@ async def create_organization(session: AsyncSession, body: OrganizationCreate) -
     organization = Organization(name=body.name, budget_nanos=budget, models=body.models)
     if body.budget_period is not None:
         organization.allowance_nanos, organization.budget_period = budget, body.budget_period
-        organization.period_start = period_start(body.budget_period, utcnow())
+        organization.period_start = period_start(body.budget_period, utc_now())
     session.add(organization)
     await commit_or_conflict(session, f"An organization named '{body.name}' already exists")
     return organization.id

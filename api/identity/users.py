@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.identity.authenticator import Authenticator
 from api.common.listing import PageRequest, fetch_page
-from api.common.periods import budget_fields, period_start
+from api.common.periods import budget_fields, period_start, utc_now
 from api.common.schemas import from_unix, to_unix
 from api.db.base import utcnow
 from api.db.tables import Organization, Role, User
@@ -75,7 +75,7 @@ async def create_user(session: AsyncSession, hasher: PasswordHasher, body: UserC
         email=body.email, name=body.name, password_hash=await hasher.hash(body.password), role_id=body.role,
         organization_id=body.organization, budget_nanos=budget_to_nanos(body.budget),
         allowance_nanos=budget_to_nanos(body.budget) if body.budget_period else None, budget_period=body.budget_period,
-        period_start=period_start(body.budget_period, utcnow()) if body.budget_period else None,
+        period_start=period_start(body.budget_period, utc_now()) if body.budget_period else None,
         expires=from_unix(body.expires), priority=body.priority,
     )
     session.add(user)

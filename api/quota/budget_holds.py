@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import NoReturn
 
 from api.errors import InsufficientBudgetError
@@ -17,6 +17,7 @@ from api.identity.principal import Budget, Principal
 from api.observability.metrics import GatewayMetrics
 from api.catalog.catalog import RouterEntry
 from api.quota.balances import account_slot
+from api.common import periods
 from api.common.periods import label, next_start, period_start
 from api.quota.store import BudgetHold
 from api.usage.accounting import cost_nanos
@@ -53,7 +54,7 @@ class Budgeter:
         prompt_bound = int(estimate() * PROMPT_MARGIN) + PROMPT_SLACK
         amount = cost_nanos(prompt_bound, completion_tokens, router.cost_prompt_micros, router.cost_completion_micros)
         fresh = time.monotonic() - principal.loaded_at < FRESH_BUDGET_SECONDS
-        now = now or datetime.now(UTC)
+        now = now or periods.utc_now()
         return tuple(hold_for(budget, amount, fresh, now) for budget in principal.budgets)
 
     def refuse(self, budget: Budget) -> NoReturn:

@@ -19,7 +19,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.common.schemas import to_unix
-from api.db.base import utcnow
 from api.db.tables import ApiKey, BudgetChange, Organization, User
 from api.errors import InvalidRequestError, NotFoundError
 from api.identity.principal import Budget
@@ -27,6 +26,7 @@ from api.identity.schemas import BudgetChangeOut
 from api.identity.users import budget_to_nanos, nanos_to_budget
 from api.quota.balances import BudgetStore, account_slot
 from api.quota.idempotency import IdempotencyKey, earlier_answer, remember
+from api.common import periods
 from api.common.periods import label, period_start
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def set_budget(session: AsyncSession, budgets: BudgetStore, holder: str, row: Ho
     row.budget_nanos = amount_nanos
     row.allowance_nanos = amount_nanos if period is not None else None
     row.budget_period = period
-    row.period_start = period_start(period, now or utcnow()) if period is not None else None
+    row.period_start = period_start(period, now or periods.utc_now()) if period is not None else None
     after_slot = live_slot(holder, row)
     session.add(BudgetChange(**{_LEDGER_COLUMN[holder]: row.id}, actor_user_id=actor, kind="set", amount_nanos=amount_nanos,
                              balance_nanos=amount_nanos, reason=f"per {period}" if period else None))
@@ -110,7 +110,7 @@ def set_requested(session: AsyncSession, budgets: BudgetStore, holder: str, row:
 async def live_remaining(budgets: BudgetStore, holder: str, holder_id: int, period: str | None) -> int | None:
     """What is left of a budget now, as admission sees it (calls in flight and not yet written
     included), if its live balance is loaded."""
-    slot = account_slot(holder, holder_id, label(period_start(period, utcnow())) if period else None)
+    slot = account_slot(holder, holder_id, label(period_start(period, periods.utc_now())) if period else None)
     return await budgets.balance(slot)
 
 
@@ -162,7 +162,7 @@ def _start_period_if_due(session: AsyncSession, holder: str, row: Holder) -> Non
     """An allowance whose period ended starts its new one (as a call would, `budget_of`)."""
     if row.budget_period is None or row.allowance_nanos is None:
         return
-    current = period_start(row.budget_period, utcnow())
+    current = period_start(row.budget_period, periods.utc_now())
     if row.period_start is not None and row.period_start >= current:
         return
     row.budget_nanos, row.period_start = row.allowance_nanos, current
@@ -207,7 +207,7 @@ async def budget_of(session_factory: async_sessionmaker[AsyncSession], budget: B
         left, allowance, period, started = row
         if period is None or allowance is None:
             return left
-        current = period_start(period, utcnow())
+        current = period_start(period, periods.utc_now())
         if started is not None and started >= current:
             return left
         reset = await session.execute(

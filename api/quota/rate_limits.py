@@ -144,7 +144,8 @@ class Limiter:
     def refuse(self, admission: Admission) -> NoReturn:
         state = admission.windows[0]
         kind = state.key.split(":")[-2]
-        whose = "the key's" if state.key.startswith(KEY_WINDOW) else "your role's"
+        # The window's key, as the store names it (Redis adds its prefix): "...key-<id>:<kind>:<index>".
+        whose = "the key's" if f":{KEY_WINDOW}" in f":{state.key}" else "your role's"
         self._metrics.rejections.labels(kind).inc()
         unit = "tokens" if kind in TOKEN_LIMITS else "requests"
         raise TooManyRequestsError(
