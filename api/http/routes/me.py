@@ -41,6 +41,8 @@ async def get_info(caller: Caller, session: Session, budgets: BudgetsDep, quotas
             live = await ledger.live_remaining(budgets, "key", caller.key_id, info.key.budget_period)
             if live is not None:
                 info.key.budget_remaining = nanos_to_budget(live)
+                if info.key.budget_period is None:
+                    info.key.budget = info.key.budget_remaining
     info.limits_usage = [LimitUsage(**vars(c)) for c in await quotas.counters(caller)]
     return info
 
