@@ -200,3 +200,36 @@ async def test_budget_controls_are_checked(client, models: Models, upstream) -> 
                  {"limits": {"rpm": 0}}, {"limits": {"rpx": 1}}, {"tags": ["x" * 65]}):
         response = await client.post("/v1/me/keys", json={"name": "k", **body}, headers=user.headers)
         assert 400 <= response.status_code < 500 and response.status_code != 404, (body, response.text)
+
+
+def test_periods_start_at_midnight_utc_on_the_day_the_monday_and_the_first() -> None:
+    moment = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)  # a Thursday
+    assert periods.period_start("day", moment) == datetime(2026, 12, 31, tzinfo=UTC)
+    assert periods.period_start("week", moment) == datetime(2026, 12, 28, tzinfo=UTC)
+    assert periods.period_start("month", moment) == datetime(2026, 12, 1, tzinfo=UTC)
+    assert periods.next_start("day", moment) == datetime(2027, 1, 1, tzinfo=UTC)
+    assert periods.next_start("week", moment) == datetime(2027, 1, 4, tzinfo=UTC)
+    assert periods.next_start("month", moment) == datetime(2027, 1, 1, tzinfo=UTC)
+    assert periods.next_start("month", datetime(2027, 1, 31, tzinfo=UTC)) == datetime(2027, 2, 1, tzinfo=UTC)
+
+
+async def test_a_users_weekly_allowance_set_by_patch_resets_each_monday(client, models: Models, upstream, monkeypatch) -> None:
+    router = await priced(models, upstream)
+    user = await models.user_for(router, budget=5)
+    patched = await client.patch(f"/v1/admin/users/{user.id}", json={"budget": 0.00003, "budget_period": "week"}, headers=ADMIN)
+    assert patched.status_code == 204
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+    refused = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+    assert refused.status_code == 402 and "your budget" in refused.json()["detail"]
+    shown = (await client.get(f"/v1/admin/users/{user.id}", headers=ADMIN)).json()
+    monday = periods.next_start("week", datetime.now(UTC))
+    assert (shown["budget"], shown["budget_period"], shown["budget_resets_at"]) == (0.00003, "week", int(monday.timestamp()))
+    monkeypatch.setattr(periods, "utc_now", lambda: monday + timedelta(minutes=5))
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
+    ledger = (await client.get(f"/v1/admin/users/{user.id}/budget", headers=ADMIN)).json()["data"]
+    assert [c["kind"] for c in ledger] == ["reset", "set"]
+    # Back to a one-off budget: the allowance is gone, the amount is what was asked.
+    assert (await client.patch(f"/v1/admin/users/{user.id}", json={"budget": 1, "budget_period": None},
+                               headers=ADMIN)).status_code == 204
+    info = (await client.get("/v1/me/info", headers=user.headers)).json()
+    assert (info["budget"], info["budget_period"], info["budget_resets_at"]) == (1.0, None, None)
