@@ -6,12 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
 from api.http.deps import Admin, AuthenticatorDep, BudgetsDep, HasherDep, page_params, require_admin, Session
 from api.http.params import PathId, QueryId
 from api.quota import ledger
+from api.quota.balances import BudgetStore
 from api.quota.idempotency import IdempotencyKey, earlier_answer, remember
 from api.identity import organizations
 from api.identity import roles
@@ -50,6 +52,15 @@ LedgerPage = Annotated[tuple[int, int], Depends(ledger_page)]
 
 def idempotency_of(key: str | None, actor: int | None, method: str, path: str, body: BaseModel) -> IdempotencyKey | None:
     return None if key is None else IdempotencyKey.of(key, actor, method, path, body.model_dump(mode="json"))
+
+
+async def recharge(
+    holder: str, holder_id: int, path: str, body: BudgetRecharge, session: AsyncSession, budgets: BudgetStore,
+    actor: int | None, idempotency_key: str | None,
+) -> Created:
+    """A recharge of a user's, a key's or an organization's budget (POST `path`)."""
+    idempotency = idempotency_of(idempotency_key, actor, "POST", path, body)
+    return Created(id=await ledger.recharge(session, budgets, holder, holder_id, actor, body.amount, body.reason, idempotency))
 
 
 OrganizationPage = Annotated[PageRequest, Depends(page_params("OrganizationOrderBy", organizations.ORDER_COLUMNS))]
@@ -94,11 +105,10 @@ async def recharge_organization_budget(
     caller: Admin, idempotency_key: IdempotencyHeader = None,
 ) -> Created:
     """Add to (or, negative, take from) the organization's budget (an allowance: for its current period)."""
-    idempotency = idempotency_of(idempotency_key, caller.user_id, "POST", f"/v1/admin/organizations/{organization}/budget", body)
-    change = await ledger.recharge(session, budgets, "organization", organization, caller.user_id, body.amount,
-                                    body.reason, idempotency)
+    created = await recharge("organization", organization, f"/v1/admin/organizations/{organization}/budget", body, session,
+                             budgets, caller.user_id, idempotency_key)
     authenticator.forget_all()
-    return Created(id=change)
+    return created
 
 
 @routes.get("/organizations/{organization}/budget", tags=["admin: organizations"])
@@ -196,10 +206,10 @@ async def recharge_budget(
     caller: Admin, idempotency_key: IdempotencyHeader = None,
 ) -> Created:
     """Add to (or, negative, take from) a user's budget; every change goes to the ledger."""
-    idempotency = idempotency_of(idempotency_key, caller.user_id, "POST", f"/v1/admin/users/{user}/budget", body)
-    change = await ledger.recharge(session, budgets, "user", user, caller.user_id, body.amount, body.reason, idempotency)
+    created = await recharge("user", user, f"/v1/admin/users/{user}/budget", body, session, budgets, caller.user_id,
+                             idempotency_key)
     authenticator.forget_user(user)
-    return Created(id=change)
+    return created
 
 
 @routes.get("/users/{user}/budget", tags=["admin: users"])

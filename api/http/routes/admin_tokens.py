@@ -11,7 +11,7 @@ from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, ListPage
 from api.http.deps import Admin, AuthenticatorDep, BudgetsDep, page_params, require_admin, Session, SettingsDep
 from api.http.params import PathId, QueryId
-from api.http.routes.admin_identity import IdempotencyHeader, LedgerPage, idempotency_of
+from api.http.routes.admin_identity import IdempotencyHeader, LedgerPage, recharge
 from api.db.tables import ApiKey
 from api.identity import keys
 from api.identity.authenticator import Authenticator
@@ -78,10 +78,10 @@ async def recharge_token_budget(
     caller: Admin, idempotency_key: IdempotencyHeader = None,
 ) -> Created:
     """Add to (or, negative, take from) the key's budget (an allowance: for its current period)."""
-    idempotency = idempotency_of(idempotency_key, caller.user_id, "POST", f"/v1/admin/tokens/{token}/budget", body)
-    change = await ledger.recharge(session, budgets, "key", token, caller.user_id, body.amount, body.reason, idempotency)
+    created = await recharge("key", token, f"/v1/admin/tokens/{token}/budget", body, session, budgets, caller.user_id,
+                             idempotency_key)
     authenticator.forget_keys({token})
-    return Created(id=change)
+    return created
 
 
 @routes.get("/tokens/{token}/budget")
