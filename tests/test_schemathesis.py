@@ -51,6 +51,10 @@ PROTECTED = {
     ("DELETE", "/v1/admin/users/{user}"), ("PATCH", "/v1/admin/users/{user}"), ("POST", "/v1/admin/users/{user}/budget"),
     ("DELETE", "/v1/admin/roles/{role}"), ("PATCH", "/v1/admin/roles/{role}"),
     ("DELETE", "/v1/admin/tokens/{token}"), ("DELETE", "/v1/me/keys/{key}"),
+    ("POST", "/v1/admin/tokens/{token}/revoke"), ("POST", "/v1/me/keys/{key}/revoke"),
+    # A key's or an organization's controls (a budget, limits, a list of models) can take calls away too.
+    ("PATCH", "/v1/admin/tokens/{token}"), ("PATCH", "/v1/me/keys/{key}"), ("POST", "/v1/admin/tokens/{token}/budget"),
+    ("PATCH", "/v1/admin/organizations/{organization}"), ("POST", "/v1/admin/organizations/{organization}/budget"),
     ("DELETE", "/v1/admin/organizations/{organization}"),
     ("DELETE", "/v1/admin/routers/{router_id}"), ("PATCH", "/v1/admin/routers/{router_id}"),
     ("DELETE", "/v1/admin/providers/{provider_id}"), ("PATCH", "/v1/admin/providers/{provider_id}"),
