@@ -46,6 +46,7 @@ from api.settings import Settings
 from api.state import CounterStore, MemoryCounterStore, RedisCounterStore
 from api.state.load import LoadTracker, MemoryLoadTracker, RedisLoadTracker
 from api.state.redis_client import build_redis
+from api.state.response_cache import MemoryResponseCache, RedisResponseCache, ResponseCache
 from api.usage.journal import UsageJournal, replay_orphans
 from api.usage.writer import UsageWriter
 
@@ -128,7 +129,12 @@ async def open_call_path(
     gateway = Gateway(catalog, stores.load, upstreams, general.gateway, metrics)
     quotas = Quotas(stores.quota_store, Limiter(stores.limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens),
                     budget_of=functools.partial(ledger.budget_of, stores.session_factory))
-    steps = build_steps(catalog, quotas, gateway, usage_writer, metrics.observe, extra=tuple(extra_steps))
+    bounds = general.response_cache
+    cache: ResponseCache = (
+        MemoryResponseCache(bounds.memory_max_bytes, bounds.max_entry_bytes) if stores.redis is None
+        else RedisResponseCache(stores.redis, settings.dependencies.redis.key_prefix, bounds.max_entry_bytes)  # type: ignore[union-attr]
+    )
+    steps = build_steps(catalog, quotas, gateway, usage_writer, metrics.observe, cache, extra=tuple(extra_steps))
     return CallPath(
         secrets, upstreams, catalog, authenticator, gateway, quotas, usage_writer, metrics, Pipeline(steps),
         Pipeline([step for step in steps if isinstance(step, (Record, Forward))]),

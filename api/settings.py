@@ -66,6 +66,15 @@ class GatewaySettings(_Section):
     )
 
 
+class ResponseCacheSettings(_Section):
+    """Bounds of the response cache (which routers cache, and how long: each router's settings)."""
+
+    memory_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="What the in-process cache holds at most (without Redis); the least recently used go first.",
+    )
+    max_entry_bytes: int = Field(default=1024 * 1024, ge=0, description="A larger answer is not cached.")
+
+
 DEFAULT_SEARCH_TEMPLATE = (
     "Answer the question using the documents below when they are relevant.\n\n"
     "Documents:\n{chunks}\n\nQuestion: {prompt}"
@@ -147,6 +156,7 @@ class GeneralSettings(_Section):
     login: LoginSettings = LoginSettings()
     keys: KeySettings = KeySettings()
     gateway: GatewaySettings = GatewaySettings()
+    response_cache: ResponseCacheSettings = ResponseCacheSettings()
     rag: RagSettings = RagSettings()
 
 

@@ -92,6 +92,11 @@ class Call:
     # Set by the pipeline when a stream is open: runs the steps' ends once the stream is over.
     finish: Callable[[], Awaitable[None]] | None = None
     journaled_start: OpenedCall | None = None  # Record, when a stream opens: see UsageWriter.started
+    # AnswerFromCache: the key its answer is kept under (None: not cached), whether it was a hit.
+    cache_key: str | None = None
+    cached: bool = False
+    # The stream relay, once a stream of plain text answers ended: the answer, as a JSON one.
+    streamed_answer: dict[str, Any] | None = None
 
     @property
     def priority(self) -> int:

@@ -3,8 +3,8 @@
 Each step may act on the way in (`enter`, in list order) and on the way out (`leave`, in
 reverse order, for every step whose `enter` completed), like nested `try/finally` blocks:
 
-    Record -> ResolveRouter -> Authorise -> Prepare -> Admit -> Price -> Forward
-    (out:)    Forward -> Price -> Admit (settle) -> ... -> Record
+    Record -> ResolveRouter -> Authorise -> Prepare -> Admit -> AnswerFromCache -> Price -> Forward
+    (out:)    Forward -> Price -> AnswerFromCache (keeps the answer) -> Admit (settle) -> ... -> Record
 
 So a call refused anywhere is still settled and recorded, exactly once, with the status its
 client gets. A step that answers the call itself (a cache, say) sets `call.answer`: the steps

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from api.calls.access import may_call
+from api.calls.caching import AnswerFromCache
 from api.calls.call import CLIENT_CLOSED, Call
 from api.calls.gateway import ENDPOINT_TYPES, Gateway
 from api.calls.pipeline import Step
@@ -15,6 +16,7 @@ from api.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from api.quota.quotas import Quotas
 from api.usage.accounting import NO_CARBON, Carbon, carbon_footprint, cost_nanos
 from api.usage.records import UsageRecord
+from api.state.response_cache import ResponseCache
 from api.usage.writer import UsageWriter
 
 logger = logging.getLogger("tollgate.usage")
@@ -60,6 +62,7 @@ def _record_of(call: Call, status: int, prompt: int, completion: int, cost: int,
         kgco2eq_min=carbon.kgco2eq_min, kgco2eq_max=carbon.kgco2eq_max,
         latency_ms=int((time.perf_counter() - call.started) * 1000),
         ttft_ms=int((call.first_byte_at - call.started) * 1000) if call.first_byte_at else None,
+        cached=call.cached,
     )
 
 
@@ -185,9 +188,10 @@ def _once(compute: Callable[[], int]) -> Callable[[], int]:
 
 def build_steps(
     catalog: ModelCatalog, quotas: Quotas, gateway: Gateway, writer: UsageWriter, observe: Callable[[UsageRecord], None],
-    extra: tuple[Step, ...] = (),
+    cache: ResponseCache, extra: tuple[Step, ...] = (),
 ) -> list[Step]:
     """The pipeline's steps; `extra` go after authorisation and before admission (where a policy
-    or a cache belongs: a refused or cached call takes nothing from the caller's limits)."""
-    return [Record(writer, observe), ResolveRouter(catalog), Authorise(), *extra, Prepare(), Admit(quotas), Price(),
-            Forward(gateway)]
+    belongs: a refused call takes nothing from the caller's limits). The response cache comes
+    after admission: a hit counts against the request limits."""
+    return [Record(writer, observe), ResolveRouter(catalog), Authorise(), *extra, Prepare(), Admit(quotas),
+            AnswerFromCache(cache), Price(), Forward(gateway)]

@@ -45,6 +45,10 @@ class ChatStreamRelay:
         self._stream = call.stream
         self._request_body = request_body
         self._text: list[str] = []
+        # What a cache keeps of it: one choice of plain text (a tool call is not replayed).
+        self._content: list[str] = []
+        self._plain = True
+        self._finish_reason: str | None = None
         self._upstream_usage: dict[str, Any] | None = None
         self._last_chunk: dict[str, Any] = {}
         self._finish_reason_seen = False
@@ -119,6 +123,13 @@ class ChatStreamRelay:
         self._ended = True
         self._call.tokens(*self._tokens())
         self._call.status = self._status
+        if self._status == 200 and self._plain:
+            self._call.streamed_answer = {
+                "id": self._last_chunk.get("id", f"chatcmpl-{self._call.request_id}"), "object": "chat.completion",
+                "created": self._last_chunk.get("created", int(time.time())), "model": self._last_chunk.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(self._content)},
+                             "finish_reason": self._finish_reason}],
+            }
         assert self._call.finish is not None
         await self._call.finish()
 
@@ -165,11 +176,18 @@ class ChatStreamRelay:
         for choice in choices:
             if isinstance(choice, dict) and choice.get("finish_reason"):
                 self._finish_reason_seen = True
+                self._finish_reason = str(choice["finish_reason"])
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                self._plain = False
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict):
                 for field in ("content", "reasoning_content"):
                     if isinstance(delta.get(field), str):
                         self._text.append(delta[field])
+                if isinstance(delta.get("content"), str):
+                    self._content.append(delta["content"])
+                if delta.get("tool_calls") or delta.get("reasoning_content"):
+                    self._plain = False
                 for call in delta.get("tool_calls") or []:
                     arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
                     if isinstance(arguments, str):

@@ -50,6 +50,9 @@ class RouterEntry:
     cost_completion_micros: int
     created: int
     providers: tuple[ProviderTarget, ...]
+    cache_ttl_seconds: int | None = None  # the response cache: off when None
+    cache_any_temperature: bool = False
+    cost_cache_hit_micros: int = 0
 
     @property
     def max_context_length(self) -> int | None:
@@ -124,5 +127,6 @@ class ModelCatalog:
             id=router.id, name=router.name, type=router.type, aliases=tuple(a.alias for a in router.aliases),
             load_balancing_strategy=router.load_balancing_strategy, cost_prompt_micros=router.cost_prompt_micros,
             cost_completion_micros=router.cost_completion_micros, created=int(router.created.timestamp()),
-            providers=providers,
+            providers=providers, cache_ttl_seconds=router.cache_ttl_seconds,
+            cache_any_temperature=router.cache_any_temperature, cost_cache_hit_micros=router.cost_cache_hit_micros,
         )

@@ -37,6 +37,8 @@ def router_out(router: Router) -> RouterOut:
         vector_size=sizes.pop() if len(sizes) == 1 else None, max_context_length=min(lengths) if lengths else None,
         cost_prompt_tokens=micros_to_price(router.cost_prompt_micros),
         cost_completion_tokens=micros_to_price(router.cost_completion_micros),
+        cache_ttl_seconds=router.cache_ttl_seconds, cache_any_temperature=router.cache_any_temperature,
+        cost_cache_hit=micros_to_price(router.cost_cache_hit_micros),
         providers=len(router.providers), created=to_unix(router.created), updated=to_unix(router.updated),
     )
 
@@ -71,6 +73,8 @@ async def create_router(session: AsyncSession, catalog: ModelCatalog, body: Rout
         name=body.name, type=body.type.value, load_balancing_strategy=body.load_balancing_strategy.value,
         cost_prompt_micros=price_to_micros(body.cost_prompt_tokens),
         cost_completion_micros=price_to_micros(body.cost_completion_tokens),
+        cache_ttl_seconds=body.cache_ttl_seconds, cache_any_temperature=body.cache_any_temperature,
+        cost_cache_hit_micros=price_to_micros(body.cost_cache_hit),
         aliases=[RouterAlias(alias=a) for a in body.aliases],
     )
     session.add(router)
@@ -112,6 +116,12 @@ async def update_router(session: AsyncSession, catalog: ModelCatalog, router_id:
         router.cost_prompt_micros = price_to_micros(body.cost_prompt_tokens)
     if body.cost_completion_tokens is not None:
         router.cost_completion_micros = price_to_micros(body.cost_completion_tokens)
+    if "cache_ttl_seconds" in body.model_fields_set:
+        router.cache_ttl_seconds = body.cache_ttl_seconds
+    if body.cache_any_temperature is not None:
+        router.cache_any_temperature = body.cache_any_temperature
+    if body.cost_cache_hit is not None:
+        router.cost_cache_hit_micros = price_to_micros(body.cost_cache_hit)
     router.updated = utcnow()
     await commit_or_conflict(session, NAME_TAKEN)
     await catalog.reload()

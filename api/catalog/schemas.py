@@ -11,6 +11,8 @@ from pydantic import AfterValidator, BaseModel, Field, HttpUrl, field_validator
 from api.common.schemas import Id, RequestModel
 
 Price = Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=6, description="Per million tokens")]
+HitPrice = Annotated[Decimal, Field(ge=0, le=10**6, decimal_places=6, description="Per call")]
+CacheTtl = Annotated[int, Field(ge=1, le=30 * 86_400)]
 Alias = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S+$")]
 
 
@@ -57,6 +59,9 @@ class RouterCreate(RequestModel):
     load_balancing_strategy: LoadBalancingStrategy = LoadBalancingStrategy.shuffle
     cost_prompt_tokens: Price = Decimal(0)
     cost_completion_tokens: Price = Decimal(0)
+    cache_ttl_seconds: CacheTtl | None = Field(None, description="Answer identical calls from a cache for this long (null: no cache).")
+    cache_any_temperature: bool = Field(False, description="Cache calls with a temperature above 0 too (their answers vary).")
+    cost_cache_hit: HitPrice = Field(Decimal(0), description="The price of a call answered from the cache.")
 
 
 class RouterUpdate(RequestModel):
@@ -66,6 +71,9 @@ class RouterUpdate(RequestModel):
     load_balancing_strategy: LoadBalancingStrategy | None = None
     cost_prompt_tokens: Price | None = None
     cost_completion_tokens: Price | None = None
+    cache_ttl_seconds: CacheTtl | None = None
+    cache_any_temperature: bool | None = None
+    cost_cache_hit: HitPrice | None = None
 
 
 class RouterOut(BaseModel):
@@ -79,6 +87,9 @@ class RouterOut(BaseModel):
     max_context_length: int | None
     cost_prompt_tokens: float
     cost_completion_tokens: float
+    cache_ttl_seconds: int | None = None
+    cache_any_temperature: bool = False
+    cost_cache_hit: float = 0.0
     providers: int
     created: int
     updated: int

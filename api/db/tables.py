@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from api.db.base import Base, TimestampMixin, UTCDateTime, utcnow
@@ -91,6 +91,7 @@ class ApiKey(BudgetColumns, Base):
     tags: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     revoked: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # refused from then on
     revoked_reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    use_cache: Mapped[bool] = mapped_column(Boolean, default=True)  # False: never answered from the cache
 
 
 class IdentityChange(Base):
@@ -116,6 +117,10 @@ class Router(TimestampMixin, Base):
     # Prices per million tokens, in millionths of the budget's currency unit.
     cost_prompt_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_completion_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The response cache (api.calls.caching): off when null; a hit's price, in millionths of a unit.
+    cache_ttl_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cache_any_temperature: Mapped[bool] = mapped_column(Boolean, default=False)
+    cost_cache_hit_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     aliases: Mapped[list[RouterAlias]] = relationship(
         back_populates="router", cascade="all, delete-orphan", lazy="selectin", order_by="RouterAlias.id"
     )
@@ -189,6 +194,7 @@ class Usage(Base):
     kgco2eq_max: Mapped[float] = mapped_column(default=0.0)
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     ttft_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)  # answered from the response cache
 
 
 class BudgetChange(Base):

@@ -261,6 +261,7 @@ class Authenticator:
             key_limits=(key.limits or None) if key is not None else None,
             key_models=frozenset(key.models) if key is not None and key.models is not None else None,
             organization_models=frozenset(organization.models) if organization is not None and organization.models is not None else None,
+            use_cache=key.use_cache if key is not None else True,
         )
 
 

@@ -53,6 +53,7 @@ class Principal:
     # Names or aliases of the only models the key, and the organisation, may use (None: any).
     key_models: frozenset[str] | None = None
     organization_models: frozenset[str] | None = None
+    use_cache: bool = True  # False: the key's calls are never answered from the response cache
 
     def has(self, permission: Permission) -> bool:
         return permission.value in self.permissions

@@ -225,6 +225,7 @@ class KeyCreate(RequestModel):
     limits: KeyLimits | None = None
     models: ModelNames | None = Field(None, description="The only models (names or aliases) the key may use.")
     tags: Tags | None = None
+    use_cache: bool = Field(True, description="false: the key's calls are never answered from the response cache.")
 
 
 class TokenCreate(KeyCreate):
@@ -241,8 +242,9 @@ class KeyUpdate(RequestModel):
     limits: KeyLimits | None = None
     models: ModelNames | None = None
     tags: Tags | None = None
+    use_cache: bool | None = None
 
-    @field_validator("name")
+    @field_validator("name", "use_cache")
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:
@@ -264,6 +266,7 @@ class KeyOut(BudgetOut):
     limits: dict[str, int] | None = None
     models: list[str] | None = None
     tags: list[str] | None = None
+    use_cache: bool = True
     revoked: int | None = Field(None, description="When it was revoked (unix time); null: it is not.")
     revoked_reason: str | None = None
 

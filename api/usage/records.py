@@ -31,4 +31,5 @@ class UsageRecord:
     kgco2eq_max: float = 0.0
     latency_ms: int | None = None
     ttft_ms: int | None = None
+    cached: bool = False
     created: datetime = field(default_factory=utcnow)

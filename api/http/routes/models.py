@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from api.calls.access import may_call
+from api.calls.caching import replayed_stream
 from api.calls.call import Call
 from api.calls.operations import Embeddings, Rerank, Transcription
 from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, ModelName, RerankRequest, as_upstream_body
@@ -59,6 +60,9 @@ async def chat_completions(
     if call.stream is not None:
         relay = ChatStreamRelay(call, operation.body, operation.final_fields)
         return ChatStreamResponse(relay, headers=_headers(call))
+    if operation.streamed:  # answered from the cache: as the stream it asked for
+        return StreamingResponse(replayed_stream(call, operation.final_fields), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", **_headers(call)})
     return _answer(call)
 
 
