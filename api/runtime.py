@@ -45,6 +45,8 @@ from api.rag.vectors import VectorStore
 from api.settings import Settings
 from api.state import CounterStore, MemoryCounterStore, RedisCounterStore
 from api.state.load import LoadTracker, MemoryLoadTracker, RedisLoadTracker
+from api.policies.book import PolicyBook
+from api.policies.step import ApplyPolicies
 from api.state.redis_client import build_redis
 from api.state.response_cache import MemoryResponseCache, RedisResponseCache, ResponseCache
 from api.usage.journal import UsageJournal, replay_orphans
@@ -100,6 +102,7 @@ class CallPath:
     metrics: GatewayMetrics
     pipeline: Pipeline  # every model call
     local_calls: Pipeline  # requests served without a model, recorded all the same
+    policies: PolicyBook
 
 
 async def open_call_path(
@@ -134,10 +137,14 @@ async def open_call_path(
         MemoryResponseCache(bounds.memory_max_bytes, bounds.max_entry_bytes) if stores.redis is None
         else RedisResponseCache(stores.redis, settings.dependencies.redis.key_prefix, bounds.max_entry_bytes)  # type: ignore[union-attr]
     )
-    steps = build_steps(catalog, quotas, gateway, usage_writer, metrics.observe, cache, extra=tuple(extra_steps))
+    policies = PolicyBook(stores.session_factory)
+    await policies.reload()
+    background(stack, policies.refresh_forever(general.models_refresh_seconds), "policies-refresh")
+    steps = build_steps(catalog, quotas, gateway, usage_writer, metrics.observe, cache,
+                        extra=(ApplyPolicies(policies), *extra_steps))
     return CallPath(
         secrets, upstreams, catalog, authenticator, gateway, quotas, usage_writer, metrics, Pipeline(steps),
-        Pipeline([step for step in steps if isinstance(step, (Record, Forward))]),
+        Pipeline([step for step in steps if isinstance(step, (Record, Forward))]), policies,
     )
 
 

@@ -70,6 +70,9 @@ MATRIX: list[tuple[str, str, object, str]] = [
     ("POST", "/v1/admin/tokens/{key}/budget", {"amount": 1}, "401 401 401 403 403 403 201 201"),
     ("GET", "/v1/admin/tokens/{key}/budget", None, "401 401 401 403 403 403 200 200"),
     ("GET", "/v1/admin/usage", None, "401 401 401 403 403 403 200 200"),
+    ("POST", "/v1/admin/policies", {"name": "policy-{n}", "rules": [{"detector": "email", "action": "allow"}]},
+     "401 401 401 403 403 403 201 201"),
+    ("GET", "/v1/admin/policies", None, "401 401 401 403 403 403 200 200"),
     ("GET", "/v1/admin/routers", None, "401 401 401 403 403 403 200 200"),
     ("GET", "/v1/admin/routers/{router}", None, "401 401 401 403 403 403 200 200"),
     ("PATCH", "/v1/admin/routers/{router}", {"cost_prompt_tokens": 1}, "401 401 401 403 403 403 204 204"),
@@ -222,7 +225,8 @@ def test_every_endpoint_is_in_the_matrix() -> None:
     allowed = {"POST /v1/admin/roles", "DELETE /v1/admin/roles/{role}", "POST /v1/admin/users",
                "DELETE /v1/admin/users/{user}", "POST /v1/admin/tokens", "DELETE /v1/admin/organizations/{organization}",
                "POST /v1/admin/routers", "DELETE /v1/admin/routers/{router_id}", "POST /v1/admin/providers",
-               "DELETE /v1/admin/providers/{provider_id}", "POST /v1/audio/transcriptions", "POST /v1/ocr"}
+               "DELETE /v1/admin/providers/{provider_id}", "POST /v1/audio/transcriptions", "POST /v1/ocr",
+               "GET /v1/admin/policies/{policy}", "PATCH /v1/admin/policies/{policy}", "DELETE /v1/admin/policies/{policy}"}
     assert set(missing) <= allowed, sorted(set(missing) - allowed)
 
 

@@ -97,6 +97,7 @@ class Call:
     cached: bool = False
     # The stream relay, once a stream of plain text answers ended: the answer, as a JSON one.
     streamed_answer: dict[str, Any] | None = None
+    policy_findings: str | None = None  # ApplyPolicies: what the data policies found (never the text)
 
     @property
     def priority(self) -> int:

@@ -195,6 +195,8 @@ class Usage(Base):
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     ttft_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)  # answered from the response cache
+    # What data policies found, never the text: "email:redact:2,payment_card:block:1".
+    policies: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
 class BudgetChange(Base):
@@ -233,6 +235,20 @@ class IdempotentRequest(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[str | None] = mapped_column(Text, nullable=True)  # the JSON body, if any
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Policy(TimestampMixin, Base):
+    """A data policy: detectors and what to do when one fires, attached to organizations, roles
+    and keys (`api.policies`)."""
+
+    __tablename__ = "policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # [{detector, action, name?, pattern?}]
+    organization_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    role_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    key_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
 
 
 class Collection(TimestampMixin, Base):

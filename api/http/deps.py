@@ -11,6 +11,7 @@ from api.common.listing import PageRequest
 from api.common.schemas import OrderDirection
 from api.calls.gateway import Gateway
 from api.calls.pipeline import Pipeline
+from api.policies.book import PolicyBook
 from api.catalog.catalog import ModelCatalog
 from api.catalog.crypto import SecretBox
 from api.catalog.provider_health import HealthMonitor
@@ -137,6 +138,13 @@ PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 LocalCallsDep = Annotated[Pipeline, Depends(get_local_calls)]
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
+
+
+async def get_policies(request: Request) -> PolicyBook:
+    return request.app.state.context.policies
+
+
+PoliciesDep = Annotated[PolicyBook, Depends(get_policies)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SearcherDep = Annotated[Searcher, Depends(get_searcher)]
 AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]

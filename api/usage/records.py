@@ -32,4 +32,5 @@ class UsageRecord:
     latency_ms: int | None = None
     ttft_ms: int | None = None
     cached: bool = False
+    policies: str | None = None
     created: datetime = field(default_factory=utcnow)

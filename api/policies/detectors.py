@@ -1,0 +1,93 @@
+"""What a data policy looks for in text: built-in detectors, each a fixed pattern (linear in
+the text) confirmed by a validator where one exists — checksums from `python-stdnum`, never
+hand-written — and administrators' own regular expressions, run by RE2, whose matching time is
+linear in the text whatever the expression (no catastrophic backtracking)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from stdnum import iban, luhn
+from stdnum.es import dni
+from stdnum.fr import nir
+from stdnum.it import codicefiscale
+from stdnum.us import ssn
+
+from api.errors import InvalidRequestError
+
+
+def _digits(text: str) -> str:
+    return "".join(c for c in text if c.isdigit())
+
+
+def _card(text: str) -> bool:
+    digits = _digits(text)
+    return 13 <= len(digits) <= 19 and luhn.is_valid(digits)
+
+
+def _phone(text: str) -> bool:
+    return 8 <= len(_digits(text)) <= 15
+
+
+def _ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _national_id(text: str) -> bool:
+    return any(validator.is_valid(text) for validator in (ssn, nir, dni, codicefiscale))
+
+
+@dataclass(frozen=True)
+class Detector:
+    name: str
+    placeholder: str
+    pattern: Any  # a compiled `re` or `re2` pattern: `finditer` over the text
+    confirm: Callable[[str], bool] | None = None
+
+    def find(self, text: str) -> Iterator[tuple[int, int]]:
+        for match in self.pattern.finditer(text):
+            if match.end() > match.start() and (self.confirm is None or self.confirm(match.group(0))):
+                yield match.start(), match.end()
+
+
+BUILT_IN: dict[str, Detector] = {
+    detector.name: detector for detector in (
+        Detector("secret", "[SECRET]", re.compile(
+            r"\b(?:sk-[A-Za-z0-9_-]{20,}|tg-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{20,}"
+            r"|AKIA[0-9A-Z]{16}|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35})"
+            r"|-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+        Detector("email", "[EMAIL]", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")),
+        Detector("iban", "[IBAN]", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban.is_valid),
+        Detector("payment_card", "[CARD]", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card),
+        Detector("national_id", "[NATIONAL_ID]", re.compile(
+            r"\b(?:\d{3}-\d{2}-\d{4}|[12] ?\d{2} ?\d{2} ?\d{2} ?\d{3} ?\d{3} ?\d{2}|\d{8}-?[A-Z]|[A-Z]{6}\d{2}[A-Z]\d{2}[A-Z]\d{3}[A-Z])\b"),
+            _national_id),
+        Detector("ip_address", "[IP_ADDRESS]", re.compile(
+            r"(?<![\w.:])(?:(?:\d{1,3}\.){3}\d{1,3}|(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|[0-9A-Fa-f]{1,4})?)(?![\w.:])"), _ip),
+        Detector("phone", "[PHONE]", re.compile(r"(?<![\w+])\+?\d[\d ().-]{6,18}\d(?!\w)"), _phone),
+    )
+}
+
+
+def custom_detector(name: str, pattern: str) -> Detector:
+    """An administrator's expression, run by RE2 (linear time); refused if RE2 cannot run it
+    (back-references and look-arounds need backtracking)."""
+    import re2  # loaded with the first custom expression
+
+    options = re2.Options()
+    options.max_mem = 8 << 20  # a huge expression fails to compile instead of taking memory
+    options.log_errors = False
+    try:
+        compiled = re2.compile(pattern, options)
+    except re2.error as error:
+        raise InvalidRequestError(f"pattern of '{name}' is not a regular expression RE2 can run in linear time: {error}") from None
+    placeholder = "[" + re.sub(r"[^A-Z0-9_]", "_", name.upper()) + "]"
+    return Detector(name, placeholder, compiled)

@@ -1,0 +1,30 @@
+"""Data policies as a step of the call pipeline: before the operation prepares its request
+(a chat with search searches with the redacted question) and before admission (a refused
+call takes nothing from the caller's limits)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.calls.call import Call
+from api.policies.book import PolicyBook
+from api.policies.scanning import Findings, scan_body
+
+
+class ApplyPolicies:
+    def __init__(self, book: PolicyBook) -> None:
+        self._book = book
+
+    async def enter(self, call: Call) -> None:
+        rules = self._book.rules_for(call.principal)
+        body: Any = getattr(call.operation, "body", None)
+        if not rules or not isinstance(body, dict):
+            return
+        findings = Findings()
+        try:
+            scan_body(call.path, body, rules, findings)
+        finally:
+            call.policy_findings = findings.summary()  # a refused call's record says why
+
+    async def leave(self, call: Call) -> None:
+        pass
