@@ -132,12 +132,13 @@ def api(base: str, method: str, path: str, body: dict | None, key: str) -> dict:
         return json.loads(response.read() or b"{}")
 
 
-def wrk(url: str, key: str | None, model: str, connections: int, duration: int, pid: int | None = None) -> dict[str, float]:
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hello there, how are you today?"}]})
+def wrk(url: str, key: str | None, model: str, connections: int, duration: int, pid: int | None = None,
+        body: dict | None = None) -> dict[str, float]:
+    body_text = json.dumps(body or {"model": model, "messages": [{"role": "user", "content": "hello there, how are you today?"}]})
     headers = 'wrk.headers["Content-Type"] = "application/json"\n'
     if key:
         headers += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
-    script = f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n{headers}'
+    script = f'wrk.method = "POST"\nwrk.body = {json.dumps(body_text)}\n{headers}'
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
         file.write(script)
     threads = min(2, connections)
