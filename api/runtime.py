@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ from api.rag.vectors import VectorStore
 from api.settings import Settings
 from api.state import CounterStore, MemoryCounterStore, RedisCounterStore
 from api.state.load import LoadTracker, MemoryLoadTracker, RedisLoadTracker
+from api.conversations.keeper import ConversationKeeper
+from api.conversations.step import KeepConversations
 from api.policies.book import PolicyBook
 from api.policies.step import ApplyPolicies
 from api.state.redis_client import build_redis
@@ -52,6 +55,8 @@ from api.state.response_cache import MemoryResponseCache, RedisResponseCache, Re
 from api.usage.journal import UsageJournal, replay_orphans
 from api.usage.writer import UsageWriter
 
+
+logger = logging.getLogger("tollgate")
 
 @dataclass(frozen=True)
 class Stores:
@@ -103,6 +108,16 @@ class CallPath:
     pipeline: Pipeline  # every model call
     local_calls: Pipeline  # requests served without a model, recorded all the same
     policies: PolicyBook
+    conversations: ConversationKeeper
+
+
+async def purge_conversations_forever(keeper: ConversationKeeper, every_seconds: float = 3600) -> None:
+    while True:
+        try:
+            await keeper.purge()
+        except Exception:  # noqa: BLE001 - tried again at the next hour
+            logger.exception("purging old conversation records failed")
+        await asyncio.sleep(every_seconds)
 
 
 async def open_call_path(
@@ -140,11 +155,13 @@ async def open_call_path(
     policies = PolicyBook(stores.session_factory)
     await policies.reload()
     background(stack, policies.refresh_forever(general.models_refresh_seconds), "policies-refresh")
+    conversations = ConversationKeeper(stores.session_factory, secrets, general.conversation_retention_days)
+    background(stack, purge_conversations_forever(conversations), "conversations-purge")
     steps = build_steps(catalog, quotas, gateway, usage_writer, metrics.observe, cache,
-                        extra=(ApplyPolicies(policies), *extra_steps))
+                        extra=(ApplyPolicies(policies), KeepConversations(conversations), *extra_steps))
     return CallPath(
         secrets, upstreams, catalog, authenticator, gateway, quotas, usage_writer, metrics, Pipeline(steps),
-        Pipeline([step for step in steps if isinstance(step, (Record, Forward))]), policies,
+        Pipeline([step for step in steps if isinstance(step, (Record, Forward))]), policies, conversations,
     )
 
 

@@ -157,6 +157,9 @@ class GeneralSettings(_Section):
     keys: KeySettings = KeySettings()
     gateway: GatewaySettings = GatewaySettings()
     response_cache: ResponseCacheSettings = ResponseCacheSettings()
+    conversation_retention_days: int = Field(
+        default=30, ge=1, le=36_500, description="Conversation records older than this are deleted (every hour).",
+    )
     rag: RagSettings = RagSettings()
 
 

@@ -49,6 +49,8 @@ MATRIX: list[tuple[str, str, object, str]] = [
     ("POST", "/v1/me/keys/{spare_key}/revoke", {"reason": "matrix"}, "401 401 401 204 404 404 404 403"),
     ("DELETE", "/v1/me/keys/{spare_key}", None, "401 401 401 204 404 404 404 403"),
     ("GET", "/v1/me/usage", None, "401 401 401 200 200 200 200 403"),
+    ("GET", "/v1/me/sessions", None, "401 401 401 200 200 200 200 403"),
+    ("GET", "/v1/admin/sessions", None, "401 401 401 403 403 403 200 200"),
     ("GET", "/v1/admin/organizations", None, "401 401 401 403 403 403 200 200"),
     ("POST", "/v1/admin/organizations", {"name": "new-org-{n}"}, "401 401 401 403 403 403 201 201"),
     ("GET", "/v1/admin/organizations/{org}", None, "401 401 401 403 403 403 200 200"),
@@ -226,7 +228,10 @@ def test_every_endpoint_is_in_the_matrix() -> None:
                "DELETE /v1/admin/users/{user}", "POST /v1/admin/tokens", "DELETE /v1/admin/organizations/{organization}",
                "POST /v1/admin/routers", "DELETE /v1/admin/routers/{router_id}", "POST /v1/admin/providers",
                "DELETE /v1/admin/providers/{provider_id}", "POST /v1/audio/transcriptions", "POST /v1/ocr",
-               "GET /v1/admin/policies/{policy}", "PATCH /v1/admin/policies/{policy}", "DELETE /v1/admin/policies/{policy}"}
+               "GET /v1/admin/policies/{policy}", "PATCH /v1/admin/policies/{policy}", "DELETE /v1/admin/policies/{policy}",
+               # A session exists only once a call was kept: their rules are test_conversations'.
+               "GET /v1/me/sessions/{session_id}", "DELETE /v1/me/sessions/{session_id}",
+               "GET /v1/admin/sessions/{session_id}", "DELETE /v1/admin/sessions/{session_id}"}
     assert set(missing) <= allowed, sorted(set(missing) - allowed)
 
 

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from api.calls.caching import AnswerFromCache
+from api.conversations.step import KeepConversations
 from api.policies.step import ApplyPolicies
 from api.calls.call import Call
 from api.calls.gateway import Gateway
@@ -146,7 +147,8 @@ def _steps(client) -> dict[type, Any]:
 
 async def test_the_app_runs_its_steps_in_the_documented_order(client) -> None:
     assert [type(step) for step in client.app.state.context.pipeline.steps] == [
-        Record, ResolveRouter, Authorise, ApplyPolicies, Prepare, Admit, AnswerFromCache, Price, Forward,
+        Record, ResolveRouter, Authorise, ApplyPolicies, KeepConversations, Prepare, Admit, AnswerFromCache, Price,
+        Forward,
     ]
 
 

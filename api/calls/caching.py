@@ -58,7 +58,7 @@ class AnswerFromCache:
     async def leave(self, call: Call) -> None:
         if call.cached or call.cache_key is None or call.status != 200 or call.router is None:
             return
-        answer = call.answer if call.stream is None else call.streamed_answer
+        answer = call.answer if call.stream is None else (call.streamed_answer if call.streamed_plain else None)
         if answer is None or call.router.cache_ttl_seconds is None:
             return
         kept = orjson.dumps({field: value for field, value in answer.items() if field != "usage"})

@@ -95,9 +95,11 @@ class Call:
     # AnswerFromCache: the key its answer is kept under (None: not cached), whether it was a hit.
     cache_key: str | None = None
     cached: bool = False
-    # The stream relay, once a stream of plain text answers ended: the answer, as a JSON one.
+    # The stream relay, once a stream ended well: its answer as a JSON one (text and reasoning).
     streamed_answer: dict[str, Any] | None = None
+    streamed_plain: bool = False  # ...and it was one choice of text only: the cache may replay it
     policy_findings: str | None = None  # ApplyPolicies: what the data policies found (never the text)
+    kept_request: dict[str, Any] | None = None  # KeepConversations: the request to keep with its answer
 
     @property
     def priority(self) -> int:

@@ -3,8 +3,8 @@
 Each step may act on the way in (`enter`, in list order) and on the way out (`leave`, in
 reverse order, for every step whose `enter` completed), like nested `try/finally` blocks:
 
-    Record -> ResolveRouter -> Authorise -> ApplyPolicies -> Prepare -> Admit -> AnswerFromCache
-        -> Price -> Forward
+    Record -> ResolveRouter -> Authorise -> ApplyPolicies -> KeepConversations -> Prepare -> Admit
+        -> AnswerFromCache -> Price -> Forward
     (out:)    Forward -> Price -> AnswerFromCache (keeps the answer) -> Admit (settle) -> ... -> Record
 
 So a call refused anywhere is still settled and recorded, exactly once, with the status its

@@ -45,8 +45,9 @@ class ChatStreamRelay:
         self._stream = call.stream
         self._request_body = request_body
         self._text: list[str] = []
-        # What a cache keeps of it: one choice of plain text (a tool call is not replayed).
+        # What is kept of it (conversation records; the cache, if it was one choice of plain text).
         self._content: list[str] = []
+        self._reasoning: list[str] = []
         self._plain = True
         self._finish_reason: str | None = None
         self._upstream_usage: dict[str, Any] | None = None
@@ -123,13 +124,16 @@ class ChatStreamRelay:
         self._ended = True
         self._call.tokens(*self._tokens())
         self._call.status = self._status
-        if self._status == 200 and self._plain:
+        if self._status == 200:
+            message = {"role": "assistant", "content": "".join(self._content)}
+            if self._reasoning:
+                message["reasoning_content"] = "".join(self._reasoning)
             self._call.streamed_answer = {
                 "id": self._last_chunk.get("id", f"chatcmpl-{self._call.request_id}"), "object": "chat.completion",
                 "created": self._last_chunk.get("created", int(time.time())), "model": self._last_chunk.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(self._content)},
-                             "finish_reason": self._finish_reason}],
+                "choices": [{"index": 0, "message": message, "finish_reason": self._finish_reason}],
             }
+            self._call.streamed_plain = self._plain
         assert self._call.finish is not None
         await self._call.finish()
 
@@ -186,7 +190,9 @@ class ChatStreamRelay:
                         self._text.append(delta[field])
                 if isinstance(delta.get("content"), str):
                     self._content.append(delta["content"])
-                if delta.get("tool_calls") or delta.get("reasoning_content"):
+                if isinstance(delta.get("reasoning_content"), str):
+                    self._reasoning.append(delta["reasoning_content"])
+                if delta.get("tool_calls"):
                     self._plain = False
                 for call in delta.get("tool_calls") or []:
                     arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None

@@ -30,6 +30,7 @@ class Organization(TimestampMixin, BudgetColumns, Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     # Names or aliases of the only models its users may use (None: what their roles allow).
     models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    keep_conversations: Mapped[bool] = mapped_column(Boolean, default=False)  # api.conversations
 
 
 class Role(TimestampMixin, Base):
@@ -38,6 +39,7 @@ class Role(TimestampMixin, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    keep_conversations: Mapped[bool] = mapped_column(Boolean, default=False)  # api.conversations
     limits: Mapped[list[RoleLimit]] = relationship(
         back_populates="role", cascade="all, delete-orphan", lazy="selectin", order_by="RoleLimit.id"
     )
@@ -92,6 +94,7 @@ class ApiKey(BudgetColumns, Base):
     revoked: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # refused from then on
     revoked_reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     use_cache: Mapped[bool] = mapped_column(Boolean, default=True)  # False: never answered from the cache
+    keep_conversations: Mapped[bool] = mapped_column(Boolean, default=False)  # api.conversations
 
 
 class IdentityChange(Base):
@@ -249,6 +252,36 @@ class Policy(TimestampMixin, Base):
     organization_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     role_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     key_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+
+
+class ConversationSession(TimestampMixin, Base):
+    """Calls of one user grouped as a conversation: named by the client, or one per thread."""
+
+    __tablename__ = "conversation_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    organization_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class ConversationTurn(Base):
+    """One call's request and answer, encrypted (the provider keys' key): `api.conversations`."""
+
+    __tablename__ = "conversation_turns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("conversation_sessions.id", ondelete="CASCADE"), index=True)
+    thread: Mapped[int] = mapped_column(Integer)  # threads are numbered from 1 within a session
+    request_id: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request: Mapped[str] = mapped_column(Text)  # encrypted JSON
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)  # encrypted JSON
+    # The history this turn leads to (its messages and its answer), hashed: the next call of the
+    # thread sends it back, with one more message.
+    leads_to: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class Collection(TimestampMixin, Base):

@@ -17,6 +17,7 @@ from api.http.error_handlers import install_error_handlers
 from api.http.routes import admin_identity
 from api.http.routes import admin_tokens
 from api.http.routes import admin_policies
+from api.http.routes import conversations
 from api.http.routes import auth
 from api.http.routes import me
 from api.http.routes import monitoring
@@ -86,6 +87,7 @@ def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> Fas
     app.include_router(admin_identity.routes)
     app.include_router(admin_tokens.routes)
     app.include_router(admin_policies.routes)
+    app.include_router(conversations.routes)
     app.include_router(admin_models.routes)
     app.include_router(provider_health.routes)
     app.include_router(rag.routes)

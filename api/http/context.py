@@ -15,6 +15,7 @@ from api.calls.pipeline import Pipeline, Step
 from api.catalog.catalog import ModelCatalog
 from api.catalog.crypto import SecretBox
 from api.catalog.provider_health import HealthMonitor
+from api.conversations.keeper import ConversationKeeper
 from api.policies.book import PolicyBook
 from api.identity.authenticator import Authenticator
 from api.identity.login import LoginThrottle
@@ -58,6 +59,7 @@ class AppContext:
     pipeline: Pipeline  # every model call
     local_calls: Pipeline  # requests served without a model, recorded all the same
     policies: PolicyBook
+    conversations: ConversationKeeper
     health: HealthMonitor
     components: Components  # what /metrics probes: the database, Redis, the usage writer
     vectors: VectorStore
@@ -86,7 +88,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack, extra_steps: 
         login_throttle=LoginThrottle(stores.counters, settings.settings.login),
         secrets=calls.secrets, upstreams=calls.upstreams, catalog=calls.catalog, gateway=calls.gateway,
         quotas=calls.quotas, usage_writer=calls.usage_writer, metrics=calls.metrics, pipeline=calls.pipeline,
-        local_calls=calls.local_calls, policies=calls.policies, health=health,
+        local_calls=calls.local_calls, policies=calls.policies, conversations=calls.conversations, health=health,
         components=Components(stores.engine, stores.session_factory, stores.redis, calls.usage_writer),
         vectors=rag.vectors, embedder=rag.embedder, ingestion=rag.ingestion, ocr=rag.ocr, searcher=rag.searcher,
     )

@@ -11,6 +11,7 @@ from api.common.listing import PageRequest
 from api.common.schemas import OrderDirection
 from api.calls.gateway import Gateway
 from api.calls.pipeline import Pipeline
+from api.conversations.keeper import ConversationKeeper
 from api.policies.book import PolicyBook
 from api.catalog.catalog import ModelCatalog
 from api.catalog.crypto import SecretBox
@@ -145,6 +146,13 @@ async def get_policies(request: Request) -> PolicyBook:
 
 
 PoliciesDep = Annotated[PolicyBook, Depends(get_policies)]
+
+
+async def get_conversations(request: Request) -> ConversationKeeper:
+    return request.app.state.context.conversations
+
+
+ConversationsDep = Annotated[ConversationKeeper, Depends(get_conversations)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SearcherDep = Annotated[Searcher, Depends(get_searcher)]
 AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]

@@ -214,9 +214,9 @@ class Authenticator:
 
     async def _load_where(self, where: Any, missing: str, key_name: str | None = None) -> Principal:
         if key_name is None:
-            query = select(ApiKey, User, Organization, Role.permissions).join(User, User.id == ApiKey.user_id)
+            query = select(ApiKey, User, Organization, Role.permissions, Role.keep_conversations).join(User, User.id == ApiKey.user_id)
         else:
-            query = select(literal(None), User, Organization, Role.permissions).select_from(User)
+            query = select(literal(None), User, Organization, Role.permissions, Role.keep_conversations).select_from(User)
         query = (query.join(Role, Role.id == User.role_id)
                  .outerjoin(Organization, Organization.id == User.organization_id).where(where))
         loaded_at = time.monotonic()  # before the read: what it finds is at least this recent
@@ -225,7 +225,7 @@ class Authenticator:
                 row = (await session.execute(query)).first()
                 if row is None:
                     raise AuthenticationError(missing)
-                key, user, organization, permissions = row
+                key, user, organization, permissions, role_keeps = row
                 limit_rows = (
                     await session.execute(
                         select(RoleLimit.router_id, RoleLimit.type, RoleLimit.value).where(RoleLimit.role_id == user.role_id)
@@ -262,6 +262,8 @@ class Authenticator:
             key_models=frozenset(key.models) if key is not None and key.models is not None else None,
             organization_models=frozenset(organization.models) if organization is not None and organization.models is not None else None,
             use_cache=key.use_cache if key is not None else True,
+            keep_conversations=bool(role_keeps or (key is not None and key.keep_conversations)
+                                    or (organization is not None and organization.keep_conversations)),
         )
 
 

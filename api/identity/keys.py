@@ -32,7 +32,8 @@ ORDER_COLUMNS = {"id": ApiKey.id, "name": ApiKey.name, "created": ApiKey.created
 def _fields(key: ApiKey) -> dict[str, Any]:
     return {
         "id": key.id, "name": key.name, "token": key.hint, "expires": to_unix(key.expires), "created": to_unix(key.created),
-        "limits": key.limits, "models": key.models, "tags": key.tags, "use_cache": key.use_cache, "revoked": to_unix(key.revoked),
+        "limits": key.limits, "models": key.models, "tags": key.tags, "use_cache": key.use_cache,
+        "keep_conversations": key.keep_conversations, "revoked": to_unix(key.revoked),
         "revoked_reason": key.revoked_reason,
         **budget_fields(key.budget_nanos, key.allowance_nanos, key.budget_period, key.period_start),
     }
@@ -80,6 +81,7 @@ async def create_key(
             key.period_start = period_start(controls.budget_period, utc_now())
         key.limits = _limits(controls.limits)
         key.models, key.tags, key.use_cache = controls.models, controls.tags, controls.use_cache
+        key.keep_conversations = controls.keep_conversations
     session.add(key)
     await session.commit()
     return key.id, secret
@@ -110,6 +112,8 @@ async def update_key(
         key.tags = body.tags
     if "use_cache" in fields:
         key.use_cache = bool(body.use_cache)
+    if "keep_conversations" in fields:
+        key.keep_conversations = bool(body.keep_conversations)
     await mark_changed(session)
     await (session.commit() if commit is None else commit(session))
     authenticator.forget_keys({key.id})

@@ -29,6 +29,7 @@ _user_count = (
 def _out(organization: Organization, users: int) -> OrganizationOut:
     return OrganizationOut(
         id=organization.id, name=organization.name, users=users, models=organization.models,
+        keep_conversations=organization.keep_conversations,
         created=to_unix(organization.created), updated=to_unix(organization.updated),
         **budget_fields(organization.budget_nanos, organization.allowance_nanos, organization.budget_period,
                         organization.period_start),
@@ -50,7 +51,8 @@ async def create_organization(session: AsyncSession, body: OrganizationCreate) -
     if body.budget_period is not None and body.budget is None:
         raise InvalidRequestError("budget_period needs a budget")
     budget = budget_to_nanos(body.budget)
-    organization = Organization(name=body.name, budget_nanos=budget, models=body.models)
+    organization = Organization(name=body.name, budget_nanos=budget, models=body.models,
+                                keep_conversations=body.keep_conversations)
     if body.budget_period is not None:
         organization.allowance_nanos, organization.budget_period = budget, body.budget_period
         organization.period_start = period_start(body.budget_period, utc_now())
@@ -84,6 +86,8 @@ async def update_organization(
         organization.name = body.name
     if "models" in body.model_fields_set:
         organization.models = body.models
+    if body.keep_conversations is not None:
+        organization.keep_conversations = body.keep_conversations
     await mark_changed(session)
     await commit_or_conflict(session, f"An organization named '{organization.name}' already exists", commit)
     # Its users' cached keys carry its budget and models.

@@ -54,6 +54,7 @@ class Principal:
     key_models: frozenset[str] | None = None
     organization_models: frozenset[str] | None = None
     use_cache: bool = True  # False: the key's calls are never answered from the response cache
+    keep_conversations: bool = False  # its organization, role or key keeps conversation records
 
     def has(self, permission: Permission) -> bool:
         return permission.value in self.permissions

@@ -31,6 +31,7 @@ def role_permissions(role: Role) -> list[Permission]:
 def _out(role: Role, users: int) -> RoleOut:
     return RoleOut(
         id=role.id, name=role.name, permissions=role_permissions(role), limits=role_limits(role),
+        keep_conversations=role.keep_conversations,
         users=users, created=to_unix(role.created), updated=to_unix(role.updated),
     )
 
@@ -47,7 +48,8 @@ async def get_role_model(session: AsyncSession, role_id: int) -> Role:
 
 
 async def create_role(session: AsyncSession, body: RoleCreate) -> int:
-    role = Role(name=body.name, permissions=[p.value for p in body.permissions], limits=_limit_rows(body.limits))
+    role = Role(name=body.name, permissions=[p.value for p in body.permissions], limits=_limit_rows(body.limits),
+                keep_conversations=body.keep_conversations)
     session.add(role)
     await commit_or_conflict(session, f"A role named '{body.name}' already exists")
     return role.id
@@ -77,6 +79,8 @@ async def update_role(session: AsyncSession, authenticator: Authenticator, role_
         role.name = body.name
     if body.permissions is not None:
         role.permissions = [p.value for p in body.permissions]
+    if body.keep_conversations is not None:
+        role.keep_conversations = body.keep_conversations
     concurrent = f"Role {role_id} was changed by another request at the same time; retry"
     if body.limits is not None:
         # Replace the whole set: clear first so the unique (role, router, type) rows never clash.

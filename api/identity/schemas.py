@@ -115,6 +115,7 @@ class OrganizationCreate(RequestModel):
     budget: Budget | None = Field(None, description="A budget its users draw on together (null: none).")
     budget_period: BudgetPeriod | None = Field(None, description="Makes `budget` an allowance per period.")
     models: ModelNames | None = Field(None, description="The only models (names or aliases) its users may use.")
+    keep_conversations: bool = Field(False, description="Keep each call's request and answer as conversation records (docs/responses.md).")
 
 
 class OrganizationUpdate(RequestModel):
@@ -124,6 +125,7 @@ class OrganizationUpdate(RequestModel):
     budget: Budget | None = None
     budget_period: BudgetPeriod | None = None
     models: ModelNames | None = None
+    keep_conversations: bool | None = None
 
 
 class OrganizationOut(BudgetOut):
@@ -132,6 +134,7 @@ class OrganizationOut(BudgetOut):
     name: str
     users: int
     models: list[str] | None = None
+    keep_conversations: bool = False
     created: int
     updated: int
 
@@ -143,12 +146,14 @@ class RoleCreate(RequestModel):
     name: Name
     permissions: Permissions = []
     limits: Limits = []
+    keep_conversations: bool = Field(False, description="Keep each call's request and answer as conversation records (docs/responses.md).")
 
 
 class RoleUpdate(RequestModel):
     name: Name | None = None
     permissions: Permissions | None = None
     limits: Limits | None = None
+    keep_conversations: bool | None = None
 
 
 class RoleOut(BaseModel):
@@ -157,6 +162,7 @@ class RoleOut(BaseModel):
     name: str
     permissions: list[Permission]
     limits: list[Limit]
+    keep_conversations: bool = False
     users: int
     created: int
     updated: int
@@ -226,6 +232,7 @@ class KeyCreate(RequestModel):
     models: ModelNames | None = Field(None, description="The only models (names or aliases) the key may use.")
     tags: Tags | None = None
     use_cache: bool = Field(True, description="false: the key's calls are never answered from the response cache.")
+    keep_conversations: bool = Field(False, description="Keep each call's request and answer as conversation records (docs/responses.md).")
 
 
 class TokenCreate(KeyCreate):
@@ -243,8 +250,9 @@ class KeyUpdate(RequestModel):
     models: ModelNames | None = None
     tags: Tags | None = None
     use_cache: bool | None = None
+    keep_conversations: bool | None = None
 
-    @field_validator("name", "use_cache")
+    @field_validator("name", "use_cache", "keep_conversations")
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:
@@ -267,6 +275,7 @@ class KeyOut(BudgetOut):
     models: list[str] | None = None
     tags: list[str] | None = None
     use_cache: bool = True
+    keep_conversations: bool = False
     revoked: int | None = Field(None, description="When it was revoked (unix time); null: it is not.")
     revoked_reason: str | None = None
 
