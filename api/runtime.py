@@ -112,6 +112,8 @@ class CallPath:
 
 
 async def purge_conversations_forever(keeper: ConversationKeeper, every_seconds: float = 3600) -> None:
+    # Not at start-up: a process's first minute has enough to write (and SQLite one writer).
+    await asyncio.sleep(60)
     while True:
         try:
             await keeper.purge()
