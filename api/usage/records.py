@@ -32,3 +32,5 @@ class UsageRecord:
     latency_ms: int | None = None
     ttft_ms: int | None = None
     created: datetime = field(default_factory=utcnow)
+    tag: str | None = None
+    end_user: str | None = None
