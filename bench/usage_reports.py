@@ -16,7 +16,8 @@ of it (`git archive <commit> | tar -x -C /tmp/before`, copy this file into its b
 `--generate`, then from this checkout without it: the second run migrates the database and
 measures again.
 
-The app runs in this process (the HTTP stack, an ASGI client, no network). Measured, each
+The app runs in this process (the HTTP stack, an ASGI client, no network), its garbage
+collector tuned as `tollgate serve` tunes it. Measured, each
 `--runs` times after two warm-up calls: `GET /v1/admin/usage?group_by=organization` over the
 last 30 days, and the first page of `GET /v1/me/usage` (10 records) of one of the 1,000 users
 (~5,000 records in those 30 days). Prints p50 and p95 in milliseconds.
@@ -41,6 +42,7 @@ sys.path.insert(0, str(ROOT))  # `python bench/usage_reports.py` as well as `pyt
 
 from api.db.migrate import upgrade_database  # noqa: E402
 from api.http.app import create_app  # noqa: E402
+from api.http.serving import tune_collector  # noqa: E402
 from api.settings import Settings  # noqa: E402
 
 MASTER_KEY = "bench-master-key"
@@ -173,6 +175,7 @@ async def main() -> None:
             print(f"migrated to head in {time.perf_counter() - started:.1f}s", flush=True)
         app = create_app(_settings(url, qdrant_path))
         async with app.router.lifespan_context(app):
+            tune_collector()  # as `tollgate serve` does once its app has started
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client:
                 now = int(time.time())
