@@ -315,3 +315,74 @@ async def test_retention_purges_old_records_and_the_reports_over_their_days_stil
     assert found["total"] == 1
     page = (await client.get(f"/v1/me/usage?start_time={int(old.timestamp())}", headers=user.headers)).json()
     assert page["total"] == len(page["data"]) == 1  # nothing older than the retention is listed or counted
+
+
+async def test_replicas_writing_at_once_keep_the_rollups_exact(app_factory: AppFactory, upstream) -> None:
+    """Two processes' writers add to the same roll-up rows in the same moments."""
+    import asyncio
+
+    first, models, router = await _setup(app_factory, upstream, usage_write_interval_seconds=0.01)
+    second = await app_factory(usage_write_interval_seconds=0.01)
+    users = [await models.user_for(router) for _ in range(2)]
+
+    async def call(client: httpx.AsyncClient, n: int) -> None:
+        headers = {**users[n % 2].headers, "X-Tollgate-Tag": f"t{n % 3}"}
+        assert (await client.post("/v1/chat/completions", json=CHAT, headers=headers)).status_code == 200
+
+    await asyncio.gather(*(call(client, n) for n in range(30) for client in (first, second)))
+    await usage_rows(second)
+    rows = await usage_rows(first)
+    assert len(rows) == 60
+    for group in ("user", "tag", "router"):
+        report = await _get(first, f"/v1/admin/usage/top?group_by={group}&limit=100")
+        assert sum(item["requests"] for item in report["data"]) == 60
+        assert sum(round(item["cost"] * 1e9) for item in report["data"]) == sum(row.cost_nanos for row in rows)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_the_migration_rolls_up_the_records_already_there(tmp_path, database: str) -> None:
+    """A deployment upgrading with records in its table gets reports over them at once."""
+    import asyncio
+    import uuid
+
+    from sqlalchemy import text
+
+    from api.db.engine import build_engine
+    from api.db.migrate import upgrade_database
+    from api.settings import DatabaseSettings
+    from conftest import PG_URL, _create_pg_database, _drop_pg_database
+
+    if database == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'upgrade.db'}"
+    elif PG_URL is None:
+        pytest.skip("set TOLLGATE_TEST_DATABASE_URL to test the migration on PostgreSQL")
+    else:
+        name = f"tollgate_upgrade_{uuid.uuid4().hex[:8]}"
+        url = await _create_pg_database(PG_URL, name)
+    await asyncio.to_thread(upgrade_database, url, "0006")
+    engine = build_engine(DatabaseSettings(url=url))
+    try:
+        async with engine.begin() as connection:
+            for n, (user, day, status) in enumerate([(1, "2026-11-01", 200), (1, "2026-11-01", 500), (2, "2026-11-02", 200), (None, "2026-11-02", 200)]):
+                await connection.execute(text(
+                    "INSERT INTO usage (request_id, created, user_id, organization_id, key_id, router_id, endpoint, method, status, "
+                    "prompt_tokens, completion_tokens, total_tokens, cost_nanos, kwh_min, kwh_max, kgco2eq_min, kgco2eq_max) "
+                    f"VALUES ('r{n}', :created, :user, 7, :user, 3, '/v1/chat/completions', 'POST', {status}, "
+                    f"{n}, 1, {n + 1}, {1000 * n}, 0.5, 1.0, 0.25, 0.5)"),
+                    {"user": user, "created": datetime.fromisoformat(f"{day}T23:59:59+00:00")})
+        await asyncio.to_thread(upgrade_database, url)
+        async with engine.connect() as connection:
+            rows = (await connection.execute(text(
+                "SELECT dimension, day, group_id, tag, requests, errors, prompt_tokens, cost_nanos, kwh_max FROM usage_daily "
+                "ORDER BY dimension, day, group_id"))).all()
+    finally:
+        await engine.dispose()
+        if database == "postgresql":
+            await _drop_pg_database(PG_URL, name)
+    rows = [(row[0], str(row[1]), *row[2:]) for row in rows]
+    by_user = [tuple(row) for row in rows if row[0] == "user"]
+    assert by_user == [("user", "2026-11-01", 1, "", 2, 1, 1, 1000, 2.0), ("user", "2026-11-02", 0, "", 1, 0, 3, 3000, 1.0),
+                       ("user", "2026-11-02", 2, "", 1, 0, 2, 2000, 1.0)]
+    assert [tuple(row[:5]) for row in rows if row[0] == "organization"] == [
+        ("organization", "2026-11-01", 7, "", 2), ("organization", "2026-11-02", 7, "", 2)]
+    assert sum(row[4] for row in rows) == 4 * 4  # each record once in each of the four dimensions
