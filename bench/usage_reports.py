@@ -186,6 +186,19 @@ async def main() -> None:
                       f"{requests:,} requests |")
                 p50, p95, body = await _measure(client, "/v1/me/usage", {"Authorization": f"Bearer {key}"}, args.runs)
                 print(f"| a user's /v1/me/usage, first page | {p50:.1f} | {p95:.1f} | total {body['total']:,} |")
+                # The other reports, where the code has them (not before the roll-ups).
+                others = {
+                    "top 10 users by cost, 30 days": f"/v1/admin/usage/top?group_by=user&start_time={now - 30 * 86400}",
+                    "usage by user, 30 days": f"/v1/admin/usage?group_by=user&start_time={now - 30 * 86400}",
+                    "records, first page, no filter": "/v1/admin/usage/records",
+                    "records of one key, first page": f"/v1/admin/usage/records?key={int(user) + 1}",
+                    "records of one model with status 429, first page": "/v1/admin/usage/records?model=model-1&status=429",
+                }
+                admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+                if (await client.get(others["records, first page, no filter"], headers=admin)).status_code == 200:
+                    for label, path in others.items():
+                        p50, p95, body = await _measure(client, path, admin, args.runs)
+                        print(f"| {label} | {p50:.1f} | {p95:.1f} | {len(body['data'])} rows, total {body['total']:,} |")
     if args.drop:
         await _admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -25,6 +25,8 @@ def upgrade() -> None:
         batch_op.drop_index('ix_usage_user_id')
         batch_op.create_index('ix_usage_user_id_created', ['user_id', 'created', 'id'], unique=False)
         batch_op.create_index('ix_usage_key_id_created', ['key_id', 'created', 'id'], unique=False)
+        batch_op.create_index('ix_usage_errors', ['status', 'created'], unique=False,
+                              postgresql_where=sa.text('status >= 400'), sqlite_where=sa.text('status >= 400'))
     op.create_table('usage_daily',
     sa.Column('dimension', sa.String(length=16), nullable=False),
     sa.Column('day', sa.Date(), nullable=False),
@@ -60,6 +62,7 @@ def downgrade() -> None:
     op.drop_index('ix_usage_daily_group', table_name='usage_daily')
     op.drop_table('usage_daily')
     with op.batch_alter_table('usage', schema=None) as batch_op:
+        batch_op.drop_index('ix_usage_errors')
         batch_op.drop_index('ix_usage_key_id_created')
         batch_op.drop_index('ix_usage_user_id_created')
         batch_op.create_index('ix_usage_user_id', ['user_id'], unique=False)
