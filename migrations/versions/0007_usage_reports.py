@@ -37,10 +37,10 @@ def upgrade() -> None:
     sa.Column('prompt_tokens', sa.BigInteger(), nullable=False),
     sa.Column('completion_tokens', sa.BigInteger(), nullable=False),
     sa.Column('cost_nanos', sa.BigInteger(), nullable=False),
-    sa.Column('kwh_min', sa.Float(), nullable=False),
-    sa.Column('kwh_max', sa.Float(), nullable=False),
-    sa.Column('kgco2eq_min', sa.Float(), nullable=False),
-    sa.Column('kgco2eq_max', sa.Float(), nullable=False),
+    sa.Column('kwh_min', sa.Double(), nullable=False),
+    sa.Column('kwh_max', sa.Double(), nullable=False),
+    sa.Column('kgco2eq_min', sa.Double(), nullable=False),
+    sa.Column('kgco2eq_max', sa.Double(), nullable=False),
     sa.PrimaryKeyConstraint('dimension', 'day', 'group_id', 'tag', name=op.f('pk_usage_daily'))
     )
     op.create_index('ix_usage_daily_group', 'usage_daily', ['dimension', 'group_id', 'day'], unique=False)
