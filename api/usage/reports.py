@@ -20,9 +20,8 @@ from api.common.schemas import from_unix, to_unix
 from api.db.base import utcnow
 from api.db.tables import ApiKey, Organization, Router, Usage, UsageDaily, User
 from api.errors import InvalidRequestError
-from api.usage.schemas import (
-    Carbon, CarbonRange, TopOrder, UsageDetail, UsageGroup, UsageMetrics, UsageRecordOut, UsageTop, UsageTotal,
-)
+from api.usage.schemas import TopOrder, UsageGroup, UsageRecordOut, UsageTop, UsageTotal
+from api.usage.service import usage_detail
 
 NANOS = 1_000_000_000
 DEFAULT_DAYS = 30
@@ -177,12 +176,5 @@ def _record_out(usage: Usage) -> UsageRecordOut:
         id=usage.id, request_id=usage.request_id, created=to_unix(usage.created), user=usage.user_id,
         organization=usage.organization_id, key=usage.key_id, key_name=usage.key_name, router=usage.router_id,
         provider=usage.provider_id, model=usage.model, endpoint=usage.endpoint, method=usage.method, status=usage.status,
-        tag=usage.tag, end_user=usage.end_user,
-        usage=UsageDetail(
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens,
-            cost=usage.cost_nanos / NANOS,
-            carbon=Carbon(kWh=CarbonRange(min=usage.kwh_min, max=usage.kwh_max),
-                          kgCO2eq=CarbonRange(min=usage.kgco2eq_min, max=usage.kgco2eq_max)),
-            metrics=UsageMetrics(latency=usage.latency_ms, ttft=usage.ttft_ms),
-        ),
+        tag=usage.tag, end_user=usage.end_user, usage=usage_detail(usage),
     )

@@ -115,16 +115,20 @@ def _merge_page(rows: list[_Listed], pending: list[UsageRecord], first: int, off
     ]
 
 
+def usage_detail(usage: Usage | UsageRecord) -> UsageDetail:
+    """One record's tokens, cost, carbon and timings, as every listing of records shows them.
+    A record's fields are the table's columns (usage/writer.py checks it): either reads alike."""
+    return UsageDetail(
+        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens,
+        cost=usage.cost_nanos / NANOS,
+        carbon=Carbon(kWh=CarbonRange(min=usage.kwh_min, max=usage.kwh_max),
+                      kgCO2eq=CarbonRange(min=usage.kgco2eq_min, max=usage.kgco2eq_max)),
+        metrics=UsageMetrics(latency=usage.latency_ms, ttft=usage.ttft_ms),
+    )
+
+
 def _me_usage(usage: Usage | UsageRecord, key_name: str | None, usage_id: int | None) -> MeUsage:
-    # A record's fields are the table's columns (usage/writer.py checks it): either reads alike.
     return MeUsage(
         id=usage_id, model=usage.model, key=key_name, endpoint=usage.endpoint, method=usage.method, status=usage.status,
-        usage=UsageDetail(
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens,
-            cost=usage.cost_nanos / NANOS,
-            carbon=Carbon(kWh=CarbonRange(min=usage.kwh_min, max=usage.kwh_max),
-                          kgCO2eq=CarbonRange(min=usage.kgco2eq_min, max=usage.kgco2eq_max)),
-            metrics=UsageMetrics(latency=usage.latency_ms, ttft=usage.ttft_ms),
-        ),
-        created=to_unix(usage.created),
+        usage=usage_detail(usage), created=to_unix(usage.created),
     )
