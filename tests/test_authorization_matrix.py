@@ -62,6 +62,8 @@ MATRIX: list[tuple[str, str, object, str]] = [
     ("GET", "/v1/admin/tokens", None, "401 401 401 403 403 403 200 200"),
     ("GET", "/v1/admin/tokens/{key}", None, "401 401 401 403 403 403 200 200"),
     ("GET", "/v1/admin/usage", None, "401 401 401 403 403 403 200 200"),
+    ("GET", "/v1/admin/usage/top", None, "401 401 401 403 403 403 200 200"),
+    ("GET", "/v1/admin/usage/records", None, "401 401 401 403 403 403 200 200"),
     ("GET", "/v1/admin/routers", None, "401 401 401 403 403 403 200 200"),
     ("GET", "/v1/admin/routers/{router}", None, "401 401 401 403 403 403 200 200"),
     ("PATCH", "/v1/admin/routers/{router}", {"cost_prompt_tokens": 1}, "401 401 401 403 403 403 204 204"),
