@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Select, cast, desc, func, select
 from pydantic import TypeAdapter
+from sqlalchemy import BigInteger, ColumnElement, Select, cast, desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.schemas import from_unix, to_unix
@@ -29,9 +29,9 @@ DEFAULT_DAYS = 30
 MAX_COUNTED = 10_000
 
 _D = UsageDaily
-# The sums every report reads, in this order (see `_totals`).
-# PostgreSQL's SUM of a bigint is a numeric, read as a Decimal (slow to convert, row by row):
-# cast back to a bigint, which the sums of a gateway's usage never overflow.
+# The sums every report reads, in this order (see `_totals`). PostgreSQL's SUM of a bigint is
+# a numeric, read as a Decimal (slow to convert, row by row): cast back to a bigint, which the
+# sums of a gateway's usage never overflow.
 _SUMS = (*(cast(func.sum(column), BigInteger) for column in (_D.requests, _D.errors, _D.prompt_tokens,
                                                                 _D.completion_tokens, _D.cost_nanos)),
          func.sum(_D.kwh_min), func.sum(_D.kwh_max), func.sum(_D.kgco2eq_min), func.sum(_D.kgco2eq_max))
@@ -40,10 +40,10 @@ _NAMES = {UsageGroup.user: (User.id, User.email), UsageGroup.key: (ApiKey.id, Ap
           UsageGroup.organization: (Organization.id, Organization.name), UsageGroup.router: (Router.id, Router.name)}
 
 
-def window(start_time: int | None, end_time: int | None, days: int = DEFAULT_DAYS) -> tuple[datetime, datetime]:
-    """From `start_time` to `end_time` (Unix seconds); by default the last `days` days to now."""
+def window(start_time: int | None, end_time: int | None) -> tuple[datetime, datetime]:
+    """From `start_time` to `end_time` (Unix seconds); by default the last 30 days to now."""
     end = from_unix(end_time) or utcnow()
-    start = from_unix(start_time) or end - timedelta(days=days)
+    start = from_unix(start_time) or end - timedelta(days=DEFAULT_DAYS)
     if start > end:
         raise InvalidRequestError("start_time must not be after end_time")
     return start, end
