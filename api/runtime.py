@@ -53,7 +53,11 @@ from api.policies.step import ApplyPolicies
 from api.state.redis_client import build_redis
 from api.state.response_cache import MemoryResponseCache, RedisResponseCache, ResponseCache
 from api.usage.journal import UsageJournal, replay_orphans
+from api.usage.retention import purge_forever
 from api.usage.writer import UsageWriter
+
+# How often each process deletes the usage records older than `usage_retention_days`.
+PURGE_EVERY_SECONDS = 3600.0
 
 
 logger = logging.getLogger("tollgate")
@@ -141,6 +145,8 @@ async def open_call_path(
         # Records answered by a process of this folder that died before writing them.
         await replay_orphans(journal.directory, usage_writer.write_now)
     usage_writer.start()
+    if general.usage_retention_days is not None:
+        background(stack, purge_forever(stores.engine, general.usage_retention_days, PURGE_EVERY_SECONDS), "usage-retention")
     # Registered after the stores, so it runs before they close: in-flight usage is written first.
     stack.push_async_callback(usage_writer.stop)
     authenticator = Authenticator(stores.session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds)

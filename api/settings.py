@@ -144,6 +144,11 @@ class GeneralSettings(_Section):
         description="At shutdown, how long the last usage records may take to be written when the usage journal is "
         "on; those the database has not taken by then stay in the journal. Without a journal, shutdown waits for them.",
     )
+    usage_retention_days: int | None = Field(
+        default=None, ge=1, le=36500,
+        description="How long raw usage records (one per request) are kept: older ones are deleted, hourly, by every "
+        "process; the daily roll-ups that reports read are kept. null: kept for ever.",
+    )
     auth_cache_ttl_seconds: float = Field(default=1.0, ge=0, le=1.0, description="How soon a change to keys, users or roles reaches every process (checked twice per this time); bounded by 1 s so revocation is honoured within 1 s.")
     max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     encryption_key: str | None = Field(

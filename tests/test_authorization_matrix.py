@@ -75,6 +75,8 @@ MATRIX: list[tuple[str, str, object, str]] = [
     ("POST", "/v1/admin/policies", {"name": "policy-{n}", "rules": [{"detector": "email", "action": "allow"}]},
      "401 401 401 403 403 403 201 201"),
     ("GET", "/v1/admin/policies", None, "401 401 401 403 403 403 200 200"),
+    ("GET", "/v1/admin/usage/top", None, "401 401 401 403 403 403 200 200"),
+    ("GET", "/v1/admin/usage/records", None, "401 401 401 403 403 403 200 200"),
     ("GET", "/v1/admin/routers", None, "401 401 401 403 403 403 200 200"),
     ("GET", "/v1/admin/routers/{router}", None, "401 401 401 403 403 403 200 200"),
     ("PATCH", "/v1/admin/routers/{router}", {"cost_prompt_tokens": 1}, "401 401 401 403 403 403 204 204"),

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from api.usage.records import UsageRecord
+from api.usage.storable import MAX_COUNT
 from api.usage.writer import ROWS_PER_STATEMENT
 from conftest import Backend, usage_rows
 
@@ -119,6 +120,6 @@ async def test_a_record_with_content_no_column_can_take_is_stored_with_it_replac
     assert set(rows) == {bad.request_id, good.request_id}
     stored = rows[bad.request_id]
     assert stored.model == "ocr\ufffd" and stored.key_name == ("k\ufffd" + "k" * 300)[:255]
-    assert (stored.prompt_tokens, stored.completion_tokens) == (2**63 - 1, -(2**63))
+    assert (stored.prompt_tokens, stored.completion_tokens) == (MAX_COUNT, 0)  # counts: summed into the roll-ups
     assert (stored.kwh_min, stored.kwh_max, stored.latency_ms) == (0.0, 0.0, 2**31 - 1)
     assert {name: getattr(rows[good.request_id], name) for name in vars(good)} == vars(good)

@@ -70,6 +70,8 @@ class Call:
     operation: Operation
     path: str  # recorded as the usage record's endpoint
     method: str = "POST"
+    tag: str | None = None  # what the caller said of the call, for the reports (api.usage.tags)
+    end_user: str | None = None  # the body's OpenAI `user`
     request_id: str = field(default_factory=usage_request_id)
     started: float = field(default_factory=time.perf_counter)
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.common.schemas import StorableStr
+from api.usage.tags import TAG_CHARACTERS, is_tag
 
 ModelName = Annotated[StorableStr, Field(min_length=1, max_length=255)]
 
@@ -55,7 +56,31 @@ class StreamOptions(PassThroughModel):
     include_usage: bool | None = None
 
 
-class ChatCompletionRequest(UpstreamRequest):
+class TaggedRequest(UpstreamRequest):
+    """OpenAI's `user` (the caller's own end user) and `metadata` (up to 16 string pairs): both
+    go upstream as sent; `user` is kept on the usage record, and `metadata.tag` is the call's
+    tag when no `X-Tollgate-Tag` header gives one (docs/api.md)."""
+
+    user: Annotated[StorableStr, Field(max_length=255)] | None = None
+    metadata: Annotated[
+        dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]], Field(max_length=16)
+    ] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _tag(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None and "tag" in value and not is_tag(value["tag"]):
+            raise ValueError(f"metadata.tag must be 1 to 64 {TAG_CHARACTERS}")
+        return value
+
+    def tag(self, header: str | None) -> str | None:
+        """The call's tag: the header's (already checked), else the body's."""
+        if header is not None:
+            return header
+        return None if self.metadata is None else self.metadata.get("tag")
+
+
+class ChatCompletionRequest(TaggedRequest):
     model: ModelName
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=10_000)]
     stream: bool = False
@@ -76,7 +101,7 @@ EmbeddingInput = (
 )
 
 
-class EmbeddingsRequest(UpstreamRequest):
+class EmbeddingsRequest(TaggedRequest):
     model: ModelName
     input: EmbeddingInput
     dimensions: Annotated[int, Field(ge=1)] | None = None
@@ -92,7 +117,7 @@ class EmbeddingsRequest(UpstreamRequest):
         return value
 
 
-class RerankRequest(UpstreamRequest):
+class RerankRequest(TaggedRequest):
     model: ModelName
     query: Annotated[str, Field(min_length=1)]
     documents: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=10_000)]

@@ -62,7 +62,7 @@ def _record_of(call: Call, status: int, prompt: int, completion: int, cost: int,
         kgco2eq_min=carbon.kgco2eq_min, kgco2eq_max=carbon.kgco2eq_max,
         latency_ms=int((time.perf_counter() - call.started) * 1000),
         ttft_ms=int((call.first_byte_at - call.started) * 1000) if call.first_byte_at else None,
-        cached=call.cached, policies=call.policy_findings,
+        cached=call.cached, policies=call.policy_findings, tag=call.tag, end_user=call.end_user,
     )
 
 

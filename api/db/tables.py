@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from api.db.base import Base, TimestampMixin, UTCDateTime, utcnow
@@ -172,11 +172,18 @@ class Usage(Base):
     """One record per request to a model endpoint, success or failure."""
 
     __tablename__ = "usage"
+    # A user's or a key's newest records first, page by page, without sorting the rest of theirs.
+    __table_args__ = (
+        Index("ix_usage_user_id_created", "user_id", "created", "id"),
+        Index("ix_usage_key_id_created", "key_id", "created", "id"),
+        # The failed calls, few among the rest: found without reading the others (PostgreSQL).
+        Index("ix_usage_errors", "status", "created", postgresql_where=text("status >= 400"), sqlite_where=text("status >= 400")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(64), unique=True)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     organization_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     key_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -200,6 +207,39 @@ class Usage(Base):
     cached: Mapped[bool] = mapped_column(Boolean, default=False)  # answered from the response cache
     # What data policies found, never the text: "email:redact:2,payment_card:block:1".
     policies: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # What the caller said of the call: its tag (`X-Tollgate-Tag`, or the body's metadata.tag)
+    # and its own end user (the body's OpenAI `user`). See docs/api.md.
+    tag: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    end_user: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class UsageDaily(Base):
+    """The usage records summed per UTC day, per user, key, organisation or router (`dimension`,
+    `group_id`), and per tag. The usage writer adds each batch of records here in the
+    transaction that inserts them, so reports over whole days read these rows, never the raw
+    records, and keep working once those are purged (`usage_retention_days`).
+
+    No NULLs in the key: a NULL never equals another in a unique index, so ON CONFLICT would
+    not find the row; no user, key... is `group_id` 0, no tag is ''."""
+
+    __tablename__ = "usage_daily"
+    # The primary key serves reports of one dimension over a range of days; the index serves
+    # one group's days (a user's count of records, one key's report).
+    __table_args__ = (Index("ix_usage_daily_group", "dimension", "group_id", "day"),)
+
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    group_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    kwh_min: Mapped[float] = mapped_column(default=0.0)
+    kwh_max: Mapped[float] = mapped_column(default=0.0)
+    kgco2eq_min: Mapped[float] = mapped_column(default=0.0)
+    kgco2eq_max: Mapped[float] = mapped_column(default=0.0)
 
 
 class BudgetChange(Base):

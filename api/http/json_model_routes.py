@@ -29,11 +29,13 @@ from api.common import jsonutil
 from api.http.context import AppContext
 from api.http.routes import models
 from api.identity.principal import Principal
+from api.usage.tags import TAG_HEADER
 
 _EMPTY = object()  # no body at all
 
-# An endpoint's function called with its validated body, the caller and the app's context.
-Call = Callable[[Any, Principal, AppContext], Awaitable[Response]]
+# An endpoint's function called with its validated body, the caller, the app's context and
+# the X-Tollgate-Tag header (checked by the function).
+Call = Callable[[Any, Principal, AppContext, str | None], Awaitable[Response]]
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -80,7 +82,7 @@ def _endpoint(model: type[BaseModel], call: Call) -> Callable[[Request], Awaitab
         context: AppContext = request.app.state.context
         data = await _read_json(request)
         caller = await context.authenticator.authenticate(request.headers.get("authorization"))
-        return await call(_validate(model, data), caller, context)
+        return await call(_validate(model, data), caller, context, request.headers.get(TAG_HEADER))
 
     return endpoint
 
@@ -88,10 +90,14 @@ def _endpoint(model: type[BaseModel], call: Call) -> Callable[[Request], Awaitab
 ROUTES: dict[str, tuple[type[BaseModel], Call]] = {
     "/v1/chat/completions": (
         ChatCompletionRequest,
-        lambda body, caller, context: models.chat_completions(body, caller, context.pipeline, context.searcher, context.settings),
+        lambda body, caller, context, tag: models.chat_completions(
+            body, caller, context.pipeline, context.searcher, context.settings, tag
+        ),
     ),
-    "/v1/embeddings": (EmbeddingsRequest, lambda body, caller, context: models.create_embeddings(body, caller, context.pipeline)),
-    "/v1/rerank": (RerankRequest, lambda body, caller, context: models.create_rerank(body, caller, context.pipeline)),
+    "/v1/embeddings": (
+        EmbeddingsRequest, lambda body, caller, context, tag: models.create_embeddings(body, caller, context.pipeline, tag)
+    ),
+    "/v1/rerank": (RerankRequest, lambda body, caller, context, tag: models.create_rerank(body, caller, context.pipeline, tag)),
 }
 
 

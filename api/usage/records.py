@@ -34,3 +34,5 @@ class UsageRecord:
     cached: bool = False
     policies: str | None = None
     created: datetime = field(default_factory=utcnow)
+    tag: str | None = None
+    end_user: str | None = None

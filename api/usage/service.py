@@ -1,39 +1,68 @@
-"""Reading usage: a user's own records, and the admin's totals per day."""
+"""Reading usage: a user's own records (the admin's reports are in `reports.py`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
-from sqlalchemy import Date, case, cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
 
 from api.common.schemas import from_unix, to_unix
 from api.db.base import utcnow
-from api.db.tables import ApiKey, Usage, User
+from api.db.tables import ApiKey, Usage, UsageDaily
 from api.usage.records import UsageRecord
-from api.usage.schemas import Carbon, CarbonRange, MeUsage, UsageDetail, UsageGroup, UsageMetrics, UsageTotal
+from api.usage.schemas import Carbon, CarbonRange, MeUsage, UsageDetail, UsageMetrics
 
 NANOS = 1_000_000_000
 
 
-def _window(start_time: int | None, end_time: int | None) -> tuple[datetime, datetime]:
+def _window(start_time: int | None, end_time: int | None, retention_days: int | None) -> tuple[datetime, datetime]:
     end = from_unix(end_time) or utcnow()
     start = from_unix(start_time) or end - timedelta(days=30)
+    if retention_days is not None:
+        # Records older than this may be purged: none is listed, so none is counted either
+        # (the roll-ups still hold them).
+        start = max(start, utcnow() - timedelta(days=retention_days))
     return start, end
+
+
+def _midnight(moment: datetime) -> datetime:
+    return datetime.combine(moment.astimezone(UTC).date(), time(), UTC)
+
+
+async def _count_mine(session: AsyncSession, user_id: int, start: datetime, end: datetime, endpoint: str | None) -> int:
+    """How many records the user has in [start, end]: the whole days inside from the daily
+    roll-ups, only the partial days at either end from the records (an index range of the
+    user's), so a user with millions of records is counted as fast as one with a few."""
+    raw = select(func.count()).select_from(Usage).where(Usage.user_id == user_id)
+    if endpoint is not None:  # the roll-ups have no endpoint
+        return (await session.execute(raw.where(Usage.created >= start, Usage.created <= end, Usage.endpoint == endpoint))).scalar_one()
+    first_whole = _midnight(start) if _midnight(start) == start else _midnight(start) + timedelta(days=1)
+    last_whole = _midnight(end)
+    if first_whole >= last_whole:
+        return (await session.execute(raw.where(Usage.created >= start, Usage.created <= end))).scalar_one()
+    days = (
+        select(func.sum(UsageDaily.requests))
+        .where(UsageDaily.dimension == "user", UsageDaily.group_id == user_id,
+               UsageDaily.day >= first_whole.date(), UsageDaily.day < last_whole.date())
+    )
+    head = raw.where(Usage.created >= start, Usage.created < first_whole)
+    tail = raw.where(Usage.created >= last_whole, Usage.created <= end)
+    counts = (await session.execute(select(head.scalar_subquery(), days.scalar_subquery(), tail.scalar_subquery()))).one()
+    return sum(int(count or 0) for count in counts)
 
 
 async def list_my_usage(
     session: AsyncSession, user_id: int, offset: int, limit: int,
     start_time: int | None, end_time: int | None, endpoint: str | None,
-    unwritten: Sequence[UsageRecord] = (),
+    unwritten: Sequence[UsageRecord] = (), retention_days: int | None = None,
 ) -> tuple[list[MeUsage], int]:
     """The user's records, newest first, with `unwritten`: those of their calls that this
     process answered and has not written yet (they reach the database in batches), so a call
     shows at once. `unwritten` is taken before the query: one written meanwhile is then found
     by both, and listed once."""
-    start, end = _window(start_time, end_time)
+    start, end = _window(start_time, end_time, retention_days)
     conditions = [Usage.user_id == user_id, Usage.created >= start, Usage.created <= end]
     if endpoint is not None:
         conditions.append(Usage.endpoint == endpoint)
@@ -47,7 +76,7 @@ async def list_my_usage(
         written = select(Usage.request_id).where(Usage.user_id == user_id, Usage.created >= since)
         already = set((await session.execute(written)).scalars())
         pending = [r for r in pending if r.request_id not in already]
-    total = (await session.execute(select(func.count(Usage.id)).where(*conditions))).scalar_one()
+    total = await _count_mine(session, user_id, start, end, endpoint)
     # The page of the merged list [offset, offset + limit) holds only rows the database lists
     # from `first` on: before it, at least len(pending) rows of the merged list precede them.
     first = max(0, offset - len(pending))
@@ -86,61 +115,20 @@ def _merge_page(rows: list[_Listed], pending: list[UsageRecord], first: int, off
     ]
 
 
+def usage_detail(usage: Usage | UsageRecord) -> UsageDetail:
+    """One record's tokens, cost, carbon and timings, as every listing of records shows them.
+    A record's fields are the table's columns (usage/writer.py checks it): either reads alike."""
+    return UsageDetail(
+        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens,
+        cost=usage.cost_nanos / NANOS,
+        carbon=Carbon(kWh=CarbonRange(min=usage.kwh_min, max=usage.kwh_max),
+                      kgCO2eq=CarbonRange(min=usage.kgco2eq_min, max=usage.kgco2eq_max)),
+        metrics=UsageMetrics(latency=usage.latency_ms, ttft=usage.ttft_ms),
+    )
+
+
 def _me_usage(usage: Usage | UsageRecord, key_name: str | None, usage_id: int | None) -> MeUsage:
-    # A record's fields are the table's columns (usage/writer.py checks it): either reads alike.
     return MeUsage(
         id=usage_id, model=usage.model, key=key_name, endpoint=usage.endpoint, method=usage.method, status=usage.status,
-        usage=UsageDetail(
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens,
-            cost=usage.cost_nanos / NANOS,
-            carbon=Carbon(kWh=CarbonRange(min=usage.kwh_min, max=usage.kwh_max),
-                          kgCO2eq=CarbonRange(min=usage.kgco2eq_min, max=usage.kgco2eq_max)),
-            metrics=UsageMetrics(latency=usage.latency_ms, ttft=usage.ttft_ms),
-        ),
-        created=to_unix(usage.created),
+        usage=usage_detail(usage), created=to_unix(usage.created),
     )
-
-
-def _day(dialect: str) -> ColumnElement[object]:
-    # Sessions run in UTC (see db.engine), so both give the UTC calendar day.
-    return func.date(Usage.created) if dialect == "sqlite" else cast(Usage.created, Date)
-
-
-_GROUP_COLUMNS = {UsageGroup.user: Usage.user_id, UsageGroup.organization: Usage.organization_id, UsageGroup.router: Usage.router_id}
-
-
-async def usage_totals(
-    session: AsyncSession, group: UsageGroup, start_time: int | None, end_time: int | None, group_id: int | None
-) -> list[UsageTotal]:
-    start, end = _window(start_time, end_time)
-    day = _day(session.bind.dialect.name).label("day")
-    key = _GROUP_COLUMNS[group]
-    query = (
-        select(
-            day, key,
-            func.count(Usage.id), func.sum(case((Usage.status >= 400, 1), else_=0)),
-            func.sum(Usage.prompt_tokens), func.sum(Usage.completion_tokens), func.sum(Usage.cost_nanos),
-            func.sum(Usage.kwh_min), func.sum(Usage.kwh_max), func.sum(Usage.kgco2eq_min), func.sum(Usage.kgco2eq_max),
-        )
-        .where(Usage.created >= start, Usage.created <= end)
-        .group_by(day, key)
-        .order_by(day, key)
-    )
-    if group_id is not None:
-        query = query.where(key == group_id)
-    rows = (await session.execute(query)).all()
-    budgets: dict[int, int | None] = {}
-    if group is UsageGroup.user:
-        ids = {row[1] for row in rows if row[1] is not None}
-        if ids:
-            budgets = dict((await session.execute(select(User.id, User.budget_nanos).where(User.id.in_(ids)))).all())
-    return [
-        UsageTotal(
-            day=str(row[0]), group=group, id=row[1], requests=row[2], errors=int(row[3] or 0),
-            prompt_tokens=int(row[4] or 0), completion_tokens=int(row[5] or 0),
-            total_tokens=int(row[4] or 0) + int(row[5] or 0), cost=int(row[6] or 0) / NANOS,
-            kWh=CarbonRange(min=row[7] or 0.0, max=row[8] or 0.0), kgCO2eq=CarbonRange(min=row[9] or 0.0, max=row[10] or 0.0),
-            budget=None if budgets.get(row[1]) is None else budgets[row[1]] / NANOS,
-        )
-        for row in rows
-    ]

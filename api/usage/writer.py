@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
+from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -21,6 +21,7 @@ from api.db.engine import database_unavailable
 from api.db.tables import ApiKey, Organization, Usage, User
 from api.usage.journal import OpenedCall, UsageJournal
 from api.usage.records import UsageRecord
+from api.usage.rollups import add_to_rollups, daily_sums
 from api.usage.storable import storable
 
 logger = logging.getLogger("tollgate.usage")
@@ -283,18 +284,21 @@ class UsageWriter:
             for table, holder in ((User, record.user_id), (ApiKey, record.key_id), (Organization, record.organization_id)):
                 if holder is not None:
                     spent[table][holder] = spent[table].get(holder, 0) + record.cost_nanos
+        rollups = daily_sums(records)
         kept, self._connection = self._connection, None
         try:
-            await self._insert_on(kept or await self._engine.connect(), records, spent)
+            await self._insert_on(kept or await self._engine.connect(), records, spent, rollups)
         except DBAPIError as error:
             if kept is None or not _is_transient(error):
                 raise
             # The kept connection died while it waited (a restart, an idle timeout): what a
             # checkout's ping would have found. Once more on a fresh one, before any warning.
-            await self._insert_on(await self._engine.connect(), records, spent)
+            await self._insert_on(await self._engine.connect(), records, spent, rollups)
         self._written += len(records)  # committed
 
-    async def _insert_on(self, connection: AsyncConnection, records: list[UsageRecord], spent: Spent) -> None:
+    async def _insert_on(
+        self, connection: AsyncConnection, records: list[UsageRecord], spent: Spent, rollups: list[dict[str, Any]]
+    ) -> None:
         # A bare connection, no ORM session: its bookkeeping cost a millisecond a batch here.
         try:
             async with connection.begin():
@@ -311,6 +315,9 @@ class UsageWriter:
                         .values(budget_nanos=columns.budget_nanos - bindparam("spent")),
                         [{"holder": holder, "spent": amount} for holder, amount in amounts.items()],
                     )
+                # The daily roll-ups too: a report over whole days adds up exactly the records
+                # committed, each once, with no job to run and nothing to reconcile.
+                await add_to_rollups(connection, rollups)
         except IntegrityError:
             self._connection = connection  # a record refused, rolled back: the connection is sound
             raise

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, UploadFile
+from fastapi import APIRouter, File, Form, Header, Path, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
 from api.calls.access import may_call
 from api.calls.caching import replayed_stream
-from api.calls.call import Call
+from api.calls.call import Call, Operation
 from api.calls.operations import Embeddings, Rerank, Transcription
-from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, ModelName, RerankRequest, as_upstream_body
+from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, ModelName, RerankRequest, TaggedRequest, as_upstream_body
 from api.calls.streaming import ChatStreamRelay
 from api.catalog.catalog import RouterEntry, no_provider
 from api.catalog.router_admin import micros_to_price
@@ -24,8 +24,10 @@ from api.common.schemas import MODEL_ERRORS
 from api.errors import NotFoundError
 from api.http.deps import CatalogDep, Caller, GatewayDep, PipelineDep, SearcherDep, SettingsDep
 from api.http.responses import ChatStreamResponse, FastJSONResponse
+from api.identity.principal import Principal
 from api.providers import Endpoint
 from api.rag.chat import ChatWithSearch
+from api.usage.tags import header_tag
 
 routes = APIRouter(prefix="/v1", tags=["models"], responses=MODEL_ERRORS)
 
@@ -46,6 +48,18 @@ def _headers(call: Call) -> dict[str, str]:
     return {**call.headers, OVERHEAD_HEADER: f"{call.overhead_ms():.3f}", REQUEST_ID_HEADER: call.request_id}
 
 
+# Documented here; the JSON endpoints' own routes (json_model_routes.py) read it themselves.
+TagHeader = Annotated[
+    str | None,
+    Header(alias="X-Tollgate-Tag", description="A tag for the reports (1 to 64 letters, digits and _ . : / @ + = -); "
+           "wins over the body's metadata.tag."),
+]
+
+
+def _tagged(caller: Principal, request: TaggedRequest, operation: Operation, endpoint: Endpoint, tag: str | None) -> Call:
+    return Call(caller, request.model, operation, endpoint.value, tag=request.tag(header_tag(tag)), end_user=request.user)
+
+
 def _answer(call: Call) -> FastJSONResponse:
     assert call.answer is not None
     return FastJSONResponse(call.answer, headers=_headers(call))
@@ -53,10 +67,11 @@ def _answer(call: Call) -> FastJSONResponse:
 
 @routes.post("/chat/completions", response_model=None)
 async def chat_completions(
-    request: ChatCompletionRequest, caller: Caller, pipeline: PipelineDep, searcher: SearcherDep, settings: SettingsDep
+    request: ChatCompletionRequest, caller: Caller, pipeline: PipelineDep, searcher: SearcherDep, settings: SettingsDep,
+    x_tollgate_tag: TagHeader = None,
 ) -> Response:
     operation = ChatWithSearch(as_upstream_body(request), search=searcher.results, template=settings.settings.rag.search_template)
-    call = await pipeline.run(Call(caller, request.model, operation, Endpoint.chat.value))
+    call = await pipeline.run(_tagged(caller, request, operation, Endpoint.chat, x_tollgate_tag))
     if call.stream is not None:
         relay = ChatStreamRelay(call, operation.body, operation.final_fields)
         return ChatStreamResponse(relay, headers=_headers(call))
@@ -67,14 +82,18 @@ async def chat_completions(
 
 
 @routes.post("/embeddings")
-async def create_embeddings(request: EmbeddingsRequest, caller: Caller, pipeline: PipelineDep) -> Response:
-    call = await pipeline.run(Call(caller, request.model, Embeddings(as_upstream_body(request)), Endpoint.embeddings.value))
+async def create_embeddings(
+    request: EmbeddingsRequest, caller: Caller, pipeline: PipelineDep, x_tollgate_tag: TagHeader = None
+) -> Response:
+    call = await pipeline.run(_tagged(caller, request, Embeddings(as_upstream_body(request)), Endpoint.embeddings, x_tollgate_tag))
     return _answer(call)
 
 
 @routes.post("/rerank")
-async def create_rerank(request: RerankRequest, caller: Caller, pipeline: PipelineDep) -> Response:
-    call = await pipeline.run(Call(caller, request.model, Rerank(as_upstream_body(request)), Endpoint.rerank.value))
+async def create_rerank(
+    request: RerankRequest, caller: Caller, pipeline: PipelineDep, x_tollgate_tag: TagHeader = None
+) -> Response:
+    call = await pipeline.run(_tagged(caller, request, Rerank(as_upstream_body(request)), Endpoint.rerank, x_tollgate_tag))
     return _answer(call)
 
 
@@ -89,6 +108,7 @@ async def create_transcription(
     prompt: Annotated[str | None, Form(max_length=10_000)] = None,
     response_format: Annotated[str | None, Form(pattern="^(json|text)$")] = None,
     temperature: Annotated[float | None, Form(ge=0, le=1)] = None,
+    x_tollgate_tag: TagHeader = None,
 ) -> Response:
     fields = {
         name: str(value)
@@ -101,7 +121,7 @@ async def create_transcription(
         await file.read(), file.filename or "audio", file.content_type or "application/octet-stream", fields,
         settings.settings.gateway.default_max_tokens,
     )
-    return _answer(await pipeline.run(Call(caller, model, operation, Endpoint.transcriptions.value)))
+    return _answer(await pipeline.run(Call(caller, model, operation, Endpoint.transcriptions.value, tag=header_tag(x_tollgate_tag))))
 
 
 # After the endpoints that carry the traffic: routes are matched in the order they are defined.
