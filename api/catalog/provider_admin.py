@@ -29,7 +29,7 @@ _TEI_TYPES = {"text-embeddings-inference", "text-classification"}
 
 def provider_out(provider: Provider, secrets: SecretBox) -> ProviderOut:
     return ProviderOut(
-        id=provider.id, router=provider.router_id, user_id=provider.user_id, type=provider.type, url=provider.url,
+        id=provider.id, router_id=provider.router_id, router=provider.router_id, user_id=provider.user_id, type=provider.type, url=provider.url,
         key=mask_secret(secrets.decrypt(provider.key_encrypted)), timeout=provider.timeout,
         model_name=provider.model_name, model_hosting_zone=provider.model_hosting_zone,
         model_total_params=provider.model_total_params, model_active_params=provider.model_active_params,
