@@ -45,6 +45,7 @@ from api.rag.vectors import VectorStore
 from api.settings import Settings
 from api.state import CounterStore, MemoryCounterStore, RedisCounterStore
 from api.state.load import LoadTracker, MemoryLoadTracker, RedisLoadTracker
+from api.state.ttft import MemoryTtftTracker, RedisTtftTracker, TtftTracker
 from api.state.redis_client import build_redis
 from api.usage.journal import UsageJournal, replay_orphans
 from api.usage.writer import UsageWriter
@@ -62,6 +63,7 @@ class Stores:
     quota_store: QuotaStore
     limits: LimitStore
     budgets: BudgetStore
+    ttft: TtftTracker
 
 
 async def open_stores(settings: Settings, stack: AsyncExitStack) -> Stores:
@@ -69,10 +71,12 @@ async def open_stores(settings: Settings, stack: AsyncExitStack) -> Stores:
     stack.push_async_callback(engine.dispose)
     session_factory = build_session_factory(engine)
     redis_settings = settings.dependencies.redis
+    ttft_window = settings.settings.gateway.ttft_window_seconds
     if redis_settings is None:
         memory_limits, memory_budgets = MemoryLimitStore(), MemoryBudgetStore()
         return Stores(engine, session_factory, None, MemoryCounterStore(), MemoryLoadTracker(),
-                      MemoryQuotaStore(memory_limits, memory_budgets), memory_limits, memory_budgets)
+                      MemoryQuotaStore(memory_limits, memory_budgets), memory_limits, memory_budgets,
+                      MemoryTtftTracker(ttft_window))
     redis = build_redis(redis_settings)
     stack.push_async_callback(redis.aclose)
     await redis.ping()
@@ -82,6 +86,7 @@ async def open_stores(settings: Settings, stack: AsyncExitStack) -> Stores:
     return Stores(
         engine, session_factory, redis, RedisCounterStore(redis, prefix), RedisLoadTracker(redis, prefix), quota_store,
         RedisLimitStore(redis, prefix, settled=quota_store.flush), RedisBudgetStore(redis, prefix, settled=quota_store.flush),
+        RedisTtftTracker(redis, prefix, ttft_window),
     )
 
 
@@ -125,7 +130,7 @@ async def open_call_path(
     authenticator = Authenticator(stores.session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds)
     background(stack, authenticator.watch_changes(), "identity-changes")
     metrics = GatewayMetrics()
-    gateway = Gateway(catalog, stores.load, upstreams, general.gateway, metrics)
+    gateway = Gateway(catalog, stores.load, upstreams, general.gateway, metrics, stores.ttft)
     quotas = Quotas(stores.quota_store, Limiter(stores.limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens),
                     budget_of=functools.partial(ledger.budget_of, stores.session_factory))
     steps = build_steps(catalog, quotas, gateway, usage_writer, metrics.observe, extra=tuple(extra_steps))
