@@ -19,7 +19,8 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from api.state.redis_client import REDIS_DOWN, redis_unavailable
+from api.state.provider_values import ProviderValues
+from api.state.redis_client import REDIS_DOWN
 
 logger = logging.getLogger("tollgate.state")
 
@@ -80,13 +81,13 @@ class RedisTtftTracker:
         self._prefix = key_prefix
         self._window_ms = max(1, int(window_seconds * 1000))
         self._observe = redis.register_script(_OBSERVE)
-        self._cache: dict[frozenset[int], tuple[float, dict[int, float]]] = {}
+        self._values = ProviderValues(redis, self._key, self.READ_CACHE_SECONDS)
 
     def _key(self, provider_id: int) -> str:
         return f"{self._prefix}ttft:{provider_id}"
 
     async def observe(self, provider_id: int, milliseconds: float) -> None:
-        self._cache.clear()
+        self._values.forget()
         try:
             await self._observe(keys=[self._key(provider_id)], args=[repr(milliseconds), repr(SMOOTHING), self._window_ms])
         except REDIS_DOWN as error:
@@ -95,20 +96,4 @@ class RedisTtftTracker:
                            provider_id, type(error).__name__, error)
 
     async def readings(self, provider_ids: Iterable[int]) -> dict[int, float]:
-        ids = frozenset(provider_ids)
-        if not ids:
-            return {}
-        now = time.monotonic()
-        cached = self._cache.get(ids)
-        if cached is not None and now - cached[0] < self.READ_CACHE_SECONDS:
-            return cached[1]
-        ordered = list(ids)
-        try:
-            values = await self._redis.mget([self._key(pid) for pid in ordered])
-        except REDIS_DOWN as error:
-            raise redis_unavailable() from error
-        result = {pid: float(value) for pid, value in zip(ordered, values, strict=True) if value is not None}
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[ids] = (now, result)
-        return result
+        return {pid: float(value) for pid, value in (await self._values.read(provider_ids)).items()}
