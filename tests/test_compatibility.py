@@ -22,6 +22,8 @@ async def test_providers_take_router_or_router_id_and_answer_both(client, models
     provider = by_new_name.json()["id"]
     shown = (await client.get(f"/v1/admin/providers/{provider}", headers=ADMIN)).json()
     assert shown["router_id"] == first and shown["router"] == first
+    # The creation answers the whole provider, as the reference does (its id where {"id"} had it).
+    assert by_new_name.json() == shown
     by_old_name = await client.post("/v1/admin/providers", json={**one, "router": second, "model_name": "fake-chat"}, headers=ADMIN)
     assert by_old_name.status_code == 201
     same_twice = await client.post("/v1/admin/providers", json={**other, "router": second, "router_id": second,
@@ -50,6 +52,12 @@ async def test_providers_take_router_or_router_id_and_answer_both(client, models
 async def test_the_router_list_takes_sort_by_and_sort_order(client, models: Models) -> None:
     for name in ("bravo", "alpha", "charlie"):
         await models.router(name)
+    created = await client.post("/v1/admin/routers", json={"name": "delta", "type": "text-generation", "aliases": ["d"]},
+                                headers=ADMIN)
+    assert created.status_code == 201 and created.json() == (await client.get(f"/v1/admin/routers/{created.json()['id']}",
+                                                                                headers=ADMIN)).json()
+    assert created.json()["aliases"] == ["d"] and created.json()["providers"] == 0
+    assert (await client.delete(f"/v1/admin/routers/{created.json()['id']}", headers=ADMIN)).status_code == 204
 
     async def names(**params: object) -> list[str]:
         response = await client.get("/v1/admin/routers", params=params, headers=ADMIN)

@@ -21,7 +21,6 @@ from api.catalog.schemas import (
     RouterOut,
     RouterUpdate,
 )
-from api.identity.schemas import Created
 
 routes = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], responses=CLIENT_ERRORS)
 
@@ -31,9 +30,10 @@ ProviderPage = Annotated[PageRequest, Depends(page_params("ProviderOrderBy", pro
 
 
 @routes.post("/routers", status_code=201, tags=["admin: routers"])
-async def create_router(body: RouterCreate, session: Session, catalog: CatalogDep) -> Created:
+async def create_router(body: RouterCreate, session: Session, catalog: CatalogDep) -> RouterOut:
+    """The router created, whole, as OpenGateLLM answers (its `id` where Tollgate's `{"id"}` had it)."""
     router_id = await router_admin.create_router(session, catalog, body)
-    return Created(id=router_id)
+    return await router_admin.get_router(session, router_id)
 
 
 @routes.get("/routers", tags=["admin: routers"])
@@ -63,10 +63,10 @@ async def delete_router(router_id: PathId, session: Session, catalog: CatalogDep
 async def create_provider(
     body: ProviderCreate, session: Session, catalog: CatalogDep, upstreams: UpstreamsDep, secrets: SecretsDep,
     caller: Admin
-) -> Created:
-    provider_id = await provider_admin.create_provider(session, catalog, upstreams, secrets, body,
-                                                  caller.user_id)
-    return Created(id=provider_id)
+) -> ProviderOut:
+    """The provider created, whole, as OpenGateLLM answers (with `router_id`; its `id` where
+    Tollgate's `{"id"}` had it)."""
+    return await provider_admin.create_provider(session, catalog, upstreams, secrets, body, caller.user_id)
 
 
 @routes.get("/providers", tags=["admin: providers"])
