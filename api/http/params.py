@@ -4,6 +4,8 @@ Left to pydantic's lax mode, "3\\n", " 3", "+3", "03" and "3.0" all read as 3, s
 `DELETE /v1/admin/routers/3%0A` deleted router 3: a request that names a resource in a
 non-canonical way acts on it anyway, past whatever filtered or logged the path as written. An
 id is its canonical digits or a 422.
+
+Also: a query parameter known under two names (Tollgate's and OpenGateLLM's) read as one.
 """
 
 from __future__ import annotations
