@@ -50,6 +50,7 @@ from api.conversations.keeper import ConversationKeeper
 from api.conversations.step import KeepConversations
 from api.policies.book import PolicyBook
 from api.policies.step import ApplyPolicies
+from api.state.ttft import MemoryTtftTracker, RedisTtftTracker, TtftTracker
 from api.state.redis_client import build_redis
 from api.state.response_cache import MemoryResponseCache, RedisResponseCache, ResponseCache
 from api.usage.journal import UsageJournal, replay_orphans
@@ -74,6 +75,7 @@ class Stores:
     quota_store: QuotaStore
     limits: LimitStore
     budgets: BudgetStore
+    ttft: TtftTracker
 
 
 async def open_stores(settings: Settings, stack: AsyncExitStack) -> Stores:
@@ -81,10 +83,12 @@ async def open_stores(settings: Settings, stack: AsyncExitStack) -> Stores:
     stack.push_async_callback(engine.dispose)
     session_factory = build_session_factory(engine)
     redis_settings = settings.dependencies.redis
+    ttft_window = settings.settings.gateway.ttft_window_seconds
     if redis_settings is None:
         memory_limits, memory_budgets = MemoryLimitStore(), MemoryBudgetStore()
         return Stores(engine, session_factory, None, MemoryCounterStore(), MemoryLoadTracker(),
-                      MemoryQuotaStore(memory_limits, memory_budgets), memory_limits, memory_budgets)
+                      MemoryQuotaStore(memory_limits, memory_budgets), memory_limits, memory_budgets,
+                      MemoryTtftTracker(ttft_window))
     redis = build_redis(redis_settings)
     stack.push_async_callback(redis.aclose)
     await redis.ping()
@@ -94,6 +98,7 @@ async def open_stores(settings: Settings, stack: AsyncExitStack) -> Stores:
     return Stores(
         engine, session_factory, redis, RedisCounterStore(redis, prefix), RedisLoadTracker(redis, prefix), quota_store,
         RedisLimitStore(redis, prefix, settled=quota_store.flush), RedisBudgetStore(redis, prefix, settled=quota_store.flush),
+        RedisTtftTracker(redis, prefix, ttft_window),
     )
 
 
@@ -152,7 +157,7 @@ async def open_call_path(
     authenticator = Authenticator(stores.session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds)
     background(stack, authenticator.watch_changes(), "identity-changes")
     metrics = GatewayMetrics()
-    gateway = Gateway(catalog, stores.load, upstreams, general.gateway, metrics)
+    gateway = Gateway(catalog, stores.load, upstreams, general.gateway, metrics, stores.ttft)
     quotas = Quotas(stores.quota_store, Limiter(stores.limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens),
                     budget_of=functools.partial(ledger.budget_of, stores.session_factory))
     bounds = general.response_cache

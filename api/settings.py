@@ -52,6 +52,11 @@ class GatewaySettings(_Section):
     health_check_timeout_seconds: float = Field(default=5.0, gt=0, le=120, description="Longest a provider's probe may take.")
     qos_wait_seconds: float = Field(default=10.0, ge=0, le=600, description="How long a request waits when every provider is at its QoS cap.")
     qos_poll_seconds: float = Field(default=0.05, gt=0, le=5, description="How often a waiting request looks for a free slot.")
+    ttft_window_seconds: float = Field(
+        default=60.0, gt=0, le=86_400,
+        description="How long a provider's observed time to first token (its `ttft` QoS) is kept after its last call: "
+                    "one passed over for being slow is tried again once it is forgotten.",
+    )
     default_max_tokens: int = Field(
         default=4096, ge=1, le=1_000_000,
         description="Completion bound of calls that give no max_tokens: what budgets and token limits reserve (set upstream then).",

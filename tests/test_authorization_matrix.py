@@ -93,6 +93,8 @@ MATRIX: list[tuple[str, str, object, str]] = [
     ("POST", "/v1/documents/{document}/chunks", {"chunks": [{"content": "more"}]}, "401 401 401 201 404 404 404 404"),
     ("GET", "/v1/documents/{document}/chunks", None, "401 401 401 200 404 404 404 404"),
     ("GET", "/v1/documents/{document}/chunks/1", None, "401 401 401 200 404 404 404 404"),
+    ("GET", "/v1/chunks/{document}", None, "401 401 401 200 404 404 404 404"),
+    ("GET", "/v1/chunks/{document}/1", None, "401 401 401 200 404 404 404 404"),
     ("POST", "/v1/search", {"query": "apples", "collection_ids": ["{collection}"]}, "401 401 401 200 404 404 404 404"),
     ("POST", "/v1/parse", "pdf", "401 401 401 200 200 200 200 200"),
     ("DELETE", "/v1/documents/{document}/chunks/1", None, "401 401 401 204 404 404 404 404"),
@@ -219,7 +221,7 @@ def test_every_endpoint_is_in_the_matrix() -> None:
     for path, operations in spec["paths"].items():
         generic = path
         for name in ("organization", "role", "user", "token", "key", "router_id", "provider_id", "collection_id",
-                     "document_id", "chunk_id", "model"):
+                     "document_id", "chunk_id", "model", "document", "chunk"):
             generic = generic.replace("{" + name + "}", "*")
         for method in operations:
             if not any(m == method.upper() and _matches(generic, p) for m, p in documented):

@@ -139,7 +139,8 @@ async def _seed(client: httpx.AsyncClient, upstream: FakeUpstream) -> dict[str, 
         assert chunks.status_code == 201, chunks.text
         known = {"model": "chat", "key": seeded.key_id, "collection_id": collection, "document_id": document.json()["id"],
                  "chunk_id": chunks.json()["ids"][0], "organization": organization, "role": user.role, "user": user.id,
-                 "token": user.key_id, "router_id": routers[0], "provider_id": providers[0]}
+                 "token": user.key_id, "router_id": routers[0], "provider_id": providers[0],
+                 "document": document.json()["id"], "chunk": chunks.json()["ids"][0]}
         protected = {"user": {admin.id, user.id}, "role": {admin.role, user.role}, "token": {admin.key_id, user.key_id},
                      "key": {seeded.key_id}, "organization": {organization}, "router_id": set(routers),
                      "provider_id": set(providers), "collection_id": {collection}, "document_id": {document.json()["id"]}}

@@ -39,6 +39,8 @@ from api.providers import Endpoint, adapter_for, well_formed
 from api.providers.sessions import UpstreamSessions
 from api.settings import GatewaySettings
 from api.state.load import Lease, LoadTracker
+from api.state.ttft import TtftTracker
+from api.calls.qos import inflight_cap, too_slow, watches_ttft
 from api.calls.access import may_call
 from api.calls.answers import (
     MAX_HONOURED_RETRY_AFTER,
@@ -103,10 +105,12 @@ class Gateway:
         upstreams: UpstreamSessions,
         settings: GatewaySettings,
         metrics: GatewayMetrics,
+        ttft: TtftTracker,
     ) -> None:
         self.catalog = catalog
         self._metrics = metrics
         self._tracker = tracker
+        self._ttft = ttft
         self._upstreams = upstreams
         self._settings = settings
         self._gates: dict[int, PriorityGate] = {}
@@ -119,7 +123,8 @@ class Gateway:
     # provider choice
 
     async def _candidates(self, router: RouterEntry) -> list[ProviderTarget]:
-        """Providers in the order to try them: healthy ones by strategy, cooling ones last."""
+        """Providers in the order to try them: healthy ones by strategy, then those slower than
+        their time-to-first-token limit (the least slow first), cooling ones last."""
         providers = list(router.providers)
         if not providers:
             raise no_provider(router)
@@ -132,20 +137,20 @@ class Gateway:
             providers.sort(key=lambda p: counts.get(p.id, 0))
         else:
             random.shuffle(providers)
-        healthy = [p for p in providers if p.id not in cooling]
-        return healthy + [p for p in providers if p.id in cooling]
+        slow = await too_slow(self._ttft, providers)
+        healthy = [p for p in providers if p.id not in cooling and p.id not in slow]
+        lagging = sorted((p for p in providers if p.id in slow and p.id not in cooling), key=lambda p: slow[p.id])
+        return healthy + lagging + [p for p in providers if p.id in cooling]
 
-    @staticmethod
-    def _cap(provider: ProviderTarget) -> int | None:
-        if provider.qos_metric == "inflight" and provider.qos_limit is not None:
-            return max(1, int(provider.qos_limit))
-        return None
+    async def _observe_ttft(self, provider: ProviderTarget, seconds: float) -> None:
+        if watches_ttft(provider):
+            await self._ttft.observe(provider.id, seconds * 1000)
 
     def _lease_seconds(self, provider: ProviderTarget) -> float:
         return provider.timeout + 60.0
 
     async def _admit(self, router: RouterEntry, provider: ProviderTarget) -> Lease | None:
-        cap = self._cap(provider)
+        cap = inflight_cap(provider)
         if cap is None and router.load_balancing_strategy != "least_busy":
             # Nobody reads this provider's shared in-flight count (no cap, no least_busy):
             # spare the round trips; the process-local gauge still counts it.
@@ -268,6 +273,8 @@ class Gateway:
         started = time.perf_counter()
         try:
             async with session.post(**args, timeout=aiohttp.ClientTimeout(total=provider.timeout)) as response:
+                # Its headers: a provider that does not stream sends them with its whole answer.
+                first_byte_seconds = time.perf_counter() - started
                 if response.status >= 500 or response.status == 429:
                     raise status_failure(provider, response)
                 raw = await self._read_bounded(response, provider)
@@ -286,6 +293,7 @@ class Gateway:
         answer = adapter_for(provider.type).response_body(endpoint, parsed)
         if not well_formed(endpoint, answer):  # like invalid JSON: another provider may do better
             raise Retryable("invalid", f"provider {provider.id} answered in an unexpected shape")
+        await self._observe_ttft(provider, first_byte_seconds)
         return UpstreamAnswer(status, answer, provider)
 
     async def _read_bounded(self, response: aiohttp.ClientResponse, provider: ProviderTarget) -> bytes:
@@ -342,6 +350,7 @@ class Gateway:
                 first = await self._first_block(response, provider)
                 call.upstream_seconds += time.perf_counter() - started
                 call.first_byte_at = time.perf_counter()
+                await self._observe_ttft(provider, call.first_byte_at - started)
                 deadline = time.monotonic() + self._settings.max_stream_seconds
                 return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first)
             except (Retryable, TimeoutError, aiohttp.ClientError) as exc:

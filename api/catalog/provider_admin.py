@@ -29,7 +29,7 @@ _TEI_TYPES = {"text-embeddings-inference", "text-classification"}
 
 def provider_out(provider: Provider, secrets: SecretBox) -> ProviderOut:
     return ProviderOut(
-        id=provider.id, router=provider.router_id, user_id=provider.user_id, type=provider.type, url=provider.url,
+        id=provider.id, router_id=provider.router_id, router=provider.router_id, user_id=provider.user_id, type=provider.type, url=provider.url,
         key=mask_secret(secrets.decrypt(provider.key_encrypted)), timeout=provider.timeout,
         model_name=provider.model_name, model_hosting_zone=provider.model_hosting_zone,
         model_total_params=provider.model_total_params, model_active_params=provider.model_active_params,
@@ -58,7 +58,7 @@ async def probe_provider(
 async def create_provider(
     session: AsyncSession, catalog: ModelCatalog, sessions: UpstreamSessions, secrets: SecretBox, body: ProviderCreate,
     user_id: int | None,
-) -> int:
+) -> ProviderOut:
     router = await get_router_model(session, body.router)
     if body.type.value == "tei" and router.type not in _TEI_TYPES:
         raise InvalidRequestError(f"A tei provider cannot serve a {router.type} router")
@@ -82,7 +82,7 @@ async def create_provider(
     router.updated = utcnow()
     await commit_or_conflict(session, DUPLICATE_PROVIDER)
     await catalog.reload()  # this process serves it at once; the others at their next refresh
-    return provider.id
+    return provider_out(provider, secrets)
 
 
 async def get_provider(session: AsyncSession, secrets: SecretBox, provider_id: int) -> ProviderOut:

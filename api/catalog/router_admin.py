@@ -84,7 +84,11 @@ async def create_router(session: AsyncSession, catalog: ModelCatalog, body: Rout
 
 
 async def get_router(session: AsyncSession, router_id: int) -> RouterOut:
-    return router_out(await get_router_model(session, router_id))
+    # Read anew, relationships included: the session may hold it from its creation, unloaded.
+    router = await session.get(Router, router_id, populate_existing=True)
+    if router is None:
+        raise NotFoundError(f"Router {router_id} not found")
+    return router_out(router)
 
 
 async def list_routers(session: AsyncSession, page: PageRequest) -> tuple[list[RouterOut], int]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, HttpUrl, field_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from api.common.schemas import Id, RequestModel
+from api.common.schemas import Id, ListPage, OpenRequestModel, RequestModel
 
 Price = Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=6, description="Per million tokens")]
 HitPrice = Annotated[Decimal, Field(ge=0, le=10**6, decimal_places=6, description="Per call")]
@@ -39,7 +39,12 @@ class ProviderType(StrEnum):
 
 
 class QosMetric(StrEnum):
+    """`inflight`: at most `qos_limit` calls at once on the provider (others wait for a slot).
+    `ttft`: the provider is passed over while its observed time to first token is above
+    `qos_limit` milliseconds and another provider of the router can take the call."""
+
     inflight = "inflight"
+    ttft = "ttft"
 
 
 def _unique_aliases(aliases: list[str] | None) -> list[str] | None:
@@ -52,7 +57,7 @@ Aliases = Annotated[list[Alias], Field(max_length=32), AfterValidator(_unique_al
 ModelName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S+$")]
 
 
-class RouterCreate(RequestModel):
+class RouterCreate(OpenRequestModel):
     name: ModelName
     type: ModelType
     aliases: Aliases = []
@@ -64,7 +69,7 @@ class RouterCreate(RequestModel):
     cost_cache_hit: HitPrice = Field(Decimal(0), description="The price of a call answered from the cache.")
 
 
-class RouterUpdate(RequestModel):
+class RouterUpdate(OpenRequestModel):
     name: ModelName | None = None
     type: ModelType | None = None
     aliases: Aliases | None = None
@@ -95,6 +100,13 @@ class RouterOut(BaseModel):
     updated: int
 
 
+class RouterList(ListPage[RouterOut]):
+    """OpenGateLLM's router list also says which page it is."""
+
+    offset: int
+    limit: int
+
+
 def _base_url(url: HttpUrl) -> str:
     text = str(url).rstrip("/")
     if url.query or url.fragment:
@@ -106,6 +118,7 @@ ProviderUrl = Annotated[HttpUrl, Field(max_length=2048)]
 Timeout = Annotated[int, Field(ge=1, le=3600)]
 Params = Annotated[int, Field(ge=0, le=100_000, description="Billions of parameters")]
 Zone = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+QosLimit = Annotated[float, Field(gt=0, le=1_000_000, description="inflight: calls at once; ttft: milliseconds.")]
 
 
 class ProviderSeed(RequestModel):
@@ -120,7 +133,7 @@ class ProviderSeed(RequestModel):
     model_total_params: Params = 0
     model_active_params: Params = 0
     qos_metric: QosMetric | None = None
-    qos_limit: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
+    qos_limit: QosLimit | None = None
 
     @field_validator("url")
     @classmethod
@@ -129,25 +142,48 @@ class ProviderSeed(RequestModel):
         return url
 
 
+# OpenGateLLM's request bodies name the router `router`, its answers `router_id`: either is
+# accepted in a request, and naming it twice with two values is a 422, not a silent choice.
+ROUTER_NAMES = AliasChoices("router", "router_id")
+
+
+def _one_router(data: Any) -> Any:
+    if isinstance(data, dict) and "router" in data and "router_id" in data and data["router"] != data["router_id"]:
+        raise ValueError("router and router_id name the same router: give one, or the same value")
+    return data
+
+
 class ProviderCreate(ProviderSeed):
-    router: Id
+    model_config = ConfigDict(extra="ignore")  # the reference allows extra fields; config.yml does not
+    router: Id = Field(validation_alias=ROUTER_NAMES)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _router_once(cls, data: Any) -> Any:
+        return _one_router(data)
 
 
-class ProviderUpdate(RequestModel):
-    router: Id | None = None
+class ProviderUpdate(OpenRequestModel):
+    router: Id | None = Field(None, validation_alias=ROUTER_NAMES)
     timeout: Timeout | None = None
     key: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
     model_hosting_zone: Zone | None = None
     model_total_params: Params | None = None
     model_active_params: Params | None = None
     qos_metric: QosMetric | None = None
-    qos_limit: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
+    qos_limit: QosLimit | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _router_once(cls, data: Any) -> Any:
+        return _one_router(data)
 
 
 class ProviderOut(BaseModel):
     object: Literal["provider"] = "provider"
     id: int
-    router: int
+    router_id: int = Field(description="The provider's router, as OpenGateLLM names it.")
+    router: int = Field(description="The same router id, under the name Tollgate first used.")
     user_id: int | None
     type: ProviderType
     url: str
@@ -211,5 +247,7 @@ class ModelHealthList(BaseModel):
 
 class ModelsConfigEntry(RouterCreate):
     """One router of the `models:` section of config.yml, with its providers."""
+
+    model_config = ConfigDict(extra="forbid")  # a typo in the config file fails the start
 
     providers: list[ProviderSeed] = Field(min_length=1)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+import functools
 from enum import StrEnum
 from http import HTTPStatus
 import re
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 MAX_ID = 2**31 - 1
 # Year 9999: beyond it a timestamp cannot be stored as a date.
@@ -47,7 +48,37 @@ class RequestModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _storable(cls, data: Any) -> Any:
+        if cls.model_config.get("extra") == "ignore" and isinstance(data, dict):
+            # Only the fields that are read: an ignored field is never stored, so what it
+            # holds (a NUL, say) is no reason to refuse the request.
+            known = _accepted_names(cls)
+            data = {key: value for key, value in data.items() if key in known}
         return check_storable(data)
+
+
+class OpenRequestModel(RequestModel):
+    """A body whose schema in OpenGateLLM's reference allows additional properties: clients
+    written for OpenGateLLM may send fields Tollgate does not know (newer or older ones), and
+    those are dropped, not refused. Tollgate's own bodies, and the config file's entries, keep
+    refusing unknown fields (a subclass may set `extra="forbid"` again)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+@functools.cache
+def _accepted_names(model: type[BaseModel]) -> frozenset[str]:
+    """Every name a field of `model` may be given under in a request: its own and its aliases."""
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        names.add(name)
+        if field.alias:
+            names.add(field.alias)
+        alias = field.validation_alias
+        if isinstance(alias, str):
+            names.add(alias)
+        elif isinstance(alias, AliasChoices):
+            names.update(choice for choice in alias.choices if isinstance(choice, str))
+    return frozenset(names)
 
 
 StorableStr = Annotated[str, AfterValidator(check_storable)]

@@ -33,6 +33,7 @@ from api.settings import Settings
 from api.state.load import LoadTracker
 from api.usage.writer import UsageWriter
 from api.http.context import AppContext
+from api.http.params import one_of
 from api.identity.principal import Principal
 from api.identity.schemas import Permission
 
@@ -206,16 +207,36 @@ async def client_address(request: Request) -> str | None:
 ClientAddress = Annotated[str | None, Depends(client_address)]
 
 
-def page_params(enum_name: str, order_by: Iterable[str]) -> Callable[..., PageRequest]:
-    """A dependency reading offset, limit, order_by (one of `order_by`) and order_direction."""
+def page_params(enum_name: str, order_by: Iterable[str], sort_names: bool = False) -> Callable[..., PageRequest]:
+    """A dependency reading offset, limit, order_by (one of `order_by`) and order_direction.
+    With `sort_names`, also OpenGateLLM's newer names of the last two, sort_by and sort_order
+    (its router list uses them): either name works, two different values are a 422."""
     OrderBy = StrEnum(enum_name, {name: name for name in order_by})  # type: ignore[misc]
+    Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
+    Limit = Annotated[int, Query(ge=1, le=100)]
 
     async def dependency(
-        offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
-        limit: Annotated[int, Query(ge=1, le=100)] = 10,
+        offset: Offset = 0,
+        limit: Limit = 10,
         order_by: Annotated[OrderBy, Query()] = OrderBy("id"),  # type: ignore[valid-type]
         order_direction: Annotated[OrderDirection, Query()] = OrderDirection.asc,
     ) -> PageRequest:
-        return PageRequest(offset=offset, limit=limit, order_by=order_by.value, order_direction=order_direction)
+        return _page(offset, limit, order_by, order_direction)
 
-    return dependency
+    async def with_sort_names(
+        offset: Offset = 0,
+        limit: Limit = 10,
+        order_by: Annotated[OrderBy | None, Query(description="The field to order by (default: id).")] = None,  # type: ignore[valid-type]
+        order_direction: Annotated[OrderDirection | None, Query(description="asc (default) or desc.")] = None,
+        sort_by: Annotated[OrderBy | None, Query(description="order_by, as OpenGateLLM names it.")] = None,  # type: ignore[valid-type]
+        sort_order: Annotated[OrderDirection | None, Query(description="order_direction, as OpenGateLLM names it.")] = None,
+    ) -> PageRequest:
+        return _page(offset, limit, one_of(("order_by", order_by), ("sort_by", sort_by)),
+                     one_of(("order_direction", order_direction), ("sort_order", sort_order)))
+
+    return with_sort_names if sort_names else dependency
+
+
+def _page(offset: int, limit: int, order_by: StrEnum | None, direction: OrderDirection | None) -> PageRequest:
+    return PageRequest(offset=offset, limit=limit, order_by=order_by.value if order_by is not None else "id",
+                       order_direction=direction or OrderDirection.asc)

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
-from api.common.schemas import Id, Name, RequestModel, Timestamp
+from api.common.schemas import Id, Name, OpenRequestModel, RequestModel, Timestamp
 
 
 class Permission(StrEnum):
@@ -41,6 +41,7 @@ def _normalise_email(value: str) -> str:
 Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_normalise_email)]
 # Bounded above: argon2 of a megabyte-long password would be a cheap denial of service.
 Password = Annotated[str, Field(min_length=8, max_length=128)]
+CurrentPassword = Annotated[str, Field(max_length=128)]
 # At most a billion units, so that its billionths fit a 64-bit integer.
 Budget = Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=9)]
 Priority = Annotated[int, Field(ge=0, le=1000)]
@@ -110,7 +111,7 @@ class LoginResult(BaseModel):
 # Organizations
 
 
-class OrganizationCreate(RequestModel):
+class OrganizationCreate(OpenRequestModel):
     name: Name
     budget: Budget | None = Field(None, description="A budget its users draw on together (null: none).")
     budget_period: BudgetPeriod | None = Field(None, description="Makes `budget` an allowance per period.")
@@ -118,7 +119,7 @@ class OrganizationCreate(RequestModel):
     keep_conversations: bool = Field(False, description="Keep each call's request and answer as conversation records (docs/responses.md).")
 
 
-class OrganizationUpdate(RequestModel):
+class OrganizationUpdate(OpenRequestModel):
     """Absent fields stay as they are; an explicit null clears budget or models."""
 
     name: Name | None = None
@@ -142,14 +143,14 @@ class OrganizationOut(BudgetOut):
 # Roles
 
 
-class RoleCreate(RequestModel):
+class RoleCreate(OpenRequestModel):
     name: Name
     permissions: Permissions = []
     limits: Limits = []
     keep_conversations: bool = Field(False, description="Keep each call's request and answer as conversation records (docs/responses.md).")
 
 
-class RoleUpdate(RequestModel):
+class RoleUpdate(OpenRequestModel):
     name: Name | None = None
     permissions: Permissions | None = None
     limits: Limits | None = None
@@ -171,7 +172,7 @@ class RoleOut(BaseModel):
 # Users
 
 
-class UserCreate(RequestModel):
+class UserCreate(OpenRequestModel):
     email: Email
     name: Name | None = None
     password: Password
@@ -183,11 +184,13 @@ class UserCreate(RequestModel):
     priority: Priority = 0
 
 
-class UserUpdate(RequestModel):
+class UserUpdate(OpenRequestModel):
     """Absent fields stay as they are; an explicit null clears organization, budget or expires."""
 
     email: Email | None = None
     name: Name | None = None
+    current_password: CurrentPassword | None = Field(
+        None, description="The user's password now. Not needed by an administrator; when given, it must be right.")
     password: Password | None = None
     role: Id | None = None
     organization: Id | None = None
@@ -220,7 +223,7 @@ class UserOut(BudgetOut):
 # Keys
 
 
-class KeyCreate(RequestModel):
+class KeyCreate(OpenRequestModel):
     """A key may carry its own spend controls; the tightest of the key's, its user's, the
     organization's and the role's applies."""
 
@@ -313,14 +316,14 @@ class LimitUsage(BaseModel):
     reset_in: int = Field(description="Seconds until this window ends and the count restarts.")
 
 
-class UserInfoUpdate(RequestModel):
+class UserInfoUpdate(OpenRequestModel):
     name: Name | None = None
     email: Email | None = None
-    current_password: Annotated[str, Field(max_length=128)] | None = None
+    current_password: CurrentPassword | None = None
     password: Password | None = None
 
 
-class LoginRequest(RequestModel):
+class LoginRequest(OpenRequestModel):
     email: Annotated[str, Field(min_length=1, max_length=254)]
     password: Annotated[str, Field(min_length=1, max_length=128)]
 

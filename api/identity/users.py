@@ -15,7 +15,7 @@ from api.common.periods import budget_fields, period_start, utc_now
 from api.common.schemas import from_unix, to_unix
 from api.db.base import utcnow
 from api.db.tables import Organization, Role, User
-from api.errors import ConflictError, NotFoundError
+from api.errors import ConflictError, InvalidRequestError, NotFoundError
 from api.identity.changes import mark_changed
 from api.identity.secrets import PasswordHasher
 from api.identity.schemas import UserCreate, UserOut, UserUpdate
@@ -112,7 +112,11 @@ async def update_user(
     """Apply the fields present in `body` (committed by `commit` if given). Returns whether the
     password changed."""
     user = await get_user_model(session, user_id)
-    changes = body.model_dump(exclude_unset=True)
+    # OpenGateLLM's body carries it: an administrator needs no current password to set a new one,
+    # but one who gives it is told when it is wrong, and nothing changes.
+    if body.current_password is not None and not await hasher.verify(body.current_password, user.password_hash):
+        raise InvalidRequestError("current_password is incorrect")
+    changes = body.model_dump(exclude_unset=True, exclude={"current_password"})
     await _check_references(session, changes.get("role"), changes.get("organization"))
     if "email" in changes:
         user.email = body.email  # type: ignore[assignment]  # validated non-null

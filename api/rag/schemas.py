@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from api.calls.schemas import ModelName, UpstreamRequest
-from api.common.schemas import Id, Name, RequestModel, Timestamp
+from api.common.schemas import Id, Name, OpenRequestModel, RequestModel, Timestamp
 
 MetadataKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 MetadataValue = str | int | float | bool | None
@@ -32,13 +32,13 @@ class Visibility(StrEnum):
     public = "public"
 
 
-class CollectionCreate(RequestModel):
+class CollectionCreate(OpenRequestModel):
     name: Name
     description: Annotated[str, Field(max_length=1000)] | None = None
     visibility: Visibility = Visibility.private
 
 
-class CollectionUpdate(RequestModel):
+class CollectionUpdate(OpenRequestModel):
     name: Name | None = None
     description: Annotated[str, Field(max_length=1000)] | None = None
     visibility: Visibility | None = None
@@ -82,7 +82,7 @@ class ChunkIn(RequestModel):
     _metadata = field_validator("metadata")(check_metadata)
 
 
-class ChunksCreate(RequestModel):
+class ChunksCreate(OpenRequestModel):
     chunks: Annotated[list[ChunkIn], Field(min_length=1, max_length=64)]
 
 
@@ -163,6 +163,7 @@ class SearchArgs(RequestModel):
 
 
 class SearchRequest(SearchArgs):
+    model_config = ConfigDict(extra="ignore")  # as OpenGateLLM's; search_args in a chat stays strict
     query: Annotated[str, Field(min_length=1, max_length=20_000)]
 
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from api.state.provider_values import ProviderValues
 from api.state.redis_client import REDIS_DOWN, redis_unavailable
 
 logger = logging.getLogger("tollgate.state")
@@ -106,7 +107,7 @@ class RedisLoadTracker:
     def __init__(self, redis: Redis, key_prefix: str) -> None:
         self._redis = redis
         self._prefix = key_prefix
-        self._cooling_cache: dict[frozenset[int], tuple[float, set[int]]] = {}
+        self._cooldowns = ProviderValues(redis, self._cooldown_key, self.COOLING_CACHE_SECONDS)
         self._acquire = redis.register_script(_ACQUIRE)
         self._count = redis.register_script(_COUNT)
 
@@ -147,7 +148,7 @@ class RedisLoadTracker:
         return dict(zip(ids, (int(c) for c in counts), strict=True))
 
     async def cool_down(self, provider_id: int, seconds: float) -> None:
-        self._cooling_cache.clear()
+        self._cooldowns.forget()
         try:
             await self._redis.set(self._cooldown_key(provider_id), b"1", px=max(1, int(seconds * 1000)))
         except REDIS_DOWN as error:
@@ -157,20 +158,4 @@ class RedisLoadTracker:
     async def cooling(self, provider_ids: Iterable[int]) -> set[int]:
         """Providers cooling down: a Redis look-up at most every COOLING_CACHE_SECONDS per set of
         providers, not one per request."""
-        ids = frozenset(provider_ids)
-        if not ids:
-            return set()
-        now = time.monotonic()
-        cached = self._cooling_cache.get(ids)
-        if cached is not None and now - cached[0] < self.COOLING_CACHE_SECONDS:
-            return cached[1]
-        ordered = list(ids)
-        try:
-            values = await self._redis.mget([self._cooldown_key(pid) for pid in ordered])
-        except REDIS_DOWN as error:
-            raise redis_unavailable() from error
-        result = {pid for pid, value in zip(ordered, values, strict=True) if value is not None}
-        if len(self._cooling_cache) > 10_000:
-            self._cooling_cache.clear()
-        self._cooling_cache[ids] = (now, result)
-        return result
+        return set(await self._cooldowns.read(provider_ids))

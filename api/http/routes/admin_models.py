@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Response
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, ListPage
 from api.http.deps import Admin, CatalogDep, page_params, require_admin, SecretsDep, Session, UpstreamsDep
-from api.http.params import PathId, QueryId
+from api.http.params import PathId, QueryId, one_of
 from api.catalog import provider_admin
 from api.catalog import router_admin
 from api.catalog.schemas import (
@@ -17,27 +17,29 @@ from api.catalog.schemas import (
     ProviderOut,
     ProviderUpdate,
     RouterCreate,
+    RouterList,
     RouterOut,
     RouterUpdate,
 )
-from api.identity.schemas import Created
 
 routes = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], responses=CLIENT_ERRORS)
 
-RouterPage = Annotated[PageRequest, Depends(page_params("RouterOrderBy", router_admin.ORDER_COLUMNS))]
+# OpenGateLLM's router list reads sort_by and sort_order: both those and order_by/order_direction work.
+RouterPage = Annotated[PageRequest, Depends(page_params("RouterOrderBy", router_admin.ORDER_COLUMNS, sort_names=True))]
 ProviderPage = Annotated[PageRequest, Depends(page_params("ProviderOrderBy", provider_admin.ORDER_COLUMNS))]
 
 
 @routes.post("/routers", status_code=201, tags=["admin: routers"])
-async def create_router(body: RouterCreate, session: Session, catalog: CatalogDep) -> Created:
+async def create_router(body: RouterCreate, session: Session, catalog: CatalogDep) -> RouterOut:
+    """The router created, whole, as OpenGateLLM answers (its `id` where Tollgate's `{"id"}` had it)."""
     router_id = await router_admin.create_router(session, catalog, body)
-    return Created(id=router_id)
+    return await router_admin.get_router(session, router_id)
 
 
 @routes.get("/routers", tags=["admin: routers"])
-async def list_routers(session: Session, page: RouterPage) -> ListPage[RouterOut]:
+async def list_routers(session: Session, page: RouterPage) -> RouterList:
     data, total = await router_admin.list_routers(session, page)
-    return ListPage(data=data, total=total)
+    return RouterList(data=data, total=total, offset=page.offset, limit=page.limit)
 
 
 @routes.get("/routers/{router_id}", tags=["admin: routers"])
@@ -61,17 +63,18 @@ async def delete_router(router_id: PathId, session: Session, catalog: CatalogDep
 async def create_provider(
     body: ProviderCreate, session: Session, catalog: CatalogDep, upstreams: UpstreamsDep, secrets: SecretsDep,
     caller: Admin
-) -> Created:
-    provider_id = await provider_admin.create_provider(session, catalog, upstreams, secrets, body,
-                                                  caller.user_id)
-    return Created(id=provider_id)
+) -> ProviderOut:
+    """The provider created, whole, as OpenGateLLM answers (with `router_id`; its `id` where
+    Tollgate's `{"id"}` had it)."""
+    return await provider_admin.create_provider(session, catalog, upstreams, secrets, body, caller.user_id)
 
 
 @routes.get("/providers", tags=["admin: providers"])
 async def list_providers(
-    session: Session, secrets: SecretsDep, page: ProviderPage, router: QueryId = None
+    session: Session, secrets: SecretsDep, page: ProviderPage, router: QueryId = None, router_id: QueryId = None
 ) -> ListPage[ProviderOut]:
-    data, total = await provider_admin.list_providers(session, secrets, page, router)
+    """Filtered by `router`, or `router_id` (the name of a provider's router in its answers)."""
+    data, total = await provider_admin.list_providers(session, secrets, page, one_of(("router", router), ("router_id", router_id)))
     return ListPage(data=data, total=total)
 
 

@@ -167,10 +167,13 @@ async def create_chunks(
     return ChunksCreated(ids=ids)
 
 
+ChunkLimit = Annotated[int, Query(ge=1, le=100)]
+ChunkOffset = Annotated[int, Query(ge=0, le=2**24)]
+
+
 @routes.get("/documents/{document_id}/chunks", tags=["documents"])
 async def list_chunks(
-    document_id: PathId, caller: Caller, session: Session, vectors: VectorsDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 10, offset: Annotated[int, Query(ge=0, le=2**24)] = 0,
+    document_id: PathId, caller: Caller, session: Session, vectors: VectorsDep, limit: ChunkLimit = 10, offset: ChunkOffset = 0,
 ) -> ListPage[ChunkOut]:
     data = await documents.list_chunks(session, vectors, caller, document_id, offset, limit)
     document = await documents.readable_document(session, caller, document_id)
@@ -180,6 +183,21 @@ async def list_chunks(
 @routes.get("/documents/{document_id}/chunks/{chunk_id}", tags=["documents"])
 async def get_chunk(document_id: PathId, chunk_id: ChunkId, caller: Caller, session: Session, vectors: VectorsDep) -> ChunkOut:
     return await documents.get_chunk(session, vectors, caller, document_id, chunk_id)
+
+
+# OpenGateLLM's older paths to the same chunks, for the clients that still call them.
+@routes.get("/chunks/{document}", tags=["documents"], deprecated=True)
+async def list_chunks_legacy(
+    document: PathId, caller: Caller, session: Session, vectors: VectorsDep, limit: ChunkLimit = 10, offset: ChunkOffset = 0,
+) -> ListPage[ChunkOut]:
+    """`GET /v1/documents/{document_id}/chunks` under its older path."""
+    return await list_chunks(document, caller, session, vectors, limit, offset)
+
+
+@routes.get("/chunks/{document}/{chunk}", tags=["documents"], deprecated=True)
+async def get_chunk_legacy(document: PathId, chunk: ChunkId, caller: Caller, session: Session, vectors: VectorsDep) -> ChunkOut:
+    """`GET /v1/documents/{document_id}/chunks/{chunk_id}` under its older path."""
+    return await documents.get_chunk(session, vectors, caller, document, chunk)
 
 
 @routes.delete("/documents/{document_id}/chunks/{chunk_id}", status_code=204, tags=["documents"])
