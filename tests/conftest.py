@@ -177,15 +177,16 @@ async def app_factory(backend: Backend) -> AsyncIterator[AppFactory]:
         # One usage journal folder per test, shared by its apps like replicas on one host.
         journal_path = stack.enter_context(tempfile.TemporaryDirectory(prefix="tollgate-journal-"))
 
-        async def build(call_steps: tuple[Any, ...] = (), **general: object) -> httpx.AsyncClient:
+        async def build(call_steps: tuple[Any, ...] = (), empty: bool = True, **general: object) -> httpx.AsyncClient:
+            """`empty=False`: the first app keeps what the test put in the tables before it."""
             nonlocal first
             # Qdrant's local mode: a folder per app (one process may hold a folder at a time).
             qdrant_path = stack.enter_context(tempfile.TemporaryDirectory(prefix="tollgate-qdrant-"))
             settings = make_settings(backend, redis_prefix, qdrant_path=qdrant_path,
                                      **{"usage_journal_path": journal_path, **general})
-            if first:
+            if first and empty:
                 await _empty_tables(backend.database_url)
-                first = False
+            first = False
             return await stack.enter_async_context(running_app(settings, call_steps))
 
         yield build

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import Backend
+from conftest import Backend, _empty_tables
 
 
 def tollgate(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -52,7 +52,9 @@ def test_config_from_tollgate_config_variable(tmp_path: Path) -> None:
 
 
 async def test_upgrade_then_create_user_then_log_in(tmp_path: Path, backend: Backend, app_factory) -> None:
-    await app_factory()  # empties the backend's tables
+    # The backend's tables emptied without an app running: the CLI is what a platform team runs
+    # before the first start (a running app's own writes are another test's subject).
+    await _empty_tables(backend.database_url)
     env = {"TOLLGATE_DEPENDENCIES__DATABASE__URL": backend.database_url}
     config = sqlite_config(tmp_path)
     assert tollgate("--config", str(config), "db", "upgrade", env=env).returncode == 0
@@ -69,7 +71,7 @@ async def test_upgrade_then_create_user_then_log_in(tmp_path: Path, backend: Bac
                     "--password", "short", "--role-name", "platform", env=env)
     assert weak.returncode == 1 and "password" in weak.stderr
 
-    client = await app_factory()
+    client = await app_factory(empty=False)
     key = (await client.post("/v1/auth/login", json={"email": "root@example.com", "password": "bootstrap-pass"})).json()["key"]
     roles = (await client.get("/v1/admin/roles", headers={"Authorization": f"Bearer {key}"})).json()
     assert [(r["name"], r["permissions"], r["users"]) for r in roles["data"]] == [("platform", ["admin"], 1)]

@@ -38,7 +38,10 @@ async def _count_mine(session: AsyncSession, user_id: int, start: datetime, end:
     raw = select(func.count()).select_from(Usage).where(Usage.user_id == user_id)
     if endpoint is not None:  # the roll-ups have no endpoint
         return (await session.execute(raw.where(Usage.created >= start, Usage.created <= end, Usage.endpoint == endpoint))).scalar_one()
-    first_whole = _midnight(start) if _midnight(start) == start else _midnight(start) + timedelta(days=1)
+    try:
+        first_whole = _midnight(start) if _midnight(start) == start else _midnight(start) + timedelta(days=1)
+    except OverflowError:  # a start on the last day a date can hold: no whole day follows it
+        first_whole = end
     last_whole = _midnight(end)
     if first_whole >= last_whole:
         return (await session.execute(raw.where(Usage.created >= start, Usage.created <= end))).scalar_one()
