@@ -3,7 +3,7 @@ upsert that adds it, on SQLite and PostgreSQL alike (both speak INSERT ... ON CO
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -45,22 +45,11 @@ def daily_sums(records: Iterable[UsageRecord]) -> list[dict[str, Any]]:
                r.router_id or 0, r.tag or "")
         values = (1, 1 if r.status >= 400 else 0, r.prompt_tokens, r.completion_tokens, r.cost_nanos,
                   r.kwh_min, r.kwh_max, r.kgco2eq_min, r.kgco2eq_max)
-        row = calls.get(key)
-        if row is None:
-            calls[key] = list(values)
-        else:
-            for n, value in enumerate(values):
-                row[n] += value
+        _add(calls, key, values)
     sums: dict[tuple[Any, ...], list[Any]] = {}
     for (day, *groups, tag), values in calls.items():
         for dimension, group_id in zip(DIMENSIONS, groups, strict=True):
-            key = (dimension, day, group_id, tag)
-            row = sums.get(key)
-            if row is None:
-                sums[key] = list(values)
-            else:
-                for n, value in enumerate(values):
-                    row[n] += value
+            _add(sums, (dimension, day, group_id, tag), values)
     return [dict(zip(KEY, key, strict=True)) | dict(zip(SUMS, sums[key], strict=True)) for key in sorted(sums)]
 
 
@@ -68,3 +57,13 @@ async def add_to_rollups(connection: AsyncConnection, rows: list[dict[str, Any]]
     """Add `rows` (from `daily_sums`) to the roll-ups, in the caller's transaction."""
     if rows:
         await connection.execute(_UPSERTS[connection.dialect.name], rows)
+
+
+def _add(totals: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], values: Sequence[Any]) -> None:
+    """Add `values` to the running sums under `key`, column by column."""
+    row = totals.get(key)
+    if row is None:
+        totals[key] = list(values)
+    else:
+        for n, value in enumerate(values):
+            row[n] += value
