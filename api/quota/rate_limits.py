@@ -89,29 +89,28 @@ class Limiter:
         The token windows count the prompt's `estimate` (only computed when a token limit
         applies) plus `completion_bound`, the most tokens the answer may have."""
         limits = self._limits(principal, router)  # a limit of 0 was refused before (api.calls.steps.Authorise)
-        # (label, window key, limit): the role's on this router, then the key's own on every router.
-        windows = [(kind, f"{principal.user_id}:{router.id}:{kind}", limits[kind] or 0)
+        # (label, kind, window key, limit): the role's on this router, then the key's own on every router.
+        windows = [(kind, kind, f"{principal.user_id}:{router.id}:{kind}", limits[kind] or 0)
                    for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
         if principal.key_limits:
-            windows += [(f"key {kind}", f"{KEY_WINDOW}{principal.key_id}:{kind}", value)
+            windows += [(f"key {kind}", kind, f"{KEY_WINDOW}{principal.key_id}:{kind}", value)
                         for kind, value in sorted(principal.key_limits.items()) if kind in WINDOWS]
         if not windows:
             return None
         reserved = 0
-        if any(label.split()[-1] in TOKEN_LIMITS for label, _, _ in windows):
+        if any(kind in TOKEN_LIMITS for _, kind, _, _ in windows):
             prompt = estimate()
             reserved = prompt + completion_bound
             # The shortest window first: the refusal names the limit a client most likely set.
-            for kind in TOKEN_LIMITS:
-                for label, _, limit in windows:
-                    if label.split()[-1] == kind and reserved > limit:
+            for token_kind in TOKEN_LIMITS:
+                for label, kind, _, limit in windows:
+                    if kind == token_kind and reserved > limit:
                         self._too_large(router, label, limit, prompt, completion_bound)
         checks = [
-            WindowCheck(key=key, limit=limit, window_seconds=WINDOWS[label.split()[-1]],
-                        amount=reserved if label.split()[-1] in TOKEN_LIMITS else 1)
-            for label, key, limit in windows
+            WindowCheck(key=key, limit=limit, window_seconds=WINDOWS[kind], amount=reserved if kind in TOKEN_LIMITS else 1)
+            for _, kind, key, limit in windows
         ]
-        return LimitPlan([label for label, _, _ in windows], checks, reserved)
+        return LimitPlan([label for label, _, _, _ in windows], checks, reserved)
 
     def _too_large(self, router: RouterEntry, kind: str, limit: int, prompt: int, completion_bound: int) -> NoReturn:
         # Even an empty window could not take this call: waiting for one would not help.
@@ -121,7 +120,7 @@ class Limiter:
             f"({prompt} in the prompt, {completion_bound} of completion: max_tokens × n, or the gateway's default "
             f"when the request sets none), more than your {kind} limit of {limit} tokens. Ask for fewer tokens "
             f"(a lower max_tokens).",
-            retry_after=WINDOWS[kind.split()[-1]],
+            retry_after=WINDOWS[_kind(kind)],
             headers={"x-ratelimit-limit-tokens": str(limit)},
         )
 
@@ -163,4 +162,9 @@ class Limiter:
     def adjustments(ticket: Ticket, real_tokens: int) -> list[tuple[str, int]]:
         """Replace the tokens reserved by the real total in every token window."""
         delta = real_tokens - ticket.reserved_tokens
-        return [(state.key, delta) for label, state in ticket.windows.items() if label.split()[-1] in TOKEN_LIMITS and delta]
+        return [(state.key, delta) for label, state in ticket.windows.items() if _kind(label) in TOKEN_LIMITS and delta]
+
+
+def _kind(label: str) -> str:
+    """A window's kind from its label: "tpm", or "key tpm" for a key's own."""
+    return label.rpartition(" ")[2]
