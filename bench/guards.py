@@ -1,9 +1,11 @@
 """What data policies and the response cache cost a chat call, side by side in one run.
 
 One Tollgate (SQLite and in-process state unless --database-url / --redis-url), the fake
-upstream, and three callers of the same 1 kB prompt: a user without policies, a user whose
-organisation has two policies attached (five built-in detectors and one expression, all
-redacting), and a call answered from the cache (temperature 0 on a router with a cache).
+upstream, and four callers of the same 1 kB prompt: a user without policies, a user of an
+organisation without policies, a user whose organisation has two policies attached (five
+built-in detectors and one expression, all redacting), and a call answered from the cache
+(temperature 0 on a router with a cache). After each run at concurrency 32 the bench waits
+for Tollgate to write that run's usage records, so that the next run does not pay for them.
 Throughput at concurrency 32 alternates between them (`--repeat`, the median kept); latency at
 concurrency 1 compares a cache hit with a direct call to the fake upstream.
 
@@ -68,10 +70,17 @@ def main() -> None:
         user = api(url, "POST", "/v1/admin/users", {"email": "guarded@example.com", "password": "bench-password",
                                                      "role": role, "organization": organization}, MASTER_KEY)["id"]
         guarded_key = api(url, "POST", "/v1/admin/tokens", {"name": "guarded", "user": user}, MASTER_KEY)["token"]
+        # The same kind of caller (an organisation's user, the same role) with no policy: what
+        # the policies cost is the difference between these two.
+        other_organization = api(url, "POST", "/v1/admin/organizations", {"name": "unguarded"}, MASTER_KEY)["id"]
+        other_user = api(url, "POST", "/v1/admin/users", {"email": "unguarded@example.com", "password": "bench-password",
+                                                           "role": role, "organization": other_organization}, MASTER_KEY)["id"]
+        unguarded_key = api(url, "POST", "/v1/admin/tokens", {"name": "unguarded", "user": other_user}, MASTER_KEY)["token"]
         for policy in POLICIES:
             api(url, "POST", "/v1/admin/policies", {**policy, "organizations": [organization]}, MASTER_KEY)
         targets = {
             "plain call": (url, plain_key, body, pid),
+            "an organisation's user, no policy": (url, unguarded_key, body, pid),
             "two policies (5 detectors + 1 expression)": (url, guarded_key, body, pid),
             "cache hit": (url, guarded_key, {**body, "model": "cached", "temperature": 0}, pid),
             "direct (fake upstream)": (upstream, None, {**body, "model": "fake-chat"}, fake.pid),
@@ -80,17 +89,21 @@ def main() -> None:
             wrk(target_url, key, "", 4, 2, body=target_body)  # warm-up; fills the cache
         rps: dict[str, list[float]] = {name: [] for name in targets}
         p50: dict[str, list[float]] = {name: [] for name in targets}
+        cpu: dict[str, list[float]] = {name: [] for name in targets}
         for _ in range(args.repeat):
             for name, (target_url, key, target_body, target_pid) in targets.items():
-                rps[name].append(wrk(target_url, key, "", 32, args.duration, target_pid, body=target_body)["rps"])
+                run = wrk(target_url, key, "", 32, args.duration, target_pid, body=target_body, tollgate=target_url == url)
+                rps[name].append(run["rps"])
+                cpu[name].append(run["cpu_us"])
             for name, (target_url, key, target_body, _) in targets.items():
-                p50[name].append(wrk(target_url, key, "", 1, args.duration, body=target_body)["p50"])
-    print("| target | req/s at c=32 | p50 at c=1 (ms) |")
-    print("|---|---|---|")
+                p50[name].append(wrk(target_url, key, "", 1, args.duration, body=target_body, tollgate=target_url == url)["p50"])
+    print("| target | req/s at c=32 | CPU per request (µs) | p50 at c=1 (ms) |")
+    print("|---|---|---|---|")
     for name in targets:
-        print(f"| {name} | {statistics.median(rps[name]):.0f} | {statistics.median(p50[name]):.2f} |")
-    plain, guarded = statistics.median(rps["plain call"]), statistics.median(rps["two policies (5 detectors + 1 expression)"])
-    print(f"\n- policies cost {1 - guarded / plain:.1%} of the plain call's throughput (target ≤ 15%)")
+        print(f"| {name} | {statistics.median(rps[name]):.0f} | {statistics.median(cpu[name]):.0f} | {statistics.median(p50[name]):.2f} |")
+    guarded = statistics.median(rps["two policies (5 detectors + 1 expression)"])
+    for caller in ("an organisation's user, no policy", "plain call"):
+        print(f"\n- policies cost {1 - guarded / statistics.median(rps[caller]):.1%} of the throughput of {caller} (target ≤ 15%)")
     print(f"- a cache hit's p50 {statistics.median(p50['cache hit']):.2f} ms against the direct call's "
           f"{statistics.median(p50['direct (fake upstream)']):.2f} ms")
 

@@ -132,8 +132,24 @@ def api(base: str, method: str, path: str, body: dict | None, key: str) -> dict:
         return json.loads(response.read() or b"{}")
 
 
+def drained(url: str, timeout: float = 60) -> None:
+    """Wait until a Tollgate at `url` has written the usage records of the run just made: the
+    next run must not pay for them, and this run's CPU per request includes them. Each worker
+    answers /metrics for itself, so the queue must read empty several times in a row."""
+    request = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    deadline, empty = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline and empty < 4:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            depth = re.search(r"^tollgate_usage_queue_depth ([\d.e+]+)", response.read().decode(), re.M)
+        if depth is None:
+            return
+        empty = empty + 1 if float(depth[1]) == 0 else 0
+        time.sleep(0.25 if empty == 0 else 0.05)
+
+
 def wrk(url: str, key: str | None, model: str, connections: int, duration: int, pid: int | None = None,
-        body: dict | None = None) -> dict[str, float]:
+        body: dict | None = None, tollgate: bool = False) -> dict[str, float]:
+    """`tollgate`: the target is a Tollgate, whose usage writer is waited for after the run."""
     body_text = json.dumps(body or {"model": model, "messages": [{"role": "user", "content": "hello there, how are you today?"}]})
     headers = 'wrk.headers["Content-Type"] = "application/json"\n'
     if key:
@@ -148,6 +164,8 @@ def wrk(url: str, key: str | None, model: str, connections: int, duration: int, 
         capture_output=True, text=True, check=True,
     ).stdout
     os.unlink(file.name)
+    if tollgate:
+        drained(url)
     if "Non-2xx" in output:
         raise RuntimeError(f"errors during the run against {url}:\n{output}")
 
@@ -308,7 +326,7 @@ def main() -> None:
                     profiler = subprocess.Popen([py_spy, "record", "--subprocesses", "--nonblocking", "-f", "raw", "-r", "500",
                                                  "-d", str(args.duration), "-o", args.profile, "-p", str(pid)],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                run = wrk(url, target_key, model, args.connections, args.duration, pid)
+                run = wrk(url, target_key, model, args.connections, args.duration, pid, tollgate=name.startswith("Tollgate"))
                 throughputs[name].append(run["rps"])
                 cpu[name].append(run["cpu_us"])
                 if profiler is not None:
@@ -318,7 +336,7 @@ def main() -> None:
         singles: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
         for _ in range(args.repeat):
             for name, (url, target_key, model, _) in targets.items():
-                singles[name].append(wrk(url, target_key, model, 1, args.duration))
+                singles[name].append(wrk(url, target_key, model, 1, args.duration, tollgate=name.startswith("Tollgate")))
         # After the load: what each server holds once it has served (the figure to keep low).
         memory = {name: tree_rss(pid) for name, (_, _, _, pid) in targets.items()}
         results = {}

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from api.policies.detectors import BUILT_IN, custom_detector
+from api.policies.scanning import Findings, Rule, Scanner
 from conftest import ADMIN, Models, Seeder, usage_rows
 
 FOUND = {
@@ -27,15 +28,27 @@ FOUND = {
 def test_each_detector_finds_its_kind_and_not_look_alikes(name: str) -> None:
     found, not_found = FOUND[name]
     detector = BUILT_IN[name]
-    assert list(detector.find(found)), found
-    assert list(detector.find(not_found)) == [], not_found
+    assert list(detector.find(found.encode())), found
+    assert list(detector.find(not_found.encode())) == [], not_found
+
+
+def test_redaction_keeps_the_text_around_matches_in_any_script() -> None:
+    """Matches are found in the UTF-8 bytes: multi-byte characters before, between and after
+    them must come out intact, and a letter of any script still counts as touching a match."""
+    rules = tuple(Rule(BUILT_IN[name], "redact", "pii") for name in ("email", "phone"))
+    findings = Findings()
+    text = "Écrivez à ada@exemple.fr — ☎ +33 6 12 34 56 78, 東京 merci ☺"
+    assert Scanner(rules).scan(text, findings) == "Écrivez à [EMAIL] — ☎ [PHONE], 東京 merci ☺"
+    assert findings.summary() == "email:redact:1,phone:redact:1"
+    assert Scanner(rules).scan("numéro+33 6 12 34 56 78", Findings()) == "numéro+33 6 12 34 56 78"
+    assert Scanner(rules).scan("rien à signaler", Findings()) == "rien à signaler"
 
 
 def test_a_pathological_expression_cannot_stall_a_request() -> None:
     """(a+)+$ backtracks exponentially in a backtracking engine; RE2 runs it in linear time."""
     detector = custom_detector("greedy", "(a+)+$")
     started = time.perf_counter()
-    assert list(detector.find("a" * 100_000 + "b")) == []
+    assert list(detector.find(b"a" * 100_000 + b"b")) == []
     assert time.perf_counter() - started < 1.0
     with pytest.raises(Exception, match="linear time"):
         custom_detector("backref", r"(a)\1")

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.db.engine import database_unavailable
 from api.db.tables import Policy
 from api.identity.principal import Principal
-from api.policies.scanning import Rule
+from api.policies.scanning import Rule, Scanner
 
 logger = logging.getLogger("tollgate.policies")
 
@@ -51,20 +51,32 @@ class PolicyBook:
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
         self._policies: tuple[CompiledPolicy, ...] = ()
+        # A scanner per combination of policies that apply to some caller: few, and each is
+        # compiled once (its RE2 set) rather than on every call.
+        self._scanners: dict[tuple[int, ...], Scanner] = {}
 
-    def rules_for(self, principal: Principal) -> tuple[Rule, ...]:
+    def scanner_for(self, principal: Principal) -> Scanner | None:
+        """The rules in force for this caller, compiled together; None if there are none."""
         if not self._policies or principal.user_id is None:
-            return ()
-        return tuple(rule for policy in self._policies if policy.applies_to(principal) for rule in policy.rules)
+            return None
+        applying = tuple(index for index, policy in enumerate(self._policies) if policy.applies_to(principal))
+        if not applying:
+            return None
+        scanner = self._scanners.get(applying)
+        if scanner is None:
+            scanner = Scanner(tuple(rule for index in applying for rule in self._policies[index].rules))
+            self._scanners[applying] = scanner
+        return scanner
 
     async def reload(self) -> None:
         async with self._session_factory() as session:
             rows = (await session.execute(select(Policy).order_by(Policy.id))).scalars().all()
-        self._policies = tuple(
+        policies = tuple(
             CompiledPolicy(row.id, compile_rules(row.name, row.rules), frozenset(row.organization_ids),
                            frozenset(row.role_ids), frozenset(row.key_ids))
             for row in rows
         )
+        self._policies, self._scanners = policies, {}
 
     async def refresh_forever(self, seconds: float) -> None:
         while True:

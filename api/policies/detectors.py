@@ -52,32 +52,66 @@ def _national_id(text: str) -> bool:
 class Detector:
     name: str
     placeholder: str
-    pattern: Any  # compiled by RE2: `finditer` over the text
+    pattern: Any  # compiled by RE2, run over the text's UTF-8 bytes (no offset conversions)
     confirm: Callable[[str], bool] | None = None
     # Characters that may not touch a match (RE2 has no look-arounds): before it, after it.
     not_before: str = ""
     not_after: str = ""
 
-    def find(self, text: str) -> Iterator[tuple[int, int]]:
-        for match in self.pattern.finditer(text):
+    def find(self, data: bytes) -> Iterator[tuple[int, int]]:
+        """The spans (byte offsets) of `data`, UTF-8 text, that this detector reports."""
+        for match in self.pattern.finditer(data):
             start, end = match.start(), match.end()
-            if end == start or (start and _touches(text[start - 1], self.not_before)) or (
-                end < len(text) and _touches(text[end], self.not_after)
+            if end == start or (start and _touches(_char_before(data, start), self.not_before)) or (
+                end < len(data) and _touches(_char_at(data, end), self.not_after)
             ):
                 continue
-            if self.confirm is None or self.confirm(match.group(0)):
+            if self.confirm is None or self.confirm(match.group(0).decode()):
                 yield start, end
+
+
+def _char_before(data: bytes, end: int) -> str:
+    """The character that ends at byte `end` of UTF-8 `data`."""
+    start = end - 1
+    while start > 0 and 0x80 <= data[start] < 0xC0:  # continuation bytes
+        start -= 1
+    return data[start:end].decode(errors="replace")
+
+
+def _char_at(data: bytes, start: int) -> str:
+    """The character that starts at byte `start` of UTF-8 `data`."""
+    end = start + 1
+    while end < len(data) and 0x80 <= data[end] < 0xC0:
+        end += 1
+    return data[start:end].decode(errors="replace")
 
 
 def _touches(char: str, forbidden: str) -> bool:
     return bool(forbidden) and (char in forbidden or ("w" in forbidden and (char.isalnum() or char == "_")))
 
 
-def _re2(pattern: str) -> Any:
+def prefilter(detectors: list[Detector]) -> Any | None:
+    """One RE2 set of the detectors' patterns: which of them match a text at all, in one pass
+    over it. None if RE2 cannot build the set within its memory bound (each is then run)."""
+    patterns = re2.Set.SearchSet(_options())
+    try:
+        for detector in detectors:
+            patterns.Add(detector.pattern.pattern)
+        patterns.Compile()
+    except re2.error:
+        return None
+    return patterns
+
+
+def _options() -> Any:
     options = re2.Options()
     options.max_mem = 8 << 20  # a huge expression fails to compile instead of taking memory
     options.log_errors = False
-    return re2.compile(pattern, options)
+    return options
+
+
+def _re2(pattern: str) -> Any:
+    return re2.compile(pattern, _options())
 
 
 # RE2 runs each in time linear in the text (a few microseconds a kilobyte, where Python's `re`

@@ -35,34 +35,52 @@ class Findings:
         return ",".join(f"{detector}:{action}:{count}" for (detector, action), count in sorted(self.counts.items()))
 
 
-def scan(text: str, rules: tuple[Rule, ...], findings: Findings) -> str:
-    """`text` with the redacted matches replaced; raises the refusal of a blocking rule. A span
-    found by an earlier rule is not looked at again by a later one."""
-    spans: list[tuple[int, int, Rule]] = []
-    for rule in rules:
-        for start, end in rule.detector.find(text):
-            if any(start < other_end and other_start < end for other_start, other_end, _ in spans):
-                continue
-            spans.append((start, end, rule))
-            findings.counts[(rule.detector.name, rule.action)] += 1
-    blocking = next((rule for _, _, rule in spans if rule.action == "block"), None)
-    if blocking is not None:
-        raise InvalidRequestError(
-            f"Refused by data policy '{blocking.policy}': the request contains {blocking.detector.name.replace('_', ' ')}"
-        )
-    redacted = sorted((span for span in spans if span[2].action == "redact"), key=lambda span: span[0])
-    if not redacted:
-        return text
-    parts, at = [], 0
-    for start, end, rule in redacted:
-        parts += [text[at:start], rule.detector.placeholder]
-        at = end
-    parts.append(text[at:])
-    return "".join(parts)
+class Scanner:
+    """The rules that apply to a caller, compiled together: one RE2 set tells which of them can
+    match a text at all, so a text without sensitive data (most texts) is read once, not once
+    per rule; only the rules the set names then look for their spans."""
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        from api.policies.detectors import prefilter
+
+        self.rules = rules
+        self._prefilter = prefilter([rule.detector for rule in rules])
+
+    def scan(self, text: str, findings: Findings) -> str:
+        """`text` with the redacted matches replaced; raises the refusal of a blocking rule. A
+        span found by an earlier rule is not looked at again by a later one."""
+        # Matched as UTF-8 bytes: RE2 reads those, and a str would be converted for every rule
+        # and its match offsets mapped back.
+        data = text.encode()
+        candidates = self._prefilter.Match(data) if self._prefilter is not None else range(len(self.rules))
+        if not candidates:
+            return text
+        spans: list[tuple[int, int, Rule]] = []
+        for index in sorted(candidates):
+            rule = self.rules[index]
+            for start, end in rule.detector.find(data):
+                if any(start < other_end and other_start < end for other_start, other_end, _ in spans):
+                    continue
+                spans.append((start, end, rule))
+                findings.counts[(rule.detector.name, rule.action)] += 1
+        blocking = next((rule for _, _, rule in spans if rule.action == "block"), None)
+        if blocking is not None:
+            raise InvalidRequestError(
+                f"Refused by data policy '{blocking.policy}': the request contains {blocking.detector.name.replace('_', ' ')}"
+            )
+        redacted = sorted((span for span in spans if span[2].action == "redact"), key=lambda span: span[0])
+        if not redacted:
+            return text
+        parts, at = [], 0
+        for start, end, rule in redacted:
+            parts += [data[at:start], rule.detector.placeholder.encode()]
+            at = end
+        parts.append(data[at:])
+        return b"".join(parts).decode()
 
 
-def scan_body(path: str, body: dict[str, Any], rules: tuple[Rule, ...], findings: Findings) -> None:
-    """Apply `rules` to the text a model endpoint's body sends upstream, in place: chat messages
+def scan_body(path: str, body: dict[str, Any], scanner: Scanner, findings: Findings) -> None:
+    """Apply the scanner's rules to the text a model endpoint's body sends upstream, in place: chat messages
     (text parts of multimodal content too), embeddings input, rerank query and documents."""
     if path.endswith("/chat/completions"):
         for message in body.get("messages") or []:
@@ -70,19 +88,19 @@ def scan_body(path: str, body: dict[str, Any], rules: tuple[Rule, ...], findings
                 continue
             content = message.get("content")
             if isinstance(content, str):
-                message["content"] = scan(content, rules, findings)
+                message["content"] = scanner.scan(content, findings)
             elif isinstance(content, list):
                 for part in content:
                     if isinstance(part, dict) and isinstance(part.get("text"), str):
-                        part["text"] = scan(part["text"], rules, findings)
+                        part["text"] = scanner.scan(part["text"], findings)
     elif path.endswith("/embeddings"):
         inputs = body.get("input")
         if isinstance(inputs, str):
-            body["input"] = scan(inputs, rules, findings)
+            body["input"] = scanner.scan(inputs, findings)
         elif isinstance(inputs, list):
-            body["input"] = [scan(item, rules, findings) if isinstance(item, str) else item for item in inputs]
+            body["input"] = [scanner.scan(item, findings) if isinstance(item, str) else item for item in inputs]
     elif path.endswith("/rerank"):
         if isinstance(body.get("query"), str):
-            body["query"] = scan(body["query"], rules, findings)
+            body["query"] = scanner.scan(body["query"], findings)
         if isinstance(body.get("documents"), list):
-            body["documents"] = [scan(d, rules, findings) if isinstance(d, str) else d for d in body["documents"]]
+            body["documents"] = [scanner.scan(d, findings) if isinstance(d, str) else d for d in body["documents"]]

@@ -16,13 +16,13 @@ class ApplyPolicies:
         self._book = book
 
     async def enter(self, call: Call) -> None:
-        rules = self._book.rules_for(call.principal)
+        scanner = self._book.scanner_for(call.principal)
         body: Any = getattr(call.operation, "body", None)
-        if not rules or not isinstance(body, dict):
+        if scanner is None or not isinstance(body, dict):
             return
         findings = Findings()
         try:
-            scan_body(call.path, body, rules, findings)
+            scan_body(call.path, body, scanner, findings)
         finally:
             call.policy_findings = findings.summary()  # a refused call's record says why
 
