@@ -9,7 +9,7 @@ that bound must hold: a call a token limit or a budget counts gets `max_tokens` 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from api.identity.principal import Budget, Principal
@@ -83,7 +83,7 @@ class Quotas:
             loaded = list(holds)
             for index in decision.needs_budget:
                 budget = await self._budget_of(principal.budgets[index])
-                loaded[index] = replace(holds[index], initial_balance=budget if budget is not None else UNLIMITED)
+                loaded[index] = holds[index]._replace(initial_balance=budget if budget is not None else UNLIMITED)
             holds = tuple(loaded)
             decision = await self._store.admit(checks, holds)
         if not decision.admission.admitted:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from api.errors import TooManyRequestsError
 from api.identity.principal import Principal
@@ -27,8 +27,7 @@ TOKEN_LIMITS = ("tpm", "tph", "tpd")
 KEY_WINDOW = "key-"  # a key's windows are named after it, a user's role windows after the user
 
 
-@dataclass(frozen=True)
-class LimitPlan:
+class LimitPlan(NamedTuple):
     kinds: list[str]
     checks: list[WindowCheck]
     reserved_tokens: int
@@ -37,8 +36,7 @@ class LimitPlan:
         return Ticket(dict(zip(self.kinds, admission.windows, strict=True)), self.reserved_tokens)
 
 
-@dataclass(frozen=True)
-class Ticket:
+class Ticket(NamedTuple):
     """What one request was admitted with, to settle when it ends."""
 
     windows: dict[str, WindowState]

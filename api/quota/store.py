@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+
+from typing import Any, NamedTuple, Protocol
 
 from redis.asyncio import Redis
 
@@ -34,8 +34,7 @@ logger = logging.getLogger("tollgate.state")
 SETTLE_LINGER_SECONDS = 0.005
 
 
-@dataclass(frozen=True)
-class BudgetHold:
+class BudgetHold(NamedTuple):
     account: str  # the budget's balance (api.quota.balances.account_slot)
     amount: int  # the most the call can cost (nanos)
     # The budget, to load the balance with if it is not loaded yet; None when the caller's
@@ -44,16 +43,14 @@ class BudgetHold:
     ttl_seconds: int | None = None  # a periodic allowance's balance lives as long as its period
 
 
-@dataclass(frozen=True)
-class BudgetRelease:
+class BudgetRelease(NamedTuple):
     account: str
     reserved: int
     spent: int
     epoch: str = ""  # the hold's, from its QuotaDecision (the memory store has none)
 
 
-@dataclass(frozen=True)
-class QuotaDecision:
+class QuotaDecision(NamedTuple):
     admission: Admission  # refused by a window: that window; admitted: every window
     # Refused by a budget: the index of the first hold its balance could not cover.
     refused_hold: int | None = None
@@ -131,8 +128,12 @@ end)(ARGV[1])
 """
 
 
+EMPTY = "-"  # an empty field
+
+
 def _fields(values: list[int | str]) -> str:
-    return " ".join(str(value) if value != "" else "-" for value in values)
+    """Callers write an empty field as EMPTY."""
+    return " ".join(map(str, values))
 
 
 # KEYS: the n window counters (without their window index), then each hold's balance, reserved
@@ -286,8 +287,8 @@ class RedisQuotaStore:
         args.append(len(holds))
         for hold in holds:
             keys += self._budget_keys(hold.account)
-            args += [hold.amount, "" if hold.initial_balance is None else hold.initial_balance,
-                     "" if hold.ttl_seconds is None else hold.ttl_seconds * 1000]
+            args += [hold.amount, EMPTY if hold.initial_balance is None else hold.initial_balance,
+                     EMPTY if hold.ttl_seconds is None else hold.ttl_seconds * 1000]
         self._flush_settlements()  # first: Redis applies them before this admission
         reply = self._scripts.submit(self._admit, keys, [_fields(args)],
                                      orphaned=lambda result: self._give_back(result, checks, holds))
@@ -361,7 +362,7 @@ class RedisQuotaStore:
         args: list[int | str] = [len(keys), *batch.deltas.values()]
         for (account, epoch), (reserved, spent) in batch.releases.items():
             keys += self._budget_keys(account)
-            args += [epoch, reserved, spent]
+            args += [epoch or EMPTY, reserved, spent]
         reply = self._scripts.submit(self._settle, keys, [_fields(args)])
         self._sending.add(reply)
         reply.add_done_callback(lambda done: self._settled(done, batch))

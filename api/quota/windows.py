@@ -10,33 +10,30 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from redis.asyncio import Redis
 
 from api.state.redis_client import REDIS_DOWN, redis_unavailable
 
 
-@dataclass(frozen=True)
-class WindowCheck:
+class WindowCheck(NamedTuple):
     key: str  # the counter, without its window index
     limit: int
     window_seconds: int
     amount: int  # what this request adds (1 request, or its estimated tokens)
 
 
-@dataclass(frozen=True)
-class WindowState:
+class WindowState(NamedTuple):
     key: str  # with its window index: settlement adjusts exactly this counter
     limit: int
     used: int
     reset_in: float
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(NamedTuple):
     admitted: bool
     windows: tuple[WindowState, ...]  # admitted: every window; refused: the refusing one
 

@@ -10,8 +10,8 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Protocol
+
+from typing import NamedTuple, Protocol
 
 from redis.asyncio import Redis
 
@@ -21,8 +21,7 @@ from api.state.redis_client import REDIS_DOWN, redis_unavailable
 logger = logging.getLogger("tollgate.state")
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     provider_id: int
     token: str | None  # None: not counted in the shared store (nobody reads that count)
 

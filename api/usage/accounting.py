@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 from functools import lru_cache
 
 from ecologits.electricity_mix_repository import electricity_mixes
@@ -15,8 +16,7 @@ _PUE = RangeValue(min=1.09, max=1.2)
 _WUE = RangeValue(min=0.09, max=0.999)
 
 
-@dataclass(frozen=True)
-class Carbon:
+class Carbon(NamedTuple):
     kwh_min: float = 0.0
     kwh_max: float = 0.0
     kgco2eq_min: float = 0.0
