@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-
 from typing import Any, NamedTuple, Protocol
 
 from redis.asyncio import Redis

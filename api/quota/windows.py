@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, Protocol
 
