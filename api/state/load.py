@@ -10,7 +10,6 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
-
 from typing import NamedTuple, Protocol
 
 from redis.asyncio import Redis
