@@ -64,10 +64,30 @@ class LimitCounter:
     reset_in: int
 
 
+class _Window(NamedTuple):
+    label: str  # how a refusal names it: "tpm", or "key tpm" for the key's own
+    kind: str
+    key: str  # the counter, without its window index
+    limit: int
+
+    @property
+    def seconds(self) -> int:
+        return WINDOWS[self.kind]
+
+    @property
+    def counts_tokens(self) -> bool:
+        return self.kind in TOKEN_LIMITS
+
+
+# Callers × routers whose windows are kept worked out; past it the cache starts again.
+MAX_CACHED_WINDOWS = 50_000
+
+
 class Limiter:
     def __init__(self, store: LimitStore, metrics: GatewayMetrics) -> None:
         self._store = store
         self._metrics = metrics
+        self._windows_cache: dict[tuple[int | None, int | None, int], tuple[Principal, RouterEntry, list[_Window]]] = {}
 
     @staticmethod
     def _limits(principal: Principal, router: RouterEntry) -> Mapping[str, int | None]:
@@ -86,29 +106,42 @@ class Limiter:
         """The windows to count the request in on `router`, or None when no limit applies.
         The token windows count the prompt's `estimate` (only computed when a token limit
         applies) plus `completion_bound`, the most tokens the answer may have."""
-        limits = self._limits(principal, router)  # a limit of 0 was refused before (api.calls.steps.Authorise)
-        # (label, kind, window key, limit): the role's on this router, then the key's own on every router.
-        windows = [(kind, kind, f"{principal.user_id}:{router.id}:{kind}", limits[kind] or 0)
-                   for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
-        if principal.key_limits:
-            windows += [(f"key {kind}", kind, f"{KEY_WINDOW}{principal.key_id}:{kind}", value)
-                        for kind, value in sorted(principal.key_limits.items()) if kind in WINDOWS]
+        windows = self._windows(principal, router)
         if not windows:
             return None
         reserved = 0
-        if any(kind in TOKEN_LIMITS for _, kind, _, _ in windows):
+        if any(window.counts_tokens for window in windows):
             prompt = estimate()
             reserved = prompt + completion_bound
             # The shortest window first: the refusal names the limit a client most likely set.
             for token_kind in TOKEN_LIMITS:
-                for label, kind, _, limit in windows:
-                    if kind == token_kind and reserved > limit:
-                        self._too_large(router, label, limit, prompt, completion_bound)
+                for window in windows:
+                    if window.kind == token_kind and reserved > window.limit:
+                        self._too_large(router, window.label, window.limit, prompt, completion_bound)
         checks = [
-            WindowCheck(key=key, limit=limit, window_seconds=WINDOWS[kind], amount=reserved if kind in TOKEN_LIMITS else 1)
-            for _, kind, key, limit in windows
+            WindowCheck(window.key, window.limit, window.seconds, reserved if window.counts_tokens else 1)
+            for window in windows
         ]
-        return LimitPlan([label for label, _, _, _ in windows], checks, reserved)
+        return LimitPlan([window.label for window in windows], checks, reserved)
+
+    def _windows(self, principal: Principal, router: RouterEntry) -> list[_Window]:
+        """The windows a caller counts in on a router: the role's on this router, then the
+        key's own on every router. Worked out once per caller and router as read (the
+        principal and the router are replaced when they change), not on every call."""
+        cache_key = (principal.user_id, principal.key_id, router.id)
+        cached = self._windows_cache.get(cache_key)
+        if cached is not None and cached[0] is principal and cached[1] is router:
+            return cached[2]
+        limits = self._limits(principal, router)  # a limit of 0 was refused before (api.calls.steps.Authorise)
+        windows = [_Window(kind, kind, f"{principal.user_id}:{router.id}:{kind}", limits[kind] or 0)
+                   for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
+        if principal.key_limits:
+            windows += [_Window(f"key {kind}", kind, f"{KEY_WINDOW}{principal.key_id}:{kind}", value)
+                        for kind, value in sorted(principal.key_limits.items()) if kind in WINDOWS]
+        if len(self._windows_cache) >= MAX_CACHED_WINDOWS:
+            self._windows_cache.clear()
+        self._windows_cache[cache_key] = (principal, router, windows)
+        return windows
 
     def _too_large(self, router: RouterEntry, kind: str, limit: int, prompt: int, completion_bound: int) -> NoReturn:
         # Even an empty window could not take this call: waiting for one would not help.

@@ -26,6 +26,8 @@ from api.quota.windows import Admission, MemoryLimitStore, WindowCheck, WindowSt
 
 logger = logging.getLogger("tollgate.state")
 
+MAX_ENCODED_KEYS = 100_000  # past it, the cache of encoded keys starts again
+
 # A settlement waits this long for the next admission, so both share one pipeline and one
 # round trip (at one call at a time, a round trip is a tenth of the gateway's added latency).
 # Until then the call's hold stays taken: the wait can only refuse, never overspend. Reads of
@@ -274,12 +276,29 @@ class RedisQuotaStore:
         self._settle = self._scripts.register(_SETTLE)
         self._settlements: _Settlements | None = None
         self._sending: set[asyncio.Future[Any]] = set()
+        # The same few windows and budgets come back call after call: their keys are built and
+        # encoded once (redis-py encodes each argument of a command in Python otherwise).
+        self._encoded_windows: dict[str, bytes] = {}
+        self._encoded_budgets: dict[str, list[bytes]] = {}
 
-    def _budget_keys(self, account: str) -> list[str]:
-        return budget_keys(self._budget_prefix, account)
+    def _budget_keys(self, account: str) -> list[bytes]:
+        keys = self._encoded_budgets.get(account)
+        if keys is None:
+            if len(self._encoded_budgets) >= MAX_ENCODED_KEYS:
+                self._encoded_budgets.clear()
+            keys = self._encoded_budgets[account] = [key.encode() for key in budget_keys(self._budget_prefix, account)]
+        return keys
+
+    def _window_key(self, key: str) -> bytes:
+        encoded = self._encoded_windows.get(key)
+        if encoded is None:
+            if len(self._encoded_windows) >= MAX_ENCODED_KEYS:
+                self._encoded_windows.clear()
+            encoded = self._encoded_windows[key] = (self._limit_prefix + key).encode()
+        return encoded
 
     async def admit(self, checks: list[WindowCheck], holds: Sequence[BudgetHold] = ()) -> QuotaDecision:
-        keys = [self._limit_prefix + check.key for check in checks]
+        keys = [self._window_key(check.key) for check in checks]
         args: list[int | str] = [len(checks)]
         for check in checks:
             args += [check.limit, check.window_seconds, check.amount]
@@ -357,7 +376,7 @@ class RedisQuotaStore:
         if batch is None:
             return
         batch.linger.cancel()
-        keys = list(batch.deltas)
+        keys: list[str | bytes] = list(batch.deltas)
         args: list[int | str] = [len(keys), *batch.deltas.values()]
         for (account, epoch), (reserved, spent) in batch.releases.items():
             keys += self._budget_keys(account)
