@@ -1,6 +1,6 @@
 """The API reference pages as a person on a machine without internet access sees them: a real
 browser (Debian's Chromium, driven by Playwright) whose every request to another host is
-refused, and which must still list the operations. And `/`, which leads there."""
+refused, and which must still list the operations."""
 
 from __future__ import annotations
 
@@ -126,13 +126,12 @@ async def test_the_pages_policy_refuses_a_script_from_another_host(offline: Offl
     assert offline.blocked == []
 
 
-async def test_root_leads_to_the_api_reference(client: httpx.AsyncClient) -> None:
-    response = await client.get("/")
-    assert response.status_code == 307
-    assert response.headers["location"] == "/docs"
-    page = await client.get("/", follow_redirects=True)
-    assert page.status_code == 200 and "swagger-ui" in page.text
+async def test_root_is_the_console_which_links_to_the_api_reference(client: httpx.AsyncClient) -> None:
+    page = await client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'href="/docs"' in page.text and "/console/console.js" in page.text
     assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert (await client.get("/console/no-such-file.js")).status_code == 404
 
 
 async def test_an_unknown_asset_is_a_json_404(client: httpx.AsyncClient) -> None:

@@ -1,4 +1,4 @@
-"""The API reference pages, `/docs` (Swagger UI) and `/redoc` (ReDoc), and `/`, which leads to them.
+"""The API reference pages, `/docs` (Swagger UI) and `/redoc` (ReDoc); the console (`/`) links to them.
 
 FastAPI's own pages load their JavaScript, CSS, fonts and favicon from CDNs: on a machine
 without internet access (as many organisations run a gateway) they are blank. These pages
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 DOCS_PATH = "/docs"
@@ -58,7 +58,7 @@ def _page(response: HTMLResponse) -> HTMLResponse:
 
 
 def add_api_reference(app: FastAPI) -> None:
-    """`/docs`, `/redoc`, their assets and `/`. The app must be built with
+    """`/docs`, `/redoc` and their assets. The app must be built with
     `docs_url=None, redoc_url=None` (FastAPI's CDN-loading pages)."""
 
     def root(request: Request) -> str:
@@ -88,13 +88,8 @@ def add_api_reference(app: FastAPI) -> None:
     async def favicon() -> FileResponse:
         return FileResponse(_ASSETS / "fastapi" / "favicon.png")
 
-    async def home(request: Request) -> RedirectResponse:
-        # Until the console takes `/`, the reference is the most useful page for a person.
-        return RedirectResponse(root(request) + DOCS_PATH, status_code=307)
-
     app.add_api_route(DOCS_PATH, swagger_ui, methods=["GET"], include_in_schema=False)
     app.add_api_route(REDOC_PATH, redoc, methods=["GET"], include_in_schema=False)
     app.add_api_route("/favicon.png", favicon, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/", home, methods=["GET"], include_in_schema=False)
     app.mount(DOCS_PATH, StaticFiles(directory=_ASSETS / "swagger"), name="swagger-ui-assets")
     app.mount(REDOC_PATH, StaticFiles(directory=_ASSETS / "redoc"), name="redoc-assets")

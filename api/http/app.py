@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from api.calls.pipeline import Step
 from api.http.api_reference import add_api_reference
+from api.http.console import add_console
 from api.http.context import build_context
 from api.http.json_model_routes import add_json_model_routes
 from api.http.error_handlers import install_error_handlers
@@ -92,6 +93,7 @@ def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> Fas
     app.include_router(provider_health.routes)
     app.include_router(rag.routes)
     add_api_reference(app)
+    add_console(app)
     return app
 
 

@@ -55,6 +55,7 @@ class Behaviour:
     chunked_body: bool = False  # send non-streamed answers chunked, with no Content-Length
     omit_usage: bool = False  # no `usage` in answers
     reply_words: int = 5  # completion length in words (one token per word)
+    reply_text: str | None = None  # the completion, exactly (streamed a space-separated piece at a time)
     set_cookie: str | None = None  # a Set-Cookie header on non-streamed answers
     embedding_dimensions: int = 8
     vectors_missing: int = 0  # embeddings answers this many vectors short (usage still for every input)
@@ -241,6 +242,8 @@ class FakeUpstream:
         image = _first_image(body.get("messages", []))
         if image is not None:  # a vision model "reading" the image: a tag unique to its bytes
             return ["read", "image", hashlib.sha256(image.encode()).hexdigest()[:12]]
+        if self.behaviour.reply_text is not None:
+            return self.behaviour.reply_text.split(" ")
         words = self.behaviour.reply_words
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(limit, int):
