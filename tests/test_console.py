@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from api.db.migrate import upgrade_database
+from pdfs import make_pdf
 from conftest import ADMIN, Backend, Seeder, SeededUser, bearer, fake_upstream, make_settings, running_app, serving
 from fakes.upstream import Behaviour
 from test_api_reference import CHROMIUM, _browser_or_skip
@@ -73,7 +74,8 @@ async def console(tmp_path: Path, behaviour: Behaviour) -> AsyncIterator[Console
     # The console is a client of the API: the backends are covered by the API's own tests.
     url = f"sqlite+aiosqlite:///{tmp_path / 'tollgate.db'}"
     await asyncio.to_thread(upgrade_database, url)
-    settings = make_settings(Backend("sqlite-memory", url, None), "console:")
+    settings = make_settings(Backend("sqlite-memory", url, None), "console:", qdrant_path=str(tmp_path / "qdrant"),
+                             rag={"vector_store_model": "embeddings", "ingestion_concurrency": 1})
     async for upstream in fake_upstream(behaviour):
         async with running_app(settings) as api, serving(api.app) as port:  # type: ignore[attr-defined]
             router = (await api.post("/v1/admin/routers", headers=ADMIN, json={
@@ -81,8 +83,12 @@ async def console(tmp_path: Path, behaviour: Behaviour) -> AsyncIterator[Console
             await api.post("/v1/admin/providers", headers=ADMIN, json={
                 "router": router, "type": "vllm", "url": upstream.base_url, "model_name": "fake-chat",
                 "model_total_params": 8, "model_active_params": 8, "model_hosting_zone": "FRA"})
+            embeddings = (await api.post("/v1/admin/routers", headers=ADMIN, json={
+                "name": "embeddings", "type": "text-embeddings-inference"})).json()["id"]
+            await api.post("/v1/admin/providers", headers=ADMIN, json={
+                "router": embeddings, "type": "openai", "url": upstream.base_url, "model_name": "fake-embed"})
             seeder = Seeder(api)
-            user = await seeder.user(limits=[{"router": router, "type": "rpm", "value": None}])
+            user = await seeder.user(limits=[{"router": r, "type": "rpm", "value": None} for r in (router, embeddings)])
             admin = await seeder.user(permissions=["admin"], limits=[{"router": router, "type": "rpm", "value": None}])
             base_url = f"http://127.0.0.1:{port}"
             async with async_playwright() as playwright:
@@ -260,3 +266,35 @@ async def test_a_revoked_key_sends_the_person_back_to_login_with_a_reason(consol
     await page.click("nav >> text=Keys")
     await page.wait_for_selector("text=Your session has ended")
     assert await page.locator("#email").is_visible()
+
+
+async def test_a_pdf_becomes_ready_hybrid_search_finds_its_second_page_and_chat_cites_it(console: Console, tmp_path: Path) -> None:
+    page = console.page
+    pdf = tmp_path / "handbook.pdf"
+    pdf.write_bytes(make_pdf(["Roles, budgets and keys are described in the first chapter of this handbook.",
+                              "The lighthouse keeper counts seventeen gulls every morning before breakfast."]))
+    await console.log_in()
+    await page.click("nav >> text=Documents")
+    await page.fill("#collection-name", "handbook")
+    await page.click("form[aria-label='Create a collection'] button[type=submit]")
+    await page.wait_for_selector("text=No documents in this collection yet.")
+    await page.set_input_files("#file", str(pdf))
+    await page.click("form[aria-label='Upload a document'] button[type=submit]")
+    await page.wait_for_selector("td[data-status='ready']", timeout=20_000)
+    await page.click("button:has-text('Chunks')")
+    await page.wait_for_selector("#chunks .chunk:has-text('page 2')")
+    await page.fill("#query", "lighthouse keeper gulls")
+    await page.click("form[aria-label='Search tester'] button[type=submit]")
+    first_hybrid = page.locator("[data-method='hybrid'] li.result").first
+    await first_hybrid.wait_for()
+    assert "seventeen gulls" in await first_hybrid.inner_text() and "page 2" in await first_hybrid.inner_text()
+    assert await page.locator("[data-method='semantic'] li.result").count() >= 1
+    assert await page.locator("[data-method='lexical'] li.result").count() >= 1
+    await console.shot("documents")
+    await page.click("nav >> text=Playground")
+    await page.select_option("#search-in", label="handbook")
+    await console.ask("How many gulls does the keeper count?")
+    await page.wait_for_selector(".message.assistant .sources:has-text('Sources')")
+    await page.click(".message.assistant .sources summary")
+    assert "seventeen gulls" in await page.locator(".message.assistant .sources").inner_text()
+    assert console.elsewhere == []

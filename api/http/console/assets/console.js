@@ -8,6 +8,7 @@ import { playgroundView } from "./playground.js";
 import { keysView } from "./keys.js";
 import { usageView } from "./usage.js";
 import { adminView } from "./admin.js";
+import { documentsView } from "./documents.js";
 
 const STORE = "tollgate.session";
 const session = JSON.parse(sessionStorage.getItem(STORE) || "{}");
@@ -48,7 +49,7 @@ function showNav(visible) {
   document.getElementById("who").textContent = visible && app.user ? app.user.email : "";
 }
 
-const VIEWS = { playground: playgroundView, keys: keysView, usage: usageView, admin: adminView };
+const VIEWS = { playground: playgroundView, documents: documentsView, keys: keysView, usage: usageView, admin: adminView };
 
 async function route() {
   const name = (location.hash.match(/^#\/(\w+)/) || [])[1] || "playground";

@@ -9,6 +9,8 @@ const CHAT_TYPES = ["text-generation", "image-text-to-text"];
 
 export async function playgroundView(app) {
   const models = (await app.api.get("/v1/models")).data.filter((m) => CHAT_TYPES.includes(m.type));
+  // Chat with search needs documents, which a gateway may not serve (no vector store model).
+  const collections = await app.api.get("/v1/collections?limit=100").then((r) => r.data, () => []);
   const store = `tollgate.chat.${app.user.id}`;
   const saved = JSON.parse(localStorage.getItem(store) || "{}");
   const state = { messages: saved.messages || [], settings: { system: "", temperature: "", max_tokens: "", ...(saved.settings || {}) } };
@@ -19,15 +21,18 @@ export async function playgroundView(app) {
   const system = h("textarea", { id: "system", rows: 4, placeholder: "You are a helpful assistant.", value: state.settings.system });
   const temperature = h("input", { id: "temperature", type: "number", min: 0, max: 2, step: 0.1, placeholder: "default", value: state.settings.temperature });
   const maxTokens = h("input", { id: "max-tokens", type: "number", min: 1, step: 1, placeholder: "default", value: state.settings.max_tokens });
+  const searchIn = h("select", { id: "search-in" }, h("option", { value: "", text: "no search" }),
+    collections.map((c) => h("option", { value: c.id, text: c.name, selected: String(c.id) === state.settings.search_in })));
   const thread = h("section", { class: "thread", id: "thread", "aria-live": "polite", "aria-label": "Conversation" });
   const prompt = h("textarea", { id: "prompt", rows: 3, placeholder: "Ask something (Enter sends, Shift+Enter for a new line)" });
   const send = h("button", { type: "submit", id: "send", text: "Send" });
   const stop = h("button", { type: "button", id: "stop", class: "danger", text: "Stop", hidden: true });
   let controller = null;
 
-  for (const input of [model, system, temperature, maxTokens]) {
+  for (const input of [model, system, temperature, maxTokens, searchIn]) {
     input.addEventListener("change", () => {
-      Object.assign(state.settings, { model: model.value, system: system.value, temperature: temperature.value, max_tokens: maxTokens.value });
+      Object.assign(state.settings, { model: model.value, system: system.value, temperature: temperature.value,
+        max_tokens: maxTokens.value, search_in: searchIn.value });
       save();
     });
   }
@@ -36,7 +41,7 @@ export async function playgroundView(app) {
     if (message.role === "user") return h("div", { class: "message user", text: message.content });
     const body = h("div", { class: "answer" }, renderMarkdown(message.content));
     const meta = h("div", { class: message.error ? "meta error" : "meta", text: message.meta || "" });
-    return h("div", { class: "message assistant" }, body, meta);
+    return h("div", { class: "message assistant" }, body, sources(message.sources), meta);
   }
   const redraw = () => replace(thread, state.messages.length ? state.messages.map(bubble) : h("p", { class: "muted", text: "No messages yet." }));
   redraw();
@@ -58,6 +63,7 @@ export async function playgroundView(app) {
     };
     if (temperature.value !== "") payload.temperature = Number(temperature.value);
     if (maxTokens.value !== "") payload.max_tokens = Number(maxTokens.value);
+    if (searchIn.value) payload.tools = [{ type: "search", collection_ids: [Number(searchIn.value)], method: "hybrid", limit: 5 }];
     controller = new AbortController();
     send.disabled = true;
     stop.hidden = false;
@@ -71,6 +77,10 @@ export async function playgroundView(app) {
           if (!pending) { pending = true; requestAnimationFrame(paint); }
         }
         if (event.usage) answer.meta = describe(event.usage);
+        if (event.search_results) {
+          answer.sources = event.search_results.map((r) => ({ document: r.chunk.document_id, page: r.chunk.metadata.page, text: r.chunk.content.slice(0, 160) }));
+          node.insertBefore(sources(answer.sources), meta);
+        }
       }
       if (answer.meta === "Generating…") answer.meta = "";
     } catch (error) {
@@ -104,10 +114,18 @@ export async function playgroundView(app) {
         h("label", { for: "system", text: "System prompt" }), system,
         h("label", { for: "temperature", text: "Temperature" }), temperature,
         h("label", { for: "max-tokens", text: "Max tokens" }), maxTokens,
+        collections.length ? [h("label", { for: "search-in", text: "Search my documents" }), searchIn] : null,
         h("p", {}, clear)),
       h("div", {}, thread,
         h("form", { class: "composer", onsubmit(event) { event.preventDefault(); ask(); } },
           h("label", { for: "prompt", class: "muted", hidden: true, text: "Message" }), prompt, send, stop))));
+}
+
+// The chunks a chat with search put in the prompt: which document (and page) each came from.
+function sources(list) {
+  if (!list || !list.length) return null;
+  return h("details", { class: "sources" }, h("summary", { text: `Sources (${list.length})` }),
+    h("ol", {}, list.map((s) => h("li", { text: `document ${s.document}${s.page ? `, page ${s.page}` : ""}: ${s.text}` }))));
 }
 
 function describe(usage) {
