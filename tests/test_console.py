@@ -87,8 +87,14 @@ async def console(tmp_path: Path, behaviour: Behaviour) -> AsyncIterator[Console
                 "name": "embeddings", "type": "text-embeddings-inference"})).json()["id"]
             await api.post("/v1/admin/providers", headers=ADMIN, json={
                 "router": embeddings, "type": "openai", "url": upstream.base_url, "model_name": "fake-embed"})
+            others = []
+            for name, kind in (("ranker", "text-classification"), ("listen", "automatic-speech-recognition")):
+                other = (await api.post("/v1/admin/routers", headers=ADMIN, json={"name": name, "type": kind})).json()["id"]
+                await api.post("/v1/admin/providers", headers=ADMIN, json={
+                    "router": other, "type": "vllm", "url": upstream.base_url, "model_name": "fake-chat"})
+                others.append(other)
             seeder = Seeder(api)
-            user = await seeder.user(limits=[{"router": r, "type": "rpm", "value": None} for r in (router, embeddings)])
+            user = await seeder.user(limits=[{"router": r, "type": "rpm", "value": None} for r in (router, embeddings, *others)])
             admin = await seeder.user(permissions=["admin"], limits=[{"router": router, "type": "rpm", "value": None}])
             base_url = f"http://127.0.0.1:{port}"
             async with async_playwright() as playwright:
@@ -298,3 +304,26 @@ async def test_a_pdf_becomes_ready_hybrid_search_finds_its_second_page_and_chat_
     await page.click(".message.assistant .sources summary")
     assert "seventeen gulls" in await page.locator(".message.assistant .sources").inner_text()
     assert console.elsewhere == []
+
+
+async def test_embeddings_rerank_and_transcription_are_tried_from_the_playground(console: Console, tmp_path: Path) -> None:
+    page = console.page
+    await console.log_in()
+    await page.fill("#embed-input", "a sentence to embed")
+    await page.click("section[aria-label='Other models'] form button[type=submit]")
+    await page.wait_for_selector("#embed-result:has-text('dimensions')")
+    await page.click("[role=tab][data-kind=rerank]")
+    await page.fill("#rerank-query", "red apples")
+    await page.fill("#rerank-documents", "bananas are yellow\nred apples are sweet\nthe sky")
+    await page.click("section[aria-label='Other models'] form button[type=submit]")
+    first = page.locator("#rerank-result li").first
+    await first.wait_for()
+    assert "red apples are sweet" in await first.inner_text()
+    await page.click("[role=tab][data-kind=transcription]")
+    audio = tmp_path / "hello.wav"
+    audio.write_bytes(b"RIFF" + b"\x00" * 16_000)
+    await page.set_input_files("#audio-file", str(audio))
+    await page.click("section[aria-label='Other models'] form button[type=submit]")
+    await page.wait_for_selector("#audio-result p")
+    assert "error" not in (await page.locator("#audio-result p").first.get_attribute("class") or "")
+    await console.shot("other-models")

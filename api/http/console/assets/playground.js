@@ -4,11 +4,13 @@
 
 import { h, replace, money, carbon } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
+import { tryouts } from "./tryouts.js";
 
 const CHAT_TYPES = ["text-generation", "image-text-to-text"];
 
 export async function playgroundView(app) {
-  const models = (await app.api.get("/v1/models")).data.filter((m) => CHAT_TYPES.includes(m.type));
+  const allModels = (await app.api.get("/v1/models")).data;
+  const models = allModels.filter((m) => CHAT_TYPES.includes(m.type));
   // Chat with search needs documents, which a gateway may not serve (no vector store model).
   const collections = await app.api.get("/v1/collections?limit=100").then((r) => r.data, () => []);
   const store = `tollgate.chat.${app.user.id}`;
@@ -118,7 +120,8 @@ export async function playgroundView(app) {
         h("p", {}, clear)),
       h("div", {}, thread,
         h("form", { class: "composer", onsubmit(event) { event.preventDefault(); ask(); } },
-          h("label", { for: "prompt", class: "muted", hidden: true, text: "Message" }), prompt, send, stop))));
+          h("label", { for: "prompt", class: "muted", hidden: true, text: "Message" }), prompt, send, stop))),
+    tryouts(app, allModels));
 }
 
 // The chunks a chat with search put in the prompt: which document (and page) each came from.
