@@ -1,7 +1,15 @@
-// The administration, for holders of the `admin` permission: users, and which models (routers)
-// each role may use. The API refuses anyone else (403): this page only says so.
+// The administration, for holders of the `admin` permission: users (with their budgets and
+// the ledger of changes), roles and the models they may use, organisations, every key,
+// routers and providers with their health, usage reports, data policies. The API refuses
+// anyone else (403): this page only says so.
 
-import { h, replace, when, notice } from "./dom.js";
+import { h, replace, when, money, notice } from "./dom.js";
+import { barChart } from "./chart.js";
+
+const SECTIONS = [
+  ["users", "Users"], ["roles", "Roles and models"], ["organizations", "Organisations"], ["keys", "Keys"],
+  ["models", "Models and providers"], ["reports", "Usage reports"], ["policies", "Data policies"],
+];
 
 export async function adminView(app) {
   if (!app.user.permissions.includes("admin")) {
@@ -9,79 +17,190 @@ export async function adminView(app) {
       h("p", { class: "error", role: "alert", text: "The administration needs the admin permission, which your role does not have." }));
   }
   const [roles, routers] = await Promise.all([app.api.get("/v1/admin/roles?limit=100"), app.api.get("/v1/admin/routers?limit=100")]);
-  const users = h("div");
-  const rolesBox = h("div");
-  const roleName = (id) => (roles.data.find((r) => r.id === id) || { name: `#${id}` }).name;
-  const routerName = (id) => (routers.data.find((r) => r.id === id) || { name: `#${id}` }).name;
-
-  async function refreshUsers() {
-    const page = await app.api.get("/v1/admin/users?limit=100&order_by=id&order_direction=desc");
-    replace(users, h("table", { id: "users" },
-      h("thead", {}, h("tr", {}, ["Email", "Role", "Organisation", "Budget", "Created"].map((t) => h("th", { text: t })))),
-      h("tbody", {}, page.data.map((u) => h("tr", {},
-        h("td", { text: u.email }), h("td", { text: roleName(u.role) }), h("td", { text: u.organization ?? "—" }),
-        h("td", { text: u.budget ?? "unlimited" }), h("td", { text: when(u.created) }))))));
+  const ctx = { app, roles: roles.data, routers: routers.data };
+  ctx.roleName = (id) => (ctx.roles.find((r) => r.id === id) || { name: `#${id}` }).name;
+  ctx.routerName = (id) => (ctx.routers.find((r) => r.id === id) || { name: `#${id}` }).name;
+  const body = h("div");
+  const tabs = h("div", { role: "tablist", class: "tabs", "aria-label": "Administration" });
+  const show = async (id) => {
+    for (const tab of tabs.children) tab.setAttribute("aria-selected", String(tab.dataset.section === id));
+    replace(body, h("p", { class: "muted", text: "Loading…" }));
+    try { replace(body, await PAGES[id](ctx)); } catch (error) { replace(body, h("p", { class: "error", text: error.message })); }
+  };
+  for (const [id, label] of SECTIONS) {
+    tabs.append(h("button", { type: "button", role: "tab", class: "secondary", "data-section": id, text: label, onclick: () => show(id) }));
   }
+  await show("users");
+  return h("div", {}, h("h1", { text: "Administration" }), tabs, body);
+}
 
-  function drawRoles() {
-    replace(rolesBox, h("table", { id: "roles" },
-      h("thead", {}, h("tr", {}, ["Role", "Permissions", "Models"].map((t) => h("th", { text: t })))),
-      h("tbody", {}, roles.data.map((r) => h("tr", {},
-        h("td", { text: r.name }), h("td", { text: r.permissions.join(", ") || "—" }),
-        h("td", { text: [...new Set(r.limits.filter((l) => l.value !== 0).map((l) => routerName(l.router)))].join(", ") || "none" }))))));
-  }
+function table(id, headings, rows) {
+  return h("table", { id }, h("thead", {}, h("tr", {}, headings.map((t) => h("th", { text: t })))), h("tbody", {}, rows));
+}
 
-  const email = h("input", { id: "new-email", type: "email", required: true });
-  const password = h("input", { id: "new-password", type: "password", required: true, minlength: 8, autocomplete: "new-password" });
-  const role = h("select", { id: "new-role" }, roles.data.map((r) => h("option", { value: r.id, text: r.name })));
-  const userError = h("p", { class: "error", role: "alert" });
-  const createUser = h("form", {
-    class: "card", "aria-label": "Create a user",
-    async onsubmit(event) {
-      event.preventDefault();
-      userError.textContent = "";
-      try {
-        await app.api.post("/v1/admin/users", { email: email.value, password: password.value, role: Number(role.value) });
+function field(id, label, input) {
+  input.id = id;
+  return h("div", {}, h("label", { for: id, text: label }), input);
+}
+
+function form(label, fields, submit, onsubmit) {
+  const error = h("p", { class: "error", role: "alert" });
+  return h("form", { class: "card", "aria-label": label, async onsubmit(event) {
+    event.preventDefault();
+    error.textContent = "";
+    try { await onsubmit(); } catch (failure) { error.textContent = failure.message; }
+  } }, h("h2", { text: label }), h("div", { class: "row" }, fields, h("button", { type: "submit", text: submit })), error);
+}
+
+const PAGES = {
+  async users(ctx) {
+    const { app } = ctx;
+    const list = h("div");
+    const ledger = h("div", { id: "ledger" });
+    const refresh = async () => {
+      const users = (await app.api.get("/v1/admin/users?limit=100&order_by=id&order_direction=desc")).data;
+      replace(list, table("users", ["Email", "Role", "Organisation", "Budget", "Created", ""], users.map((u) => h("tr", {},
+        h("td", { text: u.email }), h("td", { text: ctx.roleName(u.role) }), h("td", { text: u.organization ?? "—" }),
+        h("td", { text: u.budget === null ? "unlimited" : money(u.budget_remaining ?? u.budget) }), h("td", { text: when(u.created) }),
+        h("td", {}, h("button", { type: "button", class: "secondary", text: "Budget", "aria-label": `Budget of ${u.email}`,
+          onclick: () => showLedger(u) }))))));
+    };
+    const showLedger = async (user) => {
+      const amount = h("input", { type: "number", step: "any", required: true });
+      const reason = h("input", { maxlength: 1000 });
+      const history = (await app.api.get(`/v1/admin/users/${user.id}/budget?limit=50`)).data;
+      replace(ledger, h("div", { class: "card" }, h("h2", { text: `Budget of ${user.email}` }),
+        form("Top up", [field("topup-amount", "Amount (negative to take back)", amount), field("topup-reason", "Reason", reason)], "Top up", async () => {
+          await app.api.post(`/v1/admin/users/${user.id}/budget`, { amount: Number(amount.value), reason: reason.value || null });
+          notice("Budget changed.");
+          await refresh();
+          await showLedger({ ...user });
+        }),
+        table("ledger-entries", ["When", "Change", "Amount", "Budget after", "Reason"], history.map((c) => h("tr", {},
+          h("td", { text: when(c.created) }), h("td", { text: c.kind }), h("td", { text: money(c.amount) }),
+          h("td", { text: c.budget === null ? "unlimited" : money(c.budget) }), h("td", { text: c.reason || "—" }))))));
+    };
+    const email = h("input", { type: "email", required: true });
+    const password = h("input", { type: "password", required: true, minlength: 8, autocomplete: "new-password" });
+    const role = h("select", {}, ctx.roles.map((r) => h("option", { value: r.id, text: r.name })));
+    const budget = h("input", { type: "number", step: "any", min: 0, placeholder: "unlimited" });
+    const create = form("Create a user", [field("new-email", "Email", email), field("new-password", "Password", password),
+      field("new-role", "Role", role), field("new-budget", "Budget", budget)], "Create", async () => {
+        await app.api.post("/v1/admin/users", { email: email.value, password: password.value, role: Number(role.value),
+          budget: budget.value === "" ? null : Number(budget.value) });
         notice(`User ${email.value} created.`);
-        email.value = password.value = "";
-        await refreshUsers();
-      } catch (error) { userError.textContent = error.message; }
-    },
-  }, h("h2", { text: "Create a user" }),
-  h("div", { class: "row" },
-    h("div", {}, h("label", { for: "new-email", text: "Email" }), email),
-    h("div", {}, h("label", { for: "new-password", text: "Password" }), password),
-    h("div", {}, h("label", { for: "new-role", text: "Role" }), role),
-    h("button", { type: "submit", text: "Create" })), userError);
+        email.value = password.value = budget.value = "";
+        await refresh();
+      });
+    await refresh();
+    return h("div", {}, create, list, ledger);
+  },
 
-  const grantRole = h("select", { id: "grant-role" }, roles.data.map((r) => h("option", { value: r.id, text: r.name })));
-  const grantRouter = h("select", { id: "grant-router" }, routers.data.map((r) => h("option", { value: r.id, text: r.name })));
-  const grantError = h("p", { class: "error", role: "alert" });
-  const grant = h("form", {
-    class: "card", "aria-label": "Give a role a model",
-    async onsubmit(event) {
-      event.preventDefault();
-      grantError.textContent = "";
-      const target = roles.data.find((r) => r.id === Number(grantRole.value));
-      const router = Number(grantRouter.value);
+  async roles(ctx) {
+    const { app } = ctx;
+    const box = h("div");
+    const draw = () => replace(box, table("roles", ["Role", "Permissions", "Models"], ctx.roles.map((r) => h("tr", {},
+      h("td", { text: r.name }), h("td", { text: r.permissions.join(", ") || "—" }),
+      h("td", { text: [...new Set(r.limits.filter((l) => l.value !== 0).map((l) => ctx.routerName(l.router)))].join(", ") || "none" })))));
+    const role = h("select", {}, ctx.roles.map((r) => h("option", { value: r.id, text: r.name })));
+    const router = h("select", {}, ctx.routers.map((r) => h("option", { value: r.id, text: r.name })));
+    const grant = form("Give a role a model", [field("grant-role", "Role", role), field("grant-router", "Model", router)], "Give", async () => {
+      const target = ctx.roles.find((r) => r.id === Number(role.value));
+      const id = Number(router.value);
       // A role may use a router it has a limit row for, unless a limit there is 0 (forbidden):
       // those go, and a row without a value (no limit) is added if none is left.
-      const limits = target.limits.filter((l) => l.router !== router || l.value !== 0);
-      if (!limits.some((l) => l.router === router)) limits.push({ router, type: "rpm", value: null });
-      try {
-        await app.api.patch(`/v1/admin/roles/${target.id}`, { limits });
-        target.limits = limits;
-        notice(`Role ${target.name} may use ${routerName(router)}.`);
-        drawRoles();
-      } catch (error) { grantError.textContent = error.message; }
-    },
-  }, h("h2", { text: "Give a role a model" }),
-  h("div", { class: "row" },
-    h("div", {}, h("label", { for: "grant-role", text: "Role" }), grantRole),
-    h("div", {}, h("label", { for: "grant-router", text: "Model" }), grantRouter),
-    h("button", { type: "submit", text: "Give" })), grantError);
+      const limits = target.limits.filter((l) => l.router !== id || l.value !== 0);
+      if (!limits.some((l) => l.router === id)) limits.push({ router: id, type: "rpm", value: null });
+      await app.api.patch(`/v1/admin/roles/${target.id}`, { limits });
+      target.limits = limits;
+      notice(`Role ${target.name} may use ${ctx.routerName(id)}.`);
+      draw();
+    });
+    draw();
+    return h("div", {}, grant, box);
+  },
 
-  await refreshUsers();
-  drawRoles();
-  return h("div", {}, h("h1", { text: "Administration" }), createUser, users, grant, rolesBox);
-}
+  async organizations(ctx) {
+    const { app } = ctx;
+    const list = h("div");
+    const refresh = async () => {
+      const orgs = (await app.api.get("/v1/admin/organizations?limit=100")).data;
+      replace(list, table("organizations", ["Organisation", "Budget", "Created"], orgs.map((o) => h("tr", {},
+        h("td", { text: o.name }), h("td", { text: o.budget === null ? "unlimited" : money(o.budget_remaining ?? o.budget) }),
+        h("td", { text: when(o.created) })))));
+    };
+    const name = h("input", { required: true, maxlength: 255 });
+    const budget = h("input", { type: "number", step: "any", min: 0, placeholder: "unlimited" });
+    const create = form("Create an organisation", [field("org-name", "Name", name), field("org-budget", "Budget", budget)], "Create", async () => {
+      await app.api.post("/v1/admin/organizations", { name: name.value, budget: budget.value === "" ? null : Number(budget.value) });
+      name.value = budget.value = "";
+      await refresh();
+    });
+    await refresh();
+    return h("div", {}, create, list);
+  },
+
+  async keys(ctx) {
+    const { app } = ctx;
+    const list = h("div");
+    const refresh = async () => {
+      const keys = (await app.api.get("/v1/admin/tokens?limit=100&order_by=id&order_direction=desc")).data;
+      replace(list, table("all-keys", ["Key", "User", "Hint", "Created", "Expires", "State", ""], keys.map((k) => h("tr", {},
+        h("td", { text: k.name }), h("td", { text: k.user }), h("td", {}, h("code", { text: k.token })), h("td", { text: when(k.created) }),
+        h("td", { text: when(k.expires) }), h("td", { text: k.revoked ? `revoked ${when(k.revoked)}` : "active" }),
+        h("td", {}, k.revoked ? null : h("button", { type: "button", class: "danger", text: "Revoke", "aria-label": `Revoke key ${k.name} of user ${k.user}`,
+          async onclick() { await app.api.post(`/v1/admin/tokens/${k.id}/revoke`, {}); await refresh(); } }))))));
+    };
+    await refresh();
+    return list;
+  },
+
+  async models(ctx) {
+    const { app } = ctx;
+    const [providers, health] = await Promise.all([
+      app.api.get("/v1/admin/providers?limit=100"),
+      app.api.get("/health/models").catch(() => ({ data: [] })), // needs read_metric
+    ]);
+    const state = new Map(health.data.flatMap((m) => m.providers.map((p) => [p.id, p])));
+    const verdict = (id) => {
+      const p = state.get(id);
+      if (!p) return "—";
+      if (p.cooling) return "cooling down";
+      return p.healthy === null ? "not checked yet" : p.healthy ? `healthy${p.latency_ms !== null ? ` (${p.latency_ms} ms)` : ""}` : `failing: ${p.error || ""}`;
+    };
+    return h("div", {}, ctx.routers.map((r) => h("section", { class: "card", "data-router": r.id },
+      h("h2", { text: `${r.name} (${r.type})` }),
+      table(`providers-${r.id}`, ["Provider", "Type", "URL", "Model", "Health"], providers.data.filter((p) => p.router === r.id).map((p) => h("tr", {},
+        h("td", { text: `#${p.id}` }), h("td", { text: p.type }), h("td", { text: p.url }), h("td", { text: p.model_name }),
+        h("td", { text: verdict(p.id) })))))));
+  },
+
+  async reports(ctx) {
+    const { app } = ctx;
+    const groupBy = h("select", { id: "report-group" }, ["organization", "user", "key", "router"].map((g) => h("option", { value: g, text: g })));
+    const measure = h("select", { id: "report-measure" }, ["requests", "total_tokens", "cost"].map((m) => h("option", { value: m, text: m })));
+    const out = h("div");
+    const draw = async () => {
+      const rows = (await app.api.get(`/v1/admin/usage?group_by=${groupBy.value}`)).data;
+      const days = new Map();
+      for (const row of rows) days.set(row.day, (days.get(row.day) || 0) + row[measure.value]);
+      replace(out, barChart([...days.entries()].sort(), measure.value, "report-chart"),
+        table("report", ["Day", groupBy.value, "Requests", "Errors", "Tokens", "Cost", "gCO2eq (max)"], rows.map((r) => h("tr", {},
+          h("td", { text: r.day }), h("td", { text: r.id ?? "—" }), h("td", { text: r.requests }), h("td", { text: r.errors }),
+          h("td", { text: r.total_tokens }), h("td", { text: money(r.cost) }), h("td", { text: (r.kgCO2eq.max * 1000).toPrecision(2) })))));
+    };
+    groupBy.addEventListener("change", draw);
+    measure.addEventListener("change", draw);
+    await draw();
+    return h("div", {}, h("div", { class: "row card" }, field("report-group", "Group by", groupBy), field("report-measure", "Chart", measure)), out);
+  },
+
+  async policies(ctx) {
+    const policies = (await ctx.app.api.get("/v1/admin/policies?limit=100")).data;
+    return policies.length ? table("policies", ["Policy", "Rules", "Applies to"], policies.map((p) => h("tr", {},
+      h("td", { text: p.name }), h("td", { text: p.rules.map((r) => `${r.detector === "regex" ? r.name : r.detector}: ${r.action}`).join(", ") }),
+      h("td", { text: [p.organizations.length && `organisations ${p.organizations.join(", ")}`, p.roles.length && `roles ${p.roles.map(ctx.roleName).join(", ")}`,
+        p.keys.length && `keys ${p.keys.join(", ")}`].filter(Boolean).join("; ") || "nobody" }))))
+      : h("p", { class: "muted", text: "No data policy yet (POST /v1/admin/policies: docs/responses.md)." });
+  },
+};
