@@ -281,6 +281,7 @@ async def test_the_usage_chart_shows_the_calls_just_made(console: Console) -> No
     await bar.first.wait_for()
     assert [await b.get_attribute("data-value") for b in await bar.all()] == ["2"]  # calls, today
     assert await page.locator("#calls tbody tr").count() == 2
+    assert "chat" in await page.locator("#by-model").inner_text()
     await console.shot("usage")
 
 
@@ -347,3 +348,13 @@ async def test_embeddings_rerank_and_transcription_are_tried_from_the_playground
     await page.wait_for_selector("#audio-result p")
     assert "error" not in (await page.locator("#audio-result p").first.get_attribute("class") or "")
     await console.shot("other-models")
+
+
+async def test_the_playground_fits_a_phone(console: Console) -> None:
+    page = console.page
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await console.log_in()
+    await console.ask("Hello from a phone")
+    await page.wait_for_selector(".message.assistant .meta:has-text('tokens')")
+    assert await page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+    await console.shot("playground-phone")

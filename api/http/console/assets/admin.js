@@ -52,6 +52,20 @@ function form(label, fields, submit, onsubmit) {
   } }, h("h2", { text: label }), h("div", { class: "row" }, fields, h("button", { type: "submit", text: submit })), error);
 }
 
+// "chat (rpm 60, tpm 10000), embeddings": each router the role may use, with its limits.
+function limitsText(ctx, role) {
+  const byRouter = new Map();
+  for (const l of role.limits) {
+    if (!byRouter.has(l.router)) byRouter.set(l.router, []);
+    byRouter.get(l.router).push(l);
+  }
+  const usable = [...byRouter.entries()].filter(([, rows]) => !rows.some((l) => l.value === 0));
+  return usable.map(([router, rows]) => {
+    const set = rows.filter((l) => l.value !== null).map((l) => `${l.type} ${l.value}`);
+    return ctx.routerName(router) + (set.length ? ` (${set.join(", ")})` : "");
+  }).join(", ") || "none";
+}
+
 const PAGES = {
   async users(ctx) {
     const { app } = ctx;
@@ -101,7 +115,7 @@ const PAGES = {
     const box = h("div");
     const draw = () => replace(box, table("roles", ["Role", "Permissions", "Models"], ctx.roles.map((r) => h("tr", {},
       h("td", { text: r.name }), h("td", { text: r.permissions.join(", ") || "—" }),
-      h("td", { text: [...new Set(r.limits.filter((l) => l.value !== 0).map((l) => ctx.routerName(l.router)))].join(", ") || "none" })))));
+      h("td", { text: limitsText(ctx, r) })))));
     const role = h("select", {}, ctx.roles.map((r) => h("option", { value: r.id, text: r.name })));
     const router = h("select", {}, ctx.routers.map((r) => h("option", { value: r.id, text: r.name })));
     const grant = form("Give a role a model", [field("grant-role", "Role", role), field("grant-router", "Model", router)], "Give", async () => {

@@ -45,6 +45,8 @@ export async function usageView(app) {
         h("li", { text: `${l.type} on router ${l.router}: ${l.used} of ${l.limit} (resets in ${l.reset_in}s)` }))) : null),
     h("div", { class: "row" }, h("h2", { text: "By day, last 30 days" }), measure),
     chart,
+    h("h2", { text: "By model, last 30 days" }),
+    byModel(records),
     h("h2", { text: "Calls" }),
     records.length ? h("table", { id: "calls" },
       h("thead", {}, h("tr", {}, ["When", "Model", "Endpoint", "Status", "Tokens", "Cost", "Carbon"].map((t) => h("th", { text: t })))),
@@ -52,4 +54,22 @@ export async function usageView(app) {
         h("td", { text: when(r.created) }), h("td", { text: r.model || "—" }), h("td", { text: r.endpoint }),
         h("td", { text: r.status }), h("td", { text: r.usage.total_tokens }), h("td", { text: money(r.usage.cost) }),
         h("td", { text: carbon(r.usage.carbon.kgCO2eq) }))))) : h("p", { class: "muted", text: "No calls yet." }));
+}
+
+
+function byModel(records) {
+  const models = new Map();
+  for (const r of records) {
+    const total = models.get(r.model || "—") || { calls: 0, tokens: 0, cost: 0, carbon: 0 };
+    total.calls += 1;
+    total.tokens += r.usage.total_tokens;
+    total.cost += r.usage.cost;
+    total.carbon += r.usage.carbon.kgCO2eq ? r.usage.carbon.kgCO2eq.max : 0;
+    models.set(r.model || "—", total);
+  }
+  return h("table", { id: "by-model" },
+    h("thead", {}, h("tr", {}, ["Model", "Calls", "Tokens", "Cost", "Carbon (max)"].map((t) => h("th", { text: t })))),
+    h("tbody", {}, [...models.entries()].map(([model, t]) => h("tr", {},
+      h("td", { text: model }), h("td", { text: t.calls }), h("td", { text: t.tokens }), h("td", { text: money(t.cost) }),
+      h("td", { text: carbon({ min: t.carbon, max: t.carbon }) })))));
 }
