@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,8 @@ async def _drop_pg_database(admin_url: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+def migrated_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """Each backend's database, migrated once per session."""
     if request.param == "sqlite-memory":
         path = tmp_path_factory.mktemp("sqlite") / "tollgate.db"
         url = f"sqlite+aiosqlite:///{path}"
@@ -111,6 +113,20 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         yield Backend("postgres-redis", url, REDIS_URL)
     finally:
         asyncio.run(_drop_pg_database(PG_URL, name))
+
+
+@pytest.fixture
+def backend(migrated_backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Backend:
+    """The test's database. On SQLite a file of its own, copied from the migrated one: whatever
+    an earlier test's apps left behind (a connection still closing, its lock) cannot reach it.
+    On PostgreSQL the session's database, emptied by the test's first app (`app_factory`)."""
+    if migrated_backend.name != "sqlite-memory":
+        return migrated_backend
+    source = make_url(migrated_backend.database_url).database
+    target = tmp_path_factory.mktemp("sqlite-test") / "tollgate.db"
+    with closing(sqlite3.connect(source)) as original, closing(sqlite3.connect(target)) as copy:
+        original.backup(copy)
+    return Backend("sqlite-memory", f"sqlite+aiosqlite:///{target}", None)
 
 
 def make_settings(backend: Backend, redis_prefix: str, qdrant_path: str | None = None, **general: object) -> Settings:
