@@ -15,8 +15,8 @@ MODELS = [(8, 8, "FRA"), (70, 70, "USA"), (1, 1, "WOR"), (400, 17, "SWE"), (1000
 @pytest.mark.parametrize("tokens", [1, 7, 250, 4000])
 @pytest.mark.parametrize("latency", [0.0005, 0.05, 1.0, 30.0, 1000.0])
 def test_footprint_equals_ecologits(total: int, active: int, zone: str, tokens: int, latency: float) -> None:
-    ours = vars(carbon_footprint(total, active, tokens, zone, latency))
-    theirs = vars(ecologits_footprint(total, active, tokens, zone, max(latency, 1e-3)))
+    ours = carbon_footprint(total, active, tokens, zone, latency)._asdict()
+    theirs = ecologits_footprint(total, active, tokens, zone, max(latency, 1e-3))._asdict()
     assert ours.keys() == theirs.keys()
     for field, value in ours.items():
         assert value > 0 and math.isclose(value, theirs[field], rel_tol=1e-6), field
