@@ -21,6 +21,8 @@ class UpstreamAnswer:
     status: int
     body: Any  # parsed JSON
     provider: ProviderTarget
+    raw: bytes | None = None  # an answer that is not JSON (a transcript as text, SRT or WebVTT)...
+    content_type: str | None = None  # ...and the provider's content type for it
 
 
 @dataclass
@@ -35,6 +37,7 @@ class OpenStream:
     deadline: float
     max_bytes: int
     first: bytes
+    session: aiohttp.ClientSession  # the provider's: what else the relay asks of it (a prompt's count)
 
 
 # A provider's Retry-After lengthens its cooldown, within reason: a provider asking for a day

@@ -39,6 +39,7 @@ from api.providers import Endpoint, adapter_for, well_formed
 from api.providers.sessions import UpstreamSessions
 from api.settings import GatewaySettings
 from api.state.load import Lease, LoadTracker
+from api.state.traffic import ProviderTraffic
 from api.state.ttft import TtftTracker
 from api.calls.qos import inflight_cap, too_slow, watches_ttft
 from api.calls.access import may_call
@@ -114,6 +115,7 @@ class Gateway:
         self._upstreams = upstreams
         self._settings = settings
         self._gates: dict[int, PriorityGate] = {}
+        self.traffic = ProviderTraffic()  # real calls, which the health checks count as health
 
     # resolution and access
 
@@ -159,6 +161,7 @@ class Gateway:
             lease = await self._tracker.acquire(provider.id, cap, self._lease_seconds(provider))
         if lease is not None:
             self._metrics.provider_in_flight(provider.id).inc()
+            self.traffic.started(provider.id)
         return lease
 
     async def _wait_for_slot(self, router: RouterEntry, tried: set[int], priority: int) -> tuple[ProviderTarget, Lease]:
@@ -216,6 +219,7 @@ class Gateway:
 
     async def release(self, lease: Lease) -> None:
         self._metrics.provider_in_flight(lease.provider_id).dec()
+        self.traffic.ended(lease.provider_id)
         await self._tracker.release(lease)
 
     async def _failed(self, provider: ProviderTarget, error: Retryable) -> None:
@@ -279,11 +283,17 @@ class Gateway:
                     raise status_failure(provider, response)
                 raw = await self._read_bounded(response, provider)
                 status = response.status
+                content_type = response.content_type
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_failure(provider, exc) from exc
         finally:
             call.upstream_seconds += time.perf_counter() - started
         call.first_byte_at = time.perf_counter()
+        if endpoint is Endpoint.transcriptions and status < 400 and "json" not in content_type:
+            # A transcript in the format asked for (text, srt, vtt): passed on as it came.
+            await self._observe_ttft(provider, first_byte_seconds)
+            self.traffic.answered(provider.id)
+            return UpstreamAnswer(status, None, provider, raw=raw, content_type=response.headers.get("Content-Type", content_type))
         try:
             parsed = jsonutil.loads(raw) if raw else None
         except ValueError as exc:
@@ -294,6 +304,7 @@ class Gateway:
         if not well_formed(endpoint, answer):  # like invalid JSON: another provider may do better
             raise Retryable("invalid", f"provider {provider.id} answered in an unexpected shape")
         await self._observe_ttft(provider, first_byte_seconds)
+        self.traffic.answered(provider.id)
         return UpstreamAnswer(status, answer, provider)
 
     async def _read_bounded(self, response: aiohttp.ClientResponse, provider: ProviderTarget) -> bytes:
@@ -351,8 +362,9 @@ class Gateway:
                 call.upstream_seconds += time.perf_counter() - started
                 call.first_byte_at = time.perf_counter()
                 await self._observe_ttft(provider, call.first_byte_at - started)
+                self.traffic.answered(provider.id)
                 deadline = time.monotonic() + self._settings.max_stream_seconds
-                return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first)
+                return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first, session)
             except (Retryable, TimeoutError, aiohttp.ClientError) as exc:
                 error = exc if isinstance(exc, Retryable) else transport_failure(provider, exc)
                 failures.append(error)

@@ -12,9 +12,10 @@ from typing import Any
 
 import aiohttp
 
+from api.calls.audio import transcript_bound, transcript_text
 from api.calls.call import Call, Defaults
 from api.calls.gateway import Gateway
-from api.calls.tokens import count_inputs, count_messages, count_text
+from api.calls.tokens import count_chat_prompt, count_inputs, count_messages, count_text
 from api.errors import UpstreamError
 from api.providers import Endpoint
 from api.quota.quotas import Quotas
@@ -83,7 +84,7 @@ class Chat(Defaults):
         answer = answer_object(call, reply.body)
         prompt, completion = upstream_usage(answer)
         call.tokens(
-            prompt if prompt is not None else count_messages(self.body.get("messages", [])),
+            prompt if prompt is not None else count_chat_prompt(self.body.get("messages", [])),
             completion if completion is not None else count_text(completion_text(answer)),
         )
         answer.update(self.final_fields)
@@ -135,6 +136,10 @@ class Rerank(Defaults):
 
 @dataclass
 class Transcription(Defaults):
+    """A transcription in the `response_format` the caller asked for: JSON (`json`,
+    `verbose_json`) gets its usage; `text`, `srt` and `vtt` are passed on with the provider's
+    content type."""
+
     audio: bytes
     filename: str
     content_type: str
@@ -142,9 +147,10 @@ class Transcription(Defaults):
     max_tokens: int
     endpoint: Endpoint = Endpoint.transcriptions
 
-    # No prompt estimate: the audio's length in tokens is unknown before it is transcribed.
+    # No prompt estimate: the audio's length in tokens is unknown before it is transcribed. Its
+    # transcript is bounded by its duration.
     def completion_bound(self, call: Call, quotas: Quotas) -> int:
-        return self.max_tokens
+        return transcript_bound(self.audio, self.max_tokens)
 
     async def forward(self, call: Call, gateway: Gateway) -> None:
         def form(model_name: str) -> aiohttp.FormData:
@@ -156,6 +162,11 @@ class Transcription(Defaults):
             return data
 
         reply = await gateway.call_multipart(call, Endpoint.transcriptions, form, call.priority)
+        if reply.raw is not None:
+            content_type = reply.content_type or "text/plain"
+            call.tokens(0, count_text(transcript_text(reply.raw, content_type)))
+            call.raw_answer = (reply.raw, content_type)
+            return
         answer = answer_object(call, reply.body)
         text = answer.get("text") if isinstance(answer.get("text"), str) else ""
         call.tokens(0, count_text(text))  # a transcript is generated text: its tokens are the completion

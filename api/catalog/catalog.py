@@ -31,8 +31,8 @@ class ProviderTarget:
     timeout: int
     model_name: str
     model_hosting_zone: str
-    model_total_params: int
-    model_active_params: int
+    model_total_params: float  # billions
+    model_active_params: float
     qos_metric: str | None
     qos_limit: float | None
     vector_size: int | None

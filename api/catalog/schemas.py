@@ -116,7 +116,7 @@ def _base_url(url: HttpUrl) -> str:
 
 ProviderUrl = Annotated[HttpUrl, Field(max_length=2048)]
 Timeout = Annotated[int, Field(ge=1, le=3600)]
-Params = Annotated[int, Field(ge=0, le=100_000, description="Billions of parameters")]
+Params = Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False, description="Billions of parameters, fractions allowed (0.27 for 270M)")]
 Zone = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 QosLimit = Annotated[float, Field(gt=0, le=1_000_000, description="inflight: calls at once; ttft: milliseconds.")]
 
@@ -130,8 +130,8 @@ class ProviderSeed(RequestModel):
     timeout: Timeout = 300
     model_name: Annotated[str, Field(min_length=1, max_length=255)]
     model_hosting_zone: Zone = "WOR"
-    model_total_params: Params = 0
-    model_active_params: Params = 0
+    model_total_params: Params = 0.0
+    model_active_params: Params = 0.0
     qos_metric: QosMetric | None = None
     qos_limit: QosLimit | None = None
 
@@ -191,8 +191,8 @@ class ProviderOut(BaseModel):
     timeout: int
     model_name: str
     model_hosting_zone: str
-    model_total_params: int
-    model_active_params: int
+    model_total_params: float
+    model_active_params: float
     qos_metric: QosMetric | None
     qos_limit: float | None
     vector_size: int | None

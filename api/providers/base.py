@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import wave
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -56,8 +58,45 @@ def normalise_base_url(url: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
+def _silence(seconds: float = 0.1, rate: int = 16_000) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes(b"\0\0" * int(rate * seconds))
+    return buffer.getvalue()
+
+
+_SILENCE = _silence()
+
+
+def completion_limit(body: dict[str, Any]) -> int | None:
+    """The completion bound a chat body asks for: the smaller of `max_tokens` and
+    `max_completion_tokens` where both are given."""
+    limits = [body[f] for f in ("max_tokens", "max_completion_tokens") if isinstance(body.get(f), int) and not isinstance(body.get(f), bool)]
+    return min(limits) if limits else None
+
+
 class ProviderAdapter:
-    """OpenAI's wire protocol; vLLM, Mistral and Albert speak it too."""
+    """OpenAI's wire protocol; vLLM, Mistral, Albert and llama.cpp speak it too.
+
+    `bound_field` is the one field of a chat's completion bound the provider obeys: OpenAI reads
+    `max_completion_tokens` (its reasoning models refuse `max_tokens`); the compatible servers
+    read `max_tokens` (llama.cpp and Mistral ignore `max_completion_tokens`). The bound is sent
+    in that field alone, so that what Tollgate reserved for is what the provider generates."""
+
+    def __init__(self, bound_field: str = "max_tokens", tokenize: bool = False) -> None:
+        self.bound_field = bound_field
+        self.tokenize = tokenize  # serves vLLM's `POST /tokenize` (a chat prompt's count, template applied)
+
+    def bounded(self, body: dict[str, Any]) -> dict[str, Any]:
+        limit = completion_limit(body)
+        if limit is None:
+            return body
+        body = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
+        body[self.bound_field] = limit
+        return body
 
     def url(self, base_url: str, endpoint: Endpoint) -> str:
         return base_url + endpoint.value
@@ -66,7 +105,7 @@ class ProviderAdapter:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def request_body(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
-        return body
+        return self.bounded(body) if endpoint is Endpoint.chat else body
 
     def response_body(self, endpoint: Endpoint, body: Any) -> Any:
         return body
@@ -76,6 +115,14 @@ class ProviderAdapter:
     ) -> ProbeResult:
         """Check the provider serves `model_name` and learn its context length or vector size."""
         client_timeout = aiohttp.ClientTimeout(total=timeout)
+        if model_type == "automatic-speech-recognition":
+            # A transcription of a tenth of a second of silence: servers of speech models
+            # (faster-whisper-server) need not list their models.
+            form = aiohttp.FormData()
+            form.add_field("file", _SILENCE, filename="probe.wav", content_type="audio/wav")
+            form.add_field("model", model_name)
+            await self._call(session, "POST", self.url(base_url, Endpoint.transcriptions), key, None, client_timeout, form)
+            return ProbeResult()
         if model_type == "text-embeddings-inference":
             body = self.request_body(Endpoint.embeddings, {"model": model_name, "input": "tollgate probe"})
             answer = await self._call(session, "POST", self.url(base_url, Endpoint.embeddings), key, body, client_timeout)
@@ -93,11 +140,29 @@ class ProviderAdapter:
                 return ProbeResult(max_context_length=length if isinstance(length, int) else None)
         raise UpstreamCheckError(f"the provider does not serve a model named '{model_name}'")
 
+    async def count_prompt(
+        self, session: aiohttp.ClientSession, base_url: str, key: str | None, model_name: str, messages: list[Any],
+        timeout: float,
+    ) -> int | None:
+        """The provider's own count of a chat prompt, its template applied; None where it cannot
+        say (then Tollgate estimates it)."""
+        if not self.tokenize:
+            return None
+        body = {"model": model_name, "messages": messages, "add_generation_prompt": True}
+        try:
+            answer = await self._call(session, "POST", base_url + "/tokenize", key, body, aiohttp.ClientTimeout(total=timeout))
+        except UpstreamCheckError:
+            return None
+        count = answer.get("count") if isinstance(answer, dict) else None
+        return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+
     async def _call(
-        self, session: aiohttp.ClientSession, method: str, url: str, key: str | None, body: Any, timeout: aiohttp.ClientTimeout
+        self, session: aiohttp.ClientSession, method: str, url: str, key: str | None, body: Any, timeout: aiohttp.ClientTimeout,
+        form: aiohttp.FormData | None = None,
     ) -> Any:
         try:
-            async with session.request(method, url, json=body, headers=self.headers(key), timeout=timeout) as response:
+            sent: dict[str, Any] = {"data": form} if form is not None else {"json": body}
+            async with session.request(method, url, headers=self.headers(key), timeout=timeout, **sent) as response:
                 if response.status >= 400:
                     raise UpstreamCheckError(f"the provider answered {response.status} to {method} {url}")
                 return await response.json(content_type=None)

@@ -7,8 +7,8 @@ from api.providers.tei import TeiAdapter
 
 _OPENAI_COMPATIBLE = ProviderAdapter()
 _ADAPTERS: dict[str, ProviderAdapter] = {
-    "openai": _OPENAI_COMPATIBLE,
-    "vllm": _OPENAI_COMPATIBLE,
+    "openai": ProviderAdapter(bound_field="max_completion_tokens"),
+    "vllm": ProviderAdapter(tokenize=True),
     "mistral": _OPENAI_COMPATIBLE,
     "albert": _OPENAI_COMPATIBLE,
     "tei": TeiAdapter(),

@@ -59,6 +59,12 @@ class Behaviour:
     embedding_dimensions: int = 8
     vectors_missing: int = 0  # embeddings answers this many vectors short (usage still for every input)
     max_context_length: int = 8192
+    # Like llama.cpp: counts a chat prompt with its template's tokens (5 a message, 4 more),
+    # ignores `max_completion_tokens` and `stream_options` (no usage in streams).
+    llama_cpp: bool = False
+    ignore_bounds: bool = False  # generates `reply_words` whatever `max_tokens` says
+    no_model_list: bool = False  # no GET /v1/models (faster-whisper-server)
+    models_blocked_while_generating: bool = False  # GET /v1/models waits for streams to end (llama.cpp's model lock)
 
 
 @dataclass
@@ -105,6 +111,9 @@ class FakeUpstream:
     max_in_flight: int = 0
     cancelled: int = 0
     chunks_sent: int = 0  # streamed content chunks written, all calls together
+    model_list_requests: int = 0
+    model_lists_during_streams: int = 0
+    streaming: int = 0  # streams being written now
     log_requests: bool = True
 
     def __post_init__(self) -> None:
@@ -123,6 +132,7 @@ class FakeUpstream:
         app.router.add_post("/v1/audio/transcriptions", self._transcription)
         app.router.add_post("/v1/ocr", self._ocr)
         app.router.add_get("/health", self._health)
+        app.router.add_post("/tokenize", self._tokenize)
         return app
 
     async def start(self, port: int = 0) -> str:
@@ -183,6 +193,13 @@ class FakeUpstream:
         return web.Response(text="ok")
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
+        self.model_list_requests += 1
+        self.model_lists_during_streams += 1 if self.streaming else 0
+        if self.behaviour.no_model_list:
+            return web.json_response({"detail": "Not Found"}, status=404)
+        if self.behaviour.models_blocked_while_generating:
+            while self.streaming:
+                await asyncio.sleep(0.01)
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response({"error": {"message": "invalid api key"}}, status=401)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake", "max_model_len": self.behaviour.max_context_length}
@@ -202,7 +219,7 @@ class FakeUpstream:
                 return early
             if body.get("model") not in self.models:
                 return web.json_response({"error": {"message": f"model {body.get('model')} not found"}}, status=404)
-            prompt_tokens = count_tokens(_message_text(body.get("messages", [])))
+            prompt_tokens = self._prompt_tokens(body.get("messages", []))
             if body.get("stream"):
                 return await self._stream_chat(request, body, prompt_tokens)
             return await self._json(request, self._completion(body, prompt_tokens))
@@ -214,6 +231,16 @@ class FakeUpstream:
             return web.Response(status=499)
         finally:
             self.in_flight -= 1
+
+    def _prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
+        words = count_tokens(_message_text(messages))
+        return words + 5 * len(messages) + 4 if self.behaviour.llama_cpp else words
+
+    async def _tokenize(self, request: web.Request) -> web.StreamResponse:
+        """vLLM's /tokenize: a chat prompt's tokens, its template applied."""
+        body = await request.json()
+        count = self._prompt_tokens(body.get("messages", []))
+        return web.json_response({"count": count, "max_model_len": self.behaviour.max_context_length, "tokens": list(range(count))})
 
     async def _json(self, request: web.Request, answer: dict[str, Any]) -> web.StreamResponse:
         if not self.behaviour.chunked_body:
@@ -242,8 +269,8 @@ class FakeUpstream:
         if image is not None:  # a vision model "reading" the image: a tag unique to its bytes
             return ["read", "image", hashlib.sha256(image.encode()).hexdigest()[:12]]
         words = self.behaviour.reply_words
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        if isinstance(limit, int):
+        limit = body.get("max_tokens") if self.behaviour.llama_cpp else body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int) and not self.behaviour.ignore_bounds:
             words = min(words, limit)
         return [f"word{i}" for i in range(words)]
 
@@ -268,6 +295,13 @@ class FakeUpstream:
         return answer
 
     async def _stream_chat(self, request: web.Request, body: dict[str, Any], prompt_tokens: int) -> web.StreamResponse:
+        self.streaming += 1
+        try:
+            return await self._write_stream(request, body, prompt_tokens)
+        finally:
+            self.streaming -= 1
+
+    async def _write_stream(self, request: web.Request, body: dict[str, Any], prompt_tokens: int) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         chunk_id, created, words = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self._reply_words(body)
@@ -310,7 +344,7 @@ class FakeUpstream:
             self.chunks_sent += 1
         if not b.omit_finish:
             await response.write(event(chunk({}, "stop")))
-        include_usage = (body.get("stream_options") or {}).get("include_usage")
+        include_usage = (body.get("stream_options") or {}).get("include_usage") and not b.llama_cpp
         if include_usage and not b.omit_usage and not b.omit_finish:
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
             await response.write(event({"id": chunk_id, "object": "chat.completion.chunk", "created": created,
@@ -389,7 +423,18 @@ class FakeUpstream:
         if early is not None:
             return early
         text = f"transcribed {size} bytes"
-        return web.json_response({"text": text, "usage": {"type": "duration", "seconds": max(1, size // 32000)}})
+        seconds = max(1, size // 32000)
+        answer_format = form.get("response_format") or "json"
+        if answer_format == "text":
+            return web.Response(text=text + "\n", content_type="text/plain")
+        if answer_format == "srt":
+            return web.Response(text=f"1\n00:00:00,000 --> 00:00:0{min(seconds, 9)},000\n{text}\n\n", content_type="text/plain")
+        if answer_format == "vtt":
+            return web.Response(text=f"WEBVTT\n\n00:00:00.000 --> 00:00:0{min(seconds, 9)}.000\n{text}\n\n", content_type="text/vtt")
+        if answer_format == "verbose_json":
+            return web.json_response({"task": "transcribe", "language": "english", "duration": seconds, "text": text,
+                                      "segments": [{"id": 0, "start": 0.0, "end": float(seconds), "text": text}]})
+        return web.json_response({"text": text, "usage": {"type": "duration", "seconds": seconds}})
 
     async def _ocr_pages(self, document: dict[str, Any]) -> list[str]:
         """Mistral OCR's pages: a PDF's text layer (read with pypdf), or one page for an image."""

@@ -106,22 +106,25 @@ async def create_transcription(
     model: Annotated[ModelName, Form()],
     language: Annotated[str | None, Form(max_length=32)] = None,
     prompt: Annotated[str | None, Form(max_length=10_000)] = None,
-    response_format: Annotated[str | None, Form(pattern="^(json|text)$")] = None,
+    response_format: Annotated[str | None, Form(pattern="^(json|text|srt|vtt|verbose_json)$")] = None,
     temperature: Annotated[float | None, Form(ge=0, le=1)] = None,
     x_tollgate_tag: TagHeader = None,
 ) -> Response:
     fields = {
         name: str(value)
-        for name, value in (("language", language), ("prompt", prompt), ("temperature", temperature))
+        for name, value in (("language", language), ("prompt", prompt), ("temperature", temperature),
+                            ("response_format", response_format))
         if value not in (None, "")
     }
-    # Always JSON from the provider, so the usage can be attached.
-    fields["response_format"] = "json"
     operation = Transcription(
         await file.read(), file.filename or "audio", file.content_type or "application/octet-stream", fields,
         settings.settings.gateway.default_max_tokens,
     )
-    return _answer(await pipeline.run(Call(caller, model, operation, Endpoint.transcriptions.value, tag=header_tag(x_tollgate_tag))))
+    call = await pipeline.run(Call(caller, model, operation, Endpoint.transcriptions.value, tag=header_tag(x_tollgate_tag)))
+    if call.raw_answer is not None:  # text, srt or vtt: as the provider answered it
+        content, content_type = call.raw_answer
+        return Response(content, headers={**_headers(call), "Content-Type": content_type})
+    return _answer(call)
 
 
 # After the endpoints that carry the traffic: routes are matched in the order they are defined.
