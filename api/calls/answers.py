@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 
 from api.catalog.catalog import ProviderTarget
+from api.providers.base import StreamTranslator
 from api.state.load import Lease
 
 
@@ -38,6 +39,7 @@ class OpenStream:
     max_bytes: int
     first: bytes
     session: aiohttp.ClientSession  # the provider's: what else the relay asks of it (a prompt's count)
+    translator: StreamTranslator | None = None  # the provider's own events to OpenAI's chunks
 
 
 # A provider's Retry-After lengthens its cooldown, within reason: a provider asking for a day

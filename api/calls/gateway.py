@@ -36,6 +36,7 @@ from api.identity.principal import Principal
 from api.observability.metrics import GatewayMetrics
 from api.catalog.catalog import ModelCatalog, ProviderTarget, RouterEntry, no_provider
 from api.providers import Endpoint, adapter_for, well_formed
+from api.providers.base import StreamTranslator
 from api.providers.sessions import UpstreamSessions
 from api.settings import GatewaySettings
 from api.state.load import Lease, LoadTracker
@@ -232,10 +233,8 @@ class Gateway:
     # calls
 
     def _request_args(self, provider: ProviderTarget, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
-        adapter = adapter_for(provider.type)
-        payload = adapter.request_body(endpoint, {**body, "model": provider.model_name})
-        headers = {**adapter.headers(provider.key), "Content-Type": "application/json"}
-        return {"url": adapter.url(provider.url, endpoint), "data": jsonutil.dumps(payload), "headers": headers}
+        wire = adapter_for(provider.type).request(provider.upstream, endpoint, {**body, "model": provider.model_name})
+        return {"url": wire.url, "data": wire.data, "headers": wire.headers}
 
     async def call_json(self, call: Attempts, endpoint: Endpoint, body: dict[str, Any], priority: int) -> UpstreamAnswer:
         """Send a JSON request, failing over as needed, and return the provider's parsed answer."""
@@ -248,7 +247,7 @@ class Gateway:
     ) -> UpstreamAnswer:
         def send(provider: ProviderTarget) -> Awaitable[UpstreamAnswer]:
             adapter = adapter_for(provider.type)
-            args = {"url": adapter.url(provider.url, endpoint), "data": build_form(provider.model_name),
+            args = {"url": adapter.url(provider.upstream, endpoint), "data": build_form(provider.model_name),
                     "headers": adapter.headers(provider.key)}
             return self._send(call, provider, args, endpoint)
 
@@ -298,9 +297,10 @@ class Gateway:
             parsed = jsonutil.loads(raw) if raw else None
         except ValueError as exc:
             raise Retryable("invalid", f"provider {provider.id} answered with invalid JSON") from exc
+        adapter = adapter_for(provider.type)
         if status >= 400:
-            raise UpstreamRejectedError(status, parsed)
-        answer = adapter_for(provider.type).response_body(endpoint, parsed)
+            raise UpstreamRejectedError(status, adapter.error_body(status, parsed))
+        answer = adapter.response_body(endpoint, parsed)
         if not well_formed(endpoint, answer):  # like invalid JSON: another provider may do better
             raise Retryable("invalid", f"provider {provider.id} answered in an unexpected shape")
         await self._observe_ttft(provider, first_byte_seconds)
@@ -326,13 +326,21 @@ class Gateway:
         raise UpstreamError(f"provider {provider.id}'s answer is larger than {limit} bytes")
 
     @staticmethod
-    async def _first_block(response: aiohttp.ClientResponse, provider: ProviderTarget) -> bytes:
-        """A stream's first bytes. Providers send their headers at once and their first event
-        after the prompt is processed: a crash or a stall in between can still fail over."""
-        first = await response.content.readany()
-        if not first:
-            raise Retryable("invalid", f"provider {provider.id} ended its stream before its first event")
-        return first
+    async def _first_block(
+        response: aiohttp.ClientResponse, provider: ProviderTarget, translator: StreamTranslator | None
+    ) -> bytes:
+        """A stream's first bytes (translated to OpenAI's chunks, for a provider that streams
+        its own events). Providers send their headers at once and their first event after the
+        prompt is processed: a crash or a stall in between can still fail over."""
+        while True:
+            first = await response.content.readany()
+            if not first:
+                raise Retryable("invalid", f"provider {provider.id} ended its stream before its first event")
+            if translator is None:
+                return first
+            translated = translator.feed(first)
+            if translated:
+                return translated
 
     async def open_stream(self, call: Attempts, body: dict[str, Any], priority: int) -> OpenStream:
         """Open a streamed chat completion: failover until a provider answers 2xx headers and
@@ -344,6 +352,7 @@ class Gateway:
             provider, lease = attempt
             call.provider = provider
             session = self._upstreams.for_url(provider.url)
+            adapter = adapter_for(provider.type)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(provider.timeout, 30), sock_read=provider.timeout)
             started = time.perf_counter()
             response: aiohttp.ClientResponse | None = None
@@ -357,14 +366,16 @@ class Gateway:
                         parsed = jsonutil.loads(raw) if raw else None
                     except ValueError:
                         parsed = {"error": {"message": raw.decode(errors="replace")[:2000]}}
-                    raise UpstreamRejectedError(response.status, parsed)
-                first = await self._first_block(response, provider)
+                    raise UpstreamRejectedError(response.status, adapter.error_body(response.status, parsed))
+                translator = adapter.stream_translator(body)
+                first = await self._first_block(response, provider, translator)
                 call.upstream_seconds += time.perf_counter() - started
                 call.first_byte_at = time.perf_counter()
                 await self._observe_ttft(provider, call.first_byte_at - started)
                 self.traffic.answered(provider.id)
                 deadline = time.monotonic() + self._settings.max_stream_seconds
-                return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first, session)
+                return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first, session,
+                                  translator)
             except (Retryable, TimeoutError, aiohttp.ClientError) as exc:
                 error = exc if isinstance(exc, Retryable) else transport_failure(provider, exc)
                 failures.append(error)

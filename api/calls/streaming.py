@@ -78,8 +78,9 @@ class ChatStreamRelay:
 
     async def _blocks(self) -> AsyncIterator[bytes]:
         yield self._stream.first  # read by the gateway before it chose this provider
+        translator = self._stream.translator
         async for data in self._stream.response.content.iter_any():
-            yield data
+            yield translator.feed(data) if translator is not None else data
 
     async def events(self) -> AsyncIterator[bytes]:
         pending = b""
@@ -250,8 +251,8 @@ class ChatStreamRelay:
         Tollgate's estimate with the chat template's tokens."""
         messages = self._request_body.get("messages", [])
         provider = self._stream.provider
-        counted = await adapter_for(provider.type).count_prompt(
-            self._stream.session, provider.url, provider.key, provider.model_name, messages, min(provider.timeout, 5))
+        counted = await adapter_for(provider.type).count_prompt(self._stream.session, provider.upstream, messages,
+                                                                min(provider.timeout, 5))
         return counted if counted is not None else count_chat_prompt(messages)
 
     def _usage_event(self) -> bytes:

@@ -77,8 +77,7 @@ class HealthMonitor:
         error: str | None = None
         try:
             await adapter_for(provider.type).probe(
-                self._upstreams.for_url(provider.url), provider.url, provider.key, provider.model_name, router_type,
-                min(self._timeout, provider.timeout),
+                self._upstreams.for_url(provider.url), provider.upstream, router_type, min(self._timeout, provider.timeout),
             )
         except UpstreamCheckError as exc:
             # A probe that failed while real calls got answers (one began as it was sent) does

@@ -36,6 +36,9 @@ class ProviderType(StrEnum):
     tei = "tei"
     mistral = "mistral"
     albert = "albert"
+    anthropic = "anthropic"  # the Messages API
+    bedrock = "bedrock"  # AWS Bedrock's Converse API, SigV4-signed
+    azure = "azure"  # Azure OpenAI deployments
 
 
 class QosMetric(StrEnum):
@@ -118,6 +121,8 @@ ProviderUrl = Annotated[HttpUrl, Field(max_length=2048)]
 Timeout = Annotated[int, Field(ge=1, le=3600)]
 Params = Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False, description="Billions of parameters, fractions allowed (0.27 for 270M)")]
 Zone = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$", max_length=32)]
+ApiVersion = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$", max_length=32)]
 QosLimit = Annotated[float, Field(gt=0, le=1_000_000, description="inflight: calls at once; ttft: milliseconds.")]
 
 
@@ -134,6 +139,8 @@ class ProviderSeed(RequestModel):
     model_active_params: Params = 0.0
     qos_metric: QosMetric | None = None
     qos_limit: QosLimit | None = None
+    region: Region | None = Field(None, description="bedrock: the AWS region (else read from a bedrock-runtime url).")
+    api_version: ApiVersion | None = Field(None, description="azure: the api-version of its calls (default 2024-10-21).")
 
     @field_validator("url")
     @classmethod
@@ -197,6 +204,8 @@ class ProviderOut(BaseModel):
     qos_limit: float | None
     vector_size: int | None
     max_context_length: int | None
+    region: str | None = None
+    api_version: str | None = None
     created: int
     updated: int
 

@@ -166,6 +166,8 @@ class Provider(TimestampMixin, Base):
     qos_limit: Mapped[float | None] = mapped_column(nullable=True)
     vector_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_context_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    region: Mapped[str | None] = mapped_column(String(32), nullable=True)  # bedrock: the AWS region
+    api_version: Mapped[str | None] = mapped_column(String(32), nullable=True)  # azure: the calls' api-version
     router: Mapped[Router] = relationship(back_populates="providers")
 
 

@@ -6,9 +6,11 @@ import io
 import wave
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
+
+from api.common import jsonutil
 
 
 class Endpoint(StrEnum):
@@ -18,6 +20,33 @@ class Endpoint(StrEnum):
     transcriptions = "/v1/audio/transcriptions"
     ocr = "/v1/ocr"
     models = "/v1/models"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """What an adapter needs of one provider to reach it."""
+
+    url: str  # base url, without `/v1`
+    key: str | None
+    model_name: str
+    region: str | None = None  # bedrock: the AWS region
+    api_version: str | None = None  # azure: the `api-version` of its calls
+
+
+@dataclass(frozen=True)
+class WireRequest:
+    """A JSON request as it goes to the provider: translated, addressed, signed."""
+
+    url: str
+    data: bytes
+    headers: dict[str, str]
+
+
+class StreamTranslator(Protocol):
+    """Turns a provider's own stream into OpenAI's chat completion chunks (SSE `data:` lines,
+    ending with `data: [DONE]`), block by block as they arrive."""
+
+    def feed(self, data: bytes) -> bytes: ...
 
 
 class UpstreamCheckError(Exception):
@@ -98,11 +127,17 @@ class ProviderAdapter:
         body[self.bound_field] = limit
         return body
 
-    def url(self, base_url: str, endpoint: Endpoint) -> str:
-        return base_url + endpoint.value
+    def url(self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any] | None = None) -> str:
+        """Where `endpoint` is served; `body` (OpenAI's shape) when the address depends on it."""
+        return upstream.url + endpoint.value
 
     def headers(self, key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def request(self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any]) -> WireRequest:
+        """A JSON call of `endpoint` with `body` (OpenAI's shape, `model` set to the provider's)."""
+        data = jsonutil.dumps(self.request_body(endpoint, body))
+        return WireRequest(self.url(upstream, endpoint, body), data, {**self.headers(upstream.key), "Content-Type": "application/json"})
 
     def request_body(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         return self.bounded(body) if endpoint is Endpoint.chat else body
@@ -110,10 +145,18 @@ class ProviderAdapter:
     def response_body(self, endpoint: Endpoint, body: Any) -> Any:
         return body
 
-    async def probe(
-        self, session: aiohttp.ClientSession, base_url: str, key: str | None, model_name: str, model_type: str, timeout: float
-    ) -> ProbeResult:
-        """Check the provider serves `model_name` and learn its context length or vector size."""
+    def error_body(self, status: int, body: Any) -> Any:
+        """A provider's refusal (4xx) as the client gets it: OpenAI's `{"error": {...}}`."""
+        return body
+
+    def stream_translator(self, body: dict[str, Any]) -> StreamTranslator | None:
+        """None: the provider streams OpenAI's chunks itself."""
+        return None
+
+    async def probe(self, session: aiohttp.ClientSession, upstream: Upstream, model_type: str, timeout: float) -> ProbeResult:
+        """Check the provider serves its model, by a call a router of `model_type` must serve,
+        and learn its context length or vector size."""
+        key, model_name = upstream.key, upstream.model_name
         client_timeout = aiohttp.ClientTimeout(total=timeout)
         if model_type == "automatic-speech-recognition":
             # A transcription of a tenth of a second of silence: servers of speech models
@@ -121,16 +164,16 @@ class ProviderAdapter:
             form = aiohttp.FormData()
             form.add_field("file", _SILENCE, filename="probe.wav", content_type="audio/wav")
             form.add_field("model", model_name)
-            await self._call(session, "POST", self.url(base_url, Endpoint.transcriptions), key, None, client_timeout, form)
+            await self._call(session, "POST", self.url(upstream, Endpoint.transcriptions), key, None, client_timeout, form)
             return ProbeResult()
         if model_type == "text-embeddings-inference":
-            body = self.request_body(Endpoint.embeddings, {"model": model_name, "input": "tollgate probe"})
-            answer = await self._call(session, "POST", self.url(base_url, Endpoint.embeddings), key, body, client_timeout)
+            probe = self.request(upstream, Endpoint.embeddings, {"model": model_name, "input": "tollgate probe"})
+            answer = await self._send(session, Endpoint.embeddings, probe, client_timeout)
             try:
                 return ProbeResult(vector_size=len(answer["data"][0]["embedding"]))
             except (KeyError, IndexError, TypeError) as exc:
                 raise UpstreamCheckError("the provider's embeddings answer has no vector") from exc
-        answer = await self._call(session, "GET", self.url(base_url, Endpoint.models), key, None, client_timeout)
+        answer = await self._call(session, "GET", self.url(upstream, Endpoint.models), key, None, client_timeout)
         models = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(models, list):
             raise UpstreamCheckError("the provider's model list is not an OpenAI model list")
@@ -141,20 +184,35 @@ class ProviderAdapter:
         raise UpstreamCheckError(f"the provider does not serve a model named '{model_name}'")
 
     async def count_prompt(
-        self, session: aiohttp.ClientSession, base_url: str, key: str | None, model_name: str, messages: list[Any],
-        timeout: float,
+        self, session: aiohttp.ClientSession, upstream: Upstream, messages: list[Any], timeout: float
     ) -> int | None:
         """The provider's own count of a chat prompt, its template applied; None where it cannot
         say (then Tollgate estimates it)."""
         if not self.tokenize:
             return None
-        body = {"model": model_name, "messages": messages, "add_generation_prompt": True}
+        body = {"model": upstream.model_name, "messages": messages, "add_generation_prompt": True}
         try:
-            answer = await self._call(session, "POST", base_url + "/tokenize", key, body, aiohttp.ClientTimeout(total=timeout))
+            answer = await self._call(session, "POST", upstream.url + "/tokenize", upstream.key, body,
+                                      aiohttp.ClientTimeout(total=timeout))
         except UpstreamCheckError:
             return None
         count = answer.get("count") if isinstance(answer, dict) else None
         return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+
+    async def _send(
+        self, session: aiohttp.ClientSession, endpoint: Endpoint, request: WireRequest, timeout: aiohttp.ClientTimeout
+    ) -> Any:
+        """A probe's call made as the adapter makes real ones; its answer in OpenAI's shape."""
+        try:
+            async with session.post(request.url, data=request.data, headers=request.headers, timeout=timeout) as response:
+                if response.status >= 400:
+                    raise UpstreamCheckError(f"the provider answered {response.status} to POST {request.url}")
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamCheckError(f"the provider is unreachable at {request.url}: {exc.__class__.__name__}") from exc
+        except ValueError as exc:
+            raise UpstreamCheckError(f"the provider's answer to POST {request.url} is not JSON") from exc
+        return self.response_body(endpoint, body)
 
     async def _call(
         self, session: aiohttp.ClientSession, method: str, url: str, key: str | None, body: Any, timeout: aiohttp.ClientTimeout,
