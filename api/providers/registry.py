@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from api.providers.anthropic import AnthropicAdapter
 from api.providers.base import ProviderAdapter
 from api.providers.tei import TeiAdapter
 
@@ -12,6 +13,7 @@ _ADAPTERS: dict[str, ProviderAdapter] = {
     "mistral": _OPENAI_COMPATIBLE,
     "albert": _OPENAI_COMPATIBLE,
     "tei": TeiAdapter(),
+    "anthropic": AnthropicAdapter(),
 }
 
 
