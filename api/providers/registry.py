@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from api.providers.anthropic import AnthropicAdapter
+from api.providers.azure import AzureAdapter
 from api.providers.base import ProviderAdapter
 from api.providers.tei import TeiAdapter
 
@@ -14,6 +15,7 @@ _ADAPTERS: dict[str, ProviderAdapter] = {
     "albert": _OPENAI_COMPATIBLE,
     "tei": TeiAdapter(),
     "anthropic": AnthropicAdapter(),
+    "azure": AzureAdapter(),
 }
 
 
