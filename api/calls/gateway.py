@@ -234,7 +234,7 @@ class Gateway:
 
     def _request_args(self, provider: ProviderTarget, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         wire = adapter_for(provider.type).request(provider.upstream, endpoint, {**body, "model": provider.model_name})
-        return {"url": wire.url, "data": wire.data, "headers": wire.headers}
+        return {"url": wire.address, "data": wire.data, "headers": wire.headers}
 
     async def call_json(self, call: Attempts, endpoint: Endpoint, body: dict[str, Any], priority: int) -> UpstreamAnswer:
         """Send a JSON request, failing over as needed, and return the provider's parsed answer."""

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import aiohttp
+from yarl import URL
 
 from api.common import jsonutil
 
@@ -37,9 +38,14 @@ class Upstream:
 class WireRequest:
     """A JSON request as it goes to the provider: translated, addressed, signed."""
 
-    url: str
+    url: str  # percent-encoded as it must go out (a signature covers it)
     data: bytes
     headers: dict[str, str]
+
+    @property
+    def address(self) -> URL:
+        """The url as aiohttp must send it: as it is, not re-encoded (`%3A` stays `%3A`)."""
+        return URL(self.url, encoded=True)
 
 
 class StreamTranslator(Protocol):
@@ -204,7 +210,7 @@ class ProviderAdapter:
     ) -> Any:
         """A probe's call made as the adapter makes real ones; its answer in OpenAI's shape."""
         try:
-            async with session.post(request.url, data=request.data, headers=request.headers, timeout=timeout) as response:
+            async with session.post(request.address, data=request.data, headers=request.headers, timeout=timeout) as response:
                 if response.status >= 400:
                     raise UpstreamCheckError(f"the provider answered {response.status} to POST {request.url}")
                 body = await response.json(content_type=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from api.providers.anthropic import AnthropicAdapter
 from api.providers.azure import AzureAdapter
 from api.providers.base import ProviderAdapter
+from api.providers.bedrock import BedrockAdapter
 from api.providers.tei import TeiAdapter
 
 _OPENAI_COMPATIBLE = ProviderAdapter()
@@ -16,6 +17,7 @@ _ADAPTERS: dict[str, ProviderAdapter] = {
     "tei": TeiAdapter(),
     "anthropic": AnthropicAdapter(),
     "azure": AzureAdapter(),
+    "bedrock": BedrockAdapter(),
 }
 
 
