@@ -24,6 +24,7 @@ from api.db.base import Base
 from api.db.migrate import upgrade_database
 from api.http.app import create_app
 from api.settings import Settings
+from fakes.anthropic import FakeAnthropic
 from fakes.upstream import Behaviour, FakeUpstream
 
 MASTER_KEY = "test-master-key-" + uuid.uuid4().hex
@@ -349,3 +350,20 @@ async def live_server(app_client: httpx.AsyncClient, **uvicorn_options: object) 
 async def second_upstream() -> AsyncIterator[FakeUpstream]:
     async for fake in fake_upstream():
         yield fake
+
+
+@pytest.fixture
+async def claude() -> AsyncIterator[FakeAnthropic]:
+    """A fake Anthropic (the Messages API)."""
+    fake = FakeAnthropic()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def second_claude() -> AsyncIterator[FakeAnthropic]:
+    fake = FakeAnthropic()
+    await fake.start()
+    yield fake
+    await fake.stop()

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import AsyncIterator
-
 import openai
 import pytest
 
@@ -17,22 +15,6 @@ from test_gateway_chat import sdk
 
 WEATHER = {"type": "function", "function": {"name": "weather", "description": "The weather in a city",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
-
-
-@pytest.fixture
-async def claude() -> AsyncIterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def second_claude() -> AsyncIterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 async def anthropic_router(models: Models, *fakes: FakeAnthropic, **router: object) -> int:

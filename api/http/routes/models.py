@@ -44,7 +44,7 @@ def _model_out(entry: RouterEntry) -> ModelOut:
     )
 
 
-def _headers(call: Call) -> dict[str, str]:
+def call_headers(call: Call) -> dict[str, str]:
     return {**call.headers, OVERHEAD_HEADER: f"{call.overhead_ms():.3f}", REQUEST_ID_HEADER: call.request_id}
 
 
@@ -62,7 +62,7 @@ def _tagged(caller: Principal, request: TaggedRequest, operation: Operation, end
 
 def _answer(call: Call) -> FastJSONResponse:
     assert call.answer is not None
-    return FastJSONResponse(call.answer, headers=_headers(call))
+    return FastJSONResponse(call.answer, headers=call_headers(call))
 
 
 @routes.post("/chat/completions", response_model=None)
@@ -74,10 +74,10 @@ async def chat_completions(
     call = await pipeline.run(_tagged(caller, request, operation, Endpoint.chat, x_tollgate_tag))
     if call.stream is not None:
         relay = ChatStreamRelay(call, operation.body, operation.final_fields)
-        return ChatStreamResponse(relay, headers=_headers(call))
+        return ChatStreamResponse(relay, headers=call_headers(call))
     if operation.streamed:  # answered from the cache: as the stream it asked for
         return StreamingResponse(replayed_stream(call, operation.final_fields), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", **_headers(call)})
+                                 headers={"Cache-Control": "no-cache", **call_headers(call)})
     return _answer(call)
 
 
@@ -123,7 +123,7 @@ async def create_transcription(
     call = await pipeline.run(Call(caller, model, operation, Endpoint.transcriptions.value, tag=header_tag(x_tollgate_tag)))
     if call.raw_answer is not None:  # text, srt or vtt: as the provider answered it
         content, content_type = call.raw_answer
-        return Response(content, headers={**_headers(call), "Content-Type": content_type})
+        return Response(content, headers={**call_headers(call), "Content-Type": content_type})
     return _answer(call)
 
 
