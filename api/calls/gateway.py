@@ -56,6 +56,7 @@ from api.calls.answers import (
 # Which router types may serve which endpoint.
 ENDPOINT_TYPES: dict[Endpoint, frozenset[str]] = {
     Endpoint.chat: frozenset({"text-generation", "image-text-to-text"}),
+    Endpoint.completions: frozenset({"text-generation"}),
     Endpoint.embeddings: frozenset({"text-embeddings-inference"}),
     Endpoint.rerank: frozenset({"text-classification"}),
     Endpoint.transcriptions: frozenset({"automatic-speech-recognition"}),
@@ -342,8 +343,10 @@ class Gateway:
             if translated:
                 return translated
 
-    async def open_stream(self, call: Attempts, body: dict[str, Any], priority: int) -> OpenStream:
-        """Open a streamed chat completion: failover until a provider answers 2xx headers and
+    async def open_stream(
+        self, call: Attempts, body: dict[str, Any], priority: int, endpoint: Endpoint = Endpoint.chat
+    ) -> OpenStream:
+        """Open a streamed (chat) completion: failover until a provider answers 2xx headers and
         its first bytes."""
         assert call.router is not None
         failures: list[Retryable] = []
@@ -357,7 +360,7 @@ class Gateway:
             started = time.perf_counter()
             response: aiohttp.ClientResponse | None = None
             try:
-                response = await session.post(**self._request_args(provider, Endpoint.chat, body), timeout=timeout)
+                response = await session.post(**self._request_args(provider, endpoint, body), timeout=timeout)
                 if response.status >= 500 or response.status == 429:
                     raise status_failure(provider, response)
                 if response.status >= 400:

@@ -32,7 +32,7 @@ import aiohttp
 
 from api.calls.call import CLIENT_CLOSED, Call
 from api.errors import StreamFault
-from api.calls.tokens import count_chat_prompt, count_text
+from api.calls.tokens import count_chat_prompt, count_inputs, count_text
 from api.providers import adapter_for
 from api.providers.base import completion_limit
 
@@ -202,6 +202,9 @@ class ChatStreamRelay:
                 self._finish_reason = str(choice["finish_reason"])
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 self._plain = False
+            if isinstance(choice, dict) and isinstance(choice.get("text"), str):  # a legacy completion's chunk
+                self._text.append(choice["text"])
+                self._content.append(choice["text"])
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict):
                 for field in ("content", "reasoning_content"):
@@ -230,8 +233,9 @@ class ChatStreamRelay:
         self._finish_reason = "length"
         self._upstream_usage = None  # whatever it reports later is not read
         self._status = 200
-        last = {"id": chunk.get("id"), "object": "chat.completion.chunk", "created": chunk.get("created"),
-                "model": chunk.get("model"), "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
+        # `delta` for a chat chunk, `text` for a legacy completion's: each reads its own.
+        last = {"id": chunk.get("id"), "object": chunk.get("object", "chat.completion.chunk"), "created": chunk.get("created"),
+                "model": chunk.get("model"), "choices": [{"index": 0, "delta": {}, "text": "", "finish_reason": "length"}]}
         return b"data: " + json.dumps(last).encode() + b"\n"
 
     async def _tokens(self) -> tuple[int, int]:
@@ -249,6 +253,8 @@ class ChatStreamRelay:
     async def _count_prompt(self) -> int:
         """The provider's own count of the prompt where it can say (vLLM's /tokenize), else
         Tollgate's estimate with the chat template's tokens."""
+        if "prompt" in self._request_body:  # a legacy completion: its prompt is sent as it is
+            return count_inputs(self._request_body["prompt"])
         messages = self._request_body.get("messages", [])
         provider = self._stream.provider
         counted = await adapter_for(provider.type).count_prompt(self._stream.session, provider.upstream, messages,
@@ -258,7 +264,7 @@ class ChatStreamRelay:
     def _usage_event(self) -> bytes:
         chunk = {
             "id": self._last_chunk.get("id", f"chatcmpl-{self._call.request_id}"),
-            "object": "chat.completion.chunk",
+            "object": self._last_chunk.get("object", "chat.completion.chunk"),
             "created": self._last_chunk.get("created", int(time.time())),
             "model": self._last_chunk.get("model", self._call.model),
             "choices": [],
@@ -279,5 +285,7 @@ def _generates(choices: list[Any]) -> bool:
     for choice in choices:
         delta = choice.get("delta") if isinstance(choice, dict) else None
         if isinstance(delta, dict) and (delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls")):
+            return True
+        if isinstance(choice, dict) and choice.get("text"):
             return True
     return False

@@ -234,6 +234,8 @@ class MessagesStream:
 
 
 class AnthropicAdapter(ProviderAdapter):
+    serves_completions = False
+
     def url(self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any] | None = None) -> str:
         if endpoint is Endpoint.chat:
             return upstream.url + "/v1/messages"

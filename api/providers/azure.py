@@ -17,7 +17,7 @@ from api.providers.base import Endpoint, ProbeResult, ProviderAdapter, Upstream,
 
 DEFAULT_API_VERSION = "2024-10-21"
 
-_PATHS = {Endpoint.chat: "chat/completions", Endpoint.embeddings: "embeddings", Endpoint.transcriptions: "audio/transcriptions"}
+_PATHS = {Endpoint.chat: "chat/completions", Endpoint.completions: "completions", Endpoint.embeddings: "embeddings", Endpoint.transcriptions: "audio/transcriptions"}
 
 
 class AzureAdapter(ProviderAdapter):

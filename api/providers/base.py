@@ -16,6 +16,7 @@ from api.common import jsonutil
 
 class Endpoint(StrEnum):
     chat = "/v1/chat/completions"
+    completions = "/v1/completions"
     embeddings = "/v1/embeddings"
     rerank = "/v1/rerank"
     transcriptions = "/v1/audio/transcriptions"
@@ -75,7 +76,7 @@ def well_formed(endpoint: Endpoint, body: Any) -> bool:
     not an exception deep in the accounting (500)."""
     if not isinstance(body, dict):
         return False
-    if endpoint is Endpoint.chat:
+    if endpoint in (Endpoint.chat, Endpoint.completions):
         return isinstance(body.get("choices"), list)
     if endpoint is Endpoint.embeddings:
         return isinstance(body.get("data"), list)
@@ -120,6 +121,9 @@ class ProviderAdapter:
     `max_completion_tokens` (its reasoning models refuse `max_tokens`); the compatible servers
     read `max_tokens` (llama.cpp and Mistral ignore `max_completion_tokens`). The bound is sent
     in that field alone, so that what Tollgate reserved for is what the provider generates."""
+
+    # The legacy `/v1/completions`: served by OpenAI-compatible servers (vLLM, llama.cpp).
+    serves_completions = True
 
     def __init__(self, bound_field: str = "max_tokens", tokenize: bool = False) -> None:
         self.bound_field = bound_field

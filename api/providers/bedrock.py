@@ -298,6 +298,8 @@ class ConverseStream:
 
 
 class BedrockAdapter(ProviderAdapter):
+    serves_completions = False
+
     def __init__(self) -> None:
         super().__init__()
         self._chain: Credentials | None = None  # the AWS chain's, once resolved

@@ -10,6 +10,8 @@ from api.providers.base import Endpoint, ProbeResult, ProviderAdapter, Upstream
 
 
 class TeiAdapter(ProviderAdapter):
+    serves_completions = False
+
     def url(self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any] | None = None) -> str:
         if endpoint is Endpoint.rerank:
             return upstream.url + "/rerank"

@@ -126,6 +126,7 @@ class FakeUpstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._legacy_completion)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/rerank", self._rerank)
         app.router.add_post("/rerank", self._tei_rerank)
@@ -353,6 +354,38 @@ class FakeUpstream:
             await response.write(b"data: [DONE]\n\n")
         if b.junk_after_done:
             await response.write(b"data: {not json\n\ndata: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _legacy_completion(self, request: web.Request) -> web.StreamResponse:
+        """The legacy `/v1/completions` (vLLM and llama.cpp serve it): the prompt continued."""
+        body = await request.json()
+        early = await self._enter(request, body)
+        if early is not None:
+            return early
+        if body.get("model") not in self.models:
+            return web.json_response({"error": {"message": f"model {body.get('model')} not found"}}, status=404)
+        prompt = body.get("prompt")
+        prompt_tokens = len(prompt) if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt) else count_tokens(
+            prompt if isinstance(prompt, str) else " ".join(map(str, prompt or [])))
+        limit = body.get("max_tokens", 16)
+        words = [f"word{i}" for i in range(min(self.behaviour.reply_words, limit if isinstance(limit, int) else 16))]
+        head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()), "model": body["model"]}
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
+        finish = "length" if len(words) < self.behaviour.reply_words else "stop"
+        if not body.get("stream"):
+            return web.json_response({**head, "choices": [{"index": 0, "text": " " + " ".join(words), "logprobs": None,
+                                                          "finish_reason": finish}], "usage": usage})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in words:
+            choice = {"index": 0, "text": " " + word, "logprobs": None, "finish_reason": None}
+            await response.write(b"data: " + json.dumps({**head, "choices": [choice]}).encode() + b"\n\n")
+        last = {"index": 0, "text": "", "logprobs": None, "finish_reason": finish}
+        await response.write(b"data: " + json.dumps({**head, "choices": [last]}).encode() + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await response.write(b"data: " + json.dumps({**head, "choices": [], "usage": usage}).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
 

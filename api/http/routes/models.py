@@ -1,4 +1,4 @@
-"""/v1/models, /v1/chat/completions, /v1/embeddings, /v1/rerank, /v1/audio/transcriptions.
+"""/v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/rerank, /v1/audio/transcriptions.
 
 Each model endpoint builds its operation, runs it through the call pipeline and renders the
 finished call; the pipeline resolves, authorises, admits, forwards, settles and records.
@@ -14,8 +14,8 @@ from fastapi.responses import Response, StreamingResponse
 from api.calls.access import may_call
 from api.calls.caching import replayed_stream
 from api.calls.call import Call, Operation
-from api.calls.operations import Embeddings, Rerank, Transcription
-from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, ModelName, RerankRequest, TaggedRequest, as_upstream_body
+from api.calls.operations import Completion, Embeddings, Rerank, Transcription
+from api.calls.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, ModelName, RerankRequest, TaggedRequest, as_upstream_body
 from api.calls.streaming import ChatStreamRelay
 from api.catalog.catalog import RouterEntry, no_provider
 from api.catalog.router_admin import micros_to_price
@@ -78,6 +78,18 @@ async def chat_completions(
     if operation.streamed:  # answered from the cache: as the stream it asked for
         return StreamingResponse(replayed_stream(call, operation.final_fields), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", **call_headers(call)})
+    return _answer(call)
+
+
+@routes.post("/completions", response_model=None)
+async def completions(
+    request: CompletionRequest, caller: Caller, pipeline: PipelineDep, x_tollgate_tag: TagHeader = None
+) -> Response:
+    """A legacy text completion, on a text-generation router whose providers serve it (vLLM, llama.cpp)."""
+    operation = Completion(as_upstream_body(request))
+    call = await pipeline.run(_tagged(caller, request, operation, Endpoint.completions, x_tollgate_tag))
+    if call.stream is not None:
+        return ChatStreamResponse(ChatStreamRelay(call, operation.body), headers=call_headers(call))
     return _answer(call)
 
 
