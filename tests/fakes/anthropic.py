@@ -87,7 +87,8 @@ class FakeAnthropic(FakeUpstream):
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.received.append(Received(request.path, body, dict(request.headers)))
+        if self.log_requests:
+            self.received.append(Received(request.path, body, dict(request.headers)))
         refused = self._refused(request)
         if refused is not None:
             return refused
@@ -149,3 +150,19 @@ class FakeAnthropic(FakeUpstream):
         await event("message_stop", {})
         await response.write_eof()
         return response
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="fake Anthropic Messages API")
+    parser.add_argument("--port", type=int, default=9200)
+    parser.add_argument("--api-key", default="sk-ant-fake")
+    args = parser.parse_args()
+    fake = FakeAnthropic(api_key=args.api_key)
+    fake.log_requests = False
+    web.run_app(fake.build_app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
