@@ -25,6 +25,8 @@ from api.db.migrate import upgrade_database
 from api.http.app import create_app
 from api.settings import Settings
 from fakes.anthropic import FakeAnthropic
+from fakes.azure import FakeAzure
+from fakes.bedrock import FakeBedrock
 from fakes.upstream import Behaviour, FakeUpstream
 
 MASTER_KEY = "test-master-key-" + uuid.uuid4().hex
@@ -352,18 +354,45 @@ async def second_upstream() -> AsyncIterator[FakeUpstream]:
         yield fake
 
 
-@pytest.fixture
-async def claude() -> AsyncIterator[FakeAnthropic]:
-    """A fake Anthropic (the Messages API)."""
-    fake = FakeAnthropic()
+async def running(fake: FakeUpstream) -> AsyncIterator[Any]:
+    """A fake provider (of any protocol) serving on its own port for as long as the iteration lasts."""
     await fake.start()
     yield fake
     await fake.stop()
+
+
+# Fakes of the other protocols (tests/fakes/): Anthropic, Bedrock, Azure; two of each for failover.
+@pytest.fixture
+async def claude() -> AsyncIterator[FakeAnthropic]:
+    async for fake in running(FakeAnthropic()):
+        yield fake
 
 
 @pytest.fixture
 async def second_claude() -> AsyncIterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    await fake.start()
-    yield fake
-    await fake.stop()
+    async for fake in running(FakeAnthropic()):
+        yield fake
+
+
+@pytest.fixture
+async def bedrock() -> AsyncIterator[FakeBedrock]:
+    async for fake in running(FakeBedrock()):
+        yield fake
+
+
+@pytest.fixture
+async def second_bedrock() -> AsyncIterator[FakeBedrock]:
+    async for fake in running(FakeBedrock()):
+        yield fake
+
+
+@pytest.fixture
+async def azure() -> AsyncIterator[FakeAzure]:
+    async for fake in running(FakeAzure()):
+        yield fake
+
+
+@pytest.fixture
+async def second_azure() -> AsyncIterator[FakeAzure]:
+    async for fake in running(FakeAzure()):
+        yield fake

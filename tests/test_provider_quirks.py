@@ -5,28 +5,17 @@ provider, speech servers without a model list, transcript formats, fractional mo
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import wave
 
 import httpx
 
+from api.providers.base import silent_wav
 from conftest import ADMIN, Models, Seeder, live_server, usage_rows
 from test_budgets import db_budget
 from test_faults import sse_events
 from test_gateway_chat import sdk
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "one two three"}]
-
-
-def wav(seconds: float, rate: int = 16_000) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(rate)
-        writer.writeframes(b"\0\0" * int(rate * seconds))
-    return buffer.getvalue()
 
 
 async def test_the_bound_goes_in_the_field_the_provider_obeys(client, models: Models, upstream) -> None:
@@ -175,7 +164,7 @@ async def test_transcript_formats_pass_through_with_the_providers_content_type(c
     router = await models.router("whisper", type="automatic-speech-recognition")
     await models.provider(router, upstream.base_url, model_name="fake-chat")
     user = await models.user_for(router)
-    audio = wav(1.0)
+    audio = silent_wav(1.0)
     text = f"transcribed {len(audio)} bytes"
     openai = sdk(client, user.key)
     assert (await openai.audio.transcriptions.create(model="whisper", file=("a.wav", audio), response_format="text")).strip() == text
@@ -204,7 +193,7 @@ async def test_a_transcription_reserves_for_the_audio_length(client, models: Mod
     await models.provider(router, upstream.base_url, model_name="fake-chat")
     # 4096 tokens at 1000 per million would be 4.1: a ten-word file must not need that.
     user = await models.user_for(router, budget=0.5)
-    response = await client.post("/v1/audio/transcriptions", headers=user.headers, files={"file": ("a.wav", wav(3.0))},
+    response = await client.post("/v1/audio/transcriptions", headers=user.headers, files={"file": ("a.wav", silent_wav(3.0))},
                                  data={"model": "whisper"})
     assert response.status_code == 200, response.text
     # An hour of audio in a small compressed file is still bounded by the default.

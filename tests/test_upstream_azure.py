@@ -3,8 +3,6 @@ Tollgate's OpenAI endpoints (a fake Azure resource over HTTP)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import openai
 import pytest
 
@@ -13,22 +11,6 @@ from fakes.azure import DEPLOYMENT, FakeAzure
 from test_gateway_chat import sdk
 
 WEATHER = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}}}
-
-
-@pytest.fixture
-async def azure() -> AsyncIterator[FakeAzure]:
-    fake = FakeAzure()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def second_azure() -> AsyncIterator[FakeAzure]:
-    fake = FakeAzure()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 async def azure_router(models: Models, *fakes: FakeAzure, api_version: str | None = None) -> int:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import AsyncIterator
-
 import openai
 import pytest
 
@@ -19,22 +17,6 @@ from test_gateway_chat import sdk
 KEY = f"{ACCESS_KEY}:{SECRET_KEY}"
 WEATHER = {"type": "function", "function": {"name": "weather", "description": "The weather",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
-
-
-@pytest.fixture
-async def bedrock() -> AsyncIterator[FakeBedrock]:
-    fake = FakeBedrock()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def second_bedrock() -> AsyncIterator[FakeBedrock]:
-    fake = FakeBedrock()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 async def bedrock_router(models: Models, *fakes: FakeBedrock, key: str | None = KEY) -> int:

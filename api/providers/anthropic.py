@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from api.providers.base import Endpoint, ProviderAdapter, StreamTranslator, Upstream, completion_limit
+from api.providers.turns import BlockStyle, fold, function_tools, usage_with_cache
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -50,51 +51,17 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     return blocks
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text")
-
-
-def _arguments(raw: Any) -> Any:
-    if not isinstance(raw, str):
-        return raw if isinstance(raw, dict) else {}
-    try:
-        value = json.loads(raw) if raw else {}
-    except ValueError:
-        return {"arguments": raw}
-    return value if isinstance(value, dict) else {"value": value}
+_STYLE = BlockStyle(
+    content=_blocks,
+    tool_result=lambda call_id, text: {"type": "tool_result", "tool_use_id": call_id, "content": text},
+    tool_use=lambda call_id, name, arguments: {"type": "tool_use", "id": call_id, "name": name, "input": arguments},
+)
 
 
 def messages_request(body: dict[str, Any], default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
     """An OpenAI chat completion request as a Messages API request."""
-    system: list[str] = []
-    turns: list[dict[str, Any]] = []
-
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        if turns and turns[-1]["role"] == role:  # Anthropic alternates: consecutive turns merge
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-
-    for message in body.get("messages") or []:
-        if not isinstance(message, dict):
-            continue
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.append(_text(message.get("content")))
-        elif role == "tool":
-            add("user", [{"type": "tool_result", "tool_use_id": str(message.get("tool_call_id", "")),
-                          "content": _text(message.get("content"))}])
-        elif role == "assistant":
-            blocks = _blocks(message.get("content"))
-            for call in message.get("tool_calls") or []:
-                function = call.get("function") or {} if isinstance(call, dict) else {}
-                blocks.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
-                               "input": _arguments(function.get("arguments"))})
-            add("assistant", blocks)
-        else:
-            add("user", _blocks(message.get("content")))
+    folded = fold(body.get("messages"), _STYLE)
+    system, turns = folded.system, folded.turns
     request: dict[str, Any] = {"model": body.get("model"), "messages": turns,
                                "max_tokens": completion_limit(body) or default_max_tokens}
     if system:
@@ -107,7 +74,7 @@ def messages_request(body: dict[str, Any], default_max_tokens: int = DEFAULT_MAX
             request[name] = body[name]
     if isinstance(body.get("user"), str):
         request["metadata"] = {"user_id": body["user"]}
-    tools = [t.get("function") for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    tools = function_tools(body)
     if tools:
         request["tools"] = [{"name": f.get("name"), "description": f.get("description", ""),
                              "input_schema": f.get("parameters") or {"type": "object", "properties": {}}} for f in tools]
@@ -122,16 +89,7 @@ def messages_request(body: dict[str, Any], default_max_tokens: int = DEFAULT_MAX
 
 
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    """Anthropic's usage as OpenAI's: the cache's tokens are prompt tokens too."""
-    def count(name: str) -> int:
-        value = usage.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-    cache_read, cache_write = count("cache_read_input_tokens"), count("cache_creation_input_tokens")
-    prompt = count("input_tokens") + cache_read + cache_write
-    completion = count("output_tokens")
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cache_read}, "cache_creation_input_tokens": cache_write}
+    return usage_with_cache(usage, ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
 
 
 def chat_completion(answer: dict[str, Any]) -> dict[str, Any]:

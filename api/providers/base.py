@@ -94,7 +94,8 @@ def normalise_base_url(url: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-def _silence(seconds: float = 0.1, rate: int = 16_000) -> bytes:
+def silent_wav(seconds: float = 0.1, rate: int = 16_000) -> bytes:
+    """A WAV file of `seconds` of silence, 16-bit mono."""
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as writer:
         writer.setnchannels(1)
@@ -104,7 +105,7 @@ def _silence(seconds: float = 0.1, rate: int = 16_000) -> bytes:
     return buffer.getvalue()
 
 
-_SILENCE = _silence()
+_SILENCE = silent_wav()
 
 
 def completion_limit(body: dict[str, Any]) -> int | None:

@@ -33,6 +33,7 @@ from api.errors import InvalidRequestError
 from api.providers.base import (
     Endpoint, ProbeResult, ProviderAdapter, StreamTranslator, Upstream, UpstreamCheckError, WireRequest, completion_limit,
 )
+from api.providers.turns import BlockStyle, fold, function_tools, usage_with_cache
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                 "guardrail_intervened": "content_filter", "content_filtered": "content_filter"}
@@ -112,49 +113,17 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     return blocks
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text")
-
-
-def _arguments(raw: Any) -> Any:
-    try:
-        value = json.loads(raw) if isinstance(raw, str) and raw else {}
-    except ValueError:
-        return {"arguments": raw}
-    return value if isinstance(value, dict) else {"value": value}
+_STYLE = BlockStyle(
+    content=_blocks,
+    tool_result=lambda call_id, text: {"toolResult": {"toolUseId": call_id, "content": [{"text": text}]}},
+    tool_use=lambda call_id, name, arguments: {"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}},
+)
 
 
 def converse_request(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat completion request as a Converse request (the model is in the url)."""
-    system: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
-
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-
-    for message in body.get("messages") or []:
-        if not isinstance(message, dict):
-            continue
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.append({"text": _text(message.get("content"))})
-        elif role == "tool":
-            add("user", [{"toolResult": {"toolUseId": str(message.get("tool_call_id", "")),
-                                         "content": [{"text": _text(message.get("content"))}]}}])
-        elif role == "assistant":
-            blocks = _blocks(message.get("content"))
-            for call in message.get("tool_calls") or []:
-                function = (call.get("function") or {}) if isinstance(call, dict) else {}
-                blocks.append({"toolUse": {"toolUseId": call.get("id"), "name": function.get("name"),
-                                           "input": _arguments(function.get("arguments"))}})
-            add("assistant", blocks)
-        else:
-            add("user", _blocks(message.get("content")))
+    folded = fold(body.get("messages"), _STYLE)
+    system, turns = [{"text": text} for text in folded.system], folded.turns
     request: dict[str, Any] = {"messages": turns}
     if system:
         request["system"] = system
@@ -170,7 +139,7 @@ def converse_request(body: dict[str, Any]) -> dict[str, Any]:
         config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
     if config:
         request["inferenceConfig"] = config
-    tools = [t.get("function") for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    tools = function_tools(body)
     if tools:
         request["toolConfig"] = {"tools": [
             {"toolSpec": {"name": f.get("name"), "description": f.get("description") or f.get("name"),
@@ -187,15 +156,7 @@ def converse_request(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    def count(name: str) -> int:
-        value = usage.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-    cache_read, cache_write = count("cacheReadInputTokens"), count("cacheWriteInputTokens")
-    prompt = count("inputTokens") + cache_read + cache_write
-    completion = count("outputTokens")
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cache_read}}
+    return usage_with_cache(usage, ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"))
 
 
 def chat_completion(answer: dict[str, Any], model: str) -> dict[str, Any]:
