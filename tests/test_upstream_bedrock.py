@@ -153,6 +153,14 @@ async def test_a_provider_is_checked_with_a_signed_call(client, models: Models, 
     assert no_region.status_code == 400 and "region" in no_region.json()["detail"]
     created = await client.post("/v1/admin/providers", headers=ADMIN, json={**body, "key": KEY})
     assert created.status_code == 201 and SECRET_KEY not in created.text and created.json()["region"] == REGION
+    provider = created.json()["id"]
+    moved = await client.patch(f"/v1/admin/providers/{provider}", headers=ADMIN, json={"region": "us-east-1"})
+    assert moved.status_code in (200, 204), moved.text
+    assert (await client.get(f"/v1/admin/providers/{provider}", headers=ADMIN)).json()["region"] == "us-east-1"
+    user = await models.user_for(router)
+    refused = await client.post("/v1/chat/completions", headers=user.headers,
+                                json={"model": "claude", "messages": [{"role": "user", "content": "x"}]})
+    assert refused.status_code == 403  # signed for another region: AWS's refusal, passed through
 
 
 async def test_credentials_from_the_aws_chain(client, models: Models, bedrock, monkeypatch) -> None:

@@ -14,8 +14,6 @@ provider that sends too much or never stops cannot exhaust memory or hold a slot
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import math
 import random
 import time
@@ -42,7 +40,7 @@ from api.settings import GatewaySettings
 from api.state.load import Lease, LoadTracker
 from api.state.traffic import ProviderTraffic
 from api.state.ttft import TtftTracker
-from api.calls.qos import inflight_cap, too_slow, watches_ttft
+from api.calls.qos import PriorityGate, inflight_cap, too_slow, watches_ttft
 from api.calls.access import may_call
 from api.calls.answers import (
     MAX_HONOURED_RETRY_AFTER,
@@ -73,31 +71,6 @@ class Attempts(Protocol):
     provider: ProviderTarget | None
     upstream_seconds: float
     first_byte_at: float | None
-
-
-class PriorityGate:
-    """Requests of one process waiting for a slot on a router: only the first in line (highest
-    priority, then oldest) tries to take a slot; the others wait their turn."""
-
-    def __init__(self) -> None:
-        self._waiters: list[tuple[int, int]] = []
-        self._order = itertools.count()
-
-    def enqueue(self, priority: int) -> tuple[int, int]:
-        entry = (-priority, next(self._order))
-        heapq.heappush(self._waiters, entry)
-        return entry
-
-    def is_first(self, entry: tuple[int, int]) -> bool:
-        return bool(self._waiters) and self._waiters[0] == entry
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._waiters)
-
-    def leave(self, entry: tuple[int, int]) -> None:
-        self._waiters.remove(entry)
-        heapq.heapify(self._waiters)
 
 
 class Gateway:

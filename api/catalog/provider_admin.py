@@ -118,6 +118,9 @@ async def update_provider(
     for field in ("timeout", "model_hosting_zone", "model_total_params", "model_active_params", "qos_limit"):
         if field in changes and changes[field] is not None:
             setattr(provider, field, changes[field])
+    for field in ("region", "api_version"):  # null takes it back (bedrock: the url's region; azure: the default)
+        if field in changes:
+            setattr(provider, field, changes[field])
     if "qos_metric" in changes:
         provider.qos_metric = body.qos_metric.value if body.qos_metric else None
         if body.qos_metric is None:

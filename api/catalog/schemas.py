@@ -179,6 +179,8 @@ class ProviderUpdate(OpenRequestModel):
     model_active_params: Params | None = None
     qos_metric: QosMetric | None = None
     qos_limit: QosLimit | None = None
+    region: Region | None = None
+    api_version: ApiVersion | None = None
 
     @model_validator(mode="before")
     @classmethod
