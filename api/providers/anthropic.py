@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from api.providers.base import Endpoint, ProviderAdapter, StreamTranslator, Upstream, completion_limit
-from api.providers.turns import BlockStyle, fold, function_tools, usage_with_cache
+from api.providers.turns import BlockStyle, chat_completion, fold, function_tools, tool_call, usage_with_cache
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -92,7 +92,7 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     return usage_with_cache(usage, ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
 
 
-def chat_completion(answer: dict[str, Any]) -> dict[str, Any]:
+def openai_completion(answer: dict[str, Any]) -> dict[str, Any]:
     """A Messages API answer as an OpenAI chat completion."""
     text: list[str] = []
     thinking: list[str] = []
@@ -105,20 +105,10 @@ def chat_completion(answer: dict[str, Any]) -> dict[str, Any]:
         elif block.get("type") == "thinking":
             thinking.append(str(block.get("thinking", "")))
         elif block.get("type") == "tool_use":
-            calls.append({"id": block.get("id"), "type": "function",
-                          "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})}})
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
-    if thinking:
-        message["reasoning_content"] = "".join(thinking)
-    if calls:
-        message["tool_calls"] = calls
-    completion: dict[str, Any] = {
-        "id": answer.get("id"), "object": "chat.completion", "created": int(time.time()), "model": answer.get("model"),
-        "choices": [{"index": 0, "message": message, "finish_reason": STOP_REASONS.get(str(answer.get("stop_reason")), "stop")}],
-    }
-    if isinstance(answer.get("usage"), dict):
-        completion["usage"] = openai_usage(answer["usage"])
-    return completion
+            calls.append(tool_call(block.get("id"), block.get("name"), block.get("input")))
+    usage = openai_usage(answer["usage"]) if isinstance(answer.get("usage"), dict) else None
+    return chat_completion(answer.get("id"), answer.get("model"), text, thinking, calls,
+                           STOP_REASONS.get(str(answer.get("stop_reason")), "stop"), usage)
 
 
 class MessagesStream:
@@ -210,7 +200,7 @@ class AnthropicAdapter(ProviderAdapter):
 
     def response_body(self, endpoint: Endpoint, body: Any) -> Any:
         if endpoint is Endpoint.chat and isinstance(body, dict) and body.get("type") == "message":
-            return chat_completion(body)
+            return openai_completion(body)
         return body  # another shape: `well_formed` refuses it
 
     def error_body(self, status: int, body: Any) -> Any:

@@ -33,7 +33,7 @@ from api.errors import InvalidRequestError
 from api.providers.base import (
     Endpoint, ProbeResult, ProviderAdapter, StreamTranslator, Upstream, UpstreamCheckError, WireRequest, completion_limit,
 )
-from api.providers.turns import BlockStyle, fold, function_tools, usage_with_cache
+from api.providers.turns import BlockStyle, chat_completion, fold, function_tools, tool_call, usage_with_cache
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                 "guardrail_intervened": "content_filter", "content_filtered": "content_filter"}
@@ -159,7 +159,8 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     return usage_with_cache(usage, ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"))
 
 
-def chat_completion(answer: dict[str, Any], model: str) -> dict[str, Any]:
+def openai_completion(answer: dict[str, Any], model: str) -> dict[str, Any]:
+    """A Converse answer as an OpenAI chat completion."""
     content = ((answer.get("output") or {}).get("message") or {}).get("content") or []
     text: list[str] = []
     reasoning: list[str] = []
@@ -171,23 +172,12 @@ def chat_completion(answer: dict[str, Any], model: str) -> dict[str, Any]:
             text.append(block["text"])
         elif isinstance(block.get("toolUse"), dict):
             use = block["toolUse"]
-            calls.append({"id": use.get("toolUseId"), "type": "function",
-                          "function": {"name": use.get("name"), "arguments": json.dumps(use.get("input") or {})}})
+            calls.append(tool_call(use.get("toolUseId"), use.get("name"), use.get("input")))
         elif isinstance(block.get("reasoningContent"), dict):
             reasoning.append(str((block["reasoningContent"].get("reasoningText") or {}).get("text", "")))
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)
-    if calls:
-        message["tool_calls"] = calls
-    completion: dict[str, Any] = {
-        "id": f"chatcmpl-{answer.get('ResponseMetadata', {}).get('RequestId', '') or int(time.time() * 1000)}",
-        "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": STOP_REASONS.get(str(answer.get("stopReason")), "stop")}],
-    }
-    if isinstance(answer.get("usage"), dict):
-        completion["usage"] = openai_usage(answer["usage"])
-    return completion
+    usage = openai_usage(answer["usage"]) if isinstance(answer.get("usage"), dict) else None
+    return chat_completion(f"chatcmpl-bedrock-{int(time.time() * 1000)}", model, text, reasoning, calls,
+                           STOP_REASONS.get(str(answer.get("stopReason")), "stop"), usage)
 
 
 class ConverseStream:
@@ -296,7 +286,7 @@ class BedrockAdapter(ProviderAdapter):
 
     def response_body(self, endpoint: Endpoint, body: Any) -> Any:
         if endpoint is Endpoint.chat and isinstance(body, dict) and isinstance(body.get("output"), dict):
-            return chat_completion(body, str(body.get("model", "")))
+            return openai_completion(body, str(body.get("model", "")))
         return body
 
     def error_body(self, status: int, body: Any) -> Any:

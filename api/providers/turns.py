@@ -5,6 +5,7 @@ results in the user turn that follows, and the counts of a usage object."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,3 +91,25 @@ def fold(messages: Any, style: BlockStyle) -> Turns:
 def function_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The `function` of each of a chat request's function tools."""
     return [t["function"] for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+
+
+def tool_call(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    """An upstream's tool use as an OpenAI tool call (its input as a JSON string)."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments or {})}}
+
+
+def chat_completion(
+    answer_id: Any, model: Any, text: list[str], reasoning: list[str], calls: list[dict[str, Any]], finish_reason: str,
+    usage: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """An OpenAI chat completion of one choice, from what an upstream's answer said."""
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if calls:
+        message["tool_calls"] = calls
+    completion: dict[str, Any] = {"id": answer_id, "object": "chat.completion", "created": int(time.time()), "model": model,
+                                  "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}]}
+    if usage is not None:
+        completion["usage"] = usage
+    return completion
