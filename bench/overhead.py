@@ -148,19 +148,22 @@ def drained(url: str, timeout: float = 60) -> None:
 
 
 def wrk(url: str, key: str | None, model: str, connections: int, duration: int, pid: int | None = None,
-        body: dict | None = None, tollgate: bool = False) -> dict[str, float]:
+        body: dict | None = None, path: str = "/v1/chat/completions", headers_sent: dict[str, str] | None = None,
+        tollgate: bool = False) -> dict[str, float]:
     """`tollgate`: the target is a Tollgate, whose usage writer is waited for after the run."""
     body_text = json.dumps(body or {"model": model, "messages": [{"role": "user", "content": "hello there, how are you today?"}]})
     headers = 'wrk.headers["Content-Type"] = "application/json"\n'
     if key:
         headers += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    for name, value in (headers_sent or {}).items():
+        headers += f'wrk.headers["{name}"] = "{value}"\n'
     script = f'wrk.method = "POST"\nwrk.body = {json.dumps(body_text)}\n{headers}'
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
         file.write(script)
     threads = min(2, connections)
     cpu_before = tree_cpu_seconds(pid) if pid else 0.0
     output = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", file.name, url + "/v1/chat/completions"],
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", file.name, url + path],
         capture_output=True, text=True, check=True,
     ).stdout
     os.unlink(file.name)

@@ -25,6 +25,9 @@ from api.db.base import Base
 from api.db.migrate import upgrade_database
 from api.http.app import create_app
 from api.settings import Settings
+from fakes.anthropic import FakeAnthropic
+from fakes.azure import FakeAzure
+from fakes.bedrock import FakeBedrock
 from fakes.upstream import Behaviour, FakeUpstream
 
 MASTER_KEY = "test-master-key-" + uuid.uuid4().hex
@@ -364,4 +367,48 @@ async def live_server(app_client: httpx.AsyncClient, **uvicorn_options: object) 
 @pytest.fixture
 async def second_upstream() -> AsyncIterator[FakeUpstream]:
     async for fake in fake_upstream():
+        yield fake
+
+
+async def running(fake: FakeUpstream) -> AsyncIterator[Any]:
+    """A fake provider (of any protocol) serving on its own port for as long as the iteration lasts."""
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+# Fakes of the other protocols (tests/fakes/): Anthropic, Bedrock, Azure; two of each for failover.
+@pytest.fixture
+async def claude() -> AsyncIterator[FakeAnthropic]:
+    async for fake in running(FakeAnthropic()):
+        yield fake
+
+
+@pytest.fixture
+async def second_claude() -> AsyncIterator[FakeAnthropic]:
+    async for fake in running(FakeAnthropic()):
+        yield fake
+
+
+@pytest.fixture
+async def bedrock() -> AsyncIterator[FakeBedrock]:
+    async for fake in running(FakeBedrock()):
+        yield fake
+
+
+@pytest.fixture
+async def second_bedrock() -> AsyncIterator[FakeBedrock]:
+    async for fake in running(FakeBedrock()):
+        yield fake
+
+
+@pytest.fixture
+async def azure() -> AsyncIterator[FakeAzure]:
+    async for fake in running(FakeAzure()):
+        yield fake
+
+
+@pytest.fixture
+async def second_azure() -> AsyncIterator[FakeAzure]:
+    async for fake in running(FakeAzure()):
         yield fake

@@ -40,7 +40,7 @@ CHECKS = [not_a_server_error, status_code_conformance, response_schema_conforman
 # The router each model endpoint's generated body names, so valid bodies reach the upstream
 # instead of stopping at "model not found".
 MODEL_FOR_PATH = {
-    "/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/v1/rerank": "rerank",
+    "/v1/chat/completions": "chat", "/v1/completions": "chat", "/v1/embeddings": "embeddings", "/v1/rerank": "rerank",
     "/v1/audio/transcriptions": "audio", "/v1/ocr": "ocr",
 }
 

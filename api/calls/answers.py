@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 
 from api.catalog.catalog import ProviderTarget
+from api.providers.base import StreamTranslator
 from api.state.load import Lease
 
 
@@ -21,6 +22,8 @@ class UpstreamAnswer:
     status: int
     body: Any  # parsed JSON
     provider: ProviderTarget
+    raw: bytes | None = None  # an answer that is not JSON (a transcript as text, SRT or WebVTT)...
+    content_type: str | None = None  # ...and the provider's content type for it
 
 
 @dataclass
@@ -35,6 +38,8 @@ class OpenStream:
     deadline: float
     max_bytes: int
     first: bytes
+    session: aiohttp.ClientSession  # the provider's: what else the relay asks of it (a prompt's count)
+    translator: StreamTranslator | None = None  # the provider's own events to OpenAI's chunks
 
 
 # A provider's Retry-After lengthens its cooldown, within reason: a provider asking for a day

@@ -83,8 +83,10 @@ class Call:
     upstream_seconds: float = 0.0
     first_byte_at: float | None = None
     answer: dict[str, Any] | None = None  # Forward: a complete answer, `usage` added by Price
+    raw_answer: tuple[bytes, str] | None = None  # Forward: an answer that is not JSON, and its content type
     stream: OpenStream | None = None  # Forward: an open stream (relayed by the endpoint)
-    # The outcome: Forward (or the stream relay) sets the tokens; the pipeline the status.
+    # The outcome: Forward (or the stream relay) sets the tokens (Price caps the completion at the
+    # bound reserved for); the pipeline the status.
     status: int | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -109,7 +111,7 @@ class Call:
 
     @property
     def answered(self) -> bool:
-        return self.answer is not None or self.stream is not None
+        return self.answer is not None or self.stream is not None or self.raw_answer is not None
 
     def tokens(self, prompt: int, completion: int) -> None:
         self.prompt_tokens, self.completion_tokens = prompt, completion

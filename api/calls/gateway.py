@@ -14,8 +14,6 @@ provider that sends too much or never stops cannot exhaust memory or hold a slot
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import math
 import random
 import time
@@ -36,11 +34,13 @@ from api.identity.principal import Principal
 from api.observability.metrics import GatewayMetrics
 from api.catalog.catalog import ModelCatalog, ProviderTarget, RouterEntry, no_provider
 from api.providers import Endpoint, adapter_for, well_formed
+from api.providers.base import StreamTranslator
 from api.providers.sessions import UpstreamSessions
 from api.settings import GatewaySettings
 from api.state.load import Lease, LoadTracker
+from api.state.traffic import ProviderTraffic
 from api.state.ttft import TtftTracker
-from api.calls.qos import inflight_cap, too_slow, watches_ttft
+from api.calls.qos import PriorityGate, inflight_cap, too_slow, watches_ttft
 from api.calls.access import may_call
 from api.calls.answers import (
     MAX_HONOURED_RETRY_AFTER,
@@ -54,6 +54,7 @@ from api.calls.answers import (
 # Which router types may serve which endpoint.
 ENDPOINT_TYPES: dict[Endpoint, frozenset[str]] = {
     Endpoint.chat: frozenset({"text-generation", "image-text-to-text"}),
+    Endpoint.completions: frozenset({"text-generation"}),
     Endpoint.embeddings: frozenset({"text-embeddings-inference"}),
     Endpoint.rerank: frozenset({"text-classification"}),
     Endpoint.transcriptions: frozenset({"automatic-speech-recognition"}),
@@ -70,31 +71,6 @@ class Attempts(Protocol):
     provider: ProviderTarget | None
     upstream_seconds: float
     first_byte_at: float | None
-
-
-class PriorityGate:
-    """Requests of one process waiting for a slot on a router: only the first in line (highest
-    priority, then oldest) tries to take a slot; the others wait their turn."""
-
-    def __init__(self) -> None:
-        self._waiters: list[tuple[int, int]] = []
-        self._order = itertools.count()
-
-    def enqueue(self, priority: int) -> tuple[int, int]:
-        entry = (-priority, next(self._order))
-        heapq.heappush(self._waiters, entry)
-        return entry
-
-    def is_first(self, entry: tuple[int, int]) -> bool:
-        return bool(self._waiters) and self._waiters[0] == entry
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._waiters)
-
-    def leave(self, entry: tuple[int, int]) -> None:
-        self._waiters.remove(entry)
-        heapq.heapify(self._waiters)
 
 
 class Gateway:
@@ -114,6 +90,7 @@ class Gateway:
         self._upstreams = upstreams
         self._settings = settings
         self._gates: dict[int, PriorityGate] = {}
+        self.traffic = ProviderTraffic()  # real calls, which the health checks count as health
 
     # resolution and access
 
@@ -159,6 +136,7 @@ class Gateway:
             lease = await self._tracker.acquire(provider.id, cap, self._lease_seconds(provider))
         if lease is not None:
             self._metrics.provider_in_flight(provider.id).inc()
+            self.traffic.started(provider.id)
         return lease
 
     async def _wait_for_slot(self, router: RouterEntry, tried: set[int], priority: int) -> tuple[ProviderTarget, Lease]:
@@ -216,6 +194,7 @@ class Gateway:
 
     async def release(self, lease: Lease) -> None:
         self._metrics.provider_in_flight(lease.provider_id).dec()
+        self.traffic.ended(lease.provider_id)
         await self._tracker.release(lease)
 
     async def _failed(self, provider: ProviderTarget, error: Retryable) -> None:
@@ -228,10 +207,8 @@ class Gateway:
     # calls
 
     def _request_args(self, provider: ProviderTarget, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
-        adapter = adapter_for(provider.type)
-        payload = adapter.request_body(endpoint, {**body, "model": provider.model_name})
-        headers = {**adapter.headers(provider.key), "Content-Type": "application/json"}
-        return {"url": adapter.url(provider.url, endpoint), "data": jsonutil.dumps(payload), "headers": headers}
+        wire = adapter_for(provider.type).request(provider.upstream, endpoint, {**body, "model": provider.model_name})
+        return {"url": wire.address, "data": wire.data, "headers": wire.headers}
 
     async def call_json(self, call: Attempts, endpoint: Endpoint, body: dict[str, Any], priority: int) -> UpstreamAnswer:
         """Send a JSON request, failing over as needed, and return the provider's parsed answer."""
@@ -244,7 +221,7 @@ class Gateway:
     ) -> UpstreamAnswer:
         def send(provider: ProviderTarget) -> Awaitable[UpstreamAnswer]:
             adapter = adapter_for(provider.type)
-            args = {"url": adapter.url(provider.url, endpoint), "data": build_form(provider.model_name),
+            args = {"url": adapter.url(provider.upstream, endpoint), "data": build_form(provider.model_name),
                     "headers": adapter.headers(provider.key)}
             return self._send(call, provider, args, endpoint)
 
@@ -279,21 +256,29 @@ class Gateway:
                     raise status_failure(provider, response)
                 raw = await self._read_bounded(response, provider)
                 status = response.status
+                content_type = response.content_type
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_failure(provider, exc) from exc
         finally:
             call.upstream_seconds += time.perf_counter() - started
         call.first_byte_at = time.perf_counter()
+        if endpoint is Endpoint.transcriptions and status < 400 and "json" not in content_type:
+            # A transcript in the format asked for (text, srt, vtt): passed on as it came.
+            await self._observe_ttft(provider, first_byte_seconds)
+            self.traffic.answered(provider.id)
+            return UpstreamAnswer(status, None, provider, raw=raw, content_type=response.headers.get("Content-Type", content_type))
         try:
             parsed = jsonutil.loads(raw) if raw else None
         except ValueError as exc:
             raise Retryable("invalid", f"provider {provider.id} answered with invalid JSON") from exc
+        adapter = adapter_for(provider.type)
         if status >= 400:
-            raise UpstreamRejectedError(status, parsed)
-        answer = adapter_for(provider.type).response_body(endpoint, parsed)
+            raise UpstreamRejectedError(status, adapter.error_body(status, parsed))
+        answer = adapter.response_body(endpoint, parsed)
         if not well_formed(endpoint, answer):  # like invalid JSON: another provider may do better
             raise Retryable("invalid", f"provider {provider.id} answered in an unexpected shape")
         await self._observe_ttft(provider, first_byte_seconds)
+        self.traffic.answered(provider.id)
         return UpstreamAnswer(status, answer, provider)
 
     async def _read_bounded(self, response: aiohttp.ClientResponse, provider: ProviderTarget) -> bytes:
@@ -315,16 +300,26 @@ class Gateway:
         raise UpstreamError(f"provider {provider.id}'s answer is larger than {limit} bytes")
 
     @staticmethod
-    async def _first_block(response: aiohttp.ClientResponse, provider: ProviderTarget) -> bytes:
-        """A stream's first bytes. Providers send their headers at once and their first event
-        after the prompt is processed: a crash or a stall in between can still fail over."""
-        first = await response.content.readany()
-        if not first:
-            raise Retryable("invalid", f"provider {provider.id} ended its stream before its first event")
-        return first
+    async def _first_block(
+        response: aiohttp.ClientResponse, provider: ProviderTarget, translator: StreamTranslator | None
+    ) -> bytes:
+        """A stream's first bytes (translated to OpenAI's chunks, for a provider that streams
+        its own events). Providers send their headers at once and their first event after the
+        prompt is processed: a crash or a stall in between can still fail over."""
+        while True:
+            first = await response.content.readany()
+            if not first:
+                raise Retryable("invalid", f"provider {provider.id} ended its stream before its first event")
+            if translator is None:
+                return first
+            translated = translator.feed(first)
+            if translated:
+                return translated
 
-    async def open_stream(self, call: Attempts, body: dict[str, Any], priority: int) -> OpenStream:
-        """Open a streamed chat completion: failover until a provider answers 2xx headers and
+    async def open_stream(
+        self, call: Attempts, body: dict[str, Any], priority: int, endpoint: Endpoint = Endpoint.chat
+    ) -> OpenStream:
+        """Open a streamed (chat) completion: failover until a provider answers 2xx headers and
         its first bytes."""
         assert call.router is not None
         failures: list[Retryable] = []
@@ -333,11 +328,12 @@ class Gateway:
             provider, lease = attempt
             call.provider = provider
             session = self._upstreams.for_url(provider.url)
+            adapter = adapter_for(provider.type)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(provider.timeout, 30), sock_read=provider.timeout)
             started = time.perf_counter()
             response: aiohttp.ClientResponse | None = None
             try:
-                response = await session.post(**self._request_args(provider, Endpoint.chat, body), timeout=timeout)
+                response = await session.post(**self._request_args(provider, endpoint, body), timeout=timeout)
                 if response.status >= 500 or response.status == 429:
                     raise status_failure(provider, response)
                 if response.status >= 400:
@@ -346,13 +342,16 @@ class Gateway:
                         parsed = jsonutil.loads(raw) if raw else None
                     except ValueError:
                         parsed = {"error": {"message": raw.decode(errors="replace")[:2000]}}
-                    raise UpstreamRejectedError(response.status, parsed)
-                first = await self._first_block(response, provider)
+                    raise UpstreamRejectedError(response.status, adapter.error_body(response.status, parsed))
+                translator = adapter.stream_translator(body)
+                first = await self._first_block(response, provider, translator)
                 call.upstream_seconds += time.perf_counter() - started
                 call.first_byte_at = time.perf_counter()
                 await self._observe_ttft(provider, call.first_byte_at - started)
+                self.traffic.answered(provider.id)
                 deadline = time.monotonic() + self._settings.max_stream_seconds
-                return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first)
+                return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first, session,
+                                  translator)
             except (Retryable, TimeoutError, aiohttp.ClientError) as exc:
                 error = exc if isinstance(exc, Retryable) else transport_failure(provider, exc)
                 failures.append(error)

@@ -12,11 +12,12 @@ from typing import Any
 
 import aiohttp
 
+from api.calls.audio import transcript_bound, transcript_text
 from api.calls.call import Call, Defaults
 from api.calls.gateway import Gateway
-from api.calls.tokens import count_inputs, count_messages, count_text
-from api.errors import UpstreamError
-from api.providers import Endpoint
+from api.calls.tokens import count_chat_prompt, count_inputs, count_messages, count_text
+from api.errors import InvalidRequestError, UpstreamError
+from api.providers import Endpoint, adapter_for
 from api.quota.quotas import Quotas
 
 
@@ -83,10 +84,53 @@ class Chat(Defaults):
         answer = answer_object(call, reply.body)
         prompt, completion = upstream_usage(answer)
         call.tokens(
-            prompt if prompt is not None else count_messages(self.body.get("messages", [])),
+            prompt if prompt is not None else count_chat_prompt(self.body.get("messages", [])),
             completion if completion is not None else count_text(completion_text(answer)),
         )
         answer.update(self.final_fields)
+        call.answer = answer
+
+
+# OpenAI's (and vLLM's) `max_tokens` for a legacy completion that names none.
+LEGACY_DEFAULT_MAX_TOKENS = 16
+
+
+@dataclass
+class Completion(Defaults):
+    """A legacy text completion (`/v1/completions`), whole or streamed, on a text-generation
+    router whose providers serve it (OpenAI-compatible servers: vLLM, llama.cpp)."""
+
+    body: dict[str, Any]
+    endpoint: Endpoint = Endpoint.completions
+
+    @property
+    def streamed(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    def prompt_estimate(self) -> int:
+        return count_inputs(self.body.get("prompt"))
+
+    def completion_bound(self, call: Call, quotas: Quotas) -> int:
+        if not isinstance(self.body.get("max_tokens"), int):
+            self.body["max_tokens"] = LEGACY_DEFAULT_MAX_TOKENS  # the API's default, made explicit: it is reserved for
+        return quotas.cap_completion(call.principal, call.router, self.body) if call.router is not None else 0
+
+    async def prepare(self, call: Call) -> None:
+        assert call.router is not None
+        if not all(adapter_for(p.type).serves_completions for p in call.router.providers):
+            raise InvalidRequestError(f"Model '{call.model}' is served by providers without /v1/completions: use /v1/chat/completions")
+
+    async def forward(self, call: Call, gateway: Gateway) -> None:
+        if self.streamed:
+            options = {**(self.body.get("stream_options") or {}), "include_usage": True}
+            self.body = {**self.body, "stream": True, "stream_options": options}
+            call.stream = await gateway.open_stream(call, self.body, call.priority, Endpoint.completions)
+            return
+        reply = await gateway.call_json(call, Endpoint.completions, self.body, call.priority)
+        answer = answer_object(call, reply.body)
+        prompt, completion = upstream_usage(answer)
+        text = "".join(c.get("text") or "" for c in answer.get("choices") or [] if isinstance(c, dict) and isinstance(c.get("text"), str))
+        call.tokens(prompt if prompt is not None else self.prompt_estimate(), completion if completion is not None else count_text(text))
         call.answer = answer
 
 
@@ -128,6 +172,7 @@ class Rerank(Defaults):
             answer["results"] = sorted(results, key=lambda r: -float(r.get("relevance_score", 0)))[: self.body["top_n"]]
         prompt, _ = upstream_usage(answer)
         call.tokens(prompt if prompt is not None else self.prompt_estimate(), 0)
+        answer.setdefault("id", f"rerank-{call.request_id}")  # TEI's answers have none
         answer.setdefault("object", "list")
         answer.setdefault("model", call.model)
         call.answer = answer
@@ -135,6 +180,10 @@ class Rerank(Defaults):
 
 @dataclass
 class Transcription(Defaults):
+    """A transcription in the `response_format` the caller asked for: JSON (`json`,
+    `verbose_json`) gets its usage; `text`, `srt` and `vtt` are passed on with the provider's
+    content type."""
+
     audio: bytes
     filename: str
     content_type: str
@@ -142,9 +191,10 @@ class Transcription(Defaults):
     max_tokens: int
     endpoint: Endpoint = Endpoint.transcriptions
 
-    # No prompt estimate: the audio's length in tokens is unknown before it is transcribed.
+    # No prompt estimate: the audio's length in tokens is unknown before it is transcribed. Its
+    # transcript is bounded by its duration.
     def completion_bound(self, call: Call, quotas: Quotas) -> int:
-        return self.max_tokens
+        return transcript_bound(self.audio, self.max_tokens)
 
     async def forward(self, call: Call, gateway: Gateway) -> None:
         def form(model_name: str) -> aiohttp.FormData:
@@ -156,6 +206,11 @@ class Transcription(Defaults):
             return data
 
         reply = await gateway.call_multipart(call, Endpoint.transcriptions, form, call.priority)
+        if reply.raw is not None:
+            content_type = reply.content_type or "text/plain"
+            call.tokens(0, count_text(transcript_text(reply.raw, content_type)))
+            call.raw_answer = (reply.raw, content_type)
+            return
         answer = answer_object(call, reply.body)
         text = answer.get("text") if isinstance(answer.get("text"), str) else ""
         call.tokens(0, count_text(text))  # a transcript is generated text: its tokens are the completion

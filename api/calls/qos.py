@@ -7,10 +7,14 @@ gateway applies it when it picks a provider.
   `qos_limit` milliseconds. One above it is passed over while any other provider of the router
   can take the call (it comes after them, before those cooling down after a failure); it is not
   refused outright, so a router whose every provider is slow still answers, slowly.
+
+Calls waiting for a slot take them by priority, then age (`PriorityGate`).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Sequence
 
 from api.catalog.catalog import ProviderTarget
@@ -36,3 +40,28 @@ async def too_slow(tracker: TtftTracker, providers: Sequence[ProviderTarget]) ->
         return {}
     readings = await tracker.readings(p.id for p in watched)
     return {p.id: readings[p.id] for p in watched if p.id in readings and readings[p.id] > (p.qos_limit or 0)}
+
+
+class PriorityGate:
+    """Requests of one process waiting for a slot on a router: only the first in line (highest
+    priority, then oldest) tries to take a slot; the others wait their turn."""
+
+    def __init__(self) -> None:
+        self._waiters: list[tuple[int, int]] = []
+        self._order = itertools.count()
+
+    def enqueue(self, priority: int) -> tuple[int, int]:
+        entry = (-priority, next(self._order))
+        heapq.heappush(self._waiters, entry)
+        return entry
+
+    def is_first(self, entry: tuple[int, int]) -> bool:
+        return bool(self._waiters) and self._waiters[0] == entry
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiters)
+
+    def leave(self, entry: tuple[int, int]) -> None:
+        self._waiters.remove(entry)
+        heapq.heapify(self._waiters)

@@ -90,6 +90,17 @@ class ChatCompletionRequest(TaggedRequest):
     n: Annotated[int, Field(ge=1, le=128)] | None = None
 
 
+class CompletionRequest(TaggedRequest):
+    """A legacy completion: a prompt (a string, strings, or token ids) to continue."""
+
+    model: ModelName
+    prompt: str | Annotated[list[str], Field(max_length=2048)] | list[int] | Annotated[list[list[int]], Field(max_length=2048)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+
+
 # OpenAI's limit on inputs per request: a list is bounded so a 10 MB body of short strings
 # cannot become 1,000,000 upstream embeddings in one call.
 MAX_EMBEDDING_INPUTS = 2048

@@ -140,9 +140,16 @@ class Price:
         pass
 
     async def leave(self, call: Call) -> None:
+        if call.quota is not None and call.quota.completion_bound is not None:
+            # A provider that generated past the bound it was sent is not charged for it: the
+            # call settles within what it reserved (tokens and cost alike).
+            call.completion_tokens = min(call.completion_tokens, call.quota.completion_bound)
         prompt, completion = call.prompt_tokens, call.completion_tokens
         if call.router is not None:
             call.cost_nanos = cost_nanos(prompt, completion, call.router.cost_prompt_micros, call.router.cost_completion_micros)
+            reserved = call.quota.reserved_nanos if call.quota is not None else None
+            if reserved is not None:
+                call.cost_nanos = min(call.cost_nanos, reserved)
         if call.provider is not None:
             call.carbon = carbon_footprint(
                 call.provider.model_total_params, call.provider.model_active_params, completion,

@@ -2,8 +2,16 @@
 
 The upstream is asked for usage (`stream_options.include_usage`); its usage chunk is replaced by
 Tollgate's, which adds cost and carbon, just before `data: [DONE]`. If the upstream gives no usage,
-tokens are counted from what was streamed. If the client goes away, the upstream call is
-closed and the client is charged for what it was sent.
+tokens are counted from what was streamed (the prompt as a chat template would lay it out,
+`tokens.count_chat_prompt`, unless the provider can count it: `ProviderAdapter.count_prompt`).
+If the client goes away, the upstream call is closed and the client is charged for what it was
+sent.
+
+A stream holds to the completion bound it was sent (and reserved for): a provider that ignores
+it is cut once it sends more content chunks than the bound (each carries at least one token),
+and the client's stream ends there with `finish_reason: "length"`. A stream that ends with
+`[DONE]` but no `finish_reason` was cut upstream (llama.cpp does so when interrupted): it is
+incomplete, ended with an error event and recorded as such (502).
 
 What the provider sends is checked as it passes: a `data:` line that is not a JSON object, a
 stream that breaks, ends before its last chunk, or grows larger than `max_response_bytes` (502),
@@ -24,8 +32,9 @@ import aiohttp
 
 from api.calls.call import CLIENT_CLOSED, Call
 from api.errors import StreamFault
-from api.calls.tokens import count_messages, count_text
-
+from api.calls.tokens import count_chat_prompt, count_inputs, count_text
+from api.providers import adapter_for
+from api.providers.base import completion_limit
 
 
 def error_event(status: int, detail: str) -> bytes:
@@ -55,6 +64,9 @@ class ChatStreamRelay:
         self._finish_reason_seen = False
         self._ended = False
         self._status = CLIENT_CLOSED
+        limit = completion_limit(request_body)
+        self._bound = None if limit is None else limit * (request_body.get("n") or 1)
+        self._content_chunks = 0  # chunks that carried generated text: at least a token each
 
     def _check_bounds(self, received: int) -> None:
         # Checked as each block arrives, before it is relayed: what was charged is what was sent.
@@ -66,8 +78,9 @@ class ChatStreamRelay:
 
     async def _blocks(self) -> AsyncIterator[bytes]:
         yield self._stream.first  # read by the gateway before it chose this provider
+        translator = self._stream.translator
         async for data in self._stream.response.content.iter_any():
-            yield data
+            yield translator.feed(data) if translator is not None else data
 
     async def events(self) -> AsyncIterator[bytes]:
         pending = b""
@@ -122,7 +135,7 @@ class ChatStreamRelay:
         if self._ended:
             return
         self._ended = True
-        self._call.tokens(*self._tokens())
+        self._call.tokens(*await self._tokens())
         self._call.status = self._status
         if self._status == 200:
             message = {"role": "assistant", "content": "".join(self._content)}
@@ -163,6 +176,8 @@ class ChatStreamRelay:
             return line
         data = line[5:].strip()
         if data == b"[DONE]":
+            if not self._finish_reason_seen:
+                raise StreamFault(502, "the provider's stream ended without a finish reason (cut upstream)")
             self._status = 200  # the usage chunk and [DONE] follow; whatever comes after is dropped
             return None
         try:
@@ -177,12 +192,19 @@ class ChatStreamRelay:
             raise StreamFault(502, f"the provider reported an error: {_error_message(chunk['error'])}")
         self._last_chunk = chunk
         choices = chunk.get("choices") or []
+        if self._bound is not None and _generates(choices):
+            if self._content_chunks >= self._bound:
+                return self._cut_at_bound(chunk)
+            self._content_chunks += 1
         for choice in choices:
             if isinstance(choice, dict) and choice.get("finish_reason"):
                 self._finish_reason_seen = True
                 self._finish_reason = str(choice["finish_reason"])
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 self._plain = False
+            if isinstance(choice, dict) and isinstance(choice.get("text"), str):  # a legacy completion's chunk
+                self._text.append(choice["text"])
+                self._content.append(choice["text"])
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if isinstance(delta, dict):
                 for field in ("content", "reasoning_content"):
@@ -204,20 +226,45 @@ class ChatStreamRelay:
                 return None  # replaced by Tollgate's usage chunk
         return line
 
-    def _tokens(self) -> tuple[int, int]:
+    def _cut_at_bound(self, chunk: dict[str, Any]) -> bytes:
+        """The provider went past the bound it was sent: what it sends from here is neither
+        relayed nor charged. The client's stream ends as a provider's would at its bound."""
+        self._finish_reason_seen = True
+        self._finish_reason = "length"
+        self._upstream_usage = None  # whatever it reports later is not read
+        self._status = 200
+        # `delta` for a chat chunk, `text` for a legacy completion's: each reads its own.
+        last = {"id": chunk.get("id"), "object": chunk.get("object", "chat.completion.chunk"), "created": chunk.get("created"),
+                "model": chunk.get("model"), "choices": [{"index": 0, "delta": {}, "text": "", "finish_reason": "length"}]}
+        return b"data: " + json.dumps(last).encode() + b"\n"
+
+    async def _tokens(self) -> tuple[int, int]:
         usage = self._upstream_usage or {}
         prompt = usage.get("prompt_tokens")
         completion = usage.get("completion_tokens")
         if not isinstance(prompt, int):
-            prompt = count_messages(self._request_body.get("messages", []))
+            prompt = await self._count_prompt()
         if not isinstance(completion, int):
             completion = count_text("".join(self._text))
+        if self._bound is not None:
+            completion = min(completion, self._bound)
         return prompt, completion
+
+    async def _count_prompt(self) -> int:
+        """The provider's own count of the prompt where it can say (vLLM's /tokenize), else
+        Tollgate's estimate with the chat template's tokens."""
+        if "prompt" in self._request_body:  # a legacy completion: its prompt is sent as it is
+            return count_inputs(self._request_body["prompt"])
+        messages = self._request_body.get("messages", [])
+        provider = self._stream.provider
+        counted = await adapter_for(provider.type).count_prompt(self._stream.session, provider.upstream, messages,
+                                                                min(provider.timeout, 5))
+        return counted if counted is not None else count_chat_prompt(messages)
 
     def _usage_event(self) -> bytes:
         chunk = {
             "id": self._last_chunk.get("id", f"chatcmpl-{self._call.request_id}"),
-            "object": "chat.completion.chunk",
+            "object": self._last_chunk.get("object", "chat.completion.chunk"),
             "created": self._last_chunk.get("created", int(time.time())),
             "model": self._last_chunk.get("model", self._call.model),
             "choices": [],
@@ -231,3 +278,14 @@ class ChatStreamRelay:
         the response ended: completed, broken, or abandoned by the client."""
         self._stream.response.close()
         await self._end()  # nothing to do if the end of the stream ended it already
+
+
+def _generates(choices: list[Any]) -> bool:
+    """Whether a chunk's choices carry generated text or tool call arguments."""
+    for choice in choices:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and (delta.get("content") or delta.get("reasoning_content") or delta.get("tool_calls")):
+            return True
+        if isinstance(choice, dict) and choice.get("text"):
+            return True
+    return False

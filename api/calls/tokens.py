@@ -40,6 +40,20 @@ def count_messages(messages: list[Any]) -> int:
     return count_text(message_text(messages))
 
 
+# What a chat template adds around the messages, in tokens: each message's turn markers and role
+# (Gemma's `<start_of_turn>user\n…<end_of_turn>\n`, Llama 3's header ids and `<|eot_id|>`: 5),
+# the beginning-of-sequence token and the assistant turn the reply is primed with (4). An
+# estimate, for providers that report no usage and cannot count (docs/accounting.md).
+TEMPLATE_TOKENS_PER_MESSAGE = 5
+TEMPLATE_TOKENS_PER_PROMPT = 4
+
+
+def count_chat_prompt(messages: list[Any]) -> int:
+    """A chat prompt's tokens as a provider's chat template lays it out (an estimate)."""
+    turns = sum(1 for message in messages if isinstance(message, dict))
+    return count_messages(messages) + TEMPLATE_TOKENS_PER_MESSAGE * turns + TEMPLATE_TOKENS_PER_PROMPT
+
+
 def count_inputs(inputs: Any) -> int:
     """Embedding inputs: a string, a list of strings, or token ids (already counted)."""
     if isinstance(inputs, str):

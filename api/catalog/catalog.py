@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from api.db.tables import Router
 from api.catalog.crypto import SecretBox
 from api.errors import NotFoundError
+from api.providers import Upstream
 
 logger = logging.getLogger("tollgate.models")
 
@@ -31,12 +32,18 @@ class ProviderTarget:
     timeout: int
     model_name: str
     model_hosting_zone: str
-    model_total_params: int
-    model_active_params: int
+    model_total_params: float  # billions
+    model_active_params: float
     qos_metric: str | None
     qos_limit: float | None
     vector_size: int | None
     max_context_length: int | None
+    region: str | None = None
+    api_version: str | None = None
+
+    @property
+    def upstream(self) -> Upstream:
+        return Upstream(self.url, self.key, self.model_name, self.region, self.api_version)
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ class ModelCatalog:
                 timeout=p.timeout, model_name=p.model_name, model_hosting_zone=p.model_hosting_zone,
                 model_total_params=p.model_total_params, model_active_params=p.model_active_params,
                 qos_metric=p.qos_metric, qos_limit=p.qos_limit, vector_size=p.vector_size,
-                max_context_length=p.max_context_length,
+                max_context_length=p.max_context_length, region=p.region, api_version=p.api_version,
             )
             for p in router.providers
         )

@@ -15,7 +15,7 @@ from api.catalog.catalog import ModelCatalog
 from api.catalog.crypto import SecretBox, mask_secret
 from api.catalog.router_admin import get_router_model
 from api.catalog.schemas import ProviderCreate, ProviderOut, ProviderUpdate
-from api.providers import ProbeResult, UpstreamCheckError, adapter_for
+from api.providers import ProbeResult, Upstream, UpstreamCheckError, adapter_for
 from api.providers.base import normalise_base_url
 from api.providers.sessions import UpstreamSessions
 
@@ -23,8 +23,9 @@ ORDER_COLUMNS = {"id": Provider.id, "model_name": Provider.model_name, "created"
 
 DUPLICATE_PROVIDER = "This router already has a provider for that url and model"
 
-# TEI serves embeddings and reranking only.
+# TEI serves embeddings and reranking only; Anthropic and Bedrock chat only.
 _TEI_TYPES = {"text-embeddings-inference", "text-classification"}
+_CHAT_TYPES = {"text-generation", "image-text-to-text"}
 
 
 def provider_out(provider: Provider, secrets: SecretBox) -> ProviderOut:
@@ -34,7 +35,7 @@ def provider_out(provider: Provider, secrets: SecretBox) -> ProviderOut:
         model_name=provider.model_name, model_hosting_zone=provider.model_hosting_zone,
         model_total_params=provider.model_total_params, model_active_params=provider.model_active_params,
         qos_metric=provider.qos_metric, qos_limit=provider.qos_limit, vector_size=provider.vector_size,
-        max_context_length=provider.max_context_length, created=to_unix(provider.created), updated=to_unix(provider.updated),
+        max_context_length=provider.max_context_length, region=provider.region, api_version=provider.api_version, created=to_unix(provider.created), updated=to_unix(provider.updated),
     )
 
 
@@ -46,11 +47,11 @@ async def _get(session: AsyncSession, provider_id: int) -> Provider:
 
 
 async def probe_provider(
-    sessions: UpstreamSessions, provider_type: str, url: str, key: str | None, model_name: str, router_type: str, timeout: int
+    sessions: UpstreamSessions, provider_type: str, upstream: Upstream, router_type: str, timeout: int
 ) -> ProbeResult:
     adapter = adapter_for(provider_type)
     try:
-        return await adapter.probe(sessions.for_url(url), url, key, model_name, router_type, min(timeout, 30))
+        return await adapter.probe(sessions.for_url(upstream.url), upstream, router_type, min(timeout, 30))
     except UpstreamCheckError as exc:
         raise InvalidRequestError(f"Provider check failed: {exc}") from exc
 
@@ -62,10 +63,13 @@ async def create_provider(
     router = await get_router_model(session, body.router)
     if body.type.value == "tei" and router.type not in _TEI_TYPES:
         raise InvalidRequestError(f"A tei provider cannot serve a {router.type} router")
+    if body.type.value in ("anthropic", "bedrock") and router.type not in _CHAT_TYPES:
+        raise InvalidRequestError(f"A {body.type.value} provider cannot serve a {router.type} router")
     if (body.qos_metric is None) != (body.qos_limit is None):
         raise InvalidRequestError("qos_metric and qos_limit go together")
     url = normalise_base_url(str(body.url))
-    probe = await probe_provider(sessions, body.type.value, url, body.key, body.model_name, router.type, body.timeout)
+    upstream = Upstream(url, body.key, body.model_name, body.region, body.api_version)
+    probe = await probe_provider(sessions, body.type.value, upstream, router.type, body.timeout)
     existing = {p.vector_size for p in router.providers if p.vector_size}
     if probe.vector_size and existing and probe.vector_size not in existing:
         raise InvalidRequestError(
@@ -76,7 +80,8 @@ async def create_provider(
         timeout=body.timeout, model_name=body.model_name, model_hosting_zone=body.model_hosting_zone,
         model_total_params=body.model_total_params, model_active_params=body.model_active_params,
         qos_metric=body.qos_metric.value if body.qos_metric else None, qos_limit=body.qos_limit,
-        vector_size=probe.vector_size, max_context_length=probe.max_context_length,
+        vector_size=probe.vector_size, max_context_length=probe.max_context_length, region=body.region,
+        api_version=body.api_version,
     )
     session.add(provider)
     router.updated = utcnow()
@@ -112,6 +117,9 @@ async def update_provider(
         provider.router_id = target.id
     for field in ("timeout", "model_hosting_zone", "model_total_params", "model_active_params", "qos_limit"):
         if field in changes and changes[field] is not None:
+            setattr(provider, field, changes[field])
+    for field in ("region", "api_version"):  # null takes it back (bedrock: the url's region; azure: the default)
+        if field in changes:
             setattr(provider, field, changes[field])
     if "qos_metric" in changes:
         provider.qos_metric = body.qos_metric.value if body.qos_metric else None

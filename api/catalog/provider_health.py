@@ -1,9 +1,13 @@
 """Provider health: every provider is probed on a schedule, so one that died is cooled down
 (tried last, in every replica through the shared cooldowns) before users' calls find out.
 
-A probe is the check made when the provider was added: its model list, or one tiny embedding
-or rerank call for the types that have no list. A failed probe cools the provider down until
-the next probe can say otherwise; a passing one does not lift a cooldown that real calls set.
+A probe is the check made when the provider was added: a call its router's type must serve
+(`ProviderAdapter.probe`). A failed probe cools the provider down until the next probe can say
+otherwise; a passing one does not lift a cooldown that real calls set.
+
+Real traffic counts as health: a provider with calls in flight in this process, or that
+answered one since the last round, is not probed (a probe would wait behind, and can disturb,
+the generation it is doing: llama.cpp) and is healthy.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from api.catalog.catalog import ModelCatalog, ProviderTarget
 from api.providers import UpstreamCheckError, adapter_for
 from api.providers.sessions import UpstreamSessions
 from api.state.load import LoadTracker
+from api.state.traffic import ProviderTraffic
 
 logger = logging.getLogger("tollgate.health")
 
@@ -34,9 +39,10 @@ class ProbeOutcome:
 class HealthMonitor:
     def __init__(
         self, catalog: ModelCatalog, upstreams: UpstreamSessions, load: LoadTracker,
-        interval_seconds: float, timeout_seconds: float, cooldown_seconds: float,
+        interval_seconds: float, timeout_seconds: float, cooldown_seconds: float, traffic: ProviderTraffic | None = None,
     ) -> None:
         self._catalog = catalog
+        self._traffic = traffic or ProviderTraffic()
         self._upstreams = upstreams
         self._load = load
         self._interval = interval_seconds
@@ -63,15 +69,21 @@ class HealthMonitor:
             del self._outcomes[gone]
 
     async def check(self, provider: ProviderTarget, router_type: str) -> ProbeOutcome:
+        if self._traffic.working(provider.id, self._interval + self._timeout):
+            outcome = ProbeOutcome(True, time.time(), 0, None)
+            self._outcomes[provider.id] = outcome
+            return outcome
         started = time.perf_counter()
         error: str | None = None
         try:
             await adapter_for(provider.type).probe(
-                self._upstreams.for_url(provider.url), provider.url, provider.key, provider.model_name, router_type,
-                min(self._timeout, provider.timeout),
+                self._upstreams.for_url(provider.url), provider.upstream, router_type, min(self._timeout, provider.timeout),
             )
         except UpstreamCheckError as exc:
-            error = str(exc)
+            # A probe that failed while real calls got answers (one began as it was sent) does
+            # not condemn the provider: they say more than it does.
+            if not self._traffic.working(provider.id, time.perf_counter() - started):
+                error = str(exc)
         outcome = ProbeOutcome(error is None, time.time(), int((time.perf_counter() - started) * 1000), error)
         previous = self._outcomes.get(provider.id)
         self._outcomes[provider.id] = outcome

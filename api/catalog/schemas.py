@@ -36,6 +36,9 @@ class ProviderType(StrEnum):
     tei = "tei"
     mistral = "mistral"
     albert = "albert"
+    anthropic = "anthropic"  # the Messages API
+    bedrock = "bedrock"  # AWS Bedrock's Converse API, SigV4-signed
+    azure = "azure"  # Azure OpenAI deployments
 
 
 class QosMetric(StrEnum):
@@ -116,8 +119,10 @@ def _base_url(url: HttpUrl) -> str:
 
 ProviderUrl = Annotated[HttpUrl, Field(max_length=2048)]
 Timeout = Annotated[int, Field(ge=1, le=3600)]
-Params = Annotated[int, Field(ge=0, le=100_000, description="Billions of parameters")]
+Params = Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False, description="Billions of parameters, fractions allowed (0.27 for 270M)")]
 Zone = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$", max_length=32)]
+ApiVersion = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$", max_length=32)]
 QosLimit = Annotated[float, Field(gt=0, le=1_000_000, description="inflight: calls at once; ttft: milliseconds.")]
 
 
@@ -130,10 +135,12 @@ class ProviderSeed(RequestModel):
     timeout: Timeout = 300
     model_name: Annotated[str, Field(min_length=1, max_length=255)]
     model_hosting_zone: Zone = "WOR"
-    model_total_params: Params = 0
-    model_active_params: Params = 0
+    model_total_params: Params = 0.0
+    model_active_params: Params = 0.0
     qos_metric: QosMetric | None = None
     qos_limit: QosLimit | None = None
+    region: Region | None = Field(None, description="bedrock: the AWS region (else read from a bedrock-runtime url).")
+    api_version: ApiVersion | None = Field(None, description="azure: the api-version of its calls (default 2024-10-21).")
 
     @field_validator("url")
     @classmethod
@@ -172,6 +179,8 @@ class ProviderUpdate(OpenRequestModel):
     model_active_params: Params | None = None
     qos_metric: QosMetric | None = None
     qos_limit: QosLimit | None = None
+    region: Region | None = None
+    api_version: ApiVersion | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -191,12 +200,14 @@ class ProviderOut(BaseModel):
     timeout: int
     model_name: str
     model_hosting_zone: str
-    model_total_params: int
-    model_active_params: int
+    model_total_params: float
+    model_active_params: float
     qos_metric: QosMetric | None
     qos_limit: float | None
     vector_size: int | None
     max_context_length: int | None
+    region: str | None = None
+    api_version: str | None = None
     created: int
     updated: int
 

@@ -23,7 +23,7 @@ from api.catalog.provider_admin import probe_provider
 from api.catalog.router_admin import price_to_micros
 from api.catalog.schemas import ModelsConfigEntry
 from pydantic import ValidationError
-from api.providers import ProbeResult
+from api.providers import ProbeResult, Upstream
 from api.providers.base import normalise_base_url
 from api.providers.sessions import UpstreamSessions
 
@@ -84,8 +84,10 @@ async def _seed_router(session: AsyncSession, upstreams: UpstreamSessions, secre
         provider.model_active_params = seed.model_active_params
         provider.qos_metric = seed.qos_metric.value if seed.qos_metric else None
         provider.qos_limit = seed.qos_limit
+        provider.region, provider.api_version = seed.region, seed.api_version
+        upstream = Upstream(url, seed.key, seed.model_name, seed.region, seed.api_version)
         try:
-            probe = await probe_provider(upstreams, seed.type.value, url, seed.key, seed.model_name, router.type, seed.timeout)
+            probe = await probe_provider(upstreams, seed.type.value, upstream, router.type, seed.timeout)
         except InvalidRequestError as exc:
             logger.warning("provider %s of router '%s' from config.yml: %s", url, entry.name, exc.detail)
             probe = ProbeResult()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from api.db.base import Base, TimestampMixin, UTCDateTime, utcnow
@@ -159,12 +159,15 @@ class Provider(TimestampMixin, Base):
     timeout: Mapped[int] = mapped_column(Integer, default=300)
     model_name: Mapped[str] = mapped_column(String(255))
     model_hosting_zone: Mapped[str] = mapped_column(String(3), default="WOR")
-    model_total_params: Mapped[int] = mapped_column(BigInteger, default=0)
-    model_active_params: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Billions of parameters, in fractions: a 270M model is 0.27.
+    model_total_params: Mapped[float] = mapped_column(Double, default=0.0)
+    model_active_params: Mapped[float] = mapped_column(Double, default=0.0)
     qos_metric: Mapped[str | None] = mapped_column(String(32), nullable=True)
     qos_limit: Mapped[float | None] = mapped_column(nullable=True)
     vector_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_context_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    region: Mapped[str | None] = mapped_column(String(32), nullable=True)  # bedrock: the AWS region
+    api_version: Mapped[str | None] = mapped_column(String(32), nullable=True)  # azure: the calls' api-version
     router: Mapped[Router] = relationship(back_populates="providers")
 
 

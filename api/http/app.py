@@ -14,6 +14,7 @@ from api.http.api_reference import add_api_reference
 from api.http.console import add_console
 from api.http.context import build_context
 from api.http.json_model_routes import add_json_model_routes
+from api.http.messages_route import add_messages_route
 from api.http.error_handlers import install_error_handlers
 from api.http.routes import admin_identity
 from api.http.routes import admin_tokens
@@ -79,6 +80,7 @@ def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> Fas
     # The model endpoints first: routes are matched in order, and these carry the traffic.
     # (Only FastAPI's own route for /openapi.json comes before them.)
     add_json_model_routes(app)
+    add_messages_route(app)
     app.include_router(models.routes)
 
     app.include_router(monitoring.routes)

@@ -76,7 +76,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack, extra_steps: 
     gateway_settings = settings.settings.gateway
     health = HealthMonitor(
         calls.catalog, calls.upstreams, stores.load, gateway_settings.health_check_seconds,
-        gateway_settings.health_check_timeout_seconds, gateway_settings.cooldown_seconds,
+        gateway_settings.health_check_timeout_seconds, gateway_settings.cooldown_seconds, calls.gateway.traffic,
     )
     if gateway_settings.health_check_seconds > 0:
         background(stack, health.run_forever(), "provider-health")

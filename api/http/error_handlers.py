@@ -51,6 +51,30 @@ async def _domain_error(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": error.detail}, status_code=status_for(error), headers=headers)
 
 
+def error_status(error: Exception) -> tuple[int, Any, dict[str, str]]:
+    """A domain error's status, detail and headers, as `_domain_error` answers them; for
+    endpoints that speak another protocol's error shape (`/v1/messages`)."""
+    if isinstance(error, UpstreamRejectedError):
+        body = error.body
+        message = body.get("error", {}).get("message") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None
+        return error.status, message if isinstance(message, str) else body, {}
+    assert isinstance(error, DomainError)
+    headers: dict[str, str] = {}
+    if isinstance(error, (TooManyRequestsError, ServiceUnavailableError)):
+        headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, TooManyRequestsError):
+        headers.update(error.headers)
+    return status_for(error), error.detail, headers
+
+
+def validation_details(error: RequestValidationError) -> Any:
+    """A validation error's details, with no secret and nothing unencodable echoed back."""
+    details = jsonable_encoder([_without_secrets(dict(e)) for e in error.errors()])
+    if not _encodable(details):
+        details = jsonable_encoder([{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in error.errors()])
+    return details
+
+
 def _names_secret(name: object) -> bool:
     return isinstance(name, str) and any(word in _SECRET_WORDS for word in _WORD.findall(name.lower()))
 
@@ -98,11 +122,8 @@ def _encodable(content: Any) -> bool:
 
 async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    details = jsonable_encoder([_without_secrets(dict(e)) for e in error.errors()])
-    if not _encodable(details):
-        # The rejected input itself cannot be written as JSON (NaN, lone surrogate): omit it.
-        details = jsonable_encoder([{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in error.errors()])
-    return JSONResponse({"detail": details}, status_code=422)
+    # The rejected input itself may not be writable as JSON (NaN, lone surrogate): then omitted.
+    return JSONResponse({"detail": validation_details(error)}, status_code=422)
 
 
 async def _http_error(_request: Request, error: Exception) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""The JSON model endpoints (chat, embeddings, rerank) served by plain Starlette routes.
+"""The JSON model endpoints (chat, completions, embeddings, rerank) served by plain Starlette routes.
 
 FastAPI documents these endpoints from their functions in `routes/models.py`; here each is
 served by a route of its own that reads the body, authenticates the caller, validates the body
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, RerankRequest
+from api.calls.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, RerankRequest
 from api.common import jsonutil
 from api.http.context import AppContext
 from api.http.routes import models
@@ -94,6 +94,9 @@ ROUTES: dict[str, tuple[type[BaseModel], Call]] = {
             body, caller, context.pipeline, context.searcher, context.settings, tag
         ),
     ),
+    "/v1/completions": (
+        CompletionRequest, lambda body, caller, context, tag: models.completions(body, caller, context.pipeline, tag)
+    ),
     "/v1/embeddings": (
         EmbeddingsRequest, lambda body, caller, context, tag: models.create_embeddings(body, caller, context.pipeline, tag)
     ),
@@ -102,7 +105,7 @@ ROUTES: dict[str, tuple[type[BaseModel], Call]] = {
 
 
 def add_json_model_routes(app: FastAPI) -> None:
-    """Before `routes/models.py`'s routes, which then only document these three: the first
+    """Before `routes/models.py`'s routes, which then only document these: the first
     route that matches a request serves it."""
     for path, (model, call) in ROUTES.items():
         app.add_route(path, _endpoint(model, call), methods=["POST"], include_in_schema=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from typing import Any
 
@@ -22,9 +22,14 @@ class ChatStreamResponse(StreamingResponse):
     """A streaming response that always settles its relay, even if the client left before the
     first chunk (when the body iterator would never even start)."""
 
-    def __init__(self, relay: ChatStreamRelay, headers: dict[str, str]) -> None:
+    def __init__(
+        self, relay: ChatStreamRelay, headers: dict[str, str],
+        render: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None,
+    ) -> None:
+        """`render`: the OpenAI chunks in another protocol's stream (Anthropic's events)."""
         self.relay = relay
-        super().__init__(self._body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers})
+        body = self._body() if render is None else render(self._body())
+        super().__init__(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers})
 
     async def _body(self) -> AsyncIterator[bytes]:
         async for block in self.relay.events():

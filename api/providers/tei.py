@@ -6,14 +6,16 @@ from typing import Any
 
 import aiohttp
 
-from api.providers.base import Endpoint, ProbeResult, ProviderAdapter
+from api.providers.base import Endpoint, ProbeResult, ProviderAdapter, Upstream
 
 
 class TeiAdapter(ProviderAdapter):
-    def url(self, base_url: str, endpoint: Endpoint) -> str:
+    serves_completions = False
+
+    def url(self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any] | None = None) -> str:
         if endpoint is Endpoint.rerank:
-            return base_url + "/rerank"
-        return super().url(base_url, endpoint)
+            return upstream.url + "/rerank"
+        return super().url(upstream, endpoint, body)
 
     def request_body(self, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         if endpoint is Endpoint.rerank:
@@ -27,11 +29,9 @@ class TeiAdapter(ProviderAdapter):
             return {"results": results}
         return body
 
-    async def probe(
-        self, session: aiohttp.ClientSession, base_url: str, key: str | None, model_name: str, model_type: str, timeout: float
-    ) -> ProbeResult:
+    async def probe(self, session: aiohttp.ClientSession, upstream: Upstream, model_type: str, timeout: float) -> ProbeResult:
         if model_type == "text-classification":
-            body = self.request_body(Endpoint.rerank, {"query": "probe", "documents": ["probe"]})
-            await self._call(session, "POST", self.url(base_url, Endpoint.rerank), key, body, aiohttp.ClientTimeout(total=timeout))
+            probe = self.request(upstream, Endpoint.rerank, {"query": "probe", "documents": ["probe"]})
+            await self._send(session, Endpoint.rerank, probe, aiohttp.ClientTimeout(total=timeout))
             return ProbeResult()
-        return await super().probe(session, base_url, key, model_name, model_type, timeout)
+        return await super().probe(session, upstream, model_type, timeout)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from api.identity.principal import Budget, Principal
+from api.providers.base import completion_limit
 from api.quota.budget_holds import Budgeter
 from api.quota.rate_limits import LimitCounter, Limiter, Ticket
 from api.catalog.catalog import RouterEntry
@@ -32,6 +33,12 @@ class QuotaPass:
     holds: tuple[BudgetHold, ...] = ()
     settled: bool = False
     epochs: tuple[str, ...] = ()  # the holds' (api.quota.balances): a settlement names what it gives back
+    completion_bound: int | None = None  # the completion tokens reserved for
+
+    @property
+    def reserved_nanos(self) -> int | None:
+        """The most the call may be charged: what it reserved from its budgets (None: no budget)."""
+        return max(hold.amount for hold in self.holds) if self.holds else None
 
     def headers(self) -> dict[str, str]:
         return self.ticket.headers() if self.ticket is not None else {}
@@ -57,9 +64,9 @@ class Quotas:
         or `max_tokens`, times `n`, else the gateway's default, which is then set as the body's
         `max_tokens` if the caller's budget or a token limit on `router` counts on it."""
         choices = body.get("n") or 1
-        for field in ("max_completion_tokens", "max_tokens"):
-            if isinstance(body.get(field), int):
-                return int(body[field]) * choices
+        limit = completion_limit(body)
+        if limit is not None:
+            return limit * choices
         default = self.budgeter.default_max_tokens
         if self.budgeter.applies(principal) or self.limiter.counts_tokens(principal, router):
             body["max_tokens"] = default
@@ -90,7 +97,8 @@ class Quotas:
             self.limiter.refuse(decision.admission)
         if decision.refused_hold is not None:
             self.budgeter.refuse(principal.budgets[decision.refused_hold])
-        return QuotaPass(plan.ticket(decision.admission) if plan else None, holds, epochs=decision.epochs)
+        return QuotaPass(plan.ticket(decision.admission) if plan else None, holds, epochs=decision.epochs,
+                         completion_bound=completion_bound)
 
     async def settle(self, quota: QuotaPass, total_tokens: int, cost_nanos: int) -> None:
         """Count the real tokens instead of the estimate and keep only the real cost; once."""

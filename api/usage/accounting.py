@@ -103,7 +103,7 @@ _linear_footprint = lru_cache(maxsize=4096)(LinearFootprint.of)
 
 
 def carbon_footprint(
-    total_params_billions: int, active_params_billions: int, completion_tokens: int, zone: str, latency_seconds: float
+    total_params_billions: float, active_params_billions: float, completion_tokens: int, zone: str, latency_seconds: float
 ) -> Carbon:
     """ecologits' estimate for one generation. Output tokens are the completion tokens only
     (the prompt is not generated), and zero when the model's size is unknown."""

@@ -60,6 +60,12 @@ class Behaviour:
     embedding_dimensions: int = 8
     vectors_missing: int = 0  # embeddings answers this many vectors short (usage still for every input)
     max_context_length: int = 8192
+    # Like llama.cpp: counts a chat prompt with its template's tokens (5 a message, 4 more),
+    # ignores `max_completion_tokens` and `stream_options` (no usage in streams).
+    llama_cpp: bool = False
+    ignore_bounds: bool = False  # generates `reply_words` whatever `max_tokens` says
+    no_model_list: bool = False  # no GET /v1/models (faster-whisper-server)
+    models_blocked_while_generating: bool = False  # GET /v1/models waits for streams to end (llama.cpp's model lock)
 
 
 @dataclass
@@ -106,6 +112,9 @@ class FakeUpstream:
     max_in_flight: int = 0
     cancelled: int = 0
     chunks_sent: int = 0  # streamed content chunks written, all calls together
+    model_list_requests: int = 0
+    model_lists_during_streams: int = 0
+    streaming: int = 0  # streams being written now
     log_requests: bool = True
 
     def __post_init__(self) -> None:
@@ -118,12 +127,14 @@ class FakeUpstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._legacy_completion)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/rerank", self._rerank)
         app.router.add_post("/rerank", self._tei_rerank)
         app.router.add_post("/v1/audio/transcriptions", self._transcription)
         app.router.add_post("/v1/ocr", self._ocr)
         app.router.add_get("/health", self._health)
+        app.router.add_post("/tokenize", self._tokenize)
         return app
 
     async def start(self, port: int = 0) -> str:
@@ -184,6 +195,13 @@ class FakeUpstream:
         return web.Response(text="ok")
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
+        self.model_list_requests += 1
+        self.model_lists_during_streams += 1 if self.streaming else 0
+        if self.behaviour.no_model_list:
+            return web.json_response({"detail": "Not Found"}, status=404)
+        if self.behaviour.models_blocked_while_generating:
+            while self.streaming:
+                await asyncio.sleep(0.01)
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response({"error": {"message": "invalid api key"}}, status=401)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake", "max_model_len": self.behaviour.max_context_length}
@@ -203,7 +221,7 @@ class FakeUpstream:
                 return early
             if body.get("model") not in self.models:
                 return web.json_response({"error": {"message": f"model {body.get('model')} not found"}}, status=404)
-            prompt_tokens = count_tokens(_message_text(body.get("messages", [])))
+            prompt_tokens = self._prompt_tokens(body.get("messages", []))
             if body.get("stream"):
                 return await self._stream_chat(request, body, prompt_tokens)
             return await self._json(request, self._completion(body, prompt_tokens))
@@ -215,6 +233,16 @@ class FakeUpstream:
             return web.Response(status=499)
         finally:
             self.in_flight -= 1
+
+    def _prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
+        words = count_tokens(_message_text(messages))
+        return words + 5 * len(messages) + 4 if self.behaviour.llama_cpp else words
+
+    async def _tokenize(self, request: web.Request) -> web.StreamResponse:
+        """vLLM's /tokenize: a chat prompt's tokens, its template applied."""
+        body = await request.json()
+        count = self._prompt_tokens(body.get("messages", []))
+        return web.json_response({"count": count, "max_model_len": self.behaviour.max_context_length, "tokens": list(range(count))})
 
     async def _json(self, request: web.Request, answer: dict[str, Any]) -> web.StreamResponse:
         if not self.behaviour.chunked_body:
@@ -245,8 +273,8 @@ class FakeUpstream:
         if self.behaviour.reply_text is not None:
             return self.behaviour.reply_text.split(" ")
         words = self.behaviour.reply_words
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        if isinstance(limit, int):
+        limit = body.get("max_tokens") if self.behaviour.llama_cpp else body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int) and not self.behaviour.ignore_bounds:
             words = min(words, limit)
         return [f"word{i}" for i in range(words)]
 
@@ -271,6 +299,13 @@ class FakeUpstream:
         return answer
 
     async def _stream_chat(self, request: web.Request, body: dict[str, Any], prompt_tokens: int) -> web.StreamResponse:
+        self.streaming += 1
+        try:
+            return await self._write_stream(request, body, prompt_tokens)
+        finally:
+            self.streaming -= 1
+
+    async def _write_stream(self, request: web.Request, body: dict[str, Any], prompt_tokens: int) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         chunk_id, created, words = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self._reply_words(body)
@@ -313,7 +348,7 @@ class FakeUpstream:
             self.chunks_sent += 1
         if not b.omit_finish:
             await response.write(event(chunk({}, "stop")))
-        include_usage = (body.get("stream_options") or {}).get("include_usage")
+        include_usage = (body.get("stream_options") or {}).get("include_usage") and not b.llama_cpp
         if include_usage and not b.omit_usage and not b.omit_finish:
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
             await response.write(event({"id": chunk_id, "object": "chat.completion.chunk", "created": created,
@@ -322,6 +357,38 @@ class FakeUpstream:
             await response.write(b"data: [DONE]\n\n")
         if b.junk_after_done:
             await response.write(b"data: {not json\n\ndata: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _legacy_completion(self, request: web.Request) -> web.StreamResponse:
+        """The legacy `/v1/completions` (vLLM and llama.cpp serve it): the prompt continued."""
+        body = await request.json()
+        early = await self._enter(request, body)
+        if early is not None:
+            return early
+        if body.get("model") not in self.models:
+            return web.json_response({"error": {"message": f"model {body.get('model')} not found"}}, status=404)
+        prompt = body.get("prompt")
+        prompt_tokens = len(prompt) if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt) else count_tokens(
+            prompt if isinstance(prompt, str) else " ".join(map(str, prompt or [])))
+        limit = body.get("max_tokens", 16)
+        words = [f"word{i}" for i in range(min(self.behaviour.reply_words, limit if isinstance(limit, int) else 16))]
+        head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()), "model": body["model"]}
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
+        finish = "length" if len(words) < self.behaviour.reply_words else "stop"
+        if not body.get("stream"):
+            return web.json_response({**head, "choices": [{"index": 0, "text": " " + " ".join(words), "logprobs": None,
+                                                          "finish_reason": finish}], "usage": usage})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in words:
+            choice = {"index": 0, "text": " " + word, "logprobs": None, "finish_reason": None}
+            await response.write(b"data: " + json.dumps({**head, "choices": [choice]}).encode() + b"\n\n")
+        last = {"index": 0, "text": "", "logprobs": None, "finish_reason": finish}
+        await response.write(b"data: " + json.dumps({**head, "choices": [last]}).encode() + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await response.write(b"data: " + json.dumps({**head, "choices": [], "usage": usage}).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
 
@@ -392,7 +459,18 @@ class FakeUpstream:
         if early is not None:
             return early
         text = f"transcribed {size} bytes"
-        return web.json_response({"text": text, "usage": {"type": "duration", "seconds": max(1, size // 32000)}})
+        seconds = max(1, size // 32000)
+        answer_format = form.get("response_format") or "json"
+        if answer_format == "text":
+            return web.Response(text=text + "\n", content_type="text/plain")
+        if answer_format == "srt":
+            return web.Response(text=f"1\n00:00:00,000 --> 00:00:0{min(seconds, 9)},000\n{text}\n\n", content_type="text/plain")
+        if answer_format == "vtt":
+            return web.Response(text=f"WEBVTT\n\n00:00:00.000 --> 00:00:0{min(seconds, 9)}.000\n{text}\n\n", content_type="text/vtt")
+        if answer_format == "verbose_json":
+            return web.json_response({"task": "transcribe", "language": "english", "duration": seconds, "text": text,
+                                      "segments": [{"id": 0, "start": 0.0, "end": float(seconds), "text": text}]})
+        return web.json_response({"text": text, "usage": {"type": "duration", "seconds": seconds}})
 
     async def _ocr_pages(self, document: dict[str, Any]) -> list[str]:
         """Mistral OCR's pages: a PDF's text layer (read with pypdf), or one page for an image."""

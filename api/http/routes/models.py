@@ -1,4 +1,4 @@
-"""/v1/models, /v1/chat/completions, /v1/embeddings, /v1/rerank, /v1/audio/transcriptions.
+"""/v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/rerank, /v1/audio/transcriptions.
 
 Each model endpoint builds its operation, runs it through the call pipeline and renders the
 finished call; the pipeline resolves, authorises, admits, forwards, settles and records.
@@ -14,8 +14,8 @@ from fastapi.responses import Response, StreamingResponse
 from api.calls.access import may_call
 from api.calls.caching import replayed_stream
 from api.calls.call import Call, Operation
-from api.calls.operations import Embeddings, Rerank, Transcription
-from api.calls.schemas import ChatCompletionRequest, EmbeddingsRequest, ModelName, RerankRequest, TaggedRequest, as_upstream_body
+from api.calls.operations import Completion, Embeddings, Rerank, Transcription
+from api.calls.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, ModelName, RerankRequest, TaggedRequest, as_upstream_body
 from api.calls.streaming import ChatStreamRelay
 from api.catalog.catalog import RouterEntry, no_provider
 from api.catalog.router_admin import micros_to_price
@@ -44,7 +44,7 @@ def _model_out(entry: RouterEntry) -> ModelOut:
     )
 
 
-def _headers(call: Call) -> dict[str, str]:
+def call_headers(call: Call) -> dict[str, str]:
     return {**call.headers, OVERHEAD_HEADER: f"{call.overhead_ms():.3f}", REQUEST_ID_HEADER: call.request_id}
 
 
@@ -62,7 +62,7 @@ def _tagged(caller: Principal, request: TaggedRequest, operation: Operation, end
 
 def _answer(call: Call) -> FastJSONResponse:
     assert call.answer is not None
-    return FastJSONResponse(call.answer, headers=_headers(call))
+    return FastJSONResponse(call.answer, headers=call_headers(call))
 
 
 @routes.post("/chat/completions", response_model=None)
@@ -74,10 +74,22 @@ async def chat_completions(
     call = await pipeline.run(_tagged(caller, request, operation, Endpoint.chat, x_tollgate_tag))
     if call.stream is not None:
         relay = ChatStreamRelay(call, operation.body, operation.final_fields)
-        return ChatStreamResponse(relay, headers=_headers(call))
+        return ChatStreamResponse(relay, headers=call_headers(call))
     if operation.streamed:  # answered from the cache: as the stream it asked for
         return StreamingResponse(replayed_stream(call, operation.final_fields), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", **_headers(call)})
+                                 headers={"Cache-Control": "no-cache", **call_headers(call)})
+    return _answer(call)
+
+
+@routes.post("/completions", response_model=None)
+async def completions(
+    request: CompletionRequest, caller: Caller, pipeline: PipelineDep, x_tollgate_tag: TagHeader = None
+) -> Response:
+    """A legacy text completion, on a text-generation router whose providers serve it (vLLM, llama.cpp)."""
+    operation = Completion(as_upstream_body(request))
+    call = await pipeline.run(_tagged(caller, request, operation, Endpoint.completions, x_tollgate_tag))
+    if call.stream is not None:
+        return ChatStreamResponse(ChatStreamRelay(call, operation.body), headers=call_headers(call))
     return _answer(call)
 
 
@@ -106,22 +118,25 @@ async def create_transcription(
     model: Annotated[ModelName, Form()],
     language: Annotated[str | None, Form(max_length=32)] = None,
     prompt: Annotated[str | None, Form(max_length=10_000)] = None,
-    response_format: Annotated[str | None, Form(pattern="^(json|text)$")] = None,
+    response_format: Annotated[str | None, Form(pattern="^(json|text|srt|vtt|verbose_json)$")] = None,
     temperature: Annotated[float | None, Form(ge=0, le=1)] = None,
     x_tollgate_tag: TagHeader = None,
 ) -> Response:
     fields = {
         name: str(value)
-        for name, value in (("language", language), ("prompt", prompt), ("temperature", temperature))
+        for name, value in (("language", language), ("prompt", prompt), ("temperature", temperature),
+                            ("response_format", response_format))
         if value not in (None, "")
     }
-    # Always JSON from the provider, so the usage can be attached.
-    fields["response_format"] = "json"
     operation = Transcription(
         await file.read(), file.filename or "audio", file.content_type or "application/octet-stream", fields,
         settings.settings.gateway.default_max_tokens,
     )
-    return _answer(await pipeline.run(Call(caller, model, operation, Endpoint.transcriptions.value, tag=header_tag(x_tollgate_tag))))
+    call = await pipeline.run(Call(caller, model, operation, Endpoint.transcriptions.value, tag=header_tag(x_tollgate_tag)))
+    if call.raw_answer is not None:  # text, srt or vtt: as the provider answered it
+        content, content_type = call.raw_answer
+        return Response(content, headers={**call_headers(call), "Content-Type": content_type})
+    return _answer(call)
 
 
 # After the endpoints that carry the traffic: routes are matched in the order they are defined.
