@@ -198,6 +198,31 @@ async def test_a_user_never_reaches_another_users_private_chunks(rag: Rag) -> No
     assert found and found[0]["chunk"]["document_id"] == document
 
 
+async def test_another_tenants_documents_change_neither_scores_nor_order(rag: Rag) -> None:
+    her, other = await rag.user(), await rag.user()
+    collection = await rag.collection(her, "travel")
+    for name, text in (("approval.md", "Budget approval: the hotel stay is approved."),
+                       ("hotels.md", "A list of hotels near the station, with prices."),
+                       ("trains.md", "Train tickets are booked by the travel desk; hotel vouchers too.")):
+        await rag.ingest(her, collection, name, text.encode())
+
+    async def rankings() -> dict[str, list[tuple[str, float]]]:
+        found = {}
+        for method in ("semantic", "lexical", "hybrid"):
+            response = await rag.search(her, "budget hotel", method=method, limit=5)
+            assert response.status_code == 200, response.text
+            found[method] = [(r["chunk"]["content"], r["score"]) for r in response.json()["data"]]
+        return found
+
+    before = await rankings()
+    assert before["lexical"][0][0].startswith("Budget approval") and len(before["semantic"]) == 3
+    # Another user's private memos, full of "budget" (and "hotel"): 40 chunks.
+    theirs = await rag.collection(other, "memos")
+    memos = "\n\n".join(f"Memo {i}: the budget for the hotel budget line is cut." for i in range(40))
+    await rag.ingest(other, theirs, "memos.md", memos.encode(), chunk_size="60")
+    assert (await rankings()) == before
+
+
 async def test_public_collections_need_the_permission_and_are_readable_by_all(rag: Rag) -> None:
     plain, publisher, reader = await rag.user(), await rag.user(permissions=["create_public_collection"]), await rag.user()
     refused = await rag.client.post("/v1/collections", json={"name": "p", "visibility": "public"}, headers=plain.headers)
