@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -80,18 +80,40 @@ class ProviderAdapter:
             body = self.request_body(Endpoint.embeddings, {"model": model_name, "input": "tollgate probe"})
             answer = await self._call(session, "POST", self.url(base_url, Endpoint.embeddings), key, body, client_timeout)
             try:
-                return ProbeResult(vector_size=len(answer["data"][0]["embedding"]))
+                size = len(answer["data"][0]["embedding"])
             except (KeyError, IndexError, TypeError) as exc:
                 raise UpstreamCheckError("the provider's embeddings answer has no vector") from exc
-        answer = await self._call(session, "GET", self.url(base_url, Endpoint.models), key, None, client_timeout)
+            # Its input limit, where the provider tells it: chunks are split to fit (api/rag/).
+            try:
+                limit = await self.input_limit(session, base_url, key, model_name, client_timeout)
+            except UpstreamCheckError:
+                limit = None
+            return ProbeResult(vector_size=size, max_context_length=limit)
+        limit = await self._listed_length(session, base_url, key, model_name, client_timeout)
+        if limit is False:
+            raise UpstreamCheckError(f"the provider does not serve a model named '{model_name}'")
+        return ProbeResult(max_context_length=limit)
+
+    async def input_limit(
+        self, session: aiohttp.ClientSession, base_url: str, key: str | None, model_name: str, timeout: aiohttp.ClientTimeout
+    ) -> int | None:
+        """An embedding model's input limit in tokens, from the model list (vLLM's `max_model_len`)."""
+        limit = await self._listed_length(session, base_url, key, model_name, timeout)
+        return None if limit is False else limit
+
+    async def _listed_length(
+        self, session: aiohttp.ClientSession, base_url: str, key: str | None, model_name: str, timeout: aiohttp.ClientTimeout
+    ) -> int | None | Literal[False]:
+        """The model's context length from the model list; False when it is not listed."""
+        answer = await self._call(session, "GET", self.url(base_url, Endpoint.models), key, None, timeout)
         models = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(models, list):
             raise UpstreamCheckError("the provider's model list is not an OpenAI model list")
         for model in models:
             if isinstance(model, dict) and model.get("id") == model_name:
                 length = model.get("max_model_len") or model.get("max_context_length")
-                return ProbeResult(max_context_length=length if isinstance(length, int) else None)
-        raise UpstreamCheckError(f"the provider does not serve a model named '{model_name}'")
+                return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else None
+        return False
 
     async def _call(
         self, session: aiohttp.ClientSession, method: str, url: str, key: str | None, body: Any, timeout: aiohttp.ClientTimeout

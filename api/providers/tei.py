@@ -6,7 +6,7 @@ from typing import Any
 
 import aiohttp
 
-from api.providers.base import Endpoint, ProbeResult, ProviderAdapter
+from api.providers.base import Endpoint, ProbeResult, ProviderAdapter, UpstreamCheckError
 
 
 class TeiAdapter(ProviderAdapter):
@@ -35,3 +35,14 @@ class TeiAdapter(ProviderAdapter):
             await self._call(session, "POST", self.url(base_url, Endpoint.rerank), key, body, aiohttp.ClientTimeout(total=timeout))
             return ProbeResult()
         return await super().probe(session, base_url, key, model_name, model_type, timeout)
+
+    async def input_limit(
+        self, session: aiohttp.ClientSession, base_url: str, key: str | None, model_name: str, timeout: aiohttp.ClientTimeout
+    ) -> int | None:
+        """TEI says it in `GET /info` (`max_input_length`); it refuses longer inputs unless asked to truncate."""
+        try:
+            answer = await self._call(session, "GET", base_url + "/info", key, None, timeout)
+        except UpstreamCheckError:  # a server that only speaks the OpenAI routes
+            return await super().input_limit(session, base_url, key, model_name, timeout)
+        length = answer.get("max_input_length") if isinstance(answer, dict) else None
+        return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else None

@@ -140,7 +140,7 @@ class Ingestion:
             return
         try:
             await self._vectors.delete(document_id=document_id)  # what an interrupted attempt left
-            chunks = await asyncio.to_thread(self._chunks, content, document.options)
+            chunks = await asyncio.to_thread(self._chunks, content, document.options, self._embedder.chunk_tokens())
             await self._heartbeat(document_id, 0, len(chunks))
             caller = await self._authenticator.principal_for_user(document.user_id, key_name="ingestion")
             created = int(datetime.now(UTC).timestamp())
@@ -171,9 +171,9 @@ class Ingestion:
                 await asyncio.sleep(min(error.retry_after, self._settings.job_lease_seconds / 2))
 
     @staticmethod
-    def _chunks(content: bytes, options: dict[str, object]) -> list[NewChunk]:
+    def _chunks(content: bytes, options: dict[str, object], max_tokens: int | None) -> list[NewChunk]:
         split = parsing.SplitOptions(**{**options["split"], "separators": tuple(options["split"]["separators"])})  # type: ignore[index,arg-type]
-        pieces = parsing.split(parsing.pages_of(content, str(options["kind"])), split)
+        pieces = parsing.split(parsing.pages_of(content, str(options["kind"])), split, max_tokens)
         if not pieces:
             raise InvalidRequestError("No text could be extracted from the file")
         extra = options.get("metadata") or {}

@@ -41,6 +41,7 @@ async def search(
     usage: dict[str, Any] = EMPTY_USAGE
     query_vector = None
     if args.method is not SearchMethod.lexical and scope.collection_ids:
+        embedder.check_lengths([query], "The query")
         embedded, embed_usage = await embedder.embed(caller, [query])
         query_vector = embedded[0]
         usage = add_usage(usage, embed_usage)

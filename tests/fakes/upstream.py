@@ -58,7 +58,7 @@ class Behaviour:
     set_cookie: str | None = None  # a Set-Cookie header on non-streamed answers
     embedding_dimensions: int = 8
     vectors_missing: int = 0  # embeddings answers this many vectors short (usage still for every input)
-    max_context_length: int = 8192
+    max_context_length: int = 8192  # reported by /v1/models; embeddings refuse a longer input, as vLLM does
 
 
 @dataclass
@@ -346,6 +346,13 @@ class FakeUpstream:
             return early
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        longest = max((count_tokens(str(t)) for t in texts), default=0)
+        if longest > self.behaviour.max_context_length:
+            # vLLM's answer (an OpenAI error body); it never truncates unless asked to.
+            message = (f"This model's maximum context length is {self.behaviour.max_context_length} tokens. However, you "
+                       f"requested {longest} tokens in the input for embedding generation. Please reduce the length of the input.")
+            return web.json_response({"error": {"message": message, "type": "BadRequestError", "param": None, "code": 400}},
+                                     status=400)
         tokens = sum(count_tokens(str(t)) for t in texts)
         answer: dict[str, Any] = {
             "object": "list", "model": body.get("model"),
