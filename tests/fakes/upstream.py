@@ -341,6 +341,14 @@ class FakeUpstream:
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._embeddings_answer(request, body)
+        finally:
+            self.in_flight -= 1
+
+    async def _embeddings_answer(self, request: web.Request, body: Any) -> web.StreamResponse:
         early = await self._enter(request, body)
         if early is not None:
             return early
