@@ -2,11 +2,13 @@
 payload indexes and sparse vectors, in a folder under `dependencies.qdrant.path`.
 
 Edge runs no background services: this engine decides when to index. Points are searchable
-as soon as they are written (a segment not yet indexed is scanned); once a document is made
-searchable, `written()` asks one background thread to run the optimiser, which builds the
-HNSW graph when a segment has grown past Qdrant's indexing threshold and merges small segments,
-and does nothing, at once, otherwise. Searches go on meanwhile in their own threads; only
-one optimisation runs at a time, and a request made during one runs once it ends.
+as soon as they are written (a segment not yet indexed is scanned, through the payload index
+of its tenant field). Whenever a document is made searchable, `written()` asks one background
+thread to run the optimiser, which builds the HNSW graph of a segment grown past Qdrant's
+indexing threshold (10 MB of vectors) and does nothing, at once, otherwise. Only one run at a
+time; a request during a run makes one more run after it. Segments are bounded (SEGMENT_KB)
+because the optimiser holds Python's GIL while it runs: each run then lasts a second or two
+per ~20,000 new chunks, instead of minutes once a single segment has grown large.
 
 A folder can be held by one process: several processes need a Qdrant server.
 """
@@ -33,6 +35,12 @@ log = logging.getLogger("tollgate.vectors")
 SHARD_FOLDER = "edge"
 DIMENSIONS_FILE = "edge.json"
 SEARCH_THREADS = 4
+# The optimiser holds Python's GIL while it runs (qdrant-edge-py 0.9): the whole process waits.
+# Bounded segments keep each run short: the HNSW graph of one segment of ~30 MB of vectors
+# (~20,000 × 384-d) is built in 1-2 s here, where one segment of 100,000 took 104 s; searches
+# over the segments stay fast (docs/performance.md).
+SEGMENT_KB = 30_000
+SEGMENTS = 8
 
 
 def metadata_condition(node: MetadataFilter) -> Any:
@@ -70,6 +78,7 @@ def shard_config(dimensions: int) -> edge.EdgeConfig:
     return edge.EdgeConfig(
         vectors={DENSE: edge.EdgeVectorParams(size=dimensions, distance=edge.Distance.Cosine)},
         sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
+        optimizers=edge.EdgeOptimizersConfig(max_segment_size=SEGMENT_KB, default_segment_number=SEGMENTS),
     )
 
 
@@ -126,8 +135,10 @@ class EdgeEngine:
                 if not os.path.isdir(self._path):
                     migrate_local_mode(self._root, self._collection, self._path)
                 if os.path.isdir(self._path):
-                    self._shard = edge.EdgeShard.load(self._path)
                     self._dimensions = read_dimensions(self._root)
+                    # With the configuration of this version (its segment bounds), when known.
+                    config = shard_config(self._dimensions) if self._dimensions else None
+                    self._shard = edge.EdgeShard.load(self._path, config)
                 self._opened = True
             return self._shard
 
@@ -224,7 +235,10 @@ class EdgeEngine:
                 return
 
     async def optimise_now(self) -> None:
-        """Index now and wait (benchmarks, and an upgrade's copy)."""
+        """Index now and wait (benchmarks)."""
+        optimiser = self._optimiser
+        if optimiser is not None:
+            await asyncio.to_thread(optimiser.join)
         await self._run(lambda: self._ready().optimize())
 
     async def close(self) -> None:
