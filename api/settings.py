@@ -207,7 +207,7 @@ class QdrantSettings(_Section):
     @model_validator(mode="after")
     def _one_location(self) -> QdrantSettings:
         if (self.path is None) == (self.url is None):
-            raise ValueError("qdrant needs exactly one of `path` (local mode) or `url` (server)")
+            raise ValueError("qdrant needs exactly one of `path` (the embedded store) or `url` (a server)")
         return self
 
 

@@ -180,7 +180,7 @@ async def app_factory(backend: Backend) -> AsyncIterator[AppFactory]:
         async def build(call_steps: tuple[Any, ...] = (), empty: bool = True, **general: object) -> httpx.AsyncClient:
             """`empty=False`: the first app keeps what the test put in the tables before it."""
             nonlocal first
-            # Qdrant's local mode: a folder per app (one process may hold a folder at a time).
+            # The embedded vector store: a folder per app (one process may hold a folder at a time).
             qdrant_path = stack.enter_context(tempfile.TemporaryDirectory(prefix="tollgate-qdrant-"))
             settings = make_settings(backend, redis_prefix, qdrant_path=qdrant_path,
                                      **{"usage_journal_path": journal_path, **general})
