@@ -117,8 +117,9 @@ class EdgeEngine:
         self._dimensions: int | None = None
         self._threads = ThreadPoolExecutor(max_workers=SEARCH_THREADS, thread_name_prefix="qdrant-edge")
         self._open_lock = threading.Lock()
-        self._optimiser: threading.Thread | None = None
-        self._optimise_again = threading.Event()
+        self._optimiser_lock = threading.Lock()
+        self._optimiser: threading.Thread | None = None  # while a run is asked for or going on
+        self._optimise_again = False
         self._closing = False
 
     async def _run(self, function: Any, *args: Any) -> Any:
@@ -143,11 +144,11 @@ class EdgeEngine:
             return self._shard
 
     def _ensure(self, dimensions: int) -> None:
-        shard = self._open()
+        self._open()
         with self._open_lock:
-            if shard is None:
+            if self._shard is None:
+                write_dimensions(self._root, dimensions)  # first: a shard is never left without its size
                 self._shard = create_shard(self._path, dimensions)
-                write_dimensions(self._root, dimensions)
                 self._dimensions = dimensions
         if self._dimensions != dimensions:
             raise InvalidRequestError(
@@ -218,21 +219,25 @@ class EdgeEngine:
     def written(self) -> None:
         """Run the optimiser in the background (one run at a time; a request during a run
         makes one more run after it)."""
-        if self._shard is None or self._closing:
-            return
-        self._optimise_again.set()
-        if self._optimiser is None or not self._optimiser.is_alive():
-            self._optimiser = threading.Thread(target=self._optimise, name="qdrant-edge-optimiser", daemon=True)
-            self._optimiser.start()
+        with self._optimiser_lock:
+            if self._shard is None or self._closing:
+                return
+            self._optimise_again = True
+            if self._optimiser is None:
+                self._optimiser = threading.Thread(target=self._optimise, name="qdrant-edge-optimiser", daemon=True)
+                self._optimiser.start()
 
     def _optimise(self) -> None:
-        while self._optimise_again.is_set() and not self._closing:
-            self._optimise_again.clear()
+        while True:
+            with self._optimiser_lock:
+                if not self._optimise_again or self._closing:
+                    self._optimiser = None
+                    return
+                self._optimise_again = False
             try:
                 self._ready().optimize()
             except Exception:  # noqa: BLE001  (indexing is an optimisation: searches still scan)
                 log.exception("the vector store's optimiser failed")
-                return
 
     async def optimise_now(self) -> None:
         """Index now and wait (benchmarks)."""
