@@ -223,6 +223,27 @@ async def test_another_tenants_documents_change_neither_scores_nor_order(rag: Ra
     assert (await rankings()) == before
 
 
+async def test_hybrid_weights_and_a_cap_on_chunks_per_document(rag: Rag) -> None:
+    user = await rag.user()
+    collection = await rag.collection(user)
+    solar = "\n\n".join(f"Solar panel note {n}: the solar panels on the roof." for n in range(4))
+    panels = await rag.ingest(user, collection, "solar.md", solar.encode(), chunk_size="60")
+    roof = await rag.ingest(user, collection, "roof.md", b"Roof tiles and gutters are checked each spring.")
+
+    async def documents(**args: object) -> list[int]:
+        response = await rag.search(user, "solar panels roof", method="hybrid", limit=3, **args)
+        assert response.status_code == 200, response.text
+        return [r["chunk"]["document_id"] for r in response.json()["data"]]
+
+    assert await documents() == [panels, panels, panels]
+    capped = await documents(max_chunks_per_document=1)
+    assert sorted(capped) == sorted([panels, roof])
+    for fusion in ("rrf", "dbsf"):
+        assert len(await documents(fusion=fusion, weights={"semantic": 0.5, "lexical": 0.5})) == 3
+    for bad in ({"weights": {"semantic": 0, "lexical": 0}}, {"fusion": "max"}, {"max_chunks_per_document": 0}):
+        assert (await rag.search(user, "solar", **bad)).status_code == 422, bad
+
+
 async def test_public_collections_need_the_permission_and_are_readable_by_all(rag: Rag) -> None:
     plain, publisher, reader = await rag.user(), await rag.user(permissions=["create_public_collection"]), await rag.user()
     refused = await rag.client.post("/v1/collections", json={"name": "p", "visibility": "public"}, headers=plain.headers)
