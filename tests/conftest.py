@@ -29,6 +29,9 @@ from fakes.upstream import Behaviour, FakeUpstream
 MASTER_KEY = "test-master-key-" + uuid.uuid4().hex
 PG_URL = os.environ.get("TOLLGATE_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("TOLLGATE_TEST_REDIS_URL")
+# The documents tests' fixtures (`rag`, `embedding_upstream`), for every module that needs them.
+pytest_plugins = ["ragkit"]
+
 BACKENDS = ["sqlite-memory"] + (["postgres-redis"] if PG_URL and REDIS_URL else [])
 
 

@@ -4,78 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 
-import httpx
 import pytest
-
-from conftest import ADMIN, Models, SeededUser, Seeder, fake_upstream, usage_rows
-from fakes.upstream import Behaviour, FakeUpstream
+from conftest import ADMIN, Models, SeededUser, Seeder, usage_rows
 from pdfs import make_pdf
-
-RAG_SETTINGS = {"rag": {"vector_store_model": "embeddings", "ingestion_concurrency": 1}}
+from ragkit import Rag
 
 CORPUS = {
     "cats.md": "# Cats\n\nCats are small domestic felines. A cat purrs, sleeps most of the day and hunts mice.",
     "rockets.md": "# Rockets\n\nA rocket engine burns propellant; liquid oxygen and kerosene launch satellites into orbit.",
     "bread.md": "# Bread\n\nBaking bread needs flour, water, yeast and salt; the dough rises before it goes in the oven.",
 }
-
-
-@pytest.fixture
-async def embedding_upstream():
-    async for fake in fake_upstream(Behaviour(embedding_dimensions=256)):
-        yield fake
-
-
-@dataclass
-class Rag:
-    client: httpx.AsyncClient
-    models: Models
-    router: int
-    upstream: FakeUpstream
-
-    async def user(self, **extra: object) -> SeededUser:
-        return await self.models.user_for(self.router, **extra)
-
-    async def collection(self, user: SeededUser, name: str = "docs", visibility: str = "private") -> int:
-        response = await self.client.post("/v1/collections", json={"name": name, "visibility": visibility}, headers=user.headers)
-        assert response.status_code == 201, response.text
-        return response.json()["id"]
-
-    async def upload(self, user: SeededUser, collection: int, filename: str, content: bytes, **form: str) -> httpx.Response:
-        return await self.client.post(
-            "/v1/documents", headers=user.headers, files={"file": (filename, content)},
-            data={"collection_id": str(collection), **form},
-        )
-
-    async def ready(self, user: SeededUser, document: int, timeout: float = 20) -> dict:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            body = (await self.client.get(f"/v1/documents/{document}", headers=user.headers)).json()
-            if body["status"] != "processing":
-                return body
-            assert asyncio.get_running_loop().time() < deadline, body
-            await asyncio.sleep(0.05)
-
-    async def ingest(self, user: SeededUser, collection: int, filename: str, content: bytes, **form: str) -> int:
-        response = await self.upload(user, collection, filename, content, **form)
-        assert response.status_code == 201, response.text
-        document = response.json()["id"]
-        assert (await self.ready(user, document))["status"] == "ready"
-        return document
-
-    async def search(self, user: SeededUser, query: str, **args: object) -> httpx.Response:
-        return await self.client.post("/v1/search", json={"query": query, **args}, headers=user.headers)
-
-
-@pytest.fixture
-async def rag(app_factory, embedding_upstream) -> Rag:
-    client = await app_factory(**RAG_SETTINGS)
-    models = Models(client, Seeder(client))
-    router = await models.router("embeddings", type="text-embeddings-inference", cost_prompt_tokens=2)
-    await models.provider(router, embedding_upstream.base_url, model_name="fake-embed")
-    return Rag(client, models, router, embedding_upstream)
 
 
 async def test_a_multi_page_pdf_becomes_chunks_that_carry_their_page(rag: Rag) -> None:
@@ -196,52 +135,6 @@ async def test_a_user_never_reaches_another_users_private_chunks(rag: Rag) -> No
     # The owner finds it.
     found = (await rag.search(owner, "launch code swordfish", method="hybrid")).json()["data"]
     assert found and found[0]["chunk"]["document_id"] == document
-
-
-async def test_another_tenants_documents_change_neither_scores_nor_order(rag: Rag) -> None:
-    her, other = await rag.user(), await rag.user()
-    collection = await rag.collection(her, "travel")
-    for name, text in (("approval.md", "Budget approval: the hotel stay is approved."),
-                       ("hotels.md", "A list of hotels near the station, with prices."),
-                       ("trains.md", "Train tickets are booked by the travel desk; hotel vouchers too.")):
-        await rag.ingest(her, collection, name, text.encode())
-
-    async def rankings() -> dict[str, list[tuple[str, float]]]:
-        found = {}
-        for method in ("semantic", "lexical", "hybrid"):
-            response = await rag.search(her, "budget hotel", method=method, limit=5)
-            assert response.status_code == 200, response.text
-            found[method] = [(r["chunk"]["content"], r["score"]) for r in response.json()["data"]]
-        return found
-
-    before = await rankings()
-    assert before["lexical"][0][0].startswith("Budget approval") and len(before["semantic"]) == 3
-    # Another user's private memos, full of "budget" (and "hotel"): 40 chunks.
-    theirs = await rag.collection(other, "memos")
-    memos = "\n\n".join(f"Memo {i}: the budget for the hotel budget line is cut." for i in range(40))
-    await rag.ingest(other, theirs, "memos.md", memos.encode(), chunk_size="60")
-    assert (await rankings()) == before
-
-
-async def test_hybrid_weights_and_a_cap_on_chunks_per_document(rag: Rag) -> None:
-    user = await rag.user()
-    collection = await rag.collection(user)
-    solar = "\n\n".join(f"Solar panel note {n}: the solar panels on the roof." for n in range(4))
-    panels = await rag.ingest(user, collection, "solar.md", solar.encode(), chunk_size="60")
-    roof = await rag.ingest(user, collection, "roof.md", b"Roof tiles and gutters are checked each spring.")
-
-    async def documents(**args: object) -> list[int]:
-        response = await rag.search(user, "solar panels roof", method="hybrid", limit=3, **args)
-        assert response.status_code == 200, response.text
-        return [r["chunk"]["document_id"] for r in response.json()["data"]]
-
-    assert await documents() == [panels, panels, panels]
-    capped = await documents(max_chunks_per_document=1)
-    assert sorted(capped) == sorted([panels, roof])
-    for fusion in ("rrf", "dbsf"):
-        assert len(await documents(fusion=fusion, weights={"semantic": 0.5, "lexical": 0.5})) == 3
-    for bad in ({"weights": {"semantic": 0, "lexical": 0}}, {"fusion": "max"}, {"max_chunks_per_document": 0}):
-        assert (await rag.search(user, "solar", **bad)).status_code == 422, bad
 
 
 async def test_public_collections_need_the_permission_and_are_readable_by_all(rag: Rag) -> None:

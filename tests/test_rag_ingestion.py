@@ -7,7 +7,7 @@ import asyncio
 
 from conftest import Models, Seeder, fake_upstream
 from fakes.upstream import Behaviour
-from test_rag import Rag
+from ragkit import Rag
 
 CAP = 3
 

@@ -5,10 +5,9 @@ The fake provider refuses an over-long input as vLLM does."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import Models, Seeder, fake_upstream
 from fakes.upstream import Behaviour
-from test_rag import RAG_SETTINGS, Rag
+from ragkit import RAG_SETTINGS, Rag
 
 LIMIT = 40  # the fake model's input limit, in its tokens (words)
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
