@@ -5,7 +5,7 @@ The fake provider refuses an over-long input as vLLM does."""
 from __future__ import annotations
 
 import pytest
-from conftest import Models, Seeder, fake_upstream
+from conftest import ADMIN, Models, Seeder, fake_upstream
 from fakes.upstream import Behaviour
 from ragkit import RAG_SETTINGS, Rag
 
@@ -40,6 +40,15 @@ async def test_a_document_is_split_under_the_models_input_limit_and_loses_no_wor
     # The provider never had to refuse (nor truncate) anything.
     embedded = [r for r in rag.upstream.received if r.path == "/v1/embeddings"]
     assert embedded and all(len(t.split()) <= LIMIT for r in embedded for t in r.body["input"])
+
+
+async def test_a_tei_provider_tells_its_limit_too(short_model_rag: Rag) -> None:
+    rag = short_model_rag
+    router = await rag.models.router("tei-embeddings", type="text-embeddings-inference")
+    rag.upstream.models = ["fake-chat"]  # its OpenAI model list says nothing of the embedding model
+    await rag.models.provider(router, rag.upstream.base_url, model_name="fake-embed", type="tei")
+    listed = (await rag.client.get(f"/v1/admin/routers/{router}", headers=ADMIN)).json()
+    assert listed["max_context_length"] == LIMIT  # from TEI's GET /info
 
 
 async def test_one_chunk_per_page_longer_than_the_model_reads_fails_the_document_clearly(short_model_rag: Rag) -> None:

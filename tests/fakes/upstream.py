@@ -123,6 +123,7 @@ class FakeUpstream:
         app.router.add_post("/v1/audio/transcriptions", self._transcription)
         app.router.add_post("/v1/ocr", self._ocr)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/info", self._info)
         return app
 
     async def start(self, port: int = 0) -> str:
@@ -181,6 +182,11 @@ class FakeUpstream:
 
     async def _health(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok")
+
+    async def _info(self, _request: web.Request) -> web.Response:
+        """Text Embeddings Inference's description of the model it serves."""
+        return web.json_response({"model_id": EMBEDDING_MODEL, "max_input_length": self.behaviour.max_context_length,
+                                  "max_client_batch_size": 32})
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
