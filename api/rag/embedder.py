@@ -15,7 +15,7 @@ from api.identity.principal import Principal
 from api.providers import Endpoint
 
 
-SPLIT_SHARE = 0.9  # chunks are cut to this share of the model's input limit: tokenizers differ
+SPLIT_SHARE = 0.75  # chunks are cut to this share of the limit, in cl100k tokens: a BERT-style tokenizer counts up to ~1.3x more
 
 
 class Embedder:
