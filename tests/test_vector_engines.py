@@ -31,7 +31,9 @@ def embed(text: str) -> list[float]:
 
 
 def build(kind: str, path: Path) -> VectorStore:
-    engine = EdgeEngine(str(path), "chunks") if kind == "edge" else local_engine(str(path), "chunks")
+    """A store in `path`/vectors, a folder that does not exist yet."""
+    folder = str(path / "vectors")
+    engine = EdgeEngine(folder, "chunks") if kind == "edge" else local_engine(folder, "chunks")
     return VectorStore(None, "chunks", engine=engine)
 
 
@@ -145,4 +147,4 @@ async def test_an_upgrade_from_local_mode_keeps_every_chunk(tmp_path: Path) -> N
         assert await upgraded.count(collection_id=1) == 3
     finally:
         await upgraded.close()
-    assert (tmp_path / "collection-before-edge").is_dir() and not (tmp_path / "collection").exists()
+    assert (tmp_path / "vectors" / "collection-before-edge").is_dir() and not (tmp_path / "vectors" / "collection").exists()

@@ -267,5 +267,6 @@ def read_dimensions(root: str) -> int | None:
 
 
 def write_dimensions(root: str, dimensions: int) -> None:
+    os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, DIMENSIONS_FILE), "w") as file:
         json.dump({"dimensions": dimensions}, file)
