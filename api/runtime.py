@@ -208,7 +208,7 @@ def open_rag(settings: Settings, stores: Stores, calls: CallPath, stack: AsyncEx
     vectors = VectorStore(settings.dependencies.qdrant, rag.qdrant_collection, enabled=rag.vector_store_model is not None,
                           lexical_language=rag.lexical_language)
     stack.push_async_callback(vectors.close)
-    embedder = Embedder(calls.pipeline, rag.vector_store_model)
+    embedder = Embedder(calls.pipeline, rag.vector_store_model, calls.catalog)
     ingestion = Ingestion(stores.session_factory, vectors, embedder, calls.authenticator, rag)
     if ingest and rag.vector_store_model is not None and rag.ingestion_concurrency > 0:
         background(stack, ingestion.run_forever(rag.ingestion_concurrency), "ingestion")

@@ -95,9 +95,16 @@ class RagSettings(_Section):
         description="Language of lexical search: its stop words are dropped and words reduced to their Snowball "
         "stem ('none': neither). Documents ingested under another language must be ingested again.",
     )
-    qdrant_collection: str = Field(default="tollgate_chunks", pattern=r"^[A-Za-z0-9_-]{1,128}$", description="Qdrant collection holding every chunk.")
+    qdrant_collection: str = Field(
+        default="tollgate_chunks", pattern=r"^[A-Za-z0-9_-]{1,128}$",
+        description="The Qdrant server's collection holding every chunk (and the name of an earlier version's local-mode data, copied into the embedded store on first start).",
+    )
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="Largest file POST /v1/documents accepts.")
     embedding_batch_size: int = Field(default=32, ge=1, le=2048, description="Chunks per embeddings call during ingestion.")
+    embedding_concurrency: int = Field(
+        default=4, ge=1, le=64,
+        description="Embeddings calls one document's ingestion makes at once (each still waits for a slot under the provider's QoS cap).",
+    )
     ingestion_concurrency: int = Field(default=2, ge=0, le=64, description="Documents ingested at once by this process (0: leave them to `tollgate worker`).")
     job_lease_seconds: float = Field(default=120.0, ge=5, description="How long an ingestion job is held without progress before another worker may take it over.")
     max_ingestion_attempts: int = Field(default=3, ge=1, le=100, description="Attempts before a document that keeps failing ingestion is marked failed.")
@@ -200,7 +207,7 @@ class QdrantSettings(_Section):
     @model_validator(mode="after")
     def _one_location(self) -> QdrantSettings:
         if (self.path is None) == (self.url is None):
-            raise ValueError("qdrant needs exactly one of `path` (local mode) or `url` (server)")
+            raise ValueError("qdrant needs exactly one of `path` (the embedded store) or `url` (a server)")
         return self
 
 

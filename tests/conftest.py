@@ -33,6 +33,9 @@ from fakes.upstream import Behaviour, FakeUpstream
 MASTER_KEY = "test-master-key-" + uuid.uuid4().hex
 PG_URL = os.environ.get("TOLLGATE_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("TOLLGATE_TEST_REDIS_URL")
+# The documents tests' fixtures (`rag`, `embedding_upstream`), for every module that needs them.
+pytest_plugins = ["ragkit"]
+
 BACKENDS = ["sqlite-memory"] + (["postgres-redis"] if PG_URL and REDIS_URL else [])
 
 
@@ -199,7 +202,7 @@ async def app_factory(backend: Backend) -> AsyncIterator[AppFactory]:
         async def build(call_steps: tuple[Any, ...] = (), empty: bool = True, **general: object) -> httpx.AsyncClient:
             """`empty=False`: the first app keeps what the test put in the tables before it."""
             nonlocal first
-            # Qdrant's local mode: a folder per app (one process may hold a folder at a time).
+            # The embedded vector store: a folder per app (one process may hold a folder at a time).
             qdrant_path = stack.enter_context(tempfile.TemporaryDirectory(prefix="tollgate-qdrant-"))
             settings = make_settings(backend, redis_prefix, qdrant_path=qdrant_path,
                                      **{"usage_journal_path": journal_path, **general})

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ADMIN, Models, Seeder, bearer, fake_upstream
 from fakes.upstream import Behaviour
-from test_rag import RAG_SETTINGS, Rag
+from ragkit import RAG_SETTINGS, Rag
 
 
 async def test_providers_take_router_or_router_id_and_answer_both(client, models: Models, upstream, second_upstream) -> None:

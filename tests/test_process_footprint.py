@@ -1,5 +1,5 @@
 """A process pays only for what it serves: with documents off, serving a chat call never
-imports the document stack (Qdrant's client, the PDF readers, the text splitters), nor what
+imports the document stack (Qdrant Edge or client, the PDF readers, the text splitters), nor what
 only logins (password hashing) and provider keys (encryption) need."""
 
 import asyncio
@@ -11,7 +11,7 @@ import pytest
 from api.rag.parsing import Language
 from conftest import Models, Seeder
 
-DOCUMENT_STACK = ("qdrant_client", "numpy", "pypdf", "pypdfium2", "PIL", "langchain_text_splitters", "langchain_core", "Stemmer")
+DOCUMENT_STACK = ("qdrant_client", "qdrant_edge", "numpy", "pypdf", "pypdfium2", "PIL", "langchain_text_splitters", "langchain_core", "Stemmer")
 ON_DEMAND = (*DOCUMENT_STACK, "passlib", "argon2", "cryptography.fernet")  # redis-py imports bare `cryptography`
 
 # Builds and starts the app from the settings given as JSON, serves one chat call, and says
@@ -63,7 +63,8 @@ async def test_serving_a_chat_call_loads_only_what_it_needs(
     served = json.loads(stdout.decode().strip().splitlines()[-1])
     assert served["status"] == 200
     if documents:
-        assert "qdrant_client" in served["loaded"]
+        # The embedded vector store: Qdrant Edge, not qdrant-client (with numpy, ~55 MB).
+        assert "qdrant_edge" in served["loaded"] and "qdrant_client" not in served["loaded"]
     else:
         assert served["loaded"] == []
 

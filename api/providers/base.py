@@ -6,7 +6,7 @@ import io
 import wave
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import aiohttp
 from yarl import URL
@@ -181,18 +181,39 @@ class ProviderAdapter:
             probe = self.request(upstream, Endpoint.embeddings, {"model": model_name, "input": "tollgate probe"})
             answer = await self._send(session, Endpoint.embeddings, probe, client_timeout)
             try:
-                return ProbeResult(vector_size=len(answer["data"][0]["embedding"]))
+                size = len(answer["data"][0]["embedding"])
             except (KeyError, IndexError, TypeError) as exc:
                 raise UpstreamCheckError("the provider's embeddings answer has no vector") from exc
-        answer = await self._call(session, "GET", self.url(upstream, Endpoint.models), key, None, client_timeout)
+            # Its input limit, where the provider tells it: chunks are split to fit (api/rag/).
+            try:
+                limit = await self.input_limit(session, upstream, client_timeout)
+            except UpstreamCheckError:
+                limit = None
+            return ProbeResult(vector_size=size, max_context_length=limit)
+        limit = await self._listed_length(session, upstream, client_timeout)
+        if limit is False:
+            raise UpstreamCheckError(f"the provider does not serve a model named '{model_name}'")
+        return ProbeResult(max_context_length=limit)
+
+    async def input_limit(self, session: aiohttp.ClientSession, upstream: Upstream, timeout: aiohttp.ClientTimeout) -> int | None:
+        """An embedding model's input limit in tokens, from the model list (vLLM's `max_model_len`)."""
+        limit = await self._listed_length(session, upstream, timeout)
+        return None if limit is False else limit
+
+    async def _listed_length(
+        self, session: aiohttp.ClientSession, upstream: Upstream, timeout: aiohttp.ClientTimeout
+    ) -> int | None | Literal[False]:
+        """The model's context length from the model list; False when it is not listed."""
+        model_name = upstream.model_name
+        answer = await self._call(session, "GET", self.url(upstream, Endpoint.models), upstream.key, None, timeout)
         models = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(models, list):
             raise UpstreamCheckError("the provider's model list is not an OpenAI model list")
         for model in models:
             if isinstance(model, dict) and model.get("id") == model_name:
                 length = model.get("max_model_len") or model.get("max_context_length")
-                return ProbeResult(max_context_length=length if isinstance(length, int) else None)
-        raise UpstreamCheckError(f"the provider does not serve a model named '{model_name}'")
+                return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else None
+        return False
 
     async def count_prompt(
         self, session: aiohttp.ClientSession, upstream: Upstream, messages: list[Any], timeout: float

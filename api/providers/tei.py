@@ -6,7 +6,7 @@ from typing import Any
 
 import aiohttp
 
-from api.providers.base import Endpoint, ProbeResult, ProviderAdapter, Upstream
+from api.providers.base import Endpoint, ProbeResult, ProviderAdapter, Upstream, UpstreamCheckError
 
 
 class TeiAdapter(ProviderAdapter):
@@ -35,3 +35,12 @@ class TeiAdapter(ProviderAdapter):
             await self._send(session, Endpoint.rerank, probe, aiohttp.ClientTimeout(total=timeout))
             return ProbeResult()
         return await super().probe(session, upstream, model_type, timeout)
+
+    async def input_limit(self, session: aiohttp.ClientSession, upstream: Upstream, timeout: aiohttp.ClientTimeout) -> int | None:
+        """TEI says it in `GET /info` (`max_input_length`); it refuses longer inputs unless asked to truncate."""
+        try:
+            answer = await self._call(session, "GET", upstream.url + "/info", upstream.key, None, timeout)
+        except UpstreamCheckError:  # a server that only speaks the OpenAI routes
+            return await super().input_limit(session, upstream, timeout)
+        length = answer.get("max_input_length") if isinstance(answer, dict) else None
+        return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else None

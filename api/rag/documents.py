@@ -152,6 +152,7 @@ async def add_chunks(
     if document.status != DocumentStatus.ready.value:
         raise ConflictError(f"Document {document_id} is {document.status}: chunks can be added once it is ready")
     collection_id = document.collection_id
+    embedder.check_lengths([chunk.content for chunk in chunks], "Chunk")
     await session.rollback()  # no transaction held during the embedding call
     embedded, usage = await embedder.embed(caller, [chunk.content for chunk in chunks])
     first = (

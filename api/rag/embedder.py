@@ -8,15 +8,47 @@ from typing import Any
 from api.calls.call import Call
 from api.calls.operations import Embeddings, Rerank
 from api.calls.pipeline import Pipeline
+from api.calls.tokens import count_text
+from api.catalog.catalog import ModelCatalog
 from api.errors import InvalidRequestError, UpstreamError
 from api.identity.principal import Principal
 from api.providers import Endpoint
 
 
+SPLIT_SHARE = 0.75  # chunks are cut to this share of the limit, in cl100k tokens: a BERT-style tokenizer counts up to ~1.3x more
+
+
 class Embedder:
-    def __init__(self, pipeline: Pipeline, model: str | None) -> None:
+    def __init__(self, pipeline: Pipeline, model: str | None, catalog: ModelCatalog | None = None) -> None:
         self._pipeline = pipeline
+        self._catalog = catalog
         self.model = model
+
+    def input_limit(self) -> int | None:
+        """The embedding model's input limit in tokens, as its providers told it (the least of
+        theirs); None when none did."""
+        entry = self._catalog.resolve(self.model) if self._catalog is not None and self.model else None
+        return entry.max_context_length if entry is not None else None
+
+    def chunk_tokens(self) -> int | None:
+        """How many tokens (estimated) a chunk may hold to be read whole by the model."""
+        limit = self.input_limit()
+        return max(1, int(limit * SPLIT_SHARE)) if limit else None
+
+    def check_lengths(self, texts: list[str], what: str = "Text") -> None:
+        """Refuse, before any call, a text longer than the model reads: it would be refused, or
+        worse truncated without a word, by the provider."""
+        limit = self.input_limit()
+        if limit is None:
+            return
+        for number, text in enumerate(texts, start=1):
+            tokens = count_text(text)
+            if tokens > limit:
+                name = what if len(texts) == 1 else f"{what} {number}"
+                raise InvalidRequestError(
+                    f"{name} is about {tokens} tokens long; the embedding model '{self.model}' reads at most {limit}: "
+                    "split it into shorter pieces"
+                )
 
     def require(self) -> str:
         if self.model is None:
@@ -26,6 +58,7 @@ class Embedder:
     async def embed(self, caller: Principal, texts: list[str]) -> tuple[list[list[float]], dict[str, Any]]:
         """One vector per text, in order, and the call's usage (tokens, cost, carbon)."""
         model = self.require()
+        self.check_lengths(texts)
         vectors: list[list[float]] = []
 
         def check(answer: dict[str, Any]) -> None:

@@ -140,16 +140,11 @@ class Ingestion:
             return
         try:
             await self._vectors.delete(document_id=document_id)  # what an interrupted attempt left
-            chunks = await asyncio.to_thread(self._chunks, content, document.options)
+            chunks = await asyncio.to_thread(self._chunks, content, document.options, self._embedder.chunk_tokens())
             await self._heartbeat(document_id, 0, len(chunks))
             caller = await self._authenticator.principal_for_user(document.user_id, key_name="ingestion")
             created = int(datetime.now(UTC).timestamp())
-            batch_size = self._settings.embedding_batch_size
-            for start in range(0, len(chunks), batch_size):
-                batch = chunks[start:start + batch_size]
-                vectors = await self._embed(caller, [chunk.content for chunk in batch])
-                await self._vectors.upsert(document.collection_id, document_id, batch, vectors, ready=False, created=created)
-                await self._heartbeat(document_id, start + len(batch), len(chunks))
+            await self._embed_all(caller, document.collection_id, document_id, chunks, created)
             await self._vectors.mark_ready(document.collection_id, document_id)
             await self._finish(document_id, DocumentStatus.ready, chunks=len(chunks))
         except DocumentGone:
@@ -162,6 +157,31 @@ class Ingestion:
             log.warning("ingestion of document %s failed (attempt %s): %s", document_id, document.attempts, error.detail)
             await self._retry_later(document_id, document.attempts, error.detail)
 
+    async def _embed_all(self, caller: object, collection_id: int, document_id: int, chunks: list[NewChunk], created: int) -> None:
+        """Embed and store the chunks, batch by batch, with up to `embedding_concurrency` calls
+        at once (each still waits for a slot under the provider's QoS), the document's progress
+        moving on as each batch is stored. The first failure stops the others."""
+        size = self._settings.embedding_batch_size
+        batches = iter([chunks[start:start + size] for start in range(0, len(chunks), size)])
+        done = 0
+
+        async def embed_batches() -> None:
+            nonlocal done
+            for batch in batches:  # shared: each takes the next batch left
+                vectors = await self._embed(caller, [chunk.content for chunk in batch])
+                await self._vectors.upsert(collection_id, document_id, batch, vectors, ready=False, created=created)
+                done += len(batch)
+                await self._heartbeat(document_id, done, len(chunks))
+
+        calls = min(self._settings.embedding_concurrency, -(-len(chunks) // size))
+        tasks = [asyncio.create_task(embed_batches()) for _ in range(calls)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _embed(self, caller: object, texts: list[str]) -> list[list[float]]:
         while True:
             try:
@@ -171,9 +191,9 @@ class Ingestion:
                 await asyncio.sleep(min(error.retry_after, self._settings.job_lease_seconds / 2))
 
     @staticmethod
-    def _chunks(content: bytes, options: dict[str, object]) -> list[NewChunk]:
+    def _chunks(content: bytes, options: dict[str, object], max_tokens: int | None) -> list[NewChunk]:
         split = parsing.SplitOptions(**{**options["split"], "separators": tuple(options["split"]["separators"])})  # type: ignore[index,arg-type]
-        pieces = parsing.split(parsing.pages_of(content, str(options["kind"])), split)
+        pieces = parsing.split(parsing.pages_of(content, str(options["kind"])), split, max_tokens)
         if not pieces:
             raise InvalidRequestError("No text could be extracted from the file")
         extra = options.get("metadata") or {}

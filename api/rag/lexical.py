@@ -16,12 +16,8 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import Stemmer
-
-if TYPE_CHECKING:
-    from qdrant_client import models
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 K1 = 1.2
@@ -62,11 +58,9 @@ def _index(term: str) -> int:
     return int.from_bytes(hashlib.blake2b(term.encode(), digest_size=4).digest(), "big")
 
 
-def _vector(weights: dict[int, float]) -> models.SparseVector:
-    from qdrant_client import models  # only with documents on (api.rag.vectors)
-
+def _vector(weights: dict[int, float]) -> tuple[list[int], list[float]]:
     indices = sorted(weights)
-    return models.SparseVector(indices=indices, values=[weights[i] for i in indices])
+    return indices, [weights[i] for i in indices]
 
 
 class LexicalAnalyzer:
@@ -83,7 +77,8 @@ class LexicalAnalyzer:
         words = [word for word in _fold(text) if word not in self._stop_words]
         return self._stemmer.stemWords(words) if self._stemmer is not None else words
 
-    def document_vector(self, text: str) -> models.SparseVector:
+    def document_weights(self, text: str) -> tuple[list[int], list[float]]:
+        """A chunk's sparse vector: its terms' indices and BM25 weights."""
         found = self.terms(text)
         length_norm = 1 - B + B * len(found) / AVERAGE_TERMS
         weights: dict[int, float] = {}
@@ -92,5 +87,5 @@ class LexicalAnalyzer:
             weights[index] = weights.get(index, 0.0) + count * (K1 + 1) / (count + K1 * length_norm)
         return _vector(weights)
 
-    def query_vector(self, text: str) -> models.SparseVector:
+    def query_weights(self, text: str) -> tuple[list[int], list[float]]:
         return _vector({_index(term): 1.0 for term in set(self.terms(text))})

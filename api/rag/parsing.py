@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from html.parser import HTMLParser
 from pathlib import PurePath
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from api.errors import InvalidRequestError, UnsupportedMediaTypeError
@@ -195,24 +196,42 @@ def pages_of(content: bytes, kind: str) -> list[Page]:
     return [Page(text, None)]
 
 
-def _splitter(options: SplitOptions) -> RecursiveCharacterTextSplitter:
+def _splitter(options: SplitOptions, max_tokens: int | None) -> RecursiveCharacterTextSplitter:
     from langchain_text_splitters import Language as Preset
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     size = max(1, options.chunk_size)
     overlap = min(options.chunk_overlap, size - 1) if size > 1 else 0
+    length = len if max_tokens is None else _length_within(size, max_tokens)
     if options.separators:
         return RecursiveCharacterTextSplitter(
             separators=list(options.separators), is_separator_regex=options.is_separator_regex,
-            chunk_size=size, chunk_overlap=overlap,
+            chunk_size=size, chunk_overlap=overlap, length_function=length,
         )
-    return RecursiveCharacterTextSplitter.from_language(Preset(options.preset_separators), chunk_size=size, chunk_overlap=overlap)
+    return RecursiveCharacterTextSplitter.from_language(
+        Preset(options.preset_separators), chunk_size=size, chunk_overlap=overlap, length_function=length
+    )
 
 
-def split(pages: list[Page], options: SplitOptions) -> list[tuple[str, dict[str, Any]]]:
+def _length_within(chunk_size: int, max_tokens: int) -> Callable[[str], int]:
+    """A length in which `chunk_size` means both bounds at once: a piece fits when it has at
+    most `chunk_size` characters and at most `max_tokens` tokens (the embedding model's)."""
+    from api.calls.tokens import count_text
+
+    def length(text: str) -> int:
+        return max(len(text), -(-count_text(text) * chunk_size // max_tokens))
+
+    return length
+
+
+def split(pages: list[Page], options: SplitOptions, max_tokens: int | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Chunks of text with their metadata (the page number for PDFs). A piece shorter than
-    `chunk_min_size` joins the chunk before it on the same page rather than being lost."""
-    splitter = None if options.disable_chunking else _splitter(options)
+    `chunk_min_size` joins the chunk before it on the same page rather than being lost, unless
+    the two together would pass `max_tokens`, the most the embedding model reads: a chunk is
+    never longer than that, whatever `chunk_size` says, and nothing is cut off."""
+    from api.calls.tokens import count_text
+
+    splitter = None if options.disable_chunking else _splitter(options, max_tokens)
     chunks: list[tuple[str, dict[str, Any]]] = []
     for page in pages:
         pieces = [page.text] if splitter is None else splitter.split_text(page.text)
@@ -221,9 +240,18 @@ def split(pages: list[Page], options: SplitOptions) -> list[tuple[str, dict[str,
         for piece in (p.strip() for p in pieces):
             if not piece:
                 continue
-            if page_chunks and len(piece) < options.chunk_min_size:
-                page_chunks[-1] = f"{page_chunks[-1]}\n{piece}"
+            joined = f"{page_chunks[-1]}\n{piece}" if page_chunks else piece
+            if page_chunks and len(piece) < options.chunk_min_size and (max_tokens is None or count_text(joined) <= max_tokens):
+                page_chunks[-1] = joined
             else:
                 page_chunks.append(piece)
+        if splitter is None and max_tokens is not None:
+            for piece in page_chunks:
+                if (tokens := count_text(piece)) > max_tokens:
+                    where = f"Page {page.number}" if page.number is not None else "The document"
+                    raise InvalidRequestError(
+                        f"{where} is about {tokens} tokens long, more than the embedding model reads whole ({max_tokens}): "
+                        "upload it again with chunking on"
+                    )
         chunks.extend((text, dict(metadata)) for text in page_chunks)
     return chunks

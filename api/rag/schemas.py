@@ -145,6 +145,28 @@ class SearchMethod(StrEnum):
     hybrid = "hybrid"
 
 
+class FusionMethod(StrEnum):
+    rrf = "rrf"  # weighted reciprocal rank fusion: ranks only
+    dbsf = "dbsf"  # distribution-based score fusion: each ranking's scores, normalised
+
+
+Weight = Annotated[float, Field(ge=0, le=100)]
+
+
+class HybridWeights(RequestModel):
+    """How much each ranking counts in a hybrid search (only their ratio matters)."""
+
+    semantic: Weight = 0.7
+    lexical: Weight = 0.3
+
+    @field_validator("lexical")
+    @classmethod
+    def _not_both_zero(cls, value: float, info: Any) -> float:
+        if value == 0 and info.data.get("semantic") == 0:
+            raise ValueError("at least one weight must be above 0")
+        return value
+
+
 class SearchArgs(RequestModel):
     """What to search; shared by POST /v1/search and chat with search."""
 
@@ -157,6 +179,13 @@ class SearchArgs(RequestModel):
     # OpenGateLLM spells it rff_k; both are accepted.
     rrf_k: Annotated[int, Field(ge=0, le=16_384, validation_alias=AliasChoices("rrf_k", "rff_k"))] = 60
     score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # Tollgate's own (OpenGateLLM has neither): how hybrid search fuses its two rankings, and
+    # a cap on the chunks of any one document among the results.
+    fusion: FusionMethod = Field(default=FusionMethod.dbsf, description="Hybrid search's fusion: dbsf (the default) or rrf (uses rrf_k).")
+    weights: HybridWeights = Field(default_factory=HybridWeights, description="Hybrid search's weight of each ranking.")
+    max_chunks_per_document: Annotated[int, Field(ge=1, le=100)] | None = Field(
+        default=None, description="At most this many chunks of any one document among the results."
+    )
     rerank_model: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
         default=None, description="A text-classification router that re-orders the candidates."
     )

@@ -12,7 +12,7 @@ from api.rag.collections import readable_collection, readable_collection_ids
 from api.rag.documents import chunk_out, documents_collections
 from api.rag.embedder import EMPTY_USAGE, Embedder, add_usage
 from api.rag.schemas import SearchArgs, SearchMethod, SearchResult
-from api.rag.vectors import Scope, VectorStore
+from api.rag.vectors import Scope, SearchQuery, VectorStore
 
 RERANK_CANDIDATES = 4  # candidates fetched per result kept when re-ranking
 
@@ -41,15 +41,19 @@ async def search(
     usage: dict[str, Any] = EMPTY_USAGE
     query_vector = None
     if args.method is not SearchMethod.lexical and scope.collection_ids:
+        embedder.check_lengths([query], "The query")
         embedded, embed_usage = await embedder.embed(caller, [query])
         query_vector = embedded[0]
         usage = add_usage(usage, embed_usage)
     limit, offset = args.limit, args.offset
     if args.rerank_model:
         limit, offset = (args.offset + args.limit) * RERANK_CANDIDATES, 0
-    found = await vectors.search(
-        scope, args.method, query, query_vector, args.metadata_filters, limit, offset, max(1, args.rrf_k), args.score_threshold
-    )
+    found = await vectors.search(scope, SearchQuery(
+        method=args.method, text=query, vector=query_vector, metadata_filter=args.metadata_filters, limit=limit, offset=offset,
+        score_threshold=args.score_threshold, fusion=args.fusion, rrf_k=max(1, args.rrf_k),
+        semantic_weight=args.weights.semantic, lexical_weight=args.weights.lexical,
+        max_chunks_per_document=args.max_chunks_per_document,
+    ))
     results = [SearchResult(method=args.method, score=score, chunk=chunk_out(chunk)) for chunk, score in found]
     if args.rerank_model and results:
         ranked, rerank_usage = await embedder.rerank(caller, args.rerank_model, query, [r.chunk.content for r in results])

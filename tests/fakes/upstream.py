@@ -59,7 +59,7 @@ class Behaviour:
     set_cookie: str | None = None  # a Set-Cookie header on non-streamed answers
     embedding_dimensions: int = 8
     vectors_missing: int = 0  # embeddings answers this many vectors short (usage still for every input)
-    max_context_length: int = 8192
+    max_context_length: int = 8192  # reported by /v1/models; embeddings refuse a longer input, as vLLM does
     # Like llama.cpp: counts a chat prompt with its template's tokens (5 a message, 4 more),
     # ignores `max_completion_tokens` and `stream_options` (no usage in streams).
     llama_cpp: bool = False
@@ -135,6 +135,7 @@ class FakeUpstream:
         app.router.add_post("/v1/ocr", self._ocr)
         app.router.add_get("/health", self._health)
         app.router.add_post("/tokenize", self._tokenize)
+        app.router.add_get("/info", self._info)
         return app
 
     async def start(self, port: int = 0) -> str:
@@ -193,6 +194,11 @@ class FakeUpstream:
 
     async def _health(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok")
+
+    async def _info(self, _request: web.Request) -> web.Response:
+        """Text Embeddings Inference's description of the model it serves."""
+        return web.json_response({"model_id": EMBEDDING_MODEL, "max_input_length": self.behaviour.max_context_length,
+                                  "max_client_batch_size": 32})
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         self.model_list_requests += 1
@@ -411,11 +417,26 @@ class FakeUpstream:
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._embeddings_answer(request, body)
+        finally:
+            self.in_flight -= 1
+
+    async def _embeddings_answer(self, request: web.Request, body: Any) -> web.StreamResponse:
         early = await self._enter(request, body)
         if early is not None:
             return early
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        longest = max((count_tokens(str(t)) for t in texts), default=0)
+        if longest > self.behaviour.max_context_length:
+            # vLLM's answer (an OpenAI error body); it never truncates unless asked to.
+            message = (f"This model's maximum context length is {self.behaviour.max_context_length} tokens. However, you "
+                       f"requested {longest} tokens in the input for embedding generation. Please reduce the length of the input.")
+            return web.json_response({"error": {"message": message, "type": "BadRequestError", "param": None, "code": 400}},
+                                     status=400)
         tokens = sum(count_tokens(str(t)) for t in texts)
         answer: dict[str, Any] = {
             "object": "list", "model": body.get("model"),

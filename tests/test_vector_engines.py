@@ -1,0 +1,150 @@
+"""The vector store's contract, held by both engines: Qdrant Edge in-process (the embedded
+default) and qdrant-client (here its local mode, standing in for a Qdrant server). An upgrade
+from an earlier version's local-mode folder keeps every chunk."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from api.errors import InvalidRequestError
+from api.rag.client_engine import local_engine
+from api.rag.edge_engine import EdgeEngine
+from api.rag.schemas import ComparisonFilter, CompoundFilter, SearchMethod
+from api.rag.vectors import NewChunk, Scope, SearchQuery, VectorStore
+
+DIMENSIONS = 32
+
+
+def embed(text: str) -> list[float]:
+    """Words hashed into the vector's dimensions, normalised: texts sharing words are close."""
+    vector = [0.0] * DIMENSIONS
+    for word in re.findall(r"\w+", text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        vector[digest[0] % DIMENSIONS] += 1.0 if digest[1] % 2 else -1.0
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [x / norm for x in vector]
+
+
+def build(kind: str, path: Path) -> VectorStore:
+    """A store in `path`/vectors, a folder that does not exist yet."""
+    folder = str(path / "vectors")
+    engine = EdgeEngine(folder, "chunks") if kind == "edge" else local_engine(folder, "chunks")
+    return VectorStore(None, "chunks", engine=engine)
+
+
+@pytest.fixture(params=["edge", "qdrant-client"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorStore]:
+    vectors = build(request.param, tmp_path)
+    yield vectors
+    await vectors.close()
+
+
+async def put(vectors: VectorStore, collection: int, document: int, texts: list[str], ready: bool = True,
+              metadata: list[dict] | None = None) -> None:
+    chunks = [NewChunk(i, text, (metadata or [{}] * len(texts))[i - 1]) for i, text in enumerate(texts, start=1)]
+    await vectors.upsert(collection, document, chunks, [embed(t) for t in texts], ready=ready, created=1)
+
+
+async def find(vectors: VectorStore, collections: list[int], method: str, text: str, **extra: object) -> list[tuple[str, float]]:
+    query = SearchQuery(method=SearchMethod(method), text=text, vector=embed(text), metadata_filter=extra.pop("where", None),
+                        limit=int(extra.pop("limit", 10)), offset=0, **extra)  # type: ignore[arg-type]
+    return [(chunk.content, round(score, 5)) for chunk, score in await vectors.search(Scope(collections, []), query)]
+
+
+async def test_chunks_are_stored_listed_in_order_and_deleted(store: VectorStore) -> None:
+    assert await store.count(document_id=1) == 0 and await store.chunks(1, 0, 10) == []
+    await put(store, 1, 1, [f"chunk number {i}" for i in range(1, 301)])
+    await put(store, 1, 2, ["another document"])
+    assert await store.count(collection_id=1) == 301 and await store.count(document_id=1) == 300
+    page = await store.chunks(1, 250, 20)
+    assert [c.chunk_id for c in page] == list(range(251, 271)) and page[0].content == "chunk number 251"
+    stored = await store.chunk(1, 7)
+    assert stored is not None and (stored.collection_id, stored.document_id, stored.content) == (1, 1, "chunk number 7")
+    await store.delete(document_id=1, chunk_id=7)
+    assert await store.chunk(1, 7) is None and await store.count(document_id=1) == 299
+    await store.delete(document_id=1)
+    assert await store.count(collection_id=1) == 1
+    await store.delete(collection_id=1)
+    assert await store.count(collection_id=1) == 0
+
+
+async def test_a_document_is_searchable_only_once_ready(store: VectorStore) -> None:
+    await put(store, 1, 1, ["kerosene and liquid oxygen"], ready=False)
+    for method in ("semantic", "lexical", "hybrid"):
+        assert await find(store, [1], method, "kerosene oxygen") == []
+    assert await store.count(collection_id=1) == 1  # a collection's count includes it
+    await store.mark_ready(1, 1)
+    for method in ("semantic", "lexical", "hybrid"):
+        assert [c for c, _ in await find(store, [1], method, "kerosene oxygen")] == ["kerosene and liquid oxygen"]
+
+
+async def test_each_method_finds_its_best_chunk_and_filters_narrow(store: VectorStore) -> None:
+    await put(store, 1, 1, ["cats purr and hunt mice", "rockets burn kerosene", "bread needs flour and yeast"],
+              metadata=[{"team": "north-east", "a.b": 1}, {"team": "south-west", "a.b": 2.5}, {"team": "west", "a.b": 3}])
+    for method in ("semantic", "lexical", "hybrid"):
+        assert (await find(store, [1], method, "flour yeast"))[0][0] == "bread needs flour and yeast", method
+    teams = {
+        "sw": ComparisonFilter(key="team", type="sw", value="south"),
+        "ew": ComparisonFilter(key="team", type="ew", value="west"),
+        "co": ComparisonFilter(key="team", type="co", value="th-e"),
+        "float": ComparisonFilter(key="a.b", type="eq", value=2.5),
+        "or": CompoundFilter(type="or", filters=[ComparisonFilter(key="a.b", type="eq", value=1),
+                                                 ComparisonFilter(key="team", type="eq", value="west")]),
+    }
+    found = {name: sorted(c for c, _ in await find(store, [1], "semantic", "anything", where=where)) for name, where in teams.items()}
+    assert found == {
+        "sw": ["rockets burn kerosene"], "ew": ["bread needs flour and yeast", "rockets burn kerosene"],
+        "co": ["cats purr and hunt mice"], "float": ["rockets burn kerosene"],
+        "or": ["bread needs flour and yeast", "cats purr and hunt mice"],
+    }
+
+
+async def test_another_tenants_chunks_change_no_score_nor_order(store: VectorStore) -> None:
+    await put(store, 1, 1, ["Budget approval for the hotel", "Hotel booking guide", "Travel budget and hotel costs"])
+    before = {method: await find(store, [1], method, "budget hotel") for method in ("semantic", "lexical", "hybrid")}
+    # Another tenant's many chunks, full of the same words.
+    await put(store, 2, 2, [f"budget memo {i}: the budget is the budget" for i in range(200)])
+    after = {method: await find(store, [1], method, "budget hotel") for method in ("semantic", "lexical", "hybrid")}
+    assert after == before and len(before["lexical"]) == 3
+    # Searching both collections does count the second one's words.
+    assert (await find(store, [1, 2], "lexical", "budget hotel"))[0][1] != before["lexical"][0][1]
+
+
+async def test_fusion_weights_and_the_cap_per_document(store: VectorStore) -> None:
+    await put(store, 1, 1, ["solar panels on the roof", "solar power storage", "solar inverter wiring"])
+    await put(store, 1, 2, ["roof tiles and gutters"])
+    capped = await find(store, [1], "hybrid", "solar roof", max_chunks_per_document=1)
+    assert sorted(c for c, _ in capped) == ["roof tiles and gutters", "solar panels on the roof"]
+    for fusion in ("rrf", "dbsf"):
+        lexical_only = await find(store, [1], "hybrid", "solar roof", fusion=fusion, semantic_weight=0.0, lexical_weight=1.0)
+        lexical = await find(store, [1], "lexical", "solar roof")
+        assert [c for c, _ in lexical_only] == [c for c, _ in lexical], fusion
+
+
+async def test_the_vector_size_is_fixed_by_the_first_chunks(store: VectorStore) -> None:
+    await put(store, 1, 1, ["one"])
+    with pytest.raises(InvalidRequestError, match="32-dimension"):
+        await store.upsert(1, 2, [NewChunk(1, "x", {})], [[0.1] * 8], ready=True, created=1)
+
+
+async def test_an_upgrade_from_local_mode_keeps_every_chunk(tmp_path: Path) -> None:
+    old = build("qdrant-client", tmp_path)
+    await put(old, 1, 1, ["cats purr and hunt mice", "rockets burn kerosene"], metadata=[{"team": "a"}, {"team": "b"}])
+    before = {method: await find(old, [1], method, "kerosene rockets") for method in ("semantic", "lexical", "hybrid")}
+    await old.close()
+
+    upgraded = build("edge", tmp_path)
+    try:
+        after = {method: await find(upgraded, [1], method, "kerosene rockets") for method in ("semantic", "lexical", "hybrid")}
+        assert [c for c, _ in after["semantic"]] == [c for c, _ in before["semantic"]] and after["lexical"] == before["lexical"]
+        assert (await upgraded.chunk(1, 2)).metadata == {"team": "b"}  # type: ignore[union-attr]
+        await put(upgraded, 1, 2, ["a new chunk"])
+        assert await upgraded.count(collection_id=1) == 3
+    finally:
+        await upgraded.close()
+    assert (tmp_path / "vectors" / "collection-before-edge").is_dir() and not (tmp_path / "vectors" / "collection").exists()
