@@ -358,3 +358,36 @@ async def test_the_playground_fits_a_phone(console: Console) -> None:
     await page.wait_for_selector(".message.assistant .meta:has-text('tokens')")
     assert await page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
     await console.shot("playground-phone")
+
+
+async def test_an_admin_creates_a_role_sets_its_limit_and_adds_a_model_with_a_provider(console: Console) -> None:
+    page = console.page
+    await console.log_in(console.admin)
+    await page.click("#nav-admin")
+    await page.click("[role=tab][data-section=roles]")
+    await page.fill("#role-name", "analysts")
+    await page.check("input[name=permission][value=read_metric]")
+    await page.click("form[aria-label='Create a role'] button[type=submit]")
+    await page.wait_for_selector("#roles tr:has-text('analysts'):has-text('read_metric')")
+    await page.select_option("#limit-role", label="analysts")
+    await page.select_option("#limit-router", label="chat")
+    await page.select_option("#limit-type", "tpm")
+    await page.fill("#limit-value", "5000")
+    await page.click("form[aria-label='Set a limit'] button[type=submit]")
+    await page.wait_for_selector("#roles tr:has-text('analysts'):has-text('chat (tpm 5000)')")
+    roles = (await console.api.get("/v1/admin/roles?limit=100", headers=ADMIN)).json()["data"]
+    analysts = next(r for r in roles if r["name"] == "analysts")
+    assert analysts["permissions"] == ["read_metric"]
+    assert {"router": console.router, "type": "tpm", "value": 5000} in analysts["limits"]
+    await page.click("[role=tab][data-section=models]")
+    await page.fill("#router-name", "second-chat")
+    await page.click("form[aria-label='Add a model'] button[type=submit]")
+    await page.wait_for_selector("[data-router] h2:has-text('second-chat')")
+    await page.select_option("#provider-router", label="second-chat")
+    await page.fill("#provider-url", console.upstream.base_url)
+    await page.fill("#provider-model", "fake-chat")
+    await page.fill("#provider-key", "sk-provider-secret-123")
+    await page.click("form[aria-label='Add a provider'] button[type=submit]")
+    section = page.locator("[data-router]:has(h2:has-text('second-chat'))")
+    await section.locator("td:has-text('fake-chat')").wait_for()
+    assert "sk-provider-secret-123" not in await page.content()  # a provider's key is never shown back

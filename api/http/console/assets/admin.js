@@ -6,6 +6,10 @@
 import { h, replace, when, money, notice } from "./dom.js";
 import { barChart } from "./chart.js";
 
+const MODEL_TYPES = ["text-generation", "text-embeddings-inference", "automatic-speech-recognition", "text-classification",
+  "image-text-to-text", "image-to-text"];
+const PROVIDER_TYPES = ["vllm", "openai", "mistral", "albert", "tei", "anthropic", "bedrock", "azure"];
+
 const SECTIONS = [
   ["users", "Users"], ["roles", "Roles and models"], ["organizations", "Organisations"], ["keys", "Keys"],
   ["models", "Models and providers"], ["reports", "Usage reports"], ["policies", "Data policies"],
@@ -20,7 +24,7 @@ export async function adminView(app) {
   const ctx = { app, roles: roles.data, routers: routers.data };
   ctx.roleName = (id) => (ctx.roles.find((r) => r.id === id) || { name: `#${id}` }).name;
   ctx.routerName = (id) => (ctx.routers.find((r) => r.id === id) || { name: `#${id}` }).name;
-  const body = h("div");
+  const body = h("div", { role: "tabpanel" });
   const tabs = h("div", { role: "tablist", class: "tabs", "aria-label": "Administration" });
   const show = async (id) => {
     for (const tab of tabs.children) tab.setAttribute("aria-selected", String(tab.dataset.section === id));
@@ -130,8 +134,36 @@ const PAGES = {
       notice(`Role ${target.name} may use ${ctx.routerName(id)}.`);
       draw();
     });
+    const newName = h("input", { required: true, maxlength: 255 });
+    const permissions = ["admin", "create_public_collection", "read_metric", "provide_models"].map((name) =>
+      h("label", { class: "check" }, h("input", { type: "checkbox", value: name, name: "permission" }), ` ${name}`));
+    const createRole = form("Create a role", [field("role-name", "Name", newName), h("div", {}, h("label", { text: "Permissions" }), permissions)],
+      "Create", async () => {
+        const chosen = permissions.map((l) => l.firstChild).filter((box) => box.checked).map((box) => box.value);
+        const created = await app.api.post("/v1/admin/roles", { name: newName.value, permissions: chosen });
+        ctx.roles.push(await app.api.get(`/v1/admin/roles/${created.id}`));
+        for (const select of [role, limitRole]) select.append(h("option", { value: created.id, text: newName.value }));
+        notice(`Role ${newName.value} created.`);
+        newName.value = "";
+        draw();
+      });
+    const limitRole = h("select", {}, ctx.roles.map((r) => h("option", { value: r.id, text: r.name })));
+    const limitRouter = h("select", {}, ctx.routers.map((r) => h("option", { value: r.id, text: r.name })));
+    const limitType = h("select", {}, ["rpm", "rpd", "tpm", "tpd"].map((t) => h("option", { value: t, text: t })));
+    const limitValue = h("input", { type: "number", min: 0, step: 1, placeholder: "no limit" });
+    const setLimit = form("Set a limit", [field("limit-role", "Role", limitRole), field("limit-router", "Model", limitRouter),
+      field("limit-type", "Limit", limitType), field("limit-value", "Value (0 forbids the model)", limitValue)], "Set", async () => {
+      const target = ctx.roles.find((r) => r.id === Number(limitRole.value));
+      const router = Number(limitRouter.value);
+      const value = limitValue.value === "" ? null : Number(limitValue.value);
+      const limits = [...target.limits.filter((l) => !(l.router === router && l.type === limitType.value)), { router, type: limitType.value, value }];
+      await app.api.patch(`/v1/admin/roles/${target.id}`, { limits });
+      target.limits = limits;
+      notice(`Role ${target.name}: ${limitType.value} on ${ctx.routerName(router)} set.`);
+      draw();
+    });
     draw();
-    return h("div", {}, grant, box);
+    return h("div", {}, createRole, grant, setLimit, box);
   },
 
   async organizations(ctx) {
@@ -182,7 +214,30 @@ const PAGES = {
       if (p.cooling) return "cooling down";
       return p.healthy === null ? "not checked yet" : p.healthy ? `healthy${p.latency_ms !== null ? ` (${p.latency_ms} ms)` : ""}` : `failing: ${p.error || ""}`;
     };
-    return h("div", {}, ctx.routers.map((r) => h("section", { class: "card", "data-router": r.id },
+    const routerName = h("input", { required: true, maxlength: 255 });
+    const routerType = h("select", {}, MODEL_TYPES.map((t) => h("option", { value: t, text: t })));
+    const addRouter = form("Add a model", [field("router-name", "Name", routerName), field("router-type", "Type", routerType)], "Add", async () => {
+      const created = await app.api.post("/v1/admin/routers", { name: routerName.value, type: routerType.value });
+      ctx.routers.push(await app.api.get(`/v1/admin/routers/${created.id}`));
+      notice(`Model ${routerName.value} added: give it a provider.`);
+      replace(document.querySelector("#view [role=tabpanel]"), await PAGES.models(ctx));
+    });
+    const providerRouter = h("select", {}, ctx.routers.map((r) => h("option", { value: r.id, text: r.name })));
+    const providerType = h("select", {}, PROVIDER_TYPES.map((t) => h("option", { value: t, text: t })));
+    const providerUrl = h("input", { type: "url", required: true, placeholder: "http://vllm:8000" });
+    const providerModel = h("input", { required: true, maxlength: 255, placeholder: "the model's name at the provider" });
+    const providerKey = h("input", { type: "password", autocomplete: "off", placeholder: "none" });
+    const addProvider = form("Add a provider", [field("provider-router", "Model", providerRouter), field("provider-type", "Type", providerType),
+      field("provider-url", "URL", providerUrl), field("provider-model", "Model name", providerModel), field("provider-key", "Key", providerKey)],
+    "Add", async () => {
+      // Tollgate checks the provider (a call its model must serve) before it keeps it.
+      await app.api.post("/v1/admin/providers", { router: Number(providerRouter.value), type: providerType.value, url: providerUrl.value,
+        model_name: providerModel.value, ...(providerKey.value ? { key: providerKey.value } : {}) });
+      providerKey.value = "";
+      notice("Provider added.");
+      replace(document.querySelector("#view [role=tabpanel]"), await PAGES.models(ctx));
+    });
+    return h("div", {}, addRouter, addProvider, ctx.routers.map((r) => h("section", { class: "card", "data-router": r.id },
       h("h2", { text: `${r.name} (${r.type})` }),
       table(`providers-${r.id}`, ["Provider", "Type", "URL", "Model", "Health"], providers.data.filter((p) => p.router === r.id).map((p) => h("tr", {},
         h("td", { text: `#${p.id}` }), h("td", { text: p.type }), h("td", { text: p.url }), h("td", { text: p.model_name }),
