@@ -34,7 +34,11 @@ async def purge_old_records(engine: AsyncEngine, retention_days: int, batch: int
             return purged
 
 
-async def purge_forever(engine: AsyncEngine, retention_days: int, every_seconds: float) -> None:
+async def purge_forever(engine: AsyncEngine, retention_days: int, every_seconds: float,
+                        first_after_seconds: float = 60.0) -> None:
+    # Not at start-up: a process's first minute has enough to write (and SQLite one writer),
+    # and records a minute older are no harm. (Conversation records are purged the same way.)
+    await asyncio.sleep(first_after_seconds)
     while True:
         try:
             purged = await purge_old_records(engine, retention_days)
