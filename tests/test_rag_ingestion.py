@@ -26,12 +26,10 @@ async def test_a_document_is_embedded_by_concurrent_calls_within_the_providers_c
         response = await rag.upload(user, collection, "harbours.md", text.encode(), chunk_size="50")
         assert response.status_code == 201, response.text
         document, seen = response.json()["id"], set()
-        started = asyncio.get_running_loop().time()
         while (info := (await client.get(f"/v1/documents/{document}", headers=user.headers)).json())["status"] == "processing":
             seen.add(info["progress"])
             await asyncio.sleep(0.02)
-        elapsed = asyncio.get_running_loop().time() - started
         assert info["status"] == "ready" and info["chunks"] == 24
         assert fake.max_in_flight == CAP  # concurrent calls, never past the provider's cap
         assert len({p for p in seen if 0 < p < 1}) >= 2  # progress shown as batches land
-        assert elapsed < 12 * 0.15  # one call at a time would take 1.8 s
+        # (How fast that is, is measured by bench/rag.py, not asserted here.)
