@@ -102,6 +102,8 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=settings.settings.shutdown_grace_seconds,
         proxy_headers=True,
         http="httptools",
+        # No websocket endpoint: uvicorn would otherwise import a websockets implementation.
+        ws="none",
     )
     if args.workers == 1:
         uvicorn.run("api.http.serving:create_served_app", **options)

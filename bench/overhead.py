@@ -318,6 +318,8 @@ def main() -> None:
 
         # Throughput runs alternate between targets, `--repeat` times, and the median is kept:
         # on a shared 2-core machine a single run of each drifts with everything else.
+        # Before any load: what start-up alone holds (imports, the tokenizer, the app).
+        at_start = {name: tree_rss(pid) for name, (_, _, _, pid) in targets.items()}
         for url, target_key, model, _ in targets.values():
             wrk(url, target_key, model, 4, 2)  # warm-up
         throughputs: dict[str, list[float]] = {name: [] for name in targets}
@@ -351,12 +353,15 @@ def main() -> None:
 
     direct = results["direct (fake upstream)"]
     print(f"| target | req/s at c={args.connections} | p50 at c=1 (ms) | p99 at c=1 (ms) | added p50 (ms) | added p99 (ms) "
-          "| own CPU per request (µs) | RSS per worker after load (MB) | RSS of the process tree (MB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| own CPU per request (µs) | RSS per worker at start (MB) | RSS per worker after load (MB) "
+          "| RSS of the process tree (MB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         total, workers = memory[name]
+        started = at_start[name][1]
         print(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p50'] - direct['p50']:+.2f} "
-              f"| {r['p99'] - direct['p99']:+.2f} | {r['cpu_us']:.0f} | {' / '.join(f'{w:.0f}' for w in workers)} | {total:.0f} |")
+              f"| {r['p99'] - direct['p99']:+.2f} | {r['cpu_us']:.0f} | {' / '.join(f'{w:.0f}' for w in started)} "
+              f"| {' / '.join(f'{w:.0f}' for w in workers)} | {total:.0f} |")
     passthrough = results.get("FastAPI + aiohttp pass-through")
     tollgates = [name for name in results if name.startswith("Tollgate")]
     print()

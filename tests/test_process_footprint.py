@@ -1,6 +1,6 @@
 """A process pays only for what it serves: with documents off, serving a chat call never
 imports the document stack (Qdrant Edge or client, the PDF readers, the text splitters), nor what
-only logins (password hashing) and provider keys (encryption) need."""
+only logins (password hashing), provider keys (encryption) and Bedrock providers (botocore) need."""
 
 import asyncio
 import json
@@ -12,7 +12,7 @@ from api.rag.parsing import Language
 from conftest import Models, Seeder
 
 DOCUMENT_STACK = ("qdrant_client", "qdrant_edge", "numpy", "pypdf", "pypdfium2", "PIL", "langchain_text_splitters", "langchain_core", "Stemmer")
-ON_DEMAND = (*DOCUMENT_STACK, "passlib", "argon2", "cryptography.fernet")  # redis-py imports bare `cryptography`
+ON_DEMAND = (*DOCUMENT_STACK, "passlib", "argon2", "cryptography.fernet", "botocore")  # redis-py imports bare `cryptography`
 
 # Builds and starts the app from the settings given as JSON, serves one chat call, and says
 # which of the document stack's modules the process then holds.

@@ -19,21 +19,23 @@ import base64
 import json
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-from botocore.eventstream import EventStreamBuffer, ParserError
-from botocore.session import Session
 
 from api.errors import InvalidRequestError
 from api.providers.base import (
     Endpoint, ProbeResult, ProviderAdapter, StreamTranslator, Upstream, UpstreamCheckError, WireRequest, completion_limit,
 )
 from api.providers.turns import BlockStyle, chat_completion, fold, function_tools, tool_call, usage_with_cache
+
+if TYPE_CHECKING:
+    from botocore.credentials import Credentials
+
+# botocore is imported where a Bedrock call first needs it, not with this module: every worker
+# imports the adapters, and botocore's session machinery alone holds 8 MB of every worker's
+# memory, which only a gateway with a Bedrock provider should pay.
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                 "guardrail_intervened": "content_filter", "content_filtered": "content_filter"}
@@ -186,6 +188,8 @@ class ConverseStream:
     and `[DONE]` come last."""
 
     def __init__(self, model: str) -> None:
+        from botocore.eventstream import EventStreamBuffer
+
         self._buffer = EventStreamBuffer()
         self._model = model
         self._id = f"chatcmpl-bedrock-{int(time.time() * 1000)}"
@@ -193,6 +197,8 @@ class ConverseStream:
         self._tools: dict[int, int] = {}  # content block index -> tool call index
 
     def feed(self, data: bytes) -> bytes:
+        from botocore.eventstream import ParserError
+
         self._buffer.add_data(data)
         out = bytearray()
         try:
@@ -260,6 +266,9 @@ class BedrockAdapter(ProviderAdapter):
         return f"{upstream.url}/model/{quote(upstream.model_name, safe='')}/{action}"
 
     def credentials(self, key: str | None) -> Credentials | None:
+        from botocore.credentials import Credentials
+        from botocore.session import Session
+
         if key:
             parts = key.split(":", 2)
             if len(parts) < 2:
@@ -270,6 +279,9 @@ class BedrockAdapter(ProviderAdapter):
         return self._chain
 
     def request(self, upstream: Upstream, endpoint: Endpoint, body: dict[str, Any]) -> WireRequest:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
         url = self.url(upstream, endpoint, body)
         data = json.dumps(self.request_body(endpoint, body)).encode()
         signed = AWSRequest(method="POST", url=url, data=data, headers={"Content-Type": "application/json"})
