@@ -37,6 +37,23 @@ async def test_a_call_is_charged_its_real_cost(client, models: Models, upstream)
     assert info["budget"] == pytest.approx((1_000_000_000 - SPENT) / 1e9)
 
 
+@pytest.mark.parametrize("budget", [9_007_199.254740993, 10**9], ids=["past-2^53-nanos", "largest-accepted"])
+async def test_the_largest_budgets_are_charged_to_the_nano(client, models: Models, upstream, budget) -> None:
+    """Past 2^53 nanos a double loses digits, and Redis's Lua writes 10^17 as 1e+17 (a 500 once)."""
+    user = await budgeted(client, models, upstream, budget=budget)
+    response = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+    assert response.status_code == 200
+    start = 9_007_199_254_740_993 if budget != 10**9 else 10**18
+    assert await db_budget(client, user.id) == start - SPENT
+    second = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+    assert second.status_code == 200 and await db_budget(client, user.id) == start - 2 * SPENT
+    # Set again by an administrator, with the balance already loaded in Redis.
+    patched = await client.patch(f"/v1/admin/users/{user.id}", json={"budget": budget}, headers=ADMIN)
+    assert patched.status_code == 204
+    third = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
+    assert third.status_code == 200 and await db_budget(client, user.id) == start - SPENT
+
+
 async def test_concurrent_calls_cannot_overspend(client, models: Models, upstream) -> None:
     # Room for exactly 10 reservations of 24 µ-units: 240 µ-units + a little.
     user = await budgeted(client, models, upstream, budget=0.000245)

@@ -119,7 +119,10 @@ if ARGV[1] == '' then
   return 0
 end
 current_epoch(KEYS[2], KEYS[3])
-redis.call('SET', KEYS[1], tonumber(ARGV[1]) - reserved_now(KEYS[2]))
+-- The argument's own digits, then Redis's integer arithmetic: a Lua number (a double) is exact
+-- to 2^53 nanos only, and is written as 1e+17 from 10^17 on.
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('DECRBY', KEYS[1], reserved_now(KEYS[2]))
 return 0
 """
 

@@ -182,8 +182,10 @@ for j = 1, h do
     else
       -- Loaded from the database's budget (or reloaded: Redis lost it). The holds `reserved`
       -- still counts are given back to it when their calls settle, so they are taken now.
-      left = tonumber(ARGV[field + 1]) - reserved_now(reserved)
-      redis.call('SET', balance, left)
+      -- Written from the argument's own digits, then adjusted by Redis's integer arithmetic: a
+      -- Lua number is a double, exact to 2^53 nanos only and written as 1e+17 from 10^17 on.
+      redis.call('SET', balance, ARGV[field + 1])
+      left = redis.call('DECRBY', balance, reserved_now(reserved))
       if ARGV[field + 2] ~= '' then
         redis.call('PEXPIRE', balance, ARGV[field + 2])
         redis.call('PEXPIRE', reserved, ARGV[field + 2])
