@@ -85,6 +85,11 @@ async def test_redact_replaces_matches_before_the_provider_sees_them_on_every_en
                                   "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]}),
         ("/v1/embeddings", {"model": "embed", "input": [text, "plain"]}),
         ("/v1/rerank", {"model": "rank", "query": text, "documents": [text, "plain"]}),
+        # The other ways to a chat model: Anthropic's Messages API and legacy completions.
+        ("/v1/messages", {"model": "chat", "max_tokens": 16, "system": text,
+                          "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]}),
+        ("/v1/completions", {"model": "chat", "prompt": text}),
+        ("/v1/completions", {"model": "chat", "prompt": [text, "plain"], "stream": True}),
     ]
     for path, body in calls:
         response = await client.post(path, json=body, headers=user.headers)
@@ -94,7 +99,7 @@ async def test_redact_replaces_matches_before_the_provider_sees_them_on_every_en
         assert secret not in upstream_text
     assert "Mail [EMAIL] about [PROJECT], card [CARD]" in upstream_text
     rows = [r for r in await usage_rows(client) if r.status == 200]
-    assert len(rows) == 4 and all("email:redact" in r.policies and "project:redact" in r.policies for r in rows)
+    assert len(rows) == len(calls) and all("email:redact" in r.policies and "project:redact" in r.policies for r in rows)
     assert not any("ada@" in (r.policies or "") for r in rows)
 
 

@@ -79,10 +79,18 @@ class Scanner:
         return b"".join(parts).decode()
 
 
-def scan_body(path: str, body: dict[str, Any], scanner: Scanner, findings: Findings) -> None:
-    """Apply the scanner's rules to the text a model endpoint's body sends upstream, in place: chat messages
-    (text parts of multimodal content too), embeddings input, rerank query and documents."""
-    if path.endswith("/chat/completions"):
+def scan_body(endpoint: str, body: dict[str, Any], scanner: Scanner, findings: Findings) -> None:
+    """Apply the scanner's rules to the text a body sends upstream, in place: chat messages (text
+    parts of multimodal content too; Anthropic's messages arrive translated), a completion's
+    prompt, embeddings input, rerank query and documents. `endpoint`: the upstream endpoint the
+    body is for (`/v1/chat/completions`...)."""
+    if endpoint.endswith("/v1/completions"):
+        prompt = body.get("prompt")
+        if isinstance(prompt, str):
+            body["prompt"] = scanner.scan(prompt, findings)
+        elif isinstance(prompt, list):  # texts, or token ids (not text: nothing to read)
+            body["prompt"] = [scanner.scan(item, findings) if isinstance(item, str) else item for item in prompt]
+    elif endpoint.endswith("/chat/completions"):
         for message in body.get("messages") or []:
             if not isinstance(message, dict):
                 continue
@@ -93,13 +101,13 @@ def scan_body(path: str, body: dict[str, Any], scanner: Scanner, findings: Findi
                 for part in content:
                     if isinstance(part, dict) and isinstance(part.get("text"), str):
                         part["text"] = scanner.scan(part["text"], findings)
-    elif path.endswith("/embeddings"):
+    elif endpoint.endswith("/embeddings"):
         inputs = body.get("input")
         if isinstance(inputs, str):
             body["input"] = scanner.scan(inputs, findings)
         elif isinstance(inputs, list):
             body["input"] = [scanner.scan(item, findings) if isinstance(item, str) else item for item in inputs]
-    elif path.endswith("/rerank"):
+    elif endpoint.endswith("/rerank"):
         if isinstance(body.get("query"), str):
             body["query"] = scanner.scan(body["query"], findings)
         if isinstance(body.get("documents"), list):

@@ -22,7 +22,8 @@ class ApplyPolicies:
             return
         findings = Findings()
         try:
-            scan_body(call.path, body, scanner, findings)
+            # By what the body is, not by the route that took it: /v1/messages is a chat.
+            scan_body(call.operation.endpoint, body, scanner, findings)
         finally:
             call.policy_findings = findings.summary()  # a refused call's record says why
 
