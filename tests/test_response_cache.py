@@ -141,3 +141,23 @@ async def test_embeddings_and_rerank_are_cached_too(client, models: Models, upst
         assert (first.headers["x-tollgate-cache"], second.headers["x-tollgate-cache"]) == ("miss", "hit"), path
         assert {k: v for k, v in second.json().items() if k != "usage"} == {k: v for k, v in first.json().items() if k != "usage"}
     assert len(upstream.received) - before == 2
+
+
+async def test_anthropic_messages_are_cached_with_the_chat_they_send(client, models: Models, upstream) -> None:
+    """/v1/messages sends the provider a chat: a second identical message is answered from the
+    cache, in Anthropic's shape, whole or as Anthropic's event stream."""
+    router = await cached_router(models, upstream)
+    user = await models.user_for(router)
+    message = {"model": "chat", "max_tokens": 5, "temperature": 0, "messages": [{"role": "user", "content": "one two three"}]}
+    first = await client.post("/v1/messages", json=message, headers=user.headers)
+    second = await client.post("/v1/messages", json=message, headers=user.headers)
+    streamed = await client.post("/v1/messages", json={**message, "stream": True}, headers=user.headers)
+    assert first.status_code == second.status_code == streamed.status_code == 200, (first.text, second.text, streamed.text)
+    assert [r.headers["x-tollgate-cache"] for r in (first, second, streamed)] == ["miss", "hit", "hit"]
+    assert provider_calls(upstream) == 1
+    assert second.json()["type"] == "message" and second.json()["content"] == first.json()["content"]
+    text = "".join(json.loads(line[6:]).get("delta", {}).get("text", "") for line in streamed.text.splitlines()
+                   if line.startswith("data: {") and '"content_block_delta"' in line)
+    assert text == first.json()["content"][0]["text"] and "event: message_stop" in streamed.text
+    rows = await usage_rows(client)
+    assert sorted(r.cached for r in rows) == [False, True, True]

@@ -68,19 +68,22 @@ class AnswerFromCache:
 def cache_key(call: Call) -> str | None:
     """The key `call`'s answer is kept under, or None when it is not to be cached."""
     router = call.router
-    if router is None or router.cache_ttl_seconds is None or not call.principal.use_cache or call.path not in CACHEABLE:
+    # By what the upstream request is, not by the route that took it: Anthropic's Messages API
+    # sends a chat, and shares its answers with /v1/chat/completions (each renders its own shape).
+    endpoint = call.operation.endpoint.value
+    if router is None or router.cache_ttl_seconds is None or not call.principal.use_cache or endpoint not in CACHEABLE:
         return None
     body = getattr(call.operation, "body", None)
     if not isinstance(body, dict):
         return None
-    if call.path == Endpoint.chat.value and not router.cache_any_temperature:
+    if endpoint == Endpoint.chat.value and not router.cache_any_temperature:
         temperature = body.get("temperature", DEFAULT_TEMPERATURE)
         if temperature != 0:
             return None
     principal = call.principal
     scope = f"org-{principal.organization_id}" if principal.organization_id is not None else f"user-{principal.user_id}"
     request = {field: value for field, value in body.items() if field not in DELIVERY_FIELDS}
-    text = json.dumps([scope, router.id, call.path, request], sort_keys=True, separators=(",", ":"), default=str)
+    text = json.dumps([scope, router.id, endpoint, request], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
