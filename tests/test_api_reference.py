@@ -93,6 +93,7 @@ async def test_swagger_ui_lists_the_operations_with_no_other_host_reachable(offl
     assert await operations.count() > 30
     assert await page.locator(".opblock-summary-path", has_text="/v1/chat/completions").count() == 1
     assert await page.locator(".opblock-summary-path", has_text="/v1/me/usage").count() == 1
+    assert await page.locator(".opblock-summary-path", has_text="/v1/messages").count() == 1  # Anthropic's API
     assert offline.blocked == [], "the page tried to load from another host"
     assert offline.failed == []
 

@@ -41,7 +41,7 @@ CHECKS = [not_a_server_error, status_code_conformance, response_schema_conforman
 # instead of stopping at "model not found".
 MODEL_FOR_PATH = {
     "/v1/chat/completions": "chat", "/v1/completions": "chat", "/v1/embeddings": "embeddings", "/v1/rerank": "rerank",
-    "/v1/audio/transcriptions": "audio", "/v1/ocr": "ocr",
+    "/v1/audio/transcriptions": "audio", "/v1/ocr": "ocr", "/v1/messages": "chat",
 }
 
 # Requests that would take the callers' own keys, permissions, budget or routers away half-way

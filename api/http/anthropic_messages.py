@@ -164,6 +164,18 @@ def _usage(usage: dict[str, Any]) -> dict[str, Any]:
             "cost": usage.get("cost"), "carbon": usage.get("carbon")}
 
 
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Anthropic's error shape: every error of /v1/messages."""
+
+    type: Literal["error"]
+    error: ErrorDetail
+
+
 def error_body(status: int, detail: Any) -> dict[str, Any]:
     kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     text = detail if isinstance(detail, str) else json.dumps(detail, default=str)[:2000]

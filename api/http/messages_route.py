@@ -26,7 +26,7 @@ from api.calls.operations import Chat
 from api.calls.streaming import ChatStreamRelay
 from api.common import jsonutil
 from api.errors import DomainError
-from api.http.anthropic_messages import MessageEvents, MessagesRequest, chat_request, error_body, message
+from api.http.anthropic_messages import ErrorResponse, MessageEvents, MessagesRequest, chat_request, error_body, message
 from api.http.context import AppContext
 from api.http.error_handlers import error_status, validation_details
 from api.http.responses import ChatStreamResponse, FastJSONResponse
@@ -76,6 +76,24 @@ async def _replayed(call: Call) -> AsyncIterator[bytes]:
         yield block
 
 
+ERROR_STATUSES = (400, 401, 402, 403, 404, 413, 429, 500, 502, 503, 504)
+
+
 def add_messages_route(app: FastAPI) -> None:
     app.add_route(PATH, create_message, methods=["POST"], include_in_schema=False)
+
+    async def messages(request: Request, body: MessagesRequest) -> Response:
+        """Anthropic's Messages API on any chat model: `x-api-key` or `Authorization: Bearer`;
+        the answer, its event stream (`stream: true`) and every error in Anthropic's shapes."""
+        return await create_message(request)
+
+    # Documents the route in the API reference, as routes/models.py does for the JSON model
+    # routes: the plain route above matches first and serves every request.
+    app.add_api_route(
+        PATH, messages, methods=["POST"], tags=["anthropic"], summary="Create a message (Anthropic's Messages API)",
+        response_model=None,
+        responses={200: {"description": "A message, or its event stream (`text/event-stream`) when `stream` is true",
+                         "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {}}},
+                   **{status: {"model": ErrorResponse, "description": "An error, in Anthropic's shape"} for status in ERROR_STATUSES}},
+    )
 
