@@ -257,7 +257,9 @@ async def test_a_worker_dying_mid_ingestion_loses_nothing_and_duplicates_nothing
     document = (await rag.upload(user, collection, "six.pdf", make_pdf(pages))).json()["id"]
     context = client.app.state.context  # type: ignore[attr-defined]
 
-    embedding_upstream.behaviour.delay_seconds = 0.05
+    # Slow enough that the worker is still mid-document when the test sees 30% done, even on a
+    # loaded machine (each progress read may take a while then).
+    embedding_upstream.behaviour.delay_seconds = 0.25
     worker = asyncio.ensure_future(context.ingestion.run_once())
     while (await client.get(f"/v1/documents/{document}", headers=user.headers)).json()["progress"] < 0.3:
         await asyncio.sleep(0.01)

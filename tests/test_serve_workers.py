@@ -64,7 +64,7 @@ async def test_a_drain_refuses_new_connections_on_every_worker_while_the_calls_i
     await models.provider(router, upstream.base_url)
     user = await models.user_for(router)
     upstream.behaviour.chunk_delay_seconds = 0.2
-    upstream.behaviour.reply_words = 10
+    upstream.behaviour.reply_words = 25  # 5 s: still streaming while the drain is checked
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = serve_workers(process_config(tmp_path / "drain.yml", client, backend), port)
@@ -78,7 +78,11 @@ async def test_a_drain_refuses_new_connections_on_every_worker_while_the_calls_i
                 chunks = response.aiter_raw()
                 received += await anext(chunks)
                 process.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.3)
+                # The supervisor takes the signal when it next runs: on a loaded machine, later
+                # than any fixed pause. Once it has, nothing new may be accepted.
+                deadline = time.monotonic() + 3
+                while await asyncio.to_thread(connect_outcome, port) != "refused" and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
                 outcomes = await asyncio.gather(*(asyncio.to_thread(connect_outcome, port) for _ in range(12)))
                 async for chunk in chunks:
                     received += chunk
