@@ -20,7 +20,7 @@ import json
 import socket
 from dataclasses import dataclass, field
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -243,7 +243,7 @@ async def test_a_429_with_an_http_date_retry_after(client, models: Models, upstr
     await models.provider(router, upstream.base_url)
     user = await models.user_for(router)
     upstream.behaviour.fail_status = 429
-    upstream.behaviour.retry_after = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    upstream.behaviour.retry_after = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     response = await client.post("/v1/chat/completions", json={"model": "chat", "messages": MESSAGES}, headers=user.headers)
     assert response.status_code == 429
     assert 1 <= int(response.headers["retry-after"]) <= 30

@@ -133,7 +133,8 @@ class CompoundType(StrEnum):
 
 class CompoundFilter(RequestModel):
     type: CompoundType
-    filters: Annotated[list[Union[ComparisonFilter, CompoundFilter]], Field(min_length=1, max_length=32)]
+    # Union, not `|`: the class refers to itself, and `|` cannot take a name not yet defined.
+    filters: Annotated[list[Union[ComparisonFilter, CompoundFilter]], Field(min_length=1, max_length=32)]  # noqa: UP007
 
 
 MetadataFilter = ComparisonFilter | CompoundFilter
