@@ -134,8 +134,6 @@ async def test_completions_whole_and_streamed(client, models: Models, llama: str
 
 
 async def test_probes_leave_a_generating_server_alone(app_factory, llama: str) -> None:
-    from conftest import Seeder
-
     client = await app_factory(gateway={"health_check_seconds": 0.2, "health_check_timeout_seconds": 1})
     models = Models(client, Seeder(client))
     user = await gemma(models, llama)
@@ -172,7 +170,7 @@ desk, which lends a spare machine the same day.
 # (Each section is a chunk of its own at a chunk_size of 300 characters.)
 QUESTIONS = {
     "Where should I put my vehicle when I come to the office?": "## Parking",
-    "How many vacation days do I get each year?": "## Annual leave",
+    "How much time off am I entitled to annually?": "## Annual leave",
     "When do I get my money back after a work journey?": "## Travel expenses",
     "Who fixes my broken computer?": "## Laptops",
 }
@@ -270,7 +268,7 @@ async def test_chat_with_search_answers_from_the_document(app_factory, encoders:
     user: SeededUser = await rag.models.user_for(rag.router, chat)
     collection = await rag.collection(user)
     await rag.ingest(user, collection, "handbook.md", HANDBOOK.encode(), chunk_size="300")
-    question = [{"role": "user", "content": "How many vacation days do I get each year?"}]
+    question = [{"role": "user", "content": "How many days of paid holiday do I get each year?"}]
     body = {"messages": question, "max_tokens": 20, "temperature": 0}
     answer = await sdk(rag.client, user.key).chat.completions.create(
         model="chat", **body, extra_body={"search": True, "search_args": {"collection_ids": [collection], "limit": 1}})
