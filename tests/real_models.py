@@ -283,6 +283,8 @@ async def test_chat_with_search_answers_from_the_document(app_factory, encoders:
 # --- Transcription: whisper tiny.en (tests/real_model_server.py), speech by espeak-ng ---
 
 SPOKEN = "The invoice for the blue bicycle arrives on Tuesday morning."
+# What must be heard, whatever a version of espeak-ng or whisper makes of the small words.
+HEARD = {"invoice", "blue", "bicycle", "arrives", "tuesday", "morning"}
 
 
 def words(text: str) -> list[str]:
@@ -302,12 +304,12 @@ async def test_a_transcription_returns_the_words_and_is_accounted(client, models
     await models.provider(router, encoders, model_name=WHISPER_MODEL, type="openai")  # its probe: silence, transcribed
     user = await models.user_for(router)
     transcript = await sdk(client, user.key).audio.transcriptions.create(model="transcription", file=("spoken.wav", speech))
-    assert words(transcript.text) == words(SPOKEN), transcript.text
+    assert HEARD <= set(words(transcript.text)), transcript.text
     usage = transcript.usage.model_dump()  # Tollgate's usage, in place of the server's (seconds of audio)
     assert usage["prompt_tokens"] == 0 and usage["completion_tokens"] > 0 and usage["cost"] > 0
     as_text = await sdk(client, user.key).audio.transcriptions.create(model="transcription", file=("spoken.wav", speech),
                                                                        response_format="text")
-    assert words(as_text) == words(SPOKEN)
+    assert HEARD <= set(words(as_text)), as_text
     rows = [r for r in await usage_rows(client) if r.endpoint == "/v1/audio/transcriptions" and r.user_id == user.id]
     assert [(r.status, r.completion_tokens) for r in rows] == [(200, usage["completion_tokens"])] * 2
     assert all(r.cost_nanos > 0 for r in rows)
