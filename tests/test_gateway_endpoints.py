@@ -56,6 +56,9 @@ async def test_audio_transcription_multipart(client, models: Models, upstream) -
     audio = b"RIFF" + b"\x00" * 64_000
     transcript = await sdk(client, user.key).audio.transcriptions.create(model="whisper", file=("speech.wav", audio, "audio/wav"))
     assert transcript.text == f"transcribed {len(audio)} bytes"
+    # OpenAI's typed usage (the provider's audio seconds) stays, with Tollgate's accounting beside it.
+    assert transcript.usage.type == "duration" and transcript.usage.seconds >= 1
+    assert transcript.usage.model_extra["completion_tokens"] > 0 and "cost" in transcript.usage.model_extra
     sent = upstream.received[-1]
     assert sent.path == "/v1/audio/transcriptions" and sent.body["model"] == "fake-chat"
     rows = await usage_rows(client)

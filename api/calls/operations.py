@@ -213,7 +213,13 @@ class Transcription(Defaults):
             return
         answer = answer_object(call, reply.body)
         text = answer.get("text") if isinstance(answer.get("text"), str) else ""
-        call.tokens(0, count_text(text))  # a transcript is generated text: its tokens are the completion
+        tokens = count_text(text)
+        call.tokens(0, tokens)  # a transcript is generated text: its tokens are the completion
+        # OpenAI's transcription usage names what it counts (`type`: the audio's `duration` in
+        # seconds, or `tokens`); the provider's is kept, and one without it gets the token form.
+        # `Price` adds Tollgate's own fields (tokens, cost, carbon) to it.
+        if not (isinstance(answer.get("usage"), dict) and "type" in answer["usage"]):
+            answer["usage"] = {"type": "tokens", "input_tokens": 0, "output_tokens": tokens, "total_tokens": tokens}
         call.answer = answer
 
 

@@ -164,7 +164,10 @@ class Price:
             "requests": 1,
         }
         if call.answer is not None:
-            call.answer["usage"] = call.usage
+            reported = call.answer.get("usage")
+            # A transcription's usage says what it counts (`type`): kept, with Tollgate's beside it.
+            typed = reported if isinstance(reported, dict) and "type" in reported else {}
+            call.answer["usage"] = {**typed, **call.usage} if typed else call.usage
 
 
 class Forward:
