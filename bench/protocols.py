@@ -82,7 +82,7 @@ def main() -> None:
         if args.no_direct:
             targets = {name: target for name, target in targets.items() if name.startswith("Tollgate")}
         for url, target_key, body, path, headers, _ in targets.values():
-            wrk(url, target_key, "", 4, 2, body=body, path=path, headers_sent=headers)  # warm-up
+            wrk(url, target_key, "", 4, 2, body=body, path=path, headers_sent=headers, tollgate=url == tollgate)  # warm-up
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
         for round_number in range(args.repeat):
             # The order turns each round: a run must not pay for the one before it (the usage
@@ -91,8 +91,9 @@ def main() -> None:
             names = names[round_number % len(names):] + names[:round_number % len(names)]
             for name in names:
                 url, target_key, body, path, headers, pid = targets[name]
+                # A run at Tollgate ends once its usage writer has written the run's records.
                 runs[name].append(wrk(url, target_key, "", args.connections, args.duration, pid, body=body, path=path,
-                                      headers_sent=headers))
+                                      headers_sent=headers, tollgate=url == tollgate))
 
     results = {name: {field: statistics.median(run[field] for run in runs[name]) for field in ("rps", "p50", "p99", "cpu_us")}
                for name in targets}
