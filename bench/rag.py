@@ -81,7 +81,7 @@ async def load(vectors: VectorStore, corpus: Corpus, collection: int, first_docu
         for i in range(count):
             by_document.setdefault(first_document + (start + i) // 1000, []).append(i)
         for document, indices in by_document.items():
-            await vectors.upsert(collection, document, [chunks[i] for i in indices], [embedded[i] for i in indices],
+            await vectors.upsert(collection, collection, document, [chunks[i] for i in indices], [embedded[i] for i in indices],
                                  ready=True, created=0)
 
 
@@ -92,7 +92,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def timed(vectors: VectorStore, corpus: Corpus, collection: int, queries: int) -> dict[str, tuple[float, float]]:
     figures = {}
-    scope = Scope([collection], [])
+    scope = Scope([collection], [], {collection: collection})  # each tenant owns one collection
     asked = [corpus.query() for _ in range(queries)]
     for method in SearchMethod:
         times = []
