@@ -109,7 +109,7 @@ def build_engine(settings: QdrantSettings, collection: str) -> Engine:
     from api.rag.edge_engine import EdgeEngine
 
     assert settings.path is not None
-    return EdgeEngine(settings.path, collection)
+    return EdgeEngine(settings.path, collection, settings.open_shards)
 
 
 class VectorStore:
