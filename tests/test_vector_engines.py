@@ -244,3 +244,13 @@ async def test_an_upgrade_from_one_shard_for_everyone_gives_each_owner_theirs(tm
         await store.close()
     assert sorted(p.name for p in (root / "shards").iterdir()) == ["1", "2"]
     assert (root / "edge-before-shards").is_dir() and not (root / "edge").exists()
+
+
+async def test_a_split_interrupted_after_its_copy_was_in_place_is_finished(tmp_path: Path) -> None:
+    from api.rag.upgrade import upgrade_needed
+
+    root = tmp_path / "vectors"
+    (root / "shards" / "1").mkdir(parents=True)
+    (root / "edge").mkdir()  # renamed last: still there when the process stopped just before
+    assert not upgrade_needed(str(root), "chunks", str(root / "shards"))
+    assert (root / "edge-before-shards").is_dir() and not (root / "edge").exists()
