@@ -205,7 +205,7 @@ class QdrantSettings(_Section):
     api_key: str | None = None
     open_shards: int = Field(
         default=64, ge=1,
-        description="The embedded store keeps a shard per owner: how many may be open at once (each ~70 files and its memory maps).",
+        description="The embedded store keeps a shard per owner: how many may be open at once (each holds the memory maps of its files).",
     )
 
     @model_validator(mode="after")

@@ -43,8 +43,8 @@ log = logging.getLogger("tollgate.vectors")
 SHARDS_FOLDER = "shards"  # one shard per owner (`edge_shards.py`)
 DIMENSIONS_FILE = "edge.json"
 SEARCH_THREADS = 4
-# Owners' shards open at once: each holds ~70 files (a few dozen descriptors) and its memory
-# maps; a shard closed by this bound is reopened in ~0.1 s by its owner's next call.
+# Owners' shards open at once: each holds the memory maps of its files (hundreds for a large
+# shard); a shard closed by this bound is reopened by its owner's next call (0.1-0.3 s).
 OPEN_SHARDS = 64
 
 

@@ -3,8 +3,9 @@ and kept open for the next call, at most `limit` at once.
 
 One shard per owner keeps a tenant's searches and writes to its own segments: another
 tenant's data, however large, is never opened, scanned nor indexed on their behalf. Each open
-shard holds memory maps and a few dozen file descriptors, so the least recently used shard
-is closed once more than `limit` are open. A shard in use (a search, a write, an optimiser
+shard holds the memory maps of its files (66 files for a small shard, 353 for one of 100,000
+chunks; measured here, one file descriptor stays open per shard), so the least recently used
+shard is closed once more than `limit` are open. A shard in use (a search, a write, an optimiser
 run) is never closed under its caller: the limit is then exceeded until the call ends.
 """
 
@@ -102,7 +103,7 @@ class Shards:
     def _acquire(self, owner: int, create: bool) -> edge.EdgeShard | None:
         import qdrant_edge as edge
 
-        with self._lock:  # opening is quick (memory maps: ~0.1 s for a 100k-chunk shard at most)
+        with self._lock:  # opening maps files: ~0.1 s for a small shard, ~0.3 s for 100,000 chunks here
             shard = self._open.get(owner)
             if shard is None:
                 path = self.path(owner)

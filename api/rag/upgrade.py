@@ -11,7 +11,7 @@ Two earlier layouts, in turn:
 Each copy is built in a folder of its own and renamed into place only once complete, so an
 interrupted copy starts again at the next start. The old folders are then kept, renamed, as
 backups that nothing reads (delete them once satisfied). The split reads and writes every
-vector once and then builds each shard's HNSW graph: minutes per million chunks on two cores.
+vector once and then builds each shard's HNSW graph, much as loading the chunks anew.
 """
 
 from __future__ import annotations
