@@ -38,6 +38,7 @@ from api.quota.quotas import Quotas
 from api.quota.rate_limits import Limiter
 from api.quota.store import MemoryQuotaStore, QuotaStore, RedisQuotaStore
 from api.quota.windows import LimitStore, MemoryLimitStore, RedisLimitStore
+from api.rag.collections import collection_owners
 from api.rag.embedder import Embedder
 from api.rag.ingestion import Ingestion
 from api.rag.ocr import Ocr
@@ -205,8 +206,13 @@ def open_rag(settings: Settings, stores: Stores, calls: CallPath, stack: AsyncEx
     """`ingest`: run the ingestion loop in this process (stopped before the usage writer, so the
     embedding calls it made are still recorded)."""
     rag = settings.settings.rag
+
+    async def owners() -> dict[int, int]:
+        async with stores.session_factory() as session:
+            return await collection_owners(session)
+
     vectors = VectorStore(settings.dependencies.qdrant, rag.qdrant_collection, enabled=rag.vector_store_model is not None,
-                          lexical_language=rag.lexical_language)
+                          lexical_language=rag.lexical_language, owners=owners)
     stack.push_async_callback(vectors.close)
     embedder = Embedder(calls.pipeline, rag.vector_store_model, calls.catalog)
     ingestion = Ingestion(stores.session_factory, vectors, embedder, calls.authenticator, rag)

@@ -203,6 +203,10 @@ class QdrantSettings(_Section):
     path: str | None = "./data/qdrant"
     url: str | None = None
     api_key: str | None = None
+    open_shards: int = Field(
+        default=64, ge=1,
+        description="The embedded store keeps a shard per owner: how many may be open at once (each holds the memory maps of its files).",
+    )
 
     @model_validator(mode="after")
     def _one_location(self) -> QdrantSettings:

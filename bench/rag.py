@@ -7,8 +7,9 @@ another tenant holding 10x the data, and ingestion throughput through the API.
 1. Search: for each size, a fresh store gets one tenant's chunks (a collection of `size`
    chunks), indexed (the optimiser, as ingestion triggers it); `--queries` queries per method
    are timed at the vector store (the query's embedding excluded: it is the model's time).
-   Then another tenant's collection of `--other-factor` x size chunks (at most `--max-other`)
-   is added and indexed, and the first tenant's queries are timed again. Vectors come from a
+   Then another tenant (another owner, so in the embedded store a shard of their own) gets a
+   collection of `--other-factor` x size chunks (at most `--max-other`), indexed, and the first
+   tenant's queries are timed again. Vectors come from a
    fast fake embedder: clustered random vectors (numpy), texts of topic words and Zipf-spread
    filler words, so HNSW and the lexical index see realistic shapes, not real meaning.
 2. Ingestion: a generated PDF is uploaded through the API against the fake upstream, whose
@@ -81,7 +82,7 @@ async def load(vectors: VectorStore, corpus: Corpus, collection: int, first_docu
         for i in range(count):
             by_document.setdefault(first_document + (start + i) // 1000, []).append(i)
         for document, indices in by_document.items():
-            await vectors.upsert(collection, document, [chunks[i] for i in indices], [embedded[i] for i in indices],
+            await vectors.upsert(collection, collection, document, [chunks[i] for i in indices], [embedded[i] for i in indices],
                                  ready=True, created=0)
 
 
@@ -92,7 +93,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def timed(vectors: VectorStore, corpus: Corpus, collection: int, queries: int) -> dict[str, tuple[float, float]]:
     figures = {}
-    scope = Scope([collection], [])
+    scope = Scope([collection], [], {collection: collection})  # each tenant owns one collection
     asked = [corpus.query() for _ in range(queries)]
     for method in SearchMethod:
         times = []

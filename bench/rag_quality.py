@@ -140,7 +140,7 @@ async def evaluate(chunks: int, questions: int) -> None:
         vectors = VectorStore(None, "quality", engine=EdgeEngine(tmp, "quality"))
         for document, texts in documents.items():
             new = [NewChunk(i, text, {}) for i, text in enumerate(texts, start=1)]
-            await vectors.upsert(1, document, new, [model.embed(t) for t in texts], ready=True, created=0)
+            await vectors.upsert(1, 1, document, new, [model.embed(t) for t in texts], ready=True, created=0)
         print(f"{sum(len(t) for t in documents.values())} chunks in {len(documents)} documents; "
               f"{len(asked) // 2} paraphrased and {len(asked) // 2} keyword questions\n")
         print("| method | paraphrased Recall@5 | paraphrased MRR@10 | keyword Recall@5 | keyword MRR@10 |")
@@ -150,7 +150,7 @@ async def evaluate(chunks: int, questions: int) -> None:
             for question in asked:
                 query = SearchQuery(text=question.text, vector=model.embed(question.text), metadata_filter=None, limit=10,
                                     offset=0, **variant)  # type: ignore[arg-type]
-                found = [(c.document_id, c.chunk_id) for c, _ in await vectors.search(Scope([1], []), query)]
+                found = [(c.document_id, c.chunk_id) for c, _ in await vectors.search(Scope([1], [], {1: 1}), query)]
                 target = (question.document, question.chunk)
                 rank = found.index(target) + 1 if target in found else None
                 scores[question.kind].append((1.0 if rank and rank <= 5 else 0.0, 1 / rank if rank else 0.0))

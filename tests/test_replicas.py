@@ -357,7 +357,7 @@ async def test_a_worker_killed_mid_ingestion_loses_no_document_and_duplicates_no
     # The worker's Qdrant folder holds each chunk once: nothing of the killed attempt is left.
     vectors = VectorStore(QdrantSettings(path=str(config.with_suffix(".qdrant"))), client.app.state.context.settings.settings.rag.qdrant_collection)
     try:
-        stored = await vectors.chunks(document, 0, 100)
+        stored = await vectors.chunks(user.id, document, 0, 100)
         assert sorted(c.content for c in stored) == sorted(pages) and await vectors.count(document_id=document) == 12
     finally:
         await vectors.close()

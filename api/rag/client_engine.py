@@ -1,5 +1,9 @@
 """The chunk store on a Qdrant server, through qdrant-client (`dependencies.qdrant.url`).
 
+One collection holds every owner's chunks: the collections named in each filter keep tenants
+apart, and the server's payload index on `collection_id` keeps each query to their points, so
+the owners the engine is told about need no filter of their own.
+
 qdrant-client's local mode (a folder, Python all the way down) speaks the same API: the
 contract tests use it to stand in for a server, and `upgrade.py` reads the folders that
 earlier versions of Tollgate wrote with it.
@@ -14,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from api.errors import InvalidRequestError
-from api.rag.engine import DENSE, SPARSE, Hit, PointData, Sparse, Where
+from api.rag.engine import DENSE, SPARSE, CollectionOwners, Hit, PointData, Sparse, Where
 from api.rag.schemas import ComparisonFilter, ComparisonType, CompoundFilter, CompoundType, MetadataFilter
 
 if TYPE_CHECKING:
@@ -116,10 +120,13 @@ class ClientEngine:
                 )
         self._dimensions = dimensions
 
+    async def upgrade(self, owners: CollectionOwners) -> None:
+        """Nothing to move: this layout has not changed."""
+
     async def exists(self) -> bool:
         return self._dimensions is not None or await self._client.collection_exists(self._collection)
 
-    async def upsert(self, points: list[PointData]) -> None:
+    async def upsert(self, owner: int, points: list[PointData]) -> None:
         from qdrant_client import models
 
         await self._client.upsert(self._collection, wait=True, points=[
@@ -147,7 +154,7 @@ class ClientEngine:
         )
         return [(int(p.id), p.payload or {}) for p in points], None if following is None else int(following)  # type: ignore[arg-type]
 
-    async def retrieve(self, point: int) -> dict[str, Any] | None:
+    async def retrieve(self, point: int, owners: tuple[int, ...] | None) -> dict[str, Any] | None:
         points = await self._client.retrieve(self._collection, ids=[point], with_payload=True)
         return (points[0].payload or {}) if points else None
 

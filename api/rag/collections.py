@@ -98,6 +98,14 @@ async def readable_collection_ids(session: AsyncSession, caller: Principal) -> l
     return list((await session.execute(select(Collection.id).where(readable(caller)))).scalars())  # type: ignore[arg-type]
 
 
+async def collection_owners(session: AsyncSession, collection_ids: list[int] | None = None) -> dict[int, int]:
+    """Each collection's owner (of these collections, or of all): whose vector shard holds it."""
+    query = select(Collection.id, Collection.user_id)
+    if collection_ids is not None:
+        query = query.where(Collection.id.in_(collection_ids))
+    return {collection_id: owner for collection_id, owner in (await session.execute(query)).all()}
+
+
 async def get_collection(session: AsyncSession, caller: Principal, collection_id: int) -> CollectionOut:
     row = (
         await session.execute(_listing().where(Collection.id == collection_id, readable(caller)))  # type: ignore[arg-type]
@@ -124,6 +132,6 @@ async def delete_collection(session: AsyncSession, vectors: VectorStore, caller:
     """Delete the collection, its documents and every vector of theirs. Vectors go first: if
     that fails, the collection is still there to delete again, and nothing is orphaned."""
     collection = await writable_collection(session, caller, collection_id)
-    await vectors.delete(collection_id=collection_id)
+    await vectors.delete(collection.user_id, collection_id=collection_id)
     await session.delete(collection)
     await session.commit()

@@ -61,7 +61,8 @@ async def create_document(
     metadata: dict[str, Any],
     max_upload_bytes: int,
 ) -> Document:
-    """A document: from a file (checked now, ingested by a job) or empty, to fill with chunks."""
+    """A document: from a file (checked now, ingested by a job) or empty, to fill with chunks.
+    Its owner is its collection's, whose vector shard (`VectorStore`) holds its chunks."""
     owner = owner_of(caller)
     await writable_collection(session, caller, collection_id)
     if upload is None:
@@ -139,7 +140,7 @@ async def documents_collections(session: AsyncSession, caller: Principal, docume
 
 async def delete_document(session: AsyncSession, vectors: VectorStore, caller: Principal, document_id: int) -> None:
     document = await writable_document(session, caller, document_id)
-    await vectors.delete(document_id=document_id)
+    await vectors.delete(document.user_id, document_id=document_id)
     await session.delete(document)
     await session.commit()
 
@@ -151,7 +152,7 @@ async def add_chunks(
     document = await writable_document(session, caller, document_id)
     if document.status != DocumentStatus.ready.value:
         raise ConflictError(f"Document {document_id} is {document.status}: chunks can be added once it is ready")
-    collection_id = document.collection_id
+    collection_id, owner = document.collection_id, document.user_id
     embedder.check_lengths([chunk.content for chunk in chunks], "Chunk")
     await session.rollback()  # no transaction held during the embedding call
     embedded, usage = await embedder.embed(caller, [chunk.content for chunk in chunks])
@@ -168,7 +169,7 @@ async def add_chunks(
     ids = list(range(first - len(chunks), first))
     new = [NewChunk(chunk_id, chunk.content, dict(chunk.metadata or {})) for chunk_id, chunk in zip(ids, chunks, strict=True)]
     try:
-        await vectors.upsert(collection_id, document_id, new, embedded, ready=True, created=int(datetime.now(UTC).timestamp()))
+        await vectors.upsert(owner, collection_id, document_id, new, embedded, ready=True, created=int(datetime.now(UTC).timestamp()))
     except BaseException:
         await session.execute(update(Document).where(Document.id == document_id).values(chunks=Document.chunks - len(chunks)))
         await session.commit()
@@ -179,22 +180,22 @@ async def add_chunks(
 async def list_chunks(
     session: AsyncSession, vectors: VectorStore, caller: Principal, document_id: int, offset: int, limit: int
 ) -> list[ChunkOut]:
-    await readable_document(session, caller, document_id)
-    return [chunk_out(chunk) for chunk in await vectors.chunks(document_id, offset, limit)]
+    document = await readable_document(session, caller, document_id)
+    return [chunk_out(chunk) for chunk in await vectors.chunks(document.user_id, document_id, offset, limit)]
 
 
 async def get_chunk(session: AsyncSession, vectors: VectorStore, caller: Principal, document_id: int, chunk_id: int) -> ChunkOut:
-    await readable_document(session, caller, document_id)
-    chunk = await vectors.chunk(document_id, chunk_id)
+    document = await readable_document(session, caller, document_id)
+    chunk = await vectors.chunk(document.user_id, document_id, chunk_id)
     if chunk is None or chunk.document_id != document_id:
         raise NotFoundError(f"Chunk {chunk_id} of document {document_id} not found")
     return chunk_out(chunk)
 
 
 async def delete_chunk(session: AsyncSession, vectors: VectorStore, caller: Principal, document_id: int, chunk_id: int) -> None:
-    await writable_document(session, caller, document_id)
-    if await vectors.chunk(document_id, chunk_id) is None:
+    owner = (await writable_document(session, caller, document_id)).user_id
+    if await vectors.chunk(owner, document_id, chunk_id) is None:
         raise NotFoundError(f"Chunk {chunk_id} of document {document_id} not found")
-    await vectors.delete(document_id=document_id, chunk_id=chunk_id)
+    await vectors.delete(owner, document_id=document_id, chunk_id=chunk_id)
     await session.execute(update(Document).where(Document.id == document_id).values(chunks=Document.chunks - 1))
     await session.commit()

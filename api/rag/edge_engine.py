@@ -1,14 +1,21 @@
 """The chunk store in-process on Qdrant Edge (`qdrant-edge-py`): Qdrant's own engine, with HNSW,
 payload indexes and sparse vectors, in a folder under `dependencies.qdrant.path`.
 
+Each owner (the user whose collections hold the chunks) has a shard of their own under
+`shards/<owner>` (`edge_shards.py`): a tenant's searches, writes and indexing never touch
+another tenant's segments, so another tenant's volume does not slow them, and IDF, computed per
+shard, never mixes tenants. A search over several owners' collections (the caller's and public
+ones) asks each of their shards and merges the hits by score.
+
 Edge runs no background services: this engine decides when to index. Points are searchable
 as soon as they are written (a segment not yet indexed is scanned, through the payload index
-of its tenant field). Whenever a document is made searchable, `written()` asks one background
-thread to run the optimiser, which builds the HNSW graph of a segment grown past Qdrant's
-indexing threshold (10 MB of vectors) and does nothing, at once, otherwise. Only one run at a
-time; a request during a run makes one more run after it. Segments are bounded (SEGMENT_KB)
-because the optimiser holds Python's GIL while it runs: each run then lasts a second or two
-per ~20,000 new chunks, instead of minutes once a single segment has grown large.
+of its collection field). Whenever a document is made searchable, `written()` asks one
+background thread to run the optimiser on the shards written to, which builds the HNSW graph
+of a segment grown past Qdrant's indexing threshold (10 MB of vectors) and does nothing, at
+once, otherwise. One run at a time; a write during a run makes one more run of its shard after
+it. Segments are bounded (`edge_shards.SEGMENT_KB`) because the optimiser holds Python's GIL
+while it runs: each run then lasts a second or two per ~20,000 new chunks, instead of minutes
+once a single segment has grown large.
 
 A folder can be held by one process: several processes need a Qdrant server.
 """
@@ -24,7 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from api.errors import InvalidRequestError
-from api.rag.engine import DENSE, SPARSE, Hit, PointData, Sparse, Where
+from api.rag.edge_shards import Shards, upsert_operation
+from api.rag.engine import CollectionOwners, Hit, PointData, Sparse, Where
 from api.rag.schemas import ComparisonFilter, ComparisonType, CompoundFilter, CompoundType, MetadataFilter
 
 if TYPE_CHECKING:
@@ -32,15 +40,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tollgate.vectors")
 
-SHARD_FOLDER = "edge"
+SHARDS_FOLDER = "shards"  # one shard per owner (`edge_shards.py`)
 DIMENSIONS_FILE = "edge.json"
 SEARCH_THREADS = 4
-# The optimiser holds Python's GIL while it runs (qdrant-edge-py 0.9): the whole process waits.
-# Bounded segments keep each run short: the HNSW graph of one segment of ~30 MB of vectors
-# (~20,000 × 384-d) is built in 1-2 s here, where one segment of 100,000 took 104 s; searches
-# over the segments stay fast (docs/performance.md).
-SEGMENT_KB = 30_000
-SEGMENTS = 8
+# Owners' shards open at once: each holds the memory maps of its files (hundreds for a large
+# shard); a shard closed by this bound is reopened by its owner's next call (0.1-0.3 s).
+OPEN_SHARDS = 64
 
 
 def metadata_condition(node: MetadataFilter) -> Any:
@@ -72,128 +77,122 @@ def to_filter(where: Where) -> edge.Filter:
     return edge.Filter(must=must)
 
 
-def shard_config(dimensions: int) -> edge.EdgeConfig:
-    import qdrant_edge as edge
-
-    return edge.EdgeConfig(
-        vectors={DENSE: edge.EdgeVectorParams(size=dimensions, distance=edge.Distance.Cosine)},
-        sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
-        optimizers=edge.EdgeOptimizersConfig(max_segment_size=SEGMENT_KB, default_segment_number=SEGMENTS),
-    )
-
-
-def create_shard(path: str, dimensions: int) -> edge.EdgeShard:
-    """A new shard, its tenant field indexed (with HNSW links of its own per collection) and
-    its document field indexed for lookups only."""
-    import qdrant_edge as edge
-
-    shard = edge.EdgeShard.create(path, shard_config(dimensions))
-    shard.update(edge.UpdateOperation.create_field_index(
-        "collection_id", edge.IntegerIndexParams(lookup=True, range=False, is_principal=True)))
-    shard.update(edge.UpdateOperation.create_field_index(
-        "document_id", edge.IntegerIndexParams(lookup=True, range=False, enable_hnsw=False)))
-    return shard
-
-
-def upsert_operation(points: list[PointData]) -> edge.UpdateOperation:
-    import qdrant_edge as edge
-
-    return edge.UpdateOperation.upsert_points([
-        edge.Point(id=point.id, payload=point.payload,
-                   vector={DENSE: point.dense, SPARSE: edge.SparseVector(indices=point.sparse.indices, values=point.sparse.values)})
-        for point in points
-    ])
-
-
 class EdgeEngine:
-    def __init__(self, path: str, collection: str) -> None:
+    def __init__(self, path: str, collection: str, open_shards: int = OPEN_SHARDS) -> None:
         """`path`: the embedded store's folder; `collection`: the name an earlier version's
-        qdrant-client local mode gave its data there (moved over on first open, `upgrade.py`)."""
+        qdrant-client local mode gave its data there (moved over by `upgrade`, `upgrade.py`);
+        `open_shards`: how many owners' shards may stay open at once."""
         self._root = path
-        self._path = os.path.join(path, SHARD_FOLDER)
         self._collection = collection
-        self._shard: edge.EdgeShard | None = None
-        self._opened = False
+        self._shards = Shards(os.path.join(path, SHARDS_FOLDER), open_shards)
+        self._checked = False
         self._dimensions: int | None = None
         self._threads = ThreadPoolExecutor(max_workers=SEARCH_THREADS, thread_name_prefix="qdrant-edge")
         self._open_lock = threading.Lock()
         self._optimiser_lock = threading.Lock()
         self._optimiser: threading.Thread | None = None  # while a run is asked for or going on
-        self._optimise_again = False
+        self._unindexed: set[int] = set()  # owners written to since their last optimiser run
         self._closing = False
 
     async def _run(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
-    def _open(self) -> edge.EdgeShard | None:
-        """The shard, if there is one yet (created by the first `ensure`)."""
-        import qdrant_edge as edge
+    async def upgrade(self, owners: CollectionOwners) -> None:
+        from api.rag.upgrade import split_by_owner, upgrade_needed
 
-        from api.rag.upgrade import migrate_local_mode
+        if await self._run(upgrade_needed, self._root, self._collection, self._shards.folder):
+            found = await owners()
+            await self._run(split_by_owner, self._root, self._collection, self._shards.folder, found)
+
+    def _check(self) -> None:
+        """Once: the store's vector size, if it has been created (by the first `ensure`)."""
+        from api.rag.upgrade import legacy_layout
 
         with self._open_lock:
-            if not self._opened:
-                if not os.path.isdir(self._path):
-                    migrate_local_mode(self._root, self._collection, self._path)
-                if os.path.isdir(self._path):
-                    self._dimensions = read_dimensions(self._root)
-                    # With the configuration of this version (its segment bounds), when known.
-                    config = shard_config(self._dimensions) if self._dimensions else None
-                    self._shard = edge.EdgeShard.load(self._path, config)
-                self._opened = True
-            return self._shard
+            if not self._checked:
+                if legacy_layout(self._root, self._collection, self._shards.folder):
+                    raise RuntimeError(f"{self._root} holds chunks in an earlier version's layout: upgrade() moves them first")
+                self._dimensions = self._shards.dimensions = read_dimensions(self._root)
+                self._checked = True
 
     def _ensure(self, dimensions: int) -> None:
-        self._open()
+        self._check()
         with self._open_lock:
-            if self._shard is None:
-                write_dimensions(self._root, dimensions)  # first: a shard is never left without its size
-                self._shard = create_shard(self._path, dimensions)
-                self._dimensions = dimensions
+            if self._dimensions is None:
+                write_dimensions(self._root, dimensions)
+                os.makedirs(self._shards.folder, exist_ok=True)
+                self._dimensions = self._shards.dimensions = dimensions
         if self._dimensions != dimensions:
             raise InvalidRequestError(
                 f"The vector store holds {self._dimensions}-dimension vectors; the embedding model gives {dimensions}"
             )
 
     async def ensure(self, dimensions: int) -> None:
-        if self._dimensions != dimensions or self._shard is None:
+        if self._dimensions != dimensions:
             await self._run(self._ensure, dimensions)
 
     async def exists(self) -> bool:
-        return (self._shard if self._opened else await self._run(self._open)) is not None
+        if not self._checked:
+            await self._run(self._check)
+        return self._dimensions is not None
 
-    def _ready(self) -> edge.EdgeShard:
-        assert self._shard is not None
-        return self._shard
+    def _owners(self, owners: tuple[int, ...] | None) -> list[int]:
+        return list(owners) if owners is not None else self._shards.owners()
 
-    async def upsert(self, points: list[PointData]) -> None:
-        await self._run(lambda: self._ready().update(upsert_operation(points)))
+    def _each(self, where: Where, action: Any) -> list[Any]:
+        """`action(shard)` on each shard of `where`'s owners that exists, one after the other."""
+        results = []
+        for owner in self._owners(where.owners):
+            with self._shards.use(owner) as shard:
+                if shard is not None:
+                    results.append(action(shard))
+        return results
+
+    def _upsert(self, owner: int, points: list[PointData]) -> None:
+        with self._shards.use(owner, create=True) as shard:
+            assert shard is not None
+            shard.update(upsert_operation(points))
+        with self._optimiser_lock:
+            self._unindexed.add(owner)
+
+    async def upsert(self, owner: int, points: list[PointData]) -> None:
+        await self._run(self._upsert, owner, points)
 
     async def set_payload(self, where: Where, payload: dict[str, Any]) -> None:
         import qdrant_edge as edge
 
-        await self._run(lambda: self._ready().update(edge.UpdateOperation.set_payload_by_filter(to_filter(where), payload)))
+        operation = edge.UpdateOperation.set_payload_by_filter(to_filter(where), payload)
+        await self._run(self._each, where, lambda shard: shard.update(operation))
+        with self._optimiser_lock:  # its segments change: payload indexes, and HNSW links per collection
+            self._unindexed.update(self._owners(where.owners))
 
     async def delete(self, where: Where) -> None:
         import qdrant_edge as edge
 
-        await self._run(lambda: self._ready().update(edge.UpdateOperation.delete_points_by_filter(to_filter(where))))
+        operation = edge.UpdateOperation.delete_points_by_filter(to_filter(where))
+        await self._run(self._each, where, lambda shard: shard.update(operation))
 
     async def count(self, where: Where) -> int:
         import qdrant_edge as edge
 
-        return await self._run(lambda: self._ready().count(edge.CountRequest(exact=True, filter=to_filter(where))))
+        request = edge.CountRequest(exact=True, filter=to_filter(where))
+        return sum(await self._run(self._each, where, lambda shard: shard.count(request)))
 
     async def scroll(self, where: Where, start: int, limit: int) -> tuple[list[tuple[int, dict[str, Any]]], int | None]:
         import qdrant_edge as edge
 
         request = edge.ScrollRequest(offset=start, limit=limit, filter=to_filter(where), with_payload=True, with_vector=False)
-        records, following = await self._run(lambda: self._ready().scroll(request))
-        return [(int(r.id), r.payload or {}) for r in records], None if following is None else int(following)
+        pages = await self._run(self._each, where, lambda shard: shard.scroll(request))
+        # Each shard's first `limit` points from `start`: the first `limit` of them all are among them.
+        points = sorted((int(r.id), r.payload or {}) for records, _ in pages for r in records)
+        if len(points) > limit:
+            return points[:limit], points[limit][0]
+        following = [int(after) for _, after in pages if after is not None]
+        return points, min(following, default=None)
 
-    async def retrieve(self, point: int) -> dict[str, Any] | None:
-        records = await self._run(lambda: self._ready().retrieve([point], True, False))
-        return (records[0].payload or {}) if records else None
+    async def retrieve(self, point: int, owners: tuple[int, ...] | None) -> dict[str, Any] | None:
+        found = await self._run(self._each, Where({}, owners=owners), lambda shard: shard.retrieve([point], True, False))
+        return next(((records[0].payload or {}) for records in found if records), None)
 
     async def nearest(
         self, using: str, vector: list[float] | Sparse, where: Where, limit: int, score_threshold: float | None,
@@ -211,18 +210,19 @@ class EdgeEngine:
             limit=limit, query=edge.Query.Nearest(query, using=using), filter=to_filter(where),
             score_threshold=score_threshold, params=params, with_payload=True, with_vector=False,
         )
-        points = await self._run(lambda: self._ready().query(request))
-        return [(point.payload or {}, float(point.score)) for point in points]
+        found = await self._run(self._each, where, lambda shard: shard.query(request))
+        # Several owners (a caller's collections and public ones): each shard's best, merged.
+        hits = [(point.payload or {}, float(point.score)) for points in found for point in points]
+        return sorted(hits, key=lambda hit: -hit[1])[:limit] if len(found) > 1 else hits
 
     # indexing
 
     def written(self) -> None:
-        """Run the optimiser in the background (one run at a time; a request during a run
-        makes one more run after it)."""
+        """Run the optimiser on the shards written to, in the background (one run at a time; a
+        write during a run makes one more run of its shard after it)."""
         with self._optimiser_lock:
-            if self._shard is None or self._closing:
+            if not self._unindexed or self._closing:
                 return
-            self._optimise_again = True
             if self._optimiser is None:
                 self._optimiser = threading.Thread(target=self._optimise, name="qdrant-edge-optimiser", daemon=True)
                 self._optimiser.start()
@@ -230,30 +230,39 @@ class EdgeEngine:
     def _optimise(self) -> None:
         while True:
             with self._optimiser_lock:
-                if not self._optimise_again or self._closing:
+                if not self._unindexed or self._closing:
                     self._optimiser = None
                     return
-                self._optimise_again = False
-            try:
-                self._ready().optimize()
-            except Exception:  # noqa: BLE001  (indexing is an optimisation: searches still scan)
-                log.exception("the vector store's optimiser failed")
+                owner = min(self._unindexed)
+                self._unindexed.discard(owner)
+            self._optimise_shard(owner)
+
+    def _optimise_shard(self, owner: int) -> None:
+        try:
+            with self._shards.use(owner) as shard:
+                if shard is not None:
+                    shard.optimize()
+        except Exception:  # noqa: BLE001  (indexing is an optimisation: searches still scan)
+            log.exception("the vector store's optimiser failed on the shard of owner %s", owner)
 
     async def optimise_now(self) -> None:
-        """Index now and wait (benchmarks)."""
+        """Index every shard now and wait (benchmarks)."""
         optimiser = self._optimiser
         if optimiser is not None:
             await asyncio.to_thread(optimiser.join)
-        await self._run(lambda: self._ready().optimize())
+        for owner in self._shards.owners():
+            await self._run(self._optimise_shard, owner)
+
+    def open_shards(self) -> int:
+        """How many owners' shards are open (tests)."""
+        return self._shards.open_count()
 
     async def close(self) -> None:
         self._closing = True
         optimiser = self._optimiser
         if optimiser is not None:
             await asyncio.to_thread(optimiser.join)  # an optimisation in progress cannot be interrupted
-        if self._shard is not None:
-            shard, self._shard = self._shard, None
-            await self._run(shard.close)
+        await self._run(self._shards.close_all)
         self._threads.shutdown(wait=False)
 
 

@@ -3,14 +3,18 @@
 (`client_engine.py`). The store (`vectors.py`) decides what to ask; an engine only speaks its
 library's dialect. Both pass the same contract tests (tests/test_vector_engines.py).
 
-One engine holds every tenant's chunks in one place, each point carrying its `collection_id`
-and `document_id` (both indexed). Every read names the collections it may touch, and lexical
-statistics (IDF) are computed over those collections only: what another tenant stores changes
-neither a caller's scores nor which points a query reads.
+Each point carries its `collection_id` and `document_id` (both indexed), and belongs to an
+owner: the user whose collection holds it. Every write names the owner, every read the owners
+(and the collections) it may touch. Qdrant Edge keeps each owner in a shard of its own, so a
+tenant's searches and writes never open another tenant's segments; a Qdrant server keeps one
+collection and filters on the collections. Lexical statistics (IDF) are computed over the
+searched collections of one owner: what another tenant stores changes neither a caller's scores
+nor which points a query reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,13 +46,16 @@ class PointData:
 @dataclass(frozen=True)
 class Where:
     """Points whose integer fields each match one of the values given, and the caller's own
-    metadata filter (which narrows, never widens)."""
+    metadata filter (which narrows, never widens), among the points of `owners` (None: every
+    owner's, for maintenance and tests; the application always names them)."""
 
     fields: dict[str, list[int]]
     metadata: MetadataFilter | None = None
+    owners: tuple[int, ...] | None = None
 
 
 Hit = tuple[dict[str, Any], float]  # a point's payload and its score
+CollectionOwners = Callable[[], Awaitable[dict[int, int]]]  # each collection's owner (the database's)
 
 
 class Engine(Protocol):
@@ -56,9 +63,13 @@ class Engine(Protocol):
         """Create the store for vectors of this size, or check the existing one holds them
         (InvalidRequestError when it does not)."""
 
+    async def upgrade(self, owners: CollectionOwners) -> None:
+        """Bring a store written by an earlier version to this version's layout (asked before
+        any other call); `owners` is awaited only when there is something to move."""
+
     async def exists(self) -> bool: ...
 
-    async def upsert(self, points: list[PointData]) -> None: ...
+    async def upsert(self, owner: int, points: list[PointData]) -> None: ...
 
     async def set_payload(self, where: Where, payload: dict[str, Any]) -> None: ...
 
@@ -69,14 +80,14 @@ class Engine(Protocol):
     async def scroll(self, where: Where, start: int, limit: int) -> tuple[list[tuple[int, dict[str, Any]]], int | None]:
         """Points in id order from `start`: (id, payload) pairs and the next id, None at the end."""
 
-    async def retrieve(self, point: int) -> dict[str, Any] | None: ...
+    async def retrieve(self, point: int, owners: tuple[int, ...] | None) -> dict[str, Any] | None: ...
 
     async def nearest(
         self, using: str, vector: list[float] | Sparse, where: Where, limit: int, score_threshold: float | None,
         idf_corpus: Where | None,
     ) -> list[Hit]:
         """The `limit` best points by one vector; a sparse query's IDF is computed over
-        `idf_corpus` only."""
+        `idf_corpus` only (whose owners are `where`'s: one, for a sparse query)."""
 
     def written(self) -> None:
         """A batch of writes is complete (a document made searchable): the engine may index."""

@@ -139,25 +139,27 @@ class Ingestion:
             await self._finish(document_id, DocumentStatus.failed, error=f"Gave up after {document.attempts - 1} attempts")
             return
         try:
-            await self._vectors.delete(document_id=document_id)  # what an interrupted attempt left
+            await self._vectors.delete(document.user_id, document_id=document_id)  # what an interrupted attempt left
             chunks = await asyncio.to_thread(self._chunks, content, document.options, self._embedder.chunk_tokens())
             await self._heartbeat(document_id, 0, len(chunks))
             caller = await self._authenticator.principal_for_user(document.user_id, key_name="ingestion")
             created = int(datetime.now(UTC).timestamp())
-            await self._embed_all(caller, document.collection_id, document_id, chunks, created)
-            await self._vectors.mark_ready(document.collection_id, document_id)
+            await self._embed_all(caller, document.user_id, document.collection_id, document_id, chunks, created)
+            await self._vectors.mark_ready(document.user_id, document.collection_id, document_id)
             await self._finish(document_id, DocumentStatus.ready, chunks=len(chunks))
         except DocumentGone:
-            await self._vectors.delete(document_id=document_id)
+            await self._vectors.delete(document.user_id, document_id=document_id)
         except FINAL_ERRORS as error:
-            await self._vectors.delete(document_id=document_id)
+            await self._vectors.delete(document.user_id, document_id=document_id)
             await self._finish(document_id, DocumentStatus.failed, error=error.detail)
         except DomainError as error:
             # Provider trouble: leave the claim to expire and try again (up to the attempt limit).
             log.warning("ingestion of document %s failed (attempt %s): %s", document_id, document.attempts, error.detail)
             await self._retry_later(document_id, document.attempts, error.detail)
 
-    async def _embed_all(self, caller: object, collection_id: int, document_id: int, chunks: list[NewChunk], created: int) -> None:
+    async def _embed_all(
+        self, caller: object, owner: int, collection_id: int, document_id: int, chunks: list[NewChunk], created: int
+    ) -> None:
         """Embed and store the chunks, batch by batch, with up to `embedding_concurrency` calls
         at once (each still waits for a slot under the provider's QoS), the document's progress
         moving on as each batch is stored. The first failure stops the others."""
@@ -169,7 +171,7 @@ class Ingestion:
             nonlocal done
             for batch in batches:  # shared: each takes the next batch left
                 vectors = await self._embed(caller, [chunk.content for chunk in batch])
-                await self._vectors.upsert(collection_id, document_id, batch, vectors, ready=False, created=created)
+                await self._vectors.upsert(owner, collection_id, document_id, batch, vectors, ready=False, created=created)
                 done += len(batch)
                 await self._heartbeat(document_id, done, len(chunks))
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.identity.principal import Principal
-from api.rag.collections import readable_collection, readable_collection_ids
+from api.rag.collections import collection_owners, readable_collection, readable_collection_ids
 from api.rag.documents import chunk_out, documents_collections
 from api.rag.embedder import EMPTY_USAGE, Embedder, add_usage
 from api.rag.schemas import SearchArgs, SearchMethod, SearchResult
@@ -29,7 +29,8 @@ async def scope_for(session: AsyncSession, caller: Principal, args: SearchArgs) 
             collection_ids.update(by_document.values())
     if not args.collection_ids and not args.document_ids:
         collection_ids.update(await readable_collection_ids(session, caller))
-    return Scope(sorted(collection_ids), sorted(set(args.document_ids)))
+    owners = await collection_owners(session, sorted(collection_ids)) if collection_ids else {}
+    return Scope(sorted(owners), sorted(set(args.document_ids)), owners)
 
 
 async def search(

@@ -3,19 +3,23 @@ whichever engine holds them (`engine.py`): Qdrant Edge in-process by default, a 
 when `dependencies.qdrant.url` is set.
 
 Each point carries a dense vector (the embedding model's) and a sparse lexical one (BM25 term
-weights, Qdrant's IDF modifier), its collection and document. Every query is filtered to what
-the caller may read, and lexical statistics are computed over the same collections only.
+weights, Qdrant's IDF modifier), its collection and document, and belongs to the collection's
+owner (the embedded engine keeps a shard per owner). Every query is filtered to what the caller
+may read, and lexical statistics are computed over the same collections of one owner only: a
+search reaching several owners' collections (the caller's and public ones) ranks each owner's
+chunks lexically by that owner's statistics, then merges them by score, on either engine.
 Hybrid search asks the engine for both rankings and fuses them here (`fusion.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from api.rag.engine import DENSE, SPARSE, Engine, Hit, PointData, Sparse, Where, point_id
+from api.rag.engine import DENSE, SPARSE, CollectionOwners, Engine, Hit, PointData, Sparse, Where, point_id
 from api.rag.fusion import cap_per_group, dbsf, rrf
 from api.rag.schemas import FusionMethod, MetadataFilter, SearchMethod
 from api.settings import QdrantSettings
@@ -51,10 +55,18 @@ class StoredChunk:
 @dataclass(frozen=True)
 class Scope:
     """What a search may reach: chunks of these collections (already checked readable),
-    optionally only of these documents. Documents still being ingested are never reached."""
+    optionally only of these documents. Documents still being ingested are never reached.
+    `owners`: each collection's owner."""
 
     collection_ids: list[int]
     document_ids: list[int]
+    owners: dict[int, int]
+
+    def by_owner(self) -> dict[int, list[int]]:
+        grouped: dict[int, list[int]] = {}
+        for collection_id in self.collection_ids:
+            grouped.setdefault(self.owners[collection_id], []).append(collection_id)
+        return grouped
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,7 @@ def build_engine(settings: QdrantSettings, collection: str) -> Engine:
     from api.rag.edge_engine import EdgeEngine
 
     assert settings.path is not None
-    return EdgeEngine(settings.path, collection)
+    return EdgeEngine(settings.path, collection, settings.open_shards)
 
 
 class VectorStore:
@@ -106,10 +118,15 @@ class VectorStore:
 
     def __init__(
         self, settings: QdrantSettings | None, collection: str, enabled: bool = True, lexical_language: str = "english",
-        engine: Engine | None = None,
+        engine: Engine | None = None, owners: CollectionOwners | None = None,
     ) -> None:
-        """`engine`: one already built (the contract tests); else built from `settings`."""
+        """`engine`: one already built (the contract tests); else built from `settings`.
+        `owners`: each collection's owner, from the database, for an upgrade that moves chunks
+        (`Engine.upgrade`); without it, a store in an earlier layout is refused."""
         self._settings = settings
+        self._owners = owners
+        self._upgraded = owners is None
+        self._upgrade_lock = asyncio.Lock()
         self._collection = collection
         self._lexical_language = lexical_language
         self._enabled = enabled
@@ -132,17 +149,29 @@ class VectorStore:
             self._engine = build_engine(self._settings, self._collection)
         return self._engine
 
+    async def _ready(self) -> Engine:
+        """The engine, its store upgraded first if an earlier version wrote it."""
+        if not self._upgraded:
+            async with self._upgrade_lock:
+                if not self._upgraded:
+                    assert self._owners is not None
+                    await self.engine.upgrade(self._owners)
+                    self._upgraded = True
+        return self.engine
+
     async def close(self) -> None:
         if self._engine is not None:
             await self._engine.close()
 
     async def ensure(self, dimensions: int) -> None:
         """Create the store on first use, sized for the embedding model."""
-        await self.engine.ensure(dimensions)
+        await (await self._ready()).ensure(dimensions)
 
     async def upsert(
-        self, collection_id: int, document_id: int, chunks: list[NewChunk], vectors: list[list[float]], ready: bool, created: int
+        self, owner: int, collection_id: int, document_id: int, chunks: list[NewChunk], vectors: list[list[float]], ready: bool,
+        created: int,
     ) -> None:
+        """`owner`: the collection's."""
         await self.ensure(len(vectors[0]))
         points = []
         for chunk, vector in zip(chunks, vectors, strict=True):
@@ -157,33 +186,35 @@ class VectorStore:
                     "reversed": _reversed(chunk.metadata), "created": created,
                 },
             ))
-        await self.engine.upsert(points)
+        await self.engine.upsert(owner, points)
         if ready:
             self.engine.written()
 
     async def _exists(self) -> bool:
-        return self._enabled and await self.engine.exists()
+        return self._enabled and await (await self._ready()).exists()
 
     @staticmethod
-    def _where(**fields: int) -> Where:
+    def _where(owner: int | None, **fields: int) -> Where:
         # A collection's chunks: searchable ones and those of documents still ingesting.
-        return Where({key: [value, -value] if key == "collection_id" else [value] for key, value in fields.items()})
+        return Where({key: [value, -value] if key == "collection_id" else [value] for key, value in fields.items()},
+                     owners=None if owner is None else (owner,))
 
-    async def mark_ready(self, collection_id: int, document_id: int) -> None:
+    async def mark_ready(self, owner: int, collection_id: int, document_id: int) -> None:
         """Make a document's chunks searchable, all at once."""
         if await self._exists():
-            await self.engine.set_payload(self._where(document_id=document_id), {"collection_id": collection_id})
+            await self.engine.set_payload(self._where(owner, document_id=document_id), {"collection_id": collection_id})
             self.engine.written()
 
-    async def delete(self, **fields: int) -> None:
-        """Delete every point matching all `fields` (collection_id, document_id, chunk_id)."""
+    async def delete(self, owner: int | None, **fields: int) -> None:
+        """Delete every point of `owner` (None: of anyone) matching all `fields` (collection_id,
+        document_id, chunk_id)."""
         if await self._exists():
-            await self.engine.delete(self._where(**fields))
+            await self.engine.delete(self._where(owner, **fields))
 
-    async def count(self, **fields: int) -> int:
-        return await self.engine.count(self._where(**fields)) if await self._exists() else 0
+    async def count(self, owner: int | None = None, **fields: int) -> int:
+        return await self.engine.count(self._where(owner, **fields)) if await self._exists() else 0
 
-    async def chunks(self, document_id: int, offset: int, limit: int) -> list[StoredChunk]:
+    async def chunks(self, owner: int, document_id: int, offset: int, limit: int) -> list[StoredChunk]:
         """A document's chunks in id order."""
         if not await self._exists():
             return []
@@ -192,7 +223,7 @@ class VectorStore:
         end = point_id(document_id + 1, 0)
         skipped = 0
         while len(found) < limit and start is not None:
-            points, start = await self.engine.scroll(self._where(document_id=document_id), start, min(256, offset + limit))
+            points, start = await self.engine.scroll(self._where(owner, document_id=document_id), start, min(256, offset + limit))
             for identity, payload in points:
                 if identity >= end:
                     continue
@@ -204,10 +235,10 @@ class VectorStore:
                     break
         return found
 
-    async def chunk(self, document_id: int, chunk_id: int) -> StoredChunk | None:
+    async def chunk(self, owner: int, document_id: int, chunk_id: int) -> StoredChunk | None:
         if not await self._exists():
             return None
-        payload = await self.engine.retrieve(point_id(document_id, chunk_id))
+        payload = await self.engine.retrieve(point_id(document_id, chunk_id), (owner,))
         return _stored(payload) if payload else None
 
     async def search(self, scope: Scope, query: SearchQuery) -> list[tuple[StoredChunk, float]]:
@@ -215,11 +246,11 @@ class VectorStore:
             return []
         # Tenancy first: whatever the caller's own filters say, only these collections; and
         # lexical statistics over them alone.
+        owners = scope.by_owner()
         tenancy: dict[str, list[int]] = {"collection_id": scope.collection_ids}
         if scope.document_ids:
             tenancy["document_id"] = scope.document_ids
-        corpus = Where(tenancy)
-        where = Where(tenancy, query.metadata_filter)
+        where = Where(tenancy, query.metadata_filter, tuple(owners))
         depth = query.offset + query.limit
         fused = query.method is SearchMethod.hybrid
         fetch = min(MAX_CANDIDATES, depth * CANDIDATES) if fused or query.max_chunks_per_document else depth
@@ -232,7 +263,7 @@ class VectorStore:
             weights.append(query.semantic_weight)
         if query.method is not SearchMethod.semantic:
             sparse = Sparse(*self._lexical.query_weights(query.text))
-            lists.append(await self.engine.nearest(SPARSE, sparse, where, fetch, None, corpus) if sparse.indices else [])
+            lists.append(await self._lexical_hits(sparse, owners, tenancy, query.metadata_filter, fetch) if sparse.indices else [])
             weights.append(query.lexical_weight)
         if not fused:
             ranked: list[Hit] = lists[0]
@@ -242,3 +273,16 @@ class VectorStore:
             ranked = rrf(lists, weights, max(1, query.rrf_k), key=_identity)
         ranked = cap_per_group(ranked, query.max_chunks_per_document, group=lambda payload: payload["document_id"])
         return [(_stored(payload), score) for payload, score in ranked[query.offset:depth]]
+
+    async def _lexical_hits(
+        self, sparse: Sparse, owners: dict[int, list[int]], tenancy: dict[str, list[int]], metadata: MetadataFilter | None,
+        fetch: int,
+    ) -> list[Hit]:
+        """The best `fetch` chunks by words, each owner's scored with IDF over that owner's
+        searched collections (one query per owner), merged by score."""
+        hits: list[Hit] = []
+        for owner, collection_ids in owners.items():
+            mine = {**tenancy, "collection_id": collection_ids}
+            hits += await self.engine.nearest(
+                SPARSE, sparse, Where(mine, metadata, (owner,)), fetch, None, Where(mine, owners=(owner,)))
+        return sorted(hits, key=lambda hit: -hit[1])[:fetch] if len(owners) > 1 else hits

@@ -1,0 +1,55 @@
+"""Tenants apart in the embedded store: each user's chunks in a shard of their own. What another
+user uploads, publishes or deletes changes nothing of a user's results (and, in the contract
+tests, not even another tenant's shard destroyed on disk: tests/test_vector_engines.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ragkit import Rag
+
+MINE = {
+    "cats.md": "# Cats\n\nCats are small domestic felines. A cat purrs, sleeps most of the day and hunts mice.",
+    "bread.md": "# Bread\n\nBaking bread needs flour, water, yeast and salt; the dough rises before it goes in the oven.",
+}
+QUERY = "cats hunt mice, bread needs flour"
+
+
+async def test_another_users_uploads_and_deletions_leave_your_results_alone(rag: Rag) -> None:
+    alice, bob = await rag.user(), await rag.user(permissions=["create_public_collection"])
+    mine = await rag.collection(alice)
+    for name, text in MINE.items():
+        await rag.ingest(alice, mine, name, text.encode())
+
+    async def results(**scope: object) -> dict[str, list[tuple[int, str, float]]]:
+        found = {}
+        for method in ("semantic", "lexical", "hybrid"):
+            response = await rag.search(alice, QUERY, method=method, **scope)
+            assert response.status_code == 200, response.text
+            found[method] = [(r["chunk"]["document_id"], r["chunk"]["content"], r["score"]) for r in response.json()["data"]]
+        return found
+
+    before = await results()
+    assert all(len(hits) == 2 for hits in before.values())
+    # Bob's many documents, full of the same words, one collection of them public.
+    theirs = await rag.collection(bob, "theirs")
+    public = await rag.collection(bob, "shared", visibility="public")
+    for n in range(3):
+        await rag.ingest(bob, theirs, f"memo{n}.md", ("cats mice bread flour " * 30 + f"memo {n}").encode())
+    await rag.ingest(bob, public, "handbook.md", b"Our cats hunt mice in the bakery; bread needs flour.")
+    assert await results(collection_ids=[mine]) == before
+    # Searching everything Alice may read reaches Bob's public chunk too, her own chunks scored
+    # as before by either method (each owner's lexical statistics are their own; a hybrid
+    # score is relative to the other candidates, so it moves with them).
+    everything = await results()
+    for method, hits in everything.items():
+        assert any(content.startswith("Our cats") for _, content, _ in hits), method
+        if method != "hybrid":
+            assert {h for h in hits if not h[1].startswith("Our cats")} == set(before[method]), method
+
+    settings = rag.client.app.state.context.settings  # type: ignore[attr-defined]
+    folder = Path(settings.dependencies.qdrant.path) / "shards"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([str(alice.id), str(bob.id)])
+    for collection in (theirs, public):
+        assert (await rag.client.delete(f"/v1/collections/{collection}", headers=bob.headers)).status_code == 204
+    assert await results() == before
