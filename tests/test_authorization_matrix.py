@@ -39,6 +39,8 @@ MATRIX: list[tuple[str, str, object, str]] = [
     ("POST", "/v1/chat/completions", {"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
      "401 401 401 200 404 404 404 200"),
     ("POST", "/v1/completions", {"model": "chat", "prompt": "hi"}, "401 401 401 200 404 404 404 200"),
+    ("POST", "/v1/messages", {"model": "chat", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+     "401 401 401 200 404 404 404 200"),  # Anthropic's Messages API: the chat's rules
     ("POST", "/v1/embeddings", {"model": "embeddings", "input": "hi"}, "401 401 401 200 404 404 404 200"),
     ("POST", "/v1/rerank", {"model": "rerank", "query": "q", "documents": ["d"]}, "401 401 401 200 404 404 404 200"),
     ("GET", "/v1/me/info", None, "401 401 401 200 200 200 200 403"),
