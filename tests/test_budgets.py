@@ -39,7 +39,8 @@ async def test_a_call_is_charged_its_real_cost(client, models: Models, upstream)
 
 @pytest.mark.parametrize("budget", [9_007_199.254740993, 10**9], ids=["past-2^53-nanos", "largest-accepted"])
 async def test_the_largest_budgets_are_charged_to_the_nano(client, models: Models, upstream, budget) -> None:
-    """Past 2^53 nanos a double loses digits, and Redis's Lua writes 10^17 as 1e+17 (a 500 once)."""
+    """Kept to the nano where a double would lose digits (past 2^53 nanos), and past 10^17 nanos,
+    which Redis's Lua once wrote as 1e+17: the next admission then failed with a 500."""
     user = await budgeted(client, models, upstream, budget=budget)
     response = await client.post("/v1/chat/completions", json=BODY, headers=user.headers)
     assert response.status_code == 200

@@ -1,13 +1,12 @@
 """How `tollgate serve` runs the app: the factory uvicorn calls in each worker process.
 
-What is tuned here is process-wide (the garbage collector), so it is done for the served
-process only, never by `create_app`: a test or a program embedding the app keeps its own.
+What is tuned here is process-wide (the garbage collector, the C heap), so it is done for the
+served process only, never by `create_app`: a test or a program embedding the app keeps its own.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,22 +27,23 @@ def tune_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    release_free_heap()
 
 
 def release_free_heap() -> None:
     """Hand the heap that start-up used and freed (imports, the tokenizer's loading, the
     migrations' check) back to the system: glibc keeps freed memory for reuse otherwise, and
     every worker would hold ~2 MB it never needs again. A no-op off glibc."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
+    # The process's own symbols, libc's among them: no library search (`find_library` runs
+    # ldconfig) for one call.
+    malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 class CollectorTunedOnStartup:
-    """The app, with the collector tuned once its lifespan startup has completed (the ASGI
-    lifespan protocol's `lifespan.startup.complete`), when what start-up built is in place."""
+    """The app, with the collector tuned and the freed heap released once its lifespan startup
+    has completed (the ASGI lifespan protocol's `lifespan.startup.complete`), when what start-up
+    built is in place."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -56,6 +56,7 @@ class CollectorTunedOnStartup:
         async def send_tuned(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
                 tune_collector()
+                release_free_heap()
             await send(message)
 
         await self.app(scope, receive, send_tuned)
