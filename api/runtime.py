@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,11 +55,16 @@ from api.state.ttft import MemoryTtftTracker, RedisTtftTracker, TtftTracker
 from api.state.redis_client import build_redis
 from api.state.response_cache import MemoryResponseCache, RedisResponseCache, ResponseCache
 from api.usage.journal import UsageJournal, replay_orphans
-from api.usage.retention import purge_forever
+from api.usage.retention import purge_usage
 from api.usage.writer import UsageWriter
 
 # How often each process deletes the usage records older than `usage_retention_days`.
 PURGE_EVERY_SECONDS = 3600.0
+# Not in a process's first minute: it has enough to write then (and SQLite one writer), and
+# records a minute older are no harm. Conversation records are purged the same way.
+FIRST_PURGE_AFTER_SECONDS = 60.0
+# How long a background loop asked to stop may take to finish the round it is in.
+STOP_GRACE_SECONDS = 10.0
 
 
 logger = logging.getLogger("tollgate")
@@ -121,15 +126,11 @@ class CallPath:
     conversations: ConversationKeeper
 
 
-async def purge_conversations_forever(keeper: ConversationKeeper, every_seconds: float = 3600) -> None:
-    # Not at start-up: a process's first minute has enough to write (and SQLite one writer).
-    await asyncio.sleep(60)
-    while True:
-        try:
-            await keeper.purge()
-        except Exception:  # noqa: BLE001 - tried again at the next hour
-            logger.exception("purging old conversation records failed")
-        await asyncio.sleep(every_seconds)
+async def purge_conversations(keeper: ConversationKeeper) -> None:
+    try:
+        await keeper.purge()
+    except Exception:  # noqa: BLE001 - tried again at the next round
+        logger.exception("purging old conversation records failed")
 
 
 async def open_call_path(
@@ -143,7 +144,7 @@ async def open_call_path(
     await seed_models(stores.session_factory, upstreams, secrets, settings.models)
     catalog = ModelCatalog(stores.session_factory, secrets)
     await catalog.reload()
-    background(stack, catalog.refresh_forever(general.models_refresh_seconds), "catalog-refresh")
+    every(stack, "catalog-refresh", catalog.refresh, general.models_refresh_seconds)
     journal = UsageJournal(Path(general.usage_journal_path)) if general.usage_journal_path else None
     usage_writer = UsageWriter(stores.engine, interval_seconds=general.usage_write_interval_seconds, journal=journal,
                                drain_seconds=general.usage_drain_seconds)
@@ -152,11 +153,13 @@ async def open_call_path(
         await replay_orphans(journal.directory, usage_writer.write_now)
     usage_writer.start()
     if general.usage_retention_days is not None:
-        background(stack, purge_forever(stores.engine, general.usage_retention_days, PURGE_EVERY_SECONDS), "usage-retention")
+        every(stack, "usage-retention", functools.partial(purge_usage, stores.engine, general.usage_retention_days),
+              PURGE_EVERY_SECONDS, first_after=FIRST_PURGE_AFTER_SECONDS)
     # Registered after the stores, so it runs before they close: in-flight usage is written first.
     stack.push_async_callback(usage_writer.stop)
     authenticator = Authenticator(stores.session_factory, general.auth_master_key, ttl=general.auth_cache_ttl_seconds)
-    background(stack, authenticator.watch_changes(), "identity-changes")
+    if authenticator.check_every is not None:
+        every(stack, "identity-changes", authenticator.check_changes, authenticator.check_every, first_after=0)
     metrics = GatewayMetrics()
     gateway = Gateway(catalog, stores.load, upstreams, general.gateway, metrics, stores.ttft)
     quotas = Quotas(stores.quota_store, Limiter(stores.limits, metrics), Budgeter(metrics, general.gateway.default_max_tokens),
@@ -168,9 +171,10 @@ async def open_call_path(
     )
     policies = PolicyBook(stores.session_factory)
     await policies.reload()
-    background(stack, policies.refresh_forever(general.models_refresh_seconds), "policies-refresh")
+    every(stack, "policies-refresh", policies.refresh, general.models_refresh_seconds)
     conversations = ConversationKeeper(stores.session_factory, secrets, general.conversation_retention_days)
-    background(stack, purge_conversations_forever(conversations), "conversations-purge")
+    every(stack, "conversations-purge", functools.partial(purge_conversations, conversations), PURGE_EVERY_SECONDS,
+          first_after=FIRST_PURGE_AFTER_SECONDS)
     steps = build_steps(catalog, quotas, gateway, usage_writer, metrics.observe, cache,
                         extra=(ApplyPolicies(policies), KeepConversations(conversations), *extra_steps))
     return CallPath(
@@ -179,16 +183,51 @@ async def open_call_path(
     )
 
 
-def background(stack: AsyncExitStack, work: Coroutine[Any, Any, Any], name: str) -> None:
-    """Run `work` as a task until the stack closes, then cancel and await it."""
+def background(stack: AsyncExitStack, work: Coroutine[Any, Any, Any], name: str,
+               stop: Callable[[], None] | None = None) -> None:
+    """Run `work` as a task until the stack closes. Then `stop()` asks it to end, and it has
+    `STOP_GRACE_SECONDS` to finish the round it is in before it is cancelled (at once without
+    `stop`). Cancelled in the middle of a database call, an SQLite connection is invalidated,
+    and the close SQLAlchemy starts for it can wait forever on the connection's stopped
+    thread (SQLAlchemy 2.1, aiosqlite 0.22): a task that never ends holds the process's exit."""
     task = asyncio.create_task(work, name=name)
 
-    async def stop() -> None:
+    async def end() -> None:
+        if stop is not None:
+            stop()
+            await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+            if not task.done():
+                logger.warning("%s did not stop within %.0fs of being asked: cancelled", name, STOP_GRACE_SECONDS)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    stack.push_async_callback(stop)
+    stack.push_async_callback(end)
+
+
+def every(stack: AsyncExitStack, name: str, round_: Callable[[], Awaitable[None]], seconds: float,
+          first_after: float | None = None) -> None:
+    """`round_()` every `seconds` (the first after `first_after`, by default `seconds`) until the
+    stack closes; a round under way then is finished, not cancelled (`background`). A round
+    logs its own failures: one that raises ends the loop."""
+    stopping = asyncio.Event()
+
+    async def repeat() -> None:
+        delay = seconds if first_after is None else first_after
+        while not await _set_within(stopping, delay):
+            await round_()
+            delay = seconds
+
+    background(stack, repeat(), name, stop=stopping.set)
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -217,6 +256,6 @@ def open_rag(settings: Settings, stores: Stores, calls: CallPath, stack: AsyncEx
     embedder = Embedder(calls.pipeline, rag.vector_store_model, calls.catalog)
     ingestion = Ingestion(stores.session_factory, vectors, embedder, calls.authenticator, rag)
     if ingest and rag.vector_store_model is not None and rag.ingestion_concurrency > 0:
-        background(stack, ingestion.run_forever(rag.ingestion_concurrency), "ingestion")
+        background(stack, ingestion.run_forever(rag.ingestion_concurrency), "ingestion", stop=ingestion.stop)
     return Rag(vectors, embedder, ingestion, Ocr(calls.pipeline, settings.settings.gateway.default_max_tokens),
                Searcher(stores.session_factory, vectors, embedder))

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from conftest import Models, SeededUser, Seeder, fake_upstream
 from fakes.upstream import Behaviour, FakeUpstream
+from pdfs import make_pdf
 
 RAG_SETTINGS = {"rag": {"vector_store_model": "embeddings", "ingestion_concurrency": 1}}
 
@@ -69,3 +70,26 @@ async def rag(app_factory, embedding_upstream) -> Rag:
     router = await models.router("embeddings", type="text-embeddings-inference", cost_prompt_tokens=2)
     await models.provider(router, embedding_upstream.base_url, model_name="fake-embed")
     return Rag(client, models, router, embedding_upstream)
+
+
+SIX_PAGES = [f"Page {n} is about topic number {n}." for n in range(1, 7)]
+
+
+async def document_waiting(app_factory, embedding_upstream: FakeUpstream, filename: str, content: bytes,
+                           **rag: object) -> tuple[Rag, SeededUser, int]:
+    """An app with no ingestion worker (the test plays the workers itself), and a user's
+    document waiting to be ingested."""
+    client = await app_factory(rag={"vector_store_model": "embeddings", "ingestion_concurrency": 0, **rag})
+    models = Models(client, Seeder(client))
+    router = await models.router("embeddings", type="text-embeddings-inference")
+    await models.provider(router, embedding_upstream.base_url, model_name="fake-embed")
+    kit = Rag(client, models, router, embedding_upstream)
+    user = await kit.user()
+    collection = await kit.collection(user)
+    document = (await kit.upload(user, collection, filename, content)).json()["id"]
+    return kit, user, document
+
+
+async def six_pages_waiting(app_factory, embedding_upstream: FakeUpstream, **rag: object) -> tuple[Rag, SeededUser, int]:
+    """`SIX_PAGES` as a PDF waiting, embedded a chunk per call."""
+    return await document_waiting(app_factory, embedding_upstream, "six.pdf", make_pdf(SIX_PAGES), embedding_batch_size=1, **rag)

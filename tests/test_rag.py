@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import ADMIN, Models, SeededUser, Seeder, usage_rows
 from pdfs import make_pdf
-from ragkit import Rag
+from ragkit import SIX_PAGES, Rag, document_waiting, six_pages_waiting
 
 CORPUS = {
     "cats.md": "# Cats\n\nCats are small domestic felines. A cat purrs, sleeps most of the day and hunts mice.",
@@ -245,16 +245,8 @@ async def test_a_worker_dying_mid_ingestion_loses_nothing_and_duplicates_nothing
 
     from api.db.tables import Document
 
-    # No background worker: this test plays the workers itself.
-    client = await app_factory(rag={"vector_store_model": "embeddings", "ingestion_concurrency": 0, "embedding_batch_size": 1})
-    models = Models(client, Seeder(client))
-    router = await models.router("embeddings", type="text-embeddings-inference")
-    await models.provider(router, embedding_upstream.base_url, model_name="fake-embed")
-    rag = Rag(client, models, router, embedding_upstream)
-    user = await rag.user()
-    collection = await rag.collection(user)
-    pages = [f"Page {n} is about topic number {n}." for n in range(1, 7)]
-    document = (await rag.upload(user, collection, "six.pdf", make_pdf(pages))).json()["id"]
+    rag, user, document = await six_pages_waiting(app_factory, embedding_upstream)
+    client, pages = rag.client, SIX_PAGES
     context = client.app.state.context  # type: ignore[attr-defined]
 
     # Slow enough that the worker is still mid-document when the test sees 30% done, even on a
@@ -292,14 +284,8 @@ async def test_a_provider_failing_during_ingestion_is_retried_then_reported(app_
 
     from api.db.tables import Document
 
-    client = await app_factory(rag={"vector_store_model": "embeddings", "ingestion_concurrency": 0, "max_ingestion_attempts": 2})
-    models = Models(client, Seeder(client))
-    router = await models.router("embeddings", type="text-embeddings-inference")
-    await models.provider(router, embedding_upstream.base_url, model_name="fake-embed")
-    rag = Rag(client, models, router, embedding_upstream)
-    user = await rag.user()
-    collection = await rag.collection(user)
-    document = (await rag.upload(user, collection, "a.md", b"some text")).json()["id"]
+    rag, user, document = await document_waiting(app_factory, embedding_upstream, "a.md", b"some text", max_ingestion_attempts=2)
+    client = rag.client
     context = client.app.state.context  # type: ignore[attr-defined]
     embedding_upstream.behaviour.fail_status = 503
 

@@ -10,13 +10,14 @@ dies leaves its job to be taken over when its lease expires.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from api.runtime import background, open_call_path, open_rag, open_stores
-from api.usage.journal import replay_forever
+from api.runtime import every, open_call_path, open_rag, open_stores
+from api.usage.journal import replay_round
 from api.settings import Settings
 
 log = logging.getLogger("tollgate.worker")
@@ -45,8 +46,8 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         journals = settings.settings.usage_journal_path
         if journals is not None:
             # Stopped before the usage writer drains.
-            background(stack, replay_forever(Path(journals), calls.usage_writer.write_now, REPLAY_EVERY_SECONDS),
-                       "journal-replay")
+            every(stack, "journal-replay", functools.partial(replay_round, Path(journals), calls.usage_writer.write_now),
+                  REPLAY_EVERY_SECONDS, first_after=0)
         log.info("worker started: ingesting up to %d documents at once; usage journals: %s", concurrency, journals or "off")
         await stop.wait()
         log.info("worker stopping")

@@ -111,13 +111,12 @@ class ModelCatalog:
                     by_name[name] = entry
             self._by_name, self._by_id = by_name, {entry.id: entry for entry in entries}
 
-    async def refresh_forever(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.reload()
-            except Exception:  # a database hiccup must not stop later refreshes
-                logger.exception("could not refresh the model catalog")
+    async def refresh(self) -> None:
+        """One round of the periodic refresh: a failure is logged, and the catalog in hand kept."""
+        try:
+            await self.reload()
+        except Exception:  # a database hiccup must not stop later refreshes
+            logger.exception("could not refresh the model catalog")
 
     def _entry(self, router: Router) -> RouterEntry:
         providers = tuple(

@@ -96,10 +96,13 @@ class HealthMonitor:
             logger.info("provider %d passes its health check again", provider.id)
         return outcome
 
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.check_all()
-            except Exception:  # noqa: BLE001  (a failed round must not end the checks)
-                logger.exception("provider health checks failed")
-            await asyncio.sleep(self._interval)
+    async def check_round(self) -> None:
+        """One round of the periodic checks, every `interval` seconds."""
+        try:
+            await self.check_all()
+        except Exception:  # noqa: BLE001  (a failed round must not end the checks)
+            logger.exception("provider health checks failed")
+
+    @property
+    def interval(self) -> float:
+        return self._interval

@@ -30,7 +30,7 @@ from api.rag.ingestion import Ingestion
 from api.rag.ocr import Ocr
 from api.rag.search import Searcher
 from api.rag.vectors import VectorStore
-from api.runtime import background, open_call_path, open_rag, open_stores
+from api.runtime import every, open_call_path, open_rag, open_stores
 from api.settings import Settings
 from api.state import CounterStore
 from api.state.load import LoadTracker
@@ -79,7 +79,7 @@ async def build_context(settings: Settings, stack: AsyncExitStack, extra_steps: 
         gateway_settings.health_check_timeout_seconds, gateway_settings.cooldown_seconds, calls.gateway.traffic,
     )
     if gateway_settings.health_check_seconds > 0:
-        background(stack, health.run_forever(), "provider-health")
+        every(stack, "provider-health", health.check_round, health.interval, first_after=0)
     rag = open_rag(settings, stores, calls, stack, ingest=True)
     return AppContext(
         settings=settings, engine=stores.engine, session_factory=stores.session_factory, redis=stores.redis,

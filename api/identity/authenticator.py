@@ -49,7 +49,7 @@ class Authenticator:
     A change made through this process (a key deleted, a user or role changed) drops the
     entries it concerns at once (`forget_*`, once it committed); it also replaced the change
     token (`api.identity.changes.mark_changed`, in the change's own transaction).
-    `watch_changes` reads the signal every `ttl / 2` and drops every entry when something
+    `check_changes` reads the signal every `ttl / 2` and drops every entry when something
     changed. So a change reaches every process within `ttl` (≤ 1 s), and an entry is used:
     - for `ttl` after it was read;
     - after that, for `ttl` after the last check that found no change;
@@ -79,6 +79,7 @@ class Authenticator:
         self._cache: dict[str, tuple[Principal, float, float]] = {}
         # The start of the last check that found no change since the one before.
         self._confirmed = float("-inf")
+        self._seen: object = _UNSEEN  # the change token the last check read
         # One database read per key at a time: requests that miss together share it.
         self._loading: dict[str, asyncio.Future[Principal]] = {}
         # Bumped by every forget_*: a read that started before it must not be cached after it.
@@ -147,27 +148,27 @@ class Authenticator:
             if concerned(principal):
                 del self._cache[key_hash]
 
-    async def watch_changes(self) -> None:
-        """For the app's life: drop every entry when another process signals a change; each
-        check that finds none keeps the entries usable for one more `ttl`."""
-        if self._ttl <= 0:
+    @property
+    def check_every(self) -> float | None:
+        """How often `check_changes` should run; None: entries are not cached, nothing to check."""
+        return max(self._ttl / 2, MIN_CHECK_SECONDS) if self._ttl > 0 else None
+
+    async def check_changes(self) -> None:
+        """Drop every entry if another process signalled a change; a check that finds none
+        keeps the entries usable for one more `ttl`."""
+        started = time.monotonic()
+        try:
+            async with self._session_factory() as session:
+                token = await current_token(session)
+        except Exception as error:
+            # Unconfirmed, the entries live `ttl` and are read again, as without a watcher.
+            if not database_unavailable(error):
+                logger.exception("checking for changes to keys, users or roles failed")
             return
-        seen: object = _UNSEEN
-        while True:
-            started = time.monotonic()
-            try:
-                async with self._session_factory() as session:
-                    token = await current_token(session)
-            except Exception as error:
-                # Unconfirmed, the entries live `ttl` and are read again, as without a watcher.
-                if not database_unavailable(error):
-                    logger.exception("checking for changes to keys, users or roles failed")
-            else:
-                if token != seen:
-                    self._drop(None)
-                    seen = token
-                self._confirmed = started
-            await asyncio.sleep(max(self._ttl / 2, MIN_CHECK_SECONDS))
+        if token != self._seen:
+            self._drop(None)
+            self._seen = token
+        self._confirmed = started
 
     def _usable_until(self, loaded_at: float) -> float:
         """Until when an entry read at `loaded_at` is used: `ttl` past the last moment it is

@@ -3,7 +3,6 @@ through this process and every `refresh_seconds` (a change through another repli
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -78,11 +77,10 @@ class PolicyBook:
         )
         self._policies, self._scanners = policies, {}
 
-    async def refresh_forever(self, seconds: float) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await self.reload()
-            except Exception as error:  # noqa: BLE001 - the policies in hand stay in force
-                if not database_unavailable(error):
-                    logger.exception("reading the data policies failed; the ones in hand stay in force")
+    async def refresh(self) -> None:
+        """One round of the periodic refresh."""
+        try:
+            await self.reload()
+        except Exception as error:  # noqa: BLE001 - the policies in hand stay in force
+            if not database_unavailable(error):
+                logger.exception("reading the data policies failed; the ones in hand stay in force")

@@ -43,6 +43,10 @@ class DocumentGone(Exception):
     """The document was deleted while it was being ingested."""
 
 
+class Stopped(Exception):
+    """The process is stopping: the document is left for another one."""
+
+
 class Ingestion:
     def __init__(
         self,
@@ -58,25 +62,33 @@ class Ingestion:
         self._authenticator = authenticator
         self._settings = settings
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def notify(self) -> None:
         """A document was uploaded: look for work now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask `run_forever` to end: each worker finishes the database call it is in, hands its
+        document back unfinished (claimable at once by another process), and returns."""
+        self._stopping = True
         self._wake.set()
 
     async def run_forever(self, concurrency: int, poll_seconds: float = 1.0) -> None:
         await asyncio.gather(*(self._work(poll_seconds) for _ in range(concurrency)))
 
     async def _work(self, poll_seconds: float) -> None:
-        while True:
+        while not self._stopping:
             try:
                 worked = await self.run_once()
             except Exception:  # noqa: BLE001  (a worker loop must survive anything and retry)
                 log.exception("ingestion worker error")
                 worked = False
-            if not worked:
+            if not worked and not self._stopping:
                 self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), poll_seconds)
+                    async with asyncio.timeout(poll_seconds):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
 
@@ -85,7 +97,10 @@ class Ingestion:
         document_id = await self._claim()
         if document_id is None:
             return False
-        await self._ingest(document_id)
+        try:
+            await self._ingest(document_id)
+        except Stopped:
+            await self._hand_back(document_id)
         return True
 
     def _lease(self) -> datetime:
@@ -167,22 +182,36 @@ class Ingestion:
         batches = iter([chunks[start:start + size] for start in range(0, len(chunks), size)])
         done = 0
 
-        async def embed_batches() -> None:
-            nonlocal done
-            for batch in batches:  # shared: each takes the next batch left
-                vectors = await self._embed(caller, [chunk.content for chunk in batch])
-                await self._vectors.upsert(owner, collection_id, document_id, batch, vectors, ready=False, created=created)
-                done += len(batch)
-                await self._heartbeat(document_id, done, len(chunks))
+        failed = False
 
+        async def embed_batches() -> None:
+            nonlocal done, failed
+            for batch in batches:  # shared: each takes the next batch left
+                if failed or self._stopping:
+                    return
+                try:
+                    vectors = await self._embed(caller, [chunk.content for chunk in batch])
+                    await self._vectors.upsert(owner, collection_id, document_id, batch, vectors, ready=False, created=created)
+                    done += len(batch)
+                    await self._heartbeat(document_id, done, len(chunks))
+                except BaseException:
+                    failed = True
+                    raise
+
+        # The first failure stops the others once their batch is in (not cancelled in the
+        # middle of a database call: see `api.runtime.background`).
         calls = min(self._settings.embedding_concurrency, -(-len(chunks) // size))
         tasks = [asyncio.create_task(embed_batches()) for _ in range(calls)]
         try:
-            await asyncio.gather(*tasks)
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            for task in tasks:
+            for task in tasks:  # only if this worker itself was cancelled
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if errors:
+            raise errors[0]
+        if done < len(chunks):
+            raise Stopped
 
     async def _embed(self, caller: object, texts: list[str]) -> list[list[float]]:
         while True:
@@ -190,6 +219,8 @@ class Ingestion:
                 vectors, _ = await self._embedder.embed(caller, texts)  # type: ignore[arg-type]
                 return vectors
             except TooManyRequestsError as error:  # the user's own limits: wait for the window
+                if self._stopping:
+                    raise Stopped from error
                 await asyncio.sleep(min(error.retry_after, self._settings.job_lease_seconds / 2))
 
     @staticmethod
@@ -203,6 +234,15 @@ class Ingestion:
             NewChunk(chunk_id, text, {**metadata, **extra})  # type: ignore[dict-item]
             for chunk_id, (text, metadata) in enumerate(pieces, start=1)
         ]
+
+    async def _hand_back(self, document_id: int) -> None:
+        """Unclaim a document this process stopped working on; the attempt is not counted."""
+        async with self._session_factory() as session:
+            await session.execute(
+                update(Document).where(Document.id == document_id)
+                .values(claimed_until=None, attempts=Document.attempts - 1)
+            )
+            await session.commit()
 
     async def _retry_later(self, document_id: int, attempts: int, error: str) -> None:
         # Backing off: a provider that is down is not hammered by every worker.

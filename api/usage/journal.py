@@ -22,7 +22,6 @@ docs/deployment.md argues that trade-off.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import logging
 import os
@@ -215,12 +214,10 @@ async def _replay_process(name: str, paths: list[Path], write: Callable[[list[Us
             os.close(fd)
 
 
-async def replay_forever(directory: Path, write: Callable[[list[UsageRecord]], Awaitable[None]], every_seconds: float) -> None:
-    """What `tollgate worker` runs beside ingestion: a replica that dies is not always
-    restarted on the same folder, so someone else must pick its records up."""
-    while True:
-        try:
-            await replay_orphans(directory, write)
-        except OSError:
-            logger.exception("replaying usage journals in %s failed; trying again in %.0fs", directory, every_seconds)
-        await asyncio.sleep(every_seconds)
+async def replay_round(directory: Path, write: Callable[[list[UsageRecord]], Awaitable[None]]) -> None:
+    """What `tollgate worker` runs beside ingestion, every few seconds: a replica that dies is
+    not always restarted on the same folder, so someone else must pick its records up."""
+    try:
+        await replay_orphans(directory, write)
+    except OSError:
+        logger.exception("replaying usage journals in %s failed; trying again at the next round", directory)

@@ -4,7 +4,6 @@ long); the daily roll-ups are kept, so reports over those days still add up."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
@@ -34,16 +33,12 @@ async def purge_old_records(engine: AsyncEngine, retention_days: int, batch: int
             return purged
 
 
-async def purge_forever(engine: AsyncEngine, retention_days: int, every_seconds: float,
-                        first_after_seconds: float = 60.0) -> None:
-    # Not at start-up: a process's first minute has enough to write (and SQLite one writer),
-    # and records a minute older are no harm. (Conversation records are purged the same way.)
-    await asyncio.sleep(first_after_seconds)
-    while True:
-        try:
-            purged = await purge_old_records(engine, retention_days)
-            if purged:
-                logger.info("purged %d usage records older than %d days (their daily roll-ups are kept)", purged, retention_days)
-        except DBAPIError as error:  # the database is away: the next round purges them
-            logger.warning("purging old usage records failed: %r", error)
-        await asyncio.sleep(every_seconds)
+async def purge_usage(engine: AsyncEngine, retention_days: int) -> None:
+    """One round of the periodic purge: a database away now leaves the records to the next."""
+    try:
+        purged = await purge_old_records(engine, retention_days)
+    except DBAPIError as error:
+        logger.warning("purging old usage records failed: %r", error)
+        return
+    if purged:
+        logger.info("purged %d usage records older than %d days (their daily roll-ups are kept)", purged, retention_days)

@@ -69,6 +69,7 @@ class UsageWriter:
         self._interval = interval_seconds
         # Set while `flush` waits: the batch gathering now, and the next ones, go without waiting.
         self._hurry = asyncio.Event()
+        self._idle = asyncio.Event()  # set while the writing task waits for a record
         self._task: asyncio.Task[None] | None = None
         # Records taken off the queue but not yet committed: stop() writes them if cut short.
         self._in_hand: list[UsageRecord] = []
@@ -154,6 +155,14 @@ class UsageWriter:
         except TimeoutError:
             logger.error("%d requests still had no usage record at shutdown", self._open)
         if self._task is not None:
+            # Cancelled only while it waits for a record, never in the middle of an insert
+            # (see `api.runtime.background`); with a journal, a database away holds it no
+            # longer than `drain_seconds`.
+            try:
+                async with asyncio.timeout(self._drain_seconds if self._journal is not None else None):
+                    await self._until_idle()
+            except TimeoutError:
+                pass
             self._task.cancel()
             try:
                 await self._task
@@ -216,11 +225,18 @@ class UsageWriter:
             batch.append(self._queue.get_nowait())
         return batch
 
+    async def _until_idle(self) -> None:
+        while not self._idle.is_set():  # checked again on waking: a record may have come since
+            await self._idle.wait()
+
     async def _run(self) -> None:
         while True:
             if self._queue.empty():
                 await self._release_connection()  # traffic stopped: give the connection back
-            self._in_hand = [await self._queue.get()]
+            self._idle.set()
+            first = await self._queue.get()
+            self._idle.clear()
+            self._in_hand = [first]
             try:
                 async with asyncio.timeout(self._interval):  # let a batch gather...
                     await self._hurry.wait()  # ...unless someone waits for it
