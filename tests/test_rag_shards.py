@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import ADMIN
 from ragkit import Rag
 
 MINE = {
@@ -53,3 +54,30 @@ async def test_another_users_uploads_and_deletions_leave_your_results_alone(rag:
     for collection in (theirs, public):
         assert (await rag.client.delete(f"/v1/collections/{collection}", headers=bob.headers)).status_code == 204
     assert await results() == before
+
+
+async def test_a_deleted_users_chunks_go_with_them_and_never_reach_whoever_comes_next(rag: Rag) -> None:
+    """SQLite gives a deleted row's id to the next row made, when it was the last one: the next
+    user, and their first collection, may carry the deleted user's ids."""
+    from api.rag.engine import Where
+
+    gone = await rag.user()
+    collection = await rag.collection(gone)
+    await rag.ingest(gone, collection, "secret.md", b"# Payroll\n\nThe director earns 240,000 a year, paid in twelve instalments.")
+    vectors = rag.client.app.state.context.vectors  # type: ignore[attr-defined]
+    assert await vectors.count(gone.id) == 1
+
+    response = await rag.client.delete(f"/v1/admin/users/{gone.id}", headers=ADMIN)
+    assert response.status_code == 204
+    assert await vectors.count(gone.id) == 0  # erased with the user, not left on disk
+    assert await vectors.engine.count(Where({}, owners=None)) == 0
+    settings = rag.client.app.state.context.settings  # type: ignore[attr-defined]
+    if settings.dependencies.qdrant.path is not None:
+        assert not (Path(settings.dependencies.qdrant.path) / "shards" / str(gone.id)).exists()
+
+    newcomer = await rag.user()
+    theirs = await rag.collection(newcomer)
+    for method in ("semantic", "lexical", "hybrid"):
+        response = await rag.search(newcomer, "what does the director earn", method=method, collection_ids=[theirs])
+        assert response.status_code == 200, response.text
+        assert response.json()["data"] == [], (method, newcomer.id == gone.id, theirs == collection)

@@ -254,3 +254,22 @@ async def test_a_split_interrupted_after_its_copy_was_in_place_is_finished(tmp_p
     (root / "edge").mkdir()  # renamed last: still there when the process stopped just before
     assert not upgrade_needed(str(root), "chunks", str(root / "shards"))
     assert (root / "edge-before-shards").is_dir() and not (root / "edge").exists()
+
+
+async def test_a_shard_whose_owner_has_no_collection_left_is_removed_at_the_next_start(tmp_path: Path) -> None:
+    """A user deleted by an earlier version left their shard: SQLite may give their id to the
+    next user made, who must not find it."""
+    store = build("edge", tmp_path)
+    await put(store, 1, 1, ["the director earns 240,000 a year"])
+    await put(store, 2, 2, ["owner two's memo"])
+    await store.close()
+
+    async def owner_one_gone() -> dict[int, int]:
+        return {c: o for c, o in OWNERS.items() if o != 1}
+
+    store = VectorStore(None, "chunks", engine=EdgeEngine(str(tmp_path / "vectors"), "chunks"), owners=owner_one_gone)
+    try:
+        assert await store.count(1) == 0 and await store.count(2) == 1
+        assert sorted(p.name for p in (tmp_path / "vectors" / "shards").iterdir()) == ["2"]
+    finally:
+        await store.close()

@@ -123,6 +123,9 @@ class ClientEngine:
     async def upgrade(self, owners: CollectionOwners) -> None:
         """Nothing to move: this layout has not changed."""
 
+    async def drop_owner(self, owner: int) -> None:
+        """Nothing left: an owner's points are deleted by their collections."""
+
     async def exists(self) -> bool:
         return self._dimensions is not None or await self._client.collection_exists(self._collection)
 

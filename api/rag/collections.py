@@ -128,6 +128,15 @@ async def update_collection(session: AsyncSession, caller: Principal, collection
     await session.commit()
 
 
+async def delete_vectors_of_user(session: AsyncSession, vectors: VectorStore, user_id: int) -> None:
+    """Every vector of the user's collections, before the user is deleted: if that fails, the
+    user is still there to delete again. (Left behind, they would reach whoever comes next:
+    SQLite gives a deleted row's id to the next row made, the user's and their collections'.)"""
+    ids = (await session.execute(select(Collection.id).where(Collection.user_id == user_id))).scalars().all()
+    for collection_id in ids:
+        await vectors.delete(user_id, collection_id=collection_id)
+
+
 async def delete_collection(session: AsyncSession, vectors: VectorStore, caller: Principal, collection_id: int) -> None:
     """Delete the collection, its documents and every vector of theirs. Vectors go first: if
     that fails, the collection is still there to delete again, and nothing is orphaned."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
@@ -140,6 +141,18 @@ class Shards:
             shard.close()
         except Exception:  # noqa: BLE001  (its writes are already applied; a reopen reads them)
             log.exception("closing the vector shard of owner %s failed", owner)
+
+    def drop(self, owner: int) -> None:
+        """Delete the owner's shard from disk, unless a call is using it (it is then kept, for
+        the next start-up's sweep: `EdgeEngine.upgrade`)."""
+        with self._lock:
+            if owner in self._users:
+                log.warning("the vector shard of owner %s is in use: removed at a later start", owner)
+                return
+            shard = self._open.pop(owner, None)
+            if shard is not None:
+                self._close(shard, owner)
+            shutil.rmtree(self.path(owner), ignore_errors=True)
 
     def close_all(self) -> None:
         with self._lock:

@@ -211,6 +211,11 @@ class VectorStore:
         if await self._exists():
             await self.engine.delete(self._where(owner, **fields))
 
+    async def drop_owner(self, owner: int) -> None:
+        """Once every point of the owner is deleted: let go of what the engine kept for them."""
+        if await self._exists():
+            await self.engine.drop_owner(owner)
+
     async def count(self, owner: int | None = None, **fields: int) -> int:
         return await self.engine.count(self._where(owner, **fields)) if await self._exists() else 0
 

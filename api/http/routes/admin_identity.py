@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.common.listing import PageRequest
 from api.common.schemas import CLIENT_ERRORS, MAX_ID, ListPage
-from api.http.deps import Admin, AuthenticatorDep, BudgetsDep, HasherDep, page_params, require_admin, Session
+from api.http.deps import Admin, AuthenticatorDep, BudgetsDep, HasherDep, page_params, require_admin, Session, VectorsDep
 from api.http.params import PathId, QueryId
 from api.quota import ledger
 from api.quota.balances import BudgetStore
@@ -18,6 +18,7 @@ from api.quota.idempotency import IdempotencyKey, earlier_answer, remember
 from api.identity import organizations
 from api.identity import roles
 from api.identity import users
+from api.rag import collections
 from api.identity.schemas import (
     BudgetChangeOut,
     BudgetRecharge,
@@ -219,6 +220,8 @@ async def budget_history(user: PathId, session: Session, page: LedgerPage) -> Li
 
 
 @routes.delete("/users/{user}", status_code=204, tags=["admin: users"])
-async def delete_user(user: PathId, session: Session, authenticator: AuthenticatorDep) -> Response:
+async def delete_user(user: PathId, session: Session, authenticator: AuthenticatorDep, vectors: VectorsDep) -> Response:
+    await collections.delete_vectors_of_user(session, vectors, user)
     await users.delete_user(session, authenticator, user)
+    await vectors.drop_owner(user)
     return Response(status_code=204)
