@@ -10,6 +10,11 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from api.db.base import Base, TimestampMixin, UTCDateTime, utcnow
 
+# SQLite otherwise gives a deleted row's id to the next row made: for the tables whose ids key
+# what is kept outside the row (live budgets, rate windows, vector shards, caches), a new row
+# would inherit a deleted one's. PostgreSQL's sequences never give an id twice. Migration 0013.
+NEVER_REUSED_IDS = {"sqlite_autoincrement": True}
+
 
 class BudgetColumns:
     """A budget: one-off (what is left, lowered by each call's cost, raised by recharges), or a
@@ -25,6 +30,7 @@ class BudgetColumns:
 
 class Organization(TimestampMixin, BudgetColumns, Base):
     __tablename__ = "organizations"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -35,6 +41,7 @@ class Organization(TimestampMixin, BudgetColumns, Base):
 
 class Role(TimestampMixin, Base):
     __tablename__ = "roles"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -61,6 +68,7 @@ class RoleLimit(Base):
 
 class User(TimestampMixin, BudgetColumns, Base):
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
@@ -78,6 +86,7 @@ class ApiKey(BudgetColumns, Base):
     """An API key. Only its SHA-256 is stored: the key itself is shown once, at creation."""
 
     __tablename__ = "api_keys"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -112,6 +121,7 @@ class Router(TimestampMixin, Base):
     """A model alias users call, served by one or more providers of the same type."""
 
     __tablename__ = "routers"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -147,7 +157,7 @@ class Provider(TimestampMixin, Base):
     """An upstream serving a router's model: where it is, how to call it, what it costs the planet."""
 
     __tablename__ = "providers"
-    __table_args__ = (UniqueConstraint("router_id", "url", "model_name", name="uq_providers_router_url_model"),)
+    __table_args__ = (UniqueConstraint("router_id", "url", "model_name", name="uq_providers_router_url_model"), NEVER_REUSED_IDS)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     router_id: Mapped[int] = mapped_column(ForeignKey("routers.id", ondelete="CASCADE"), index=True)
@@ -288,6 +298,7 @@ class Policy(TimestampMixin, Base):
     and keys (`api.policies`)."""
 
     __tablename__ = "policies"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
@@ -301,6 +312,7 @@ class ConversationSession(TimestampMixin, Base):
     """Calls of one user grouped as a conversation: named by the client, or one per thread."""
 
     __tablename__ = "conversation_sessions"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -331,6 +343,7 @@ class Collection(TimestampMixin, Base):
     """A set of documents searched together. Private: its owner's; public: readable by all."""
 
     __tablename__ = "collections"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -344,6 +357,7 @@ class Document(TimestampMixin, Base):
     file is ingested by a job (status `processing`) and is searchable only once `ready`."""
 
     __tablename__ = "documents"
+    __table_args__ = NEVER_REUSED_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
