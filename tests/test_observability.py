@@ -115,3 +115,40 @@ async def test_metrics_cover_every_component(client, models: Models, seed, upstr
         assert value("tollgate_redis_up") == 1 and "tollgate_redis_connections" in text
     else:
         assert "tollgate_redis_up " not in text
+
+
+async def test_a_database_slower_than_the_probe_is_reported_down_and_its_query_left_to_finish(client, seed, backend) -> None:
+    import asyncio
+
+    import asyncpg
+    import pytest
+    from sqlalchemy import make_url
+
+    if backend.redis_url is None:
+        pytest.skip("another session's lock on the documents table (PostgreSQL) holds the probe's query")
+    reader = await seed.user(permissions=["read_metric"])
+
+    async def db_up() -> str:
+        text = (await client.get("/metrics", headers=reader.headers)).text
+        return next(line.split()[-1] for line in text.splitlines() if line.startswith("tollgate_db_up "))
+
+    url = make_url(backend.database_url).set(drivername="postgresql")
+    other = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")
+        assert await db_up() == "0.0"  # after the probe's 2 s, not when the lock goes
+        assert await db_up() == "0.0"
+        # The first scrape's query still waits, not cancelled, and no second one was added.
+        waiting = await other.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                                       "AND query LIKE '%FROM documents GROUP BY%'")
+        assert waiting == 1
+        await transaction.rollback()
+    finally:
+        await other.close()
+    for _ in range(100):  # the probe's query ends by itself once the lock is gone
+        if not [task for task in asyncio.all_tasks() if task.get_name() == "database-probe"]:
+            break
+        await asyncio.sleep(0.05)
+    assert await db_up() == "1.0"

@@ -20,7 +20,7 @@ from api.policies.book import PolicyBook
 from api.identity.authenticator import Authenticator
 from api.identity.login import LoginThrottle
 from api.identity.secrets import PasswordHasher
-from api.observability.components import Components
+from api.observability.components import Components, DatabaseProbe
 from api.observability.metrics import GatewayMetrics
 from api.providers.sessions import UpstreamSessions
 from api.quota.balances import BudgetStore
@@ -89,6 +89,6 @@ async def build_context(settings: Settings, stack: AsyncExitStack, extra_steps: 
         secrets=calls.secrets, upstreams=calls.upstreams, catalog=calls.catalog, gateway=calls.gateway,
         quotas=calls.quotas, usage_writer=calls.usage_writer, metrics=calls.metrics, pipeline=calls.pipeline,
         local_calls=calls.local_calls, policies=calls.policies, conversations=calls.conversations, health=health,
-        components=Components(stores.engine, stores.session_factory, stores.redis, calls.usage_writer),
+        components=Components(stores.engine, DatabaseProbe(stores.session_factory), stores.redis, calls.usage_writer),
         vectors=rag.vectors, embedder=rag.embedder, ingestion=rag.ingestion, ocr=rag.ocr, searcher=rag.searcher,
     )

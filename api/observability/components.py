@@ -44,10 +44,43 @@ class ComponentGauges:
         return self._redis
 
 
+class DatabaseProbe:
+    """The scrape's database query: the documents by status. One slower than
+    `PROBE_TIMEOUT_SECONDS` reports the database down without being cancelled (cancelled in the
+    middle of a call, an SQLite connection is invalidated and its close can wait forever: see
+    `api.runtime.background`); a scrape while it runs waits on it rather than adding another."""
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self._session_factory = session_factory
+        self._running: asyncio.Task[dict[str, int]] | None = None
+
+    async def document_counts(self) -> dict[str, int] | None:
+        """None when the database did not answer in time, or failed."""
+        task = self._running
+        if task is None:
+            task = self._running = asyncio.create_task(self._count(), name="database-probe")
+            task.add_done_callback(self._finished)
+        done, _ = await asyncio.wait({task}, timeout=PROBE_TIMEOUT_SECONDS)
+        if not done or task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
+
+    def _finished(self, task: asyncio.Task[dict[str, int]]) -> None:
+        if self._running is task:
+            self._running = None
+        if not task.cancelled():
+            task.exception()  # a failure is the probe's answer (down), not an unread error
+
+    async def _count(self) -> dict[str, int]:
+        async with self._session_factory() as session:
+            rows = (await session.execute(select(Document.status, func.count()).group_by(Document.status))).all()
+        return {status: count for status, count in rows}
+
+
 @dataclass(frozen=True)
 class Components:
     engine: AsyncEngine
-    session_factory: async_sessionmaker[AsyncSession]
+    database: DatabaseProbe
     redis: Redis | None
     usage_writer: UsageWriter
 
@@ -64,15 +97,12 @@ async def refresh(gauges: ComponentGauges, components: Components) -> None:
 
 async def _probe_database(gauges: ComponentGauges, components: Components) -> None:
     started = time.perf_counter()
-    try:
-        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS), components.session_factory() as session:
-            counts = (await session.execute(select(Document.status, func.count()).group_by(Document.status))).all()
-    except Exception:  # noqa: BLE001  (a scrape reports the database down; it never fails for it)
+    found = await components.database.document_counts()
+    if found is None:  # a scrape reports the database down; it never fails for it
         gauges.db_up.set(0)
         return
     gauges.db_up.set(1)
     gauges.db_probe.set(time.perf_counter() - started)
-    found = dict(counts)
     for status in ("processing", "ready", "failed", *found):
         gauges.documents.labels(status).set(found.get(status, 0))
 
