@@ -65,8 +65,10 @@ def add_api_reference(app: FastAPI) -> None:
         # Behind a proxy that serves Tollgate under a prefix, FastAPI's pages use it too.
         return request.scope.get("root_path", "").rstrip("/")
 
+    # The pages read the app from the request: FastAPI keeps endpoints in a process-wide cache,
+    # and one holding its app would keep every app a process built (each test builds several).
     async def swagger_ui(request: Request) -> HTMLResponse:
-        prefix = root(request)
+        prefix, app = root(request), request.app
         return _page(get_swagger_ui_html(
             openapi_url=prefix + (app.openapi_url or ""), title=f"{app.title} - API reference",
             swagger_js_url=f"{prefix}{DOCS_PATH}/swagger-ui-bundle.js",
@@ -77,7 +79,7 @@ def add_api_reference(app: FastAPI) -> None:
         ))
 
     async def redoc(request: Request) -> HTMLResponse:
-        prefix = root(request)
+        prefix, app = root(request), request.app
         return _page(get_redoc_html(
             openapi_url=prefix + (app.openapi_url or ""), title=f"{app.title} - API reference (ReDoc)",
             redoc_js_url=f"{prefix}{REDOC_PATH}/redoc.standalone.js",
