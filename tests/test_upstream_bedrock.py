@@ -163,10 +163,19 @@ async def test_a_provider_is_checked_with_a_signed_call(client, models: Models, 
     assert refused.status_code == 403  # signed for another region: AWS's refusal, passed through
 
 
-async def test_credentials_from_the_aws_chain(client, models: Models, bedrock, monkeypatch) -> None:
+async def test_credentials_from_the_aws_chain(client, models: Models, bedrock, monkeypatch, app_factory) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     router = await bedrock_router(models, bedrock, key=None)
     user = await models.user_for(router)
     answer = await sdk(client, user.key).chat.completions.create(model="claude", messages=[{"role": "user", "content": "x"}])
     assert answer.choices[0].message.content == "word0 word1 word2 word3 word4"
+    # Each app resolves the chain itself: one started after the secret changed signs with the
+    # new one (refused here), never with what another app of the process had resolved.
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-" + SECRET_KEY)
+    replica = await app_factory(empty=False)
+    refused = await replica.post("/v1/chat/completions", headers=user.headers,
+                                 json={"model": "claude", "messages": [{"role": "user", "content": "x"}]})
+    assert refused.status_code == 403, refused.text
+    assert (await client.post("/v1/chat/completions", headers=user.headers,
+                              json={"model": "claude", "messages": [{"role": "user", "content": "x"}]})).status_code == 200

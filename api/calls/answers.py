@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from api.catalog.catalog import ProviderTarget
-from api.providers.base import StreamTranslator
+from api.providers.base import ProviderAdapter, StreamTranslator
 from api.state.load import Lease
 
 
@@ -38,7 +38,8 @@ class OpenStream:
     deadline: float
     max_bytes: int
     first: bytes
-    session: aiohttp.ClientSession  # the provider's: what else the relay asks of it (a prompt's count)
+    session: aiohttp.ClientSession  # the provider's: what else the relay asks of it (a prompt's count)...
+    adapter: ProviderAdapter  # ...in the provider's own terms
     translator: StreamTranslator | None = None  # the provider's own events to OpenAI's chunks
 
 

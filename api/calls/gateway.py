@@ -33,7 +33,7 @@ from api.errors import (
 from api.identity.principal import Principal
 from api.observability.metrics import GatewayMetrics
 from api.catalog.catalog import ModelCatalog, ProviderTarget, RouterEntry, no_provider
-from api.providers import Endpoint, adapter_for, well_formed
+from api.providers import Endpoint, well_formed
 from api.providers.base import StreamTranslator
 from api.providers.sessions import UpstreamSessions
 from api.settings import GatewaySettings
@@ -207,7 +207,7 @@ class Gateway:
     # calls
 
     def _request_args(self, provider: ProviderTarget, endpoint: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
-        wire = adapter_for(provider.type).request(provider.upstream, endpoint, {**body, "model": provider.model_name})
+        wire = self._upstreams.adapter_for(provider.type).request(provider.upstream, endpoint, {**body, "model": provider.model_name})
         return {"url": wire.address, "data": wire.data, "headers": wire.headers}
 
     async def call_json(self, call: Attempts, endpoint: Endpoint, body: dict[str, Any], priority: int) -> UpstreamAnswer:
@@ -220,7 +220,7 @@ class Gateway:
         self, call: Attempts, endpoint: Endpoint, build_form: Callable[[str], aiohttp.FormData], priority: int
     ) -> UpstreamAnswer:
         def send(provider: ProviderTarget) -> Awaitable[UpstreamAnswer]:
-            adapter = adapter_for(provider.type)
+            adapter = self._upstreams.adapter_for(provider.type)
             args = {"url": adapter.url(provider.upstream, endpoint), "data": build_form(provider.model_name),
                     "headers": adapter.headers(provider.key)}
             return self._send(call, provider, args, endpoint)
@@ -271,7 +271,7 @@ class Gateway:
             parsed = jsonutil.loads(raw) if raw else None
         except ValueError as exc:
             raise Retryable("invalid", f"provider {provider.id} answered with invalid JSON") from exc
-        adapter = adapter_for(provider.type)
+        adapter = self._upstreams.adapter_for(provider.type)
         if status >= 400:
             raise UpstreamRejectedError(status, adapter.error_body(status, parsed))
         answer = adapter.response_body(endpoint, parsed)
@@ -328,7 +328,7 @@ class Gateway:
             provider, lease = attempt
             call.provider = provider
             session = self._upstreams.for_url(provider.url)
-            adapter = adapter_for(provider.type)
+            adapter = self._upstreams.adapter_for(provider.type)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(provider.timeout, 30), sock_read=provider.timeout)
             started = time.perf_counter()
             response: aiohttp.ClientResponse | None = None
@@ -351,7 +351,7 @@ class Gateway:
                 self.traffic.answered(provider.id)
                 deadline = time.monotonic() + self._settings.max_stream_seconds
                 return OpenStream(response, provider, lease, deadline, self._settings.max_response_bytes, first, session,
-                                  translator)
+                                  adapter, translator)
             except (Retryable, TimeoutError, aiohttp.ClientError) as exc:
                 error = exc if isinstance(exc, Retryable) else transport_failure(provider, exc)
                 failures.append(error)

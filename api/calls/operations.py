@@ -17,7 +17,7 @@ from api.calls.call import Call, Defaults
 from api.calls.gateway import Gateway
 from api.calls.tokens import count_chat_prompt, count_inputs, count_messages, count_text
 from api.errors import InvalidRequestError, UpstreamError
-from api.providers import Endpoint, adapter_for
+from api.providers import Endpoint, serves_completions
 from api.quota.quotas import Quotas
 
 
@@ -117,7 +117,7 @@ class Completion(Defaults):
 
     async def prepare(self, call: Call) -> None:
         assert call.router is not None
-        if not all(adapter_for(p.type).serves_completions for p in call.router.providers):
+        if not all(serves_completions(p.type) for p in call.router.providers):
             raise InvalidRequestError(f"Model '{call.model}' is served by providers without /v1/completions: use /v1/chat/completions")
 
     async def forward(self, call: Call, gateway: Gateway) -> None:

@@ -33,7 +33,6 @@ import aiohttp
 from api.calls.call import CLIENT_CLOSED, Call
 from api.errors import StreamFault
 from api.calls.tokens import count_chat_prompt, count_inputs, count_text
-from api.providers import adapter_for
 from api.providers.base import completion_limit
 
 
@@ -257,7 +256,7 @@ class ChatStreamRelay:
             return count_inputs(self._request_body["prompt"])
         messages = self._request_body.get("messages", [])
         provider = self._stream.provider
-        counted = await adapter_for(provider.type).count_prompt(self._stream.session, provider.upstream, messages,
+        counted = await self._stream.adapter.count_prompt(self._stream.session, provider.upstream, messages,
                                                                 min(provider.timeout, 5))
         return counted if counted is not None else count_chat_prompt(messages)
 

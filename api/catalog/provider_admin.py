@@ -15,7 +15,7 @@ from api.catalog.catalog import ModelCatalog
 from api.catalog.crypto import SecretBox, mask_secret
 from api.catalog.router_admin import get_router_model
 from api.catalog.schemas import ProviderCreate, ProviderOut, ProviderUpdate
-from api.providers import ProbeResult, Upstream, UpstreamCheckError, adapter_for
+from api.providers import ProbeResult, Upstream, UpstreamCheckError
 from api.providers.base import normalise_base_url
 from api.providers.sessions import UpstreamSessions
 
@@ -49,7 +49,7 @@ async def _get(session: AsyncSession, provider_id: int) -> Provider:
 async def probe_provider(
     sessions: UpstreamSessions, provider_type: str, upstream: Upstream, router_type: str, timeout: int
 ) -> ProbeResult:
-    adapter = adapter_for(provider_type)
+    adapter = sessions.adapter_for(provider_type)
     try:
         return await adapter.probe(sessions.for_url(upstream.url), upstream, router_type, min(timeout, 30))
     except UpstreamCheckError as exc:

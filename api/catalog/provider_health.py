@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from api.catalog.catalog import ModelCatalog, ProviderTarget
-from api.providers import UpstreamCheckError, adapter_for
+from api.providers import UpstreamCheckError
 from api.providers.sessions import UpstreamSessions
 from api.state.load import LoadTracker
 from api.state.traffic import ProviderTraffic
@@ -76,7 +76,7 @@ class HealthMonitor:
         started = time.perf_counter()
         error: str | None = None
         try:
-            await adapter_for(provider.type).probe(
+            await self._upstreams.adapter_for(provider.type).probe(
                 self._upstreams.for_url(provider.url), provider.upstream, router_type, min(self._timeout, provider.timeout),
             )
         except UpstreamCheckError as exc:

@@ -6,11 +6,20 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from api.providers.base import ProviderAdapter
+from api.providers.registry import build_adapters
+
 
 class UpstreamSessions:
+    """How this app reaches providers: a pooled session per host, and the adapter of each type."""
+
     def __init__(self, connections_per_host: int = 256) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._connections_per_host = connections_per_host
+        self._adapters = build_adapters()
+
+    def adapter_for(self, provider_type: str) -> ProviderAdapter:
+        return self._adapters[provider_type]
 
     def for_url(self, url: str) -> aiohttp.ClientSession:
         parts = urlsplit(url)
