@@ -253,6 +253,9 @@ def open_rag(settings: Settings, stores: Stores, calls: CallPath, stack: AsyncEx
     vectors = VectorStore(settings.dependencies.qdrant, rag.qdrant_collection, enabled=rag.vector_store_model is not None,
                           lexical_language=rag.lexical_language, owners=owners)
     stack.push_async_callback(vectors.close)
+    if rag.vector_store_model is not None:
+        # Finished, not cancelled, at stop (a database read: see `background`).
+        background(stack, vectors.sweep(), "vector-sweep", stop=lambda: None)
     embedder = Embedder(calls.pipeline, rag.vector_store_model, calls.catalog)
     ingestion = Ingestion(stores.session_factory, vectors, embedder, calls.authenticator, rag)
     if ingest and rag.vector_store_model is not None and rag.ingestion_concurrency > 0:

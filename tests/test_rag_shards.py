@@ -81,3 +81,23 @@ async def test_a_deleted_users_chunks_go_with_them_and_never_reach_whoever_comes
         response = await rag.search(newcomer, "what does the director earn", method=method, collection_ids=[theirs])
         assert response.status_code == 200, response.text
         assert response.json()["data"] == [], (method, newcomer.id == gone.id, theirs == collection)
+
+
+async def test_a_start_removes_the_shard_of_an_owner_with_no_collection(backend, tmp_path: Path) -> None:
+    """What a user deleted by an earlier version left: gone shortly after the next start."""
+    import asyncio
+    import json
+    import uuid
+
+    from conftest import make_settings, running_app
+
+    (tmp_path / "shards" / "999").mkdir(parents=True)
+    (tmp_path / "edge.json").write_text(json.dumps({"dimensions": 256}))
+    settings = make_settings(backend, f"tollgate-test:{uuid.uuid4().hex}:", qdrant_path=str(tmp_path),
+                             rag={"vector_store_model": "embeddings"})
+    async with running_app(settings):
+        for _ in range(100):
+            if not (tmp_path / "shards" / "999").exists():
+                break
+            await asyncio.sleep(0.05)
+        assert not (tmp_path / "shards" / "999").exists()

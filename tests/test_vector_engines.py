@@ -256,7 +256,7 @@ async def test_a_split_interrupted_after_its_copy_was_in_place_is_finished(tmp_p
     assert (root / "edge-before-shards").is_dir() and not (root / "edge").exists()
 
 
-async def test_a_shard_whose_owner_has_no_collection_left_is_removed_at_the_next_start(tmp_path: Path) -> None:
+async def test_a_shard_whose_owner_has_no_collection_left_is_removed_by_the_sweep(tmp_path: Path) -> None:
     """A user deleted by an earlier version left their shard: SQLite may give their id to the
     next user made, who must not find it."""
     store = build("edge", tmp_path)
@@ -269,6 +269,7 @@ async def test_a_shard_whose_owner_has_no_collection_left_is_removed_at_the_next
 
     store = VectorStore(None, "chunks", engine=EdgeEngine(str(tmp_path / "vectors"), "chunks"), owners=owner_one_gone)
     try:
+        await store.sweep()  # what each start runs (`api.runtime.open_rag`)
         assert await store.count(1) == 0 and await store.count(2) == 1
         assert sorted(p.name for p in (tmp_path / "vectors" / "shards").iterdir()) == ["2"]
     finally:

@@ -126,6 +126,10 @@ class ClientEngine:
     async def drop_owner(self, owner: int) -> None:
         """Nothing left: an owner's points are deleted by their collections."""
 
+    async def owners_kept(self) -> set[int]:
+        """None: nothing is kept per owner."""
+        return set()
+
     async def exists(self) -> bool:
         return self._dimensions is not None or await self._client.collection_exists(self._collection)
 

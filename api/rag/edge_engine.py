@@ -100,15 +100,12 @@ class EdgeEngine:
     async def upgrade(self, owners: CollectionOwners) -> None:
         from api.rag.upgrade import split_by_owner, upgrade_needed
 
-        found = await owners()
         if await self._run(upgrade_needed, self._root, self._collection, self._shards.folder):
+            found = await owners()
             await self._run(split_by_owner, self._root, self._collection, self._shards.folder, found)
-        # Shards of owners with no collection left: a user deleted by an earlier version, or
-        # whose shard could not be removed then. SQLite may give their id to the next user made.
-        live = set(found.values())
-        for owner in await self._run(self._shards.owners):
-            if owner not in live:
-                await self.drop_owner(owner)
+
+    async def owners_kept(self) -> set[int]:
+        return set(await self._run(self._shards.owners))
 
     async def drop_owner(self, owner: int) -> None:
         with self._optimiser_lock:

@@ -64,12 +64,15 @@ class Engine(Protocol):
         (InvalidRequestError when it does not)."""
 
     async def upgrade(self, owners: CollectionOwners) -> None:
-        """Bring a store written by an earlier version to this version's layout, and let go of
-        what owners no longer in `owners` left (asked before any other call)."""
+        """Bring a store written by an earlier version to this version's layout (asked before
+        any other call); `owners` is awaited only when there is something to move."""
 
     async def drop_owner(self, owner: int) -> None:
         """Let go of what the owner's points left once they are deleted (Qdrant Edge: their
         shard's folder)."""
+
+    async def owners_kept(self) -> set[int]:
+        """The owners the engine keeps something for apart (Qdrant Edge: a shard)."""
 
     async def exists(self) -> bool: ...
 

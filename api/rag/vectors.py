@@ -211,6 +211,19 @@ class VectorStore:
         if await self._exists():
             await self.engine.delete(self._where(owner, **fields))
 
+    async def sweep(self) -> None:
+        """Once after start-up: let go of what owners with no collection left kept (a user
+        deleted by an earlier version, or whose shard was in use then): SQLite may give their
+        id to the next user made. Not at first use: that can be inside a request's write
+        transaction, which this read would wait on (SQLite: one writer)."""
+        if self._owners is None or not await self._exists():
+            return
+        # Those kept before the owners are read: one whose first document is being stored
+        # meanwhile is not taken for a leftover.
+        kept = await self.engine.owners_kept()
+        for owner in kept - set((await self._owners()).values()):
+            await self.engine.drop_owner(owner)
+
     async def drop_owner(self, owner: int) -> None:
         """Once every point of the owner is deleted: let go of what the engine kept for them."""
         if await self._exists():
