@@ -11,7 +11,7 @@ import httpx
 import httpx2
 import pytest
 
-from conftest import Models, usage_rows
+from conftest import Models, Seeder, usage_rows
 from fakes.anthropic import CLAUDE_MODEL
 
 WEATHER = {"name": "weather", "description": "The weather in a city",
@@ -127,3 +127,21 @@ async def test_limits_budgets_and_errors_in_anthropics_shape(client, models: Mod
         await claude_sdk(client, (await models.user_for(router)).key).messages.create(
             model="chat", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert rejected.value.body["error"]["message"] == "injected failure 400"
+
+
+async def test_a_body_over_the_limit_is_refused_in_anthropics_shape(app_factory, upstream) -> None:
+    client = await app_factory(max_request_body_bytes=2048)
+    models = Models(client, Seeder(client))
+    router = await models.router()
+    await models.provider(router, upstream.base_url)
+    user = await models.user_for(router)
+    with pytest.raises(anthropic.APIStatusError) as error:
+        await claude_sdk(client, user.key).messages.create(
+            model="chat", max_tokens=5, messages=[{"role": "user", "content": "x" * 4096}])
+    assert error.value.status_code == 413
+    assert error.value.body == {"type": "error", "error": {"type": "request_too_large",
+                                                           "message": "Request body is larger than 2048 bytes"}}
+    # The OpenAI-shaped routes keep theirs.
+    refused = await client.post("/v1/chat/completions", headers=user.headers,
+                                json={"model": "chat", "messages": [{"role": "user", "content": "x" * 4096}]})
+    assert refused.status_code == 413 and refused.json() == {"detail": "Request body is larger than 2048 bytes"}

@@ -13,6 +13,7 @@ from api.http.api_reference import add_api_reference
 from api.http.console import add_console
 from api.http.context import build_context
 from api.http.json_model_routes import add_json_model_routes
+from api.http import anthropic_messages, messages_route
 from api.http.messages_route import add_messages_route
 from api.http.error_handlers import install_error_handlers
 from api.http.routes import admin_identity
@@ -75,6 +76,7 @@ def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> Fas
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.settings.max_request_body_bytes,
         upload_paths=rag.UPLOAD_PATHS, max_upload_bytes=settings.settings.rag.max_upload_bytes,
+        error_shapes={messages_route.PATH: anthropic_messages.error_body},
     )
     # Added last, so it runs first: a 413 carries the request id too.
     app.add_middleware(RequestIdMiddleware)

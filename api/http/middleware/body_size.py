@@ -7,7 +7,14 @@ raises is replaced by the 413.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# A path's own error shape (Anthropic's for /v1/messages), from the status and the message.
+ErrorShape = Callable[[int, str], dict[str, Any]]
 
 
 class BodyTooLarge(Exception):
@@ -15,8 +22,10 @@ class BodyTooLarge(Exception):
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int, upload_paths: tuple[str, ...] = (), max_upload_bytes: int = 0) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_paths: tuple[str, ...] = (), max_upload_bytes: int = 0,
+                 error_shapes: dict[str, ErrorShape] | None = None) -> None:
         self.app = app
+        self.error_shapes = error_shapes or {}
         self.default_max_bytes = max_bytes
         # File uploads get their own bound (the file, plus room for the form around it).
         self.upload_paths = upload_paths
@@ -33,7 +42,7 @@ class BodySizeLimit:
             return
         if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
             # PostgreSQL cannot store NUL, and no legitimate id or filter contains one.
-            await self._send(send, 400, b'{"detail":"NUL characters are not allowed in URLs"}')
+            await self._send(scope, send, 400, "NUL characters are not allowed in URLs")
             return
         max_bytes = self._limit(scope)
         declared: int | None = None
@@ -44,7 +53,7 @@ class BodySizeLimit:
             elif name == b"transfer-encoding":
                 chunked = True
         if declared is not None and declared > max_bytes:
-            await self._send_413(send, max_bytes)
+            await self._send_413(scope, send, max_bytes)
             return
         if declared is not None and not chunked:
             # The server delivers no more than a declared length: nothing left to count.
@@ -70,7 +79,7 @@ class BodySizeLimit:
             if too_large:
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await self._send_413(send, max_bytes)
+                    await self._send_413(scope, send, max_bytes)
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -81,13 +90,14 @@ class BodySizeLimit:
             if not too_large:
                 raise
             if not started:
-                await self._send_413(send, max_bytes)
+                await self._send_413(scope, send, max_bytes)
 
-    async def _send_413(self, send: Send, max_bytes: int) -> None:
-        await self._send(send, 413, b'{"detail":"Request body is larger than %d bytes"}' % max_bytes)
+    async def _send_413(self, scope: Scope, send: Send, max_bytes: int) -> None:
+        await self._send(scope, send, 413, f"Request body is larger than {max_bytes} bytes")
 
-    @staticmethod
-    async def _send(send: Send, status: int, body: bytes) -> None:
+    async def _send(self, scope: Scope, send: Send, status: int, detail: str) -> None:
+        shape = self.error_shapes.get(scope.get("path", ""))
+        body = json.dumps(shape(status, detail) if shape else {"detail": detail}, separators=(",", ":")).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
