@@ -194,7 +194,8 @@ class DatabaseSettings(_Section):
 
 class RedisSettings(_Section):
     url: str
-    key_prefix: str = Field(default="tollgate:", description="Prefix of every key, so deployments can share a Redis.")
+    key_prefix: str = Field(default="tollgate:", pattern=r"^\S*$",
+                            description="Prefix of every key, so deployments can share a Redis. No whitespace.")
     max_connections: int = Field(default=50, ge=1, description="Connections per process; a burst beyond waits for one.")
     timeout_seconds: float = Field(default=5.0, gt=0, description="Connect, command and pool-wait timeout.")
 

@@ -265,7 +265,8 @@ def main() -> None:
     parser.add_argument("--limits", action="store_true", help="give the key's role rpm/tpm limits and the user a budget")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs per target, alternating; the median is kept")
     parser.add_argument("--profile", metavar="FILE",
-                        help="py-spy samples of Tollgate's processes during its c=32 run, as collapsed stacks")
+                        help="py-spy samples of Tollgate's processes during its first c=32 run, as collapsed stacks "
+                        "(the baseline's in FILE.baseline)")
     parser.add_argument("--only-tollgate", action="store_true", help="skip the direct call and the pass-through proxies")
     parser.add_argument("--skip-httpx", action="store_true", help="skip the FastAPI + httpx pass-through")
     parser.add_argument("--baseline", metavar="DIR", type=Path,
@@ -327,9 +328,11 @@ def main() -> None:
         for round_number in range(args.repeat):
             for name, (url, target_key, model, pid) in targets.items():
                 profiler = None
-                if args.profile and name.startswith("Tollgate (") and round_number == 0:
+                if args.profile and name.startswith("Tollgate") and round_number == 0:
+                    # The baseline's samples go beside this checkout's, in FILE.baseline.
+                    output = args.profile if name.startswith("Tollgate (") else f"{args.profile}.baseline"
                     profiler = subprocess.Popen([py_spy, "record", "--subprocesses", "--nonblocking", "-f", "raw", "-r", "500",
-                                                 "-d", str(args.duration), "-o", args.profile, "-p", str(pid)],
+                                                 "-d", str(args.duration), "-o", output, "-p", str(pid)],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 run = wrk(url, target_key, model, args.connections, args.duration, pid, tollgate=name.startswith("Tollgate"))
                 throughputs[name].append(run["rps"])

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from api.errors import DependencyUnavailableError
 from api.quota.store import BudgetHold, BudgetRelease, RedisQuotaStore
@@ -195,3 +196,33 @@ async def test_the_database_index_and_credentials_of_the_url_are_used(admin: Red
             await wrong.close()
     finally:
         await admin.execute_command("ACL", "DELUSER", user)
+
+
+async def _evalsha_calls(admin: Redis) -> int:
+    return int((await admin.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_admissions_in_flight_together_go_to_redis_as_one_command(store: Store, admin: Redis) -> None:
+    await store.quotas.admit(_tpm(1, limit=1000))  # the scripts loaded, the connection made
+    before = await _evalsha_calls(admin)
+    decisions = await asyncio.gather(*(store.quotas.admit(_tpm(1, limit=1000)) for _ in range(16)))
+    # One EVALSHA for the sixteen (redis-py packs and parses each command in Python), each
+    # admission still counted on its own, in the order they were made.
+    assert await _evalsha_calls(admin) - before == 1
+    assert [d.admission.windows[0].used for d in decisions] == list(range(2, 18))
+
+
+async def test_an_admission_that_fails_leaves_the_others_sent_with_it_their_counts(store: Store, admin: Redis) -> None:
+    # A counter Redis cannot count in (another program's list under the same name): its
+    # admission fails; the admissions sent in the same command are taken as if sent alone.
+    broken = WindowCheck("broken", limit=100, window_seconds=10**9, amount=1)
+    await admin.rpush(f"{store.prefix}limit:broken:1", "not a counter")
+    calls = [store.quotas.admit([broken] if n == 2 else _tpm(1, limit=1000)) for n in range(5)]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(outcomes[2], ResponseError) and "WRONGTYPE" in str(outcomes[2])
+    assert [d.admission.windows[0].used for n, d in enumerate(outcomes) if n != 2] == [1, 2, 3, 4]
+
+
+def test_a_key_prefix_with_whitespace_is_refused() -> None:
+    with pytest.raises(ValueError, match="whitespace"):
+        RedisQuotaStore(Redis(), "tollgate prod:")

@@ -26,7 +26,7 @@ from api.quota.windows import Admission, MemoryLimitStore, WindowCheck, WindowSt
 
 logger = logging.getLogger("tollgate.state")
 
-MAX_ENCODED_KEYS = 100_000  # past it, the cache of encoded keys starts again
+MAX_CACHED_KEYS = 100_000  # past it, the cache of joined budget keys starts again
 
 # A settlement waits this long for the next admission, so both share one pipeline and one
 # round trip (at one call at a time, a round trip is a tenth of the gateway's added latency).
@@ -115,17 +115,19 @@ class MemoryQuotaStore:
             self._budgets.release(release.account, release.reserved, release.spent)
 
 
-# Both scripts take their arguments as one string of space-separated fields ('-' for an empty
-# one): redis-py encodes each argument of a command in Python, ~0.5-1 µs apiece, while splitting
-# the string costs Redis a few microseconds in all. The fields are read as ARGV was.
+# Both scripts take each call's arguments, key names included, as one string of
+# space-separated fields ('-' for an empty one): redis-py packs each argument of a command in
+# Python, ~0.3-1 µs apiece, while splitting the string costs Redis a few microseconds in all.
+# (The scripts already name keys of their own making, a window's counter with its index: the
+# key names were never all declared. Redis's ACLs still check every key a script touches.)
 _FIELDS = """
-local ARGV = (function(packed)
+local function fields_of(packed)
   local fields = {}
   for field in string.gmatch(packed, '%S+') do
     fields[#fields + 1] = field ~= '-' and field or ''
   end
   return fields
-end)(ARGV[1])
+end
 """
 
 
@@ -137,106 +139,131 @@ def _fields(values: list[int | str]) -> str:
     return " ".join(map(str, values))
 
 
-# KEYS: the n window counters (without their window index), then each hold's balance, reserved
-# and epoch keys. Fields: n, (limit, window, amount) per window, then h and, per hold, its
-# amount, its initial balance ('' when unknown: {3, holds...} if a balance is not loaded) and
-# the ttl of its keys in ms ('' for none). Admitted, the last h items returned are the holds'
-# epochs; refused by a budget, {2, the first hold it could not cover}.
+# One admission per ARGV, so the admissions queued together are one command and one reply
+# (the script pipeline's batched scripts): each is taken or refused on its own, in order, as if
+# each had been a script call of its own. An admission's fields: n, then per window its
+# counter (without its window index), limit, length and amount; then h and, per hold, its
+# balance, reserved and epoch keys, its amount, its initial balance ('' when unknown: {3,
+# holds...} if a balance is not loaded) and the ttl of its keys in ms ('' for none). Its reply:
+# admitted, {1, then key, used, reset per window, then the holds' epochs}; refused by a window,
+# {0, the window, its key, used, reset}; by a budget, {2, the first hold it could not cover}.
+# An admission that fails (a bug) is an error in its place; those before it stand.
 _ADMIT = _FIELDS + CURRENT_EPOCH + RESERVED_NOW + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local n = tonumber(ARGV[1])
--- Each redis.call and each number written into a string costs about a microsecond or two:
--- a window's suffix is made once per window length, and a counter's expiry is set once, when
--- it is created (its window's end does not move).
-local suffixes, keys, used, resets, created = {}, {}, {}, {}, {}
-for i = 1, n do
-  local limit = tonumber(ARGV[3 * i - 1])
-  local window = tonumber(ARGV[3 * i])
-  local amount = tonumber(ARGV[3 * i + 1])
-  local index = math.floor(now / window)
-  local suffix = suffixes[window]
-  if not suffix then
-    suffix = ':' .. index
-    suffixes[window] = suffix
+
+local function admit(F)
+  local n = tonumber(F[1])
+  -- Each redis.call and each number written into a string costs about a microsecond or two:
+  -- a window's suffix is made once per window length, and a counter's expiry is set once, when
+  -- it is created (its window's end does not move).
+  local suffixes, keys, used, resets, created = {}, {}, {}, {}, {}
+  for i = 1, n do
+    local at = 4 * i - 2
+    local limit = tonumber(F[at + 1])
+    local window = tonumber(F[at + 2])
+    local amount = tonumber(F[at + 3])
+    local index = math.floor(now / window)
+    local suffix = suffixes[window]
+    if not suffix then
+      suffix = ':' .. index
+      suffixes[window] = suffix
+    end
+    local key = F[at] .. suffix
+    local stored = redis.call('GET', key)
+    local current = tonumber(stored or '0')
+    local reset_ms = math.ceil(((index + 1) * window - now) * 1000)
+    if current + amount > limit then
+      return {0, i, key, current, reset_ms}
+    end
+    keys[i], used[i], resets[i], created[i] = key, current + amount, reset_ms, not stored
   end
-  local key = KEYS[i] .. suffix
-  local stored = redis.call('GET', key)
-  local current = tonumber(stored or '0')
-  local reset_ms = math.ceil(((index + 1) * window - now) * 1000)
-  if current + amount > limit then
-    return {0, i, key, current, reset_ms}
-  end
-  keys[i], used[i], resets[i], created[i] = key, current + amount, reset_ms, not stored
-end
-local h = tonumber(ARGV[3 * n + 2])
-local epochs, lefts, unloaded = {}, {}, {}
-for j = 1, h do
-  local balance, reserved, epoch = KEYS[n + 3 * j - 2], KEYS[n + 3 * j - 1], KEYS[n + 3 * j]
-  local field = 3 * n + 3 * j
-  epochs[j] = current_epoch(reserved, epoch)
-  local left = redis.call('GET', balance)
-  if not left then
-    if ARGV[field + 1] == '' then
-      unloaded[#unloaded + 1] = j
-    else
-      -- Loaded from the database's budget (or reloaded: Redis lost it). The holds `reserved`
-      -- still counts are given back to it when their calls settle, so they are taken now.
-      -- Written from the argument's own digits, then adjusted by Redis's integer arithmetic: a
-      -- Lua number is a double, exact to 2^53 nanos only and written as 1e+17 from 10^17 on.
-      redis.call('SET', balance, ARGV[field + 1])
-      left = redis.call('DECRBY', balance, reserved_now(reserved))
-      if ARGV[field + 2] ~= '' then
-        redis.call('PEXPIRE', balance, ARGV[field + 2])
-        redis.call('PEXPIRE', reserved, ARGV[field + 2])
-        redis.call('PEXPIRE', epoch, ARGV[field + 2])
+  local h = tonumber(F[4 * n + 2])
+  local epochs, lefts, amounts, unloaded = {}, {}, {}, {}
+  for j = 1, h do
+    local at = 4 * n + 6 * j - 3
+    local balance, reserved, epoch = F[at], F[at + 1], F[at + 2]
+    amounts[j] = F[at + 3]
+    epochs[j] = current_epoch(reserved, epoch)
+    local left = redis.call('GET', balance)
+    if not left then
+      if F[at + 4] == '' then
+        unloaded[#unloaded + 1] = j
+      else
+        -- Loaded from the database's budget (or reloaded: Redis lost it). The holds `reserved`
+        -- still counts are given back to it when their calls settle, so they are taken now.
+        -- Written from the argument's own digits, then adjusted by Redis's integer arithmetic: a
+        -- Lua number is a double, exact to 2^53 nanos only and written as 1e+17 from 10^17 on.
+        redis.call('SET', balance, F[at + 4])
+        left = redis.call('DECRBY', balance, reserved_now(reserved))
+        if F[at + 5] ~= '' then
+          redis.call('PEXPIRE', balance, F[at + 5])
+          redis.call('PEXPIRE', reserved, F[at + 5])
+          redis.call('PEXPIRE', epoch, F[at + 5])
+        end
       end
     end
+    lefts[j] = left
   end
-  lefts[j] = left
+  if #unloaded > 0 then
+    return {3, unpack(unloaded)}
+  end
+  for j = 1, h do
+    if tonumber(lefts[j]) < tonumber(amounts[j]) then
+      return {2, j}
+    end
+  end
+  for j = 1, h do
+    local at = 4 * n + 6 * j - 3
+    redis.call('DECRBY', F[at], amounts[j])
+    redis.call('INCRBY', F[at + 1], amounts[j])
+  end
+  local out = {1}
+  for i = 1, n do
+    redis.call('INCRBY', keys[i], F[4 * i + 1])
+    if created[i] then
+      redis.call('PEXPIRE', keys[i], resets[i] + 60000)
+    end
+    out[3 * i - 1], out[3 * i], out[3 * i + 1] = keys[i], used[i], resets[i]
+  end
+  for j = 1, h do
+    out[3 * n + 1 + j] = epochs[j]
+  end
+  return out
 end
-if #unloaded > 0 then
-  return {3, unpack(unloaded)}
-end
-for j = 1, h do
-  if tonumber(lefts[j]) < tonumber(ARGV[3 * n + 3 * j]) then
-    return {2, j}
+
+local replies = {}
+for a = 1, #ARGV do
+  local ok, reply = pcall(admit, fields_of(ARGV[a]))
+  if ok then
+    replies[a] = reply
+  elseif type(reply) == 'table' and reply.err then
+    replies[a] = reply
+  else
+    replies[a] = {err = tostring(reply)}
   end
 end
-for j = 1, h do
-  redis.call('DECRBY', KEYS[n + 3 * j - 2], ARGV[3 * n + 3 * j])
-  redis.call('INCRBY', KEYS[n + 3 * j - 1], ARGV[3 * n + 3 * j])
-end
-local out = {1}
-for i = 1, n do
-  redis.call('INCRBY', keys[i], ARGV[3 * i + 1])
-  if created[i] then
-    redis.call('PEXPIRE', keys[i], resets[i] + 60000)
-  end
-  out[3 * i - 1], out[3 * i], out[3 * i + 1] = keys[i], used[i], resets[i]
-end
-for j = 1, h do
-  out[3 * n + 1 + j] = epochs[j]
-end
-return out
+return replies
 """
 
-# KEYS: the m window counters to adjust (with their index), then each released budget's
-# balance, reserved and epoch keys. Fields: m, the m deltas, then epoch, reserved and spent
-# per budget. A hold of the current epoch is given back (never more than `reserved` holds);
-# one of an earlier epoch was taken from a balance since lost: the balance reloaded from the
-# database never had it taken, nor this call's cost, which alone it is charged.
+# Fields: m, then per window counter to adjust, its key (with its index) and delta; then per
+# released budget its balance, reserved and epoch keys, the epoch it was held in, what it
+# held and what it spent. A hold of the current epoch is given back (never more than
+# `reserved` holds); one of an earlier epoch was taken from a balance since lost: the balance
+# reloaded from the database never had it taken, nor this call's cost, which alone it is charged.
 _SETTLE = _FIELDS + RESERVED_NOW + """
-local m = tonumber(ARGV[1])
+local F = fields_of(ARGV[1])
+local m = tonumber(F[1])
 for i = 1, m do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('INCRBY', KEYS[i], ARGV[i + 1])
+  local key = F[2 * i]
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('INCRBY', key, F[2 * i + 1])
   end
 end
-for j = 0, (#KEYS - m) / 3 - 1 do
-  local balance, reserved, epoch = KEYS[m + 3 * j + 1], KEYS[m + 3 * j + 2], KEYS[m + 3 * j + 3]
-  local held_in = ARGV[m + 3 * j + 2]
-  local held, spent = tonumber(ARGV[m + 3 * j + 3]), tonumber(ARGV[m + 3 * j + 4])
+for at = 2 * m + 2, #F, 6 do
+  local balance, reserved, epoch = F[at], F[at + 1], F[at + 2]
+  local held_in = F[at + 3]
+  local held, spent = tonumber(F[at + 4]), tonumber(F[at + 5])
   local give = 0
   if held_in ~= '' and redis.call('GET', epoch) == held_in then
     give = math.min(held, reserved_now(reserved))
@@ -271,46 +298,42 @@ class _Settlements:
 
 class RedisQuotaStore:
     def __init__(self, redis: Redis, key_prefix: str) -> None:
+        if any(character.isspace() for character in key_prefix):
+            raise ValueError("a Redis key prefix cannot hold whitespace: the scripts' fields are separated by it")
         self._scripts = ScriptPipeline(redis)
         self._limit_prefix = key_prefix + "limit:"
         self._budget_prefix = key_prefix + "budget:"
-        self._admit = self._scripts.register(_ADMIT)
+        self._admit = self._scripts.register(_ADMIT, batched=True)
         self._settle = self._scripts.register(_SETTLE)
+        # Each batch sent to Redis starts with the settlements made since the last one: Redis
+        # applies them before the admissions that follow them (or were made with them).
+        self._scripts.before_each_batch(self._flush_settlements)
         self._settlements: _Settlements | None = None
         self._sending: set[asyncio.Future[Any]] = set()
-        # The same few windows and budgets come back call after call: their keys are built and
-        # encoded once (redis-py encodes each argument of a command in Python otherwise).
-        self._encoded_windows: dict[str, bytes] = {}
-        self._encoded_budgets: dict[str, list[bytes]] = {}
+        # The same few budgets come back call after call: their three keys are joined once.
+        self._budget_fields: dict[str, str] = {}
 
-    def _budget_keys(self, account: str) -> list[bytes]:
-        keys = self._encoded_budgets.get(account)
+    def _budget_keys(self, account: str) -> str:
+        """`account`'s balance, reserved and epoch keys, as fields."""
+        keys = self._budget_fields.get(account)
         if keys is None:
-            if len(self._encoded_budgets) >= MAX_ENCODED_KEYS:
-                self._encoded_budgets.clear()
-            keys = self._encoded_budgets[account] = [key.encode() for key in budget_keys(self._budget_prefix, account)]
+            if len(self._budget_fields) >= MAX_CACHED_KEYS:
+                self._budget_fields.clear()
+            keys = self._budget_fields[account] = " ".join(budget_keys(self._budget_prefix, account))
         return keys
 
-    def _window_key(self, key: str) -> bytes:
-        encoded = self._encoded_windows.get(key)
-        if encoded is None:
-            if len(self._encoded_windows) >= MAX_ENCODED_KEYS:
-                self._encoded_windows.clear()
-            encoded = self._encoded_windows[key] = (self._limit_prefix + key).encode()
-        return encoded
-
     async def admit(self, checks: list[WindowCheck], holds: Sequence[BudgetHold] = ()) -> QuotaDecision:
-        keys = [self._window_key(check.key) for check in checks]
-        args: list[int | str] = [len(checks)]
-        for check in checks:
-            args += [check.limit, check.window_seconds, check.amount]
-        args.append(len(holds))
-        for hold in holds:
-            keys += self._budget_keys(hold.account)
-            args += [hold.amount, EMPTY if hold.initial_balance is None else hold.initial_balance,
-                     EMPTY if hold.ttl_seconds is None else hold.ttl_seconds * 1000]
-        self._flush_settlements()  # first: Redis applies them before this admission
-        reply = self._scripts.submit(self._admit, keys, [_fields(args)],
+        prefix = self._limit_prefix
+        fields = [str(len(checks))]
+        fields += [f"{prefix}{check.key} {check.limit} {check.window_seconds} {check.amount}" for check in checks]
+        fields.append(str(len(holds)))
+        fields += [
+            f"{self._budget_keys(hold.account)} {hold.amount} "
+            f"{EMPTY if hold.initial_balance is None else hold.initial_balance} "
+            f"{EMPTY if hold.ttl_seconds is None else hold.ttl_seconds * 1000}"
+            for hold in holds
+        ]
+        reply = self._scripts.submit(self._admit, [], [" ".join(fields)],
                                      orphaned=lambda result: self._give_back(result, checks, holds))
         try:
             result = await reply
@@ -378,12 +401,13 @@ class RedisQuotaStore:
         if batch is None:
             return
         batch.linger.cancel()
-        keys: list[str | bytes] = list(batch.deltas)
-        args: list[int | str] = [len(keys), *batch.deltas.values()]
+        fields: list[int | str] = [len(batch.deltas)]
+        for key, delta in batch.deltas.items():
+            fields += [key, delta]  # as the admission named it: prefix and window index included
         for (account, epoch), (reserved, spent) in batch.releases.items():
-            keys += self._budget_keys(account)
-            args += [epoch or EMPTY, reserved, spent]
-        reply = self._scripts.submit(self._settle, keys, [_fields(args)])
+            fields += [self._budget_keys(account), epoch or EMPTY, reserved, spent]
+        # Ahead of the admissions waiting to be sent: what ended before them is applied first.
+        reply = self._scripts.submit(self._settle, [], [_fields(fields)], ahead=True)
         self._sending.add(reply)
         reply.add_done_callback(lambda done: self._settled(done, batch))
 
@@ -403,3 +427,4 @@ class RedisQuotaStore:
 
     async def close(self) -> None:
         await self.flush()
+        await self._scripts.close()
