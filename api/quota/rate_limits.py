@@ -42,6 +42,10 @@ class Ticket(NamedTuple):
     windows: dict[str, WindowState]
     reserved_tokens: int  # counted in the token windows at admission: prompt estimate + completion bound
 
+    @property
+    def token_windows(self) -> list[WindowState]:
+        return [state for label, state in self.windows.items() if label.endswith(TOKEN_LIMITS)]  # "tpm", "key tph"
+
     def headers(self) -> dict[str, str]:
         """OpenAI-style x-ratelimit-* headers, from the per-minute windows (else per-day)."""
         headers: dict[str, str] = {}
@@ -69,14 +73,24 @@ class _Window(NamedTuple):
     kind: str
     key: str  # the counter, without its window index
     limit: int
+    seconds: int
+    counts_tokens: bool
 
-    @property
-    def seconds(self) -> int:
-        return WINDOWS[self.kind]
 
-    @property
-    def counts_tokens(self) -> bool:
-        return self.kind in TOKEN_LIMITS
+class _Windows(NamedTuple):
+    """A caller's windows on a router, worked out once (`Limiter._windows`)."""
+
+    windows: list[_Window]
+    labels: list[str]
+    has_token_windows: bool
+    smallest_token_limit: int  # a call reserving more than this is refused before it is counted
+    counts_tokens: bool  # a token limit above 0 applies (one of 0 refuses every call anyway)
+
+
+def _windows_of(windows: list[_Window]) -> _Windows:
+    token_limits = [window.limit for window in windows if window.counts_tokens]
+    return _Windows(windows, [window.label for window in windows], bool(token_limits), min(token_limits, default=0),
+                    any(token_limits))
 
 
 # Callers × routers whose windows are kept worked out; past it the cache starts again.
@@ -87,7 +101,7 @@ class Limiter:
     def __init__(self, store: LimitStore, metrics: GatewayMetrics) -> None:
         self._store = store
         self._metrics = metrics
-        self._windows_cache: dict[tuple[int | None, int | None, int], tuple[Principal, RouterEntry, list[_Window]]] = {}
+        self._windows_cache: dict[tuple[int | None, int | None, int], tuple[Principal, RouterEntry, _Windows]] = {}
 
     @staticmethod
     def _limits(principal: Principal, router: RouterEntry) -> Mapping[str, int | None]:
@@ -97,8 +111,7 @@ class Limiter:
 
     def counts_tokens(self, principal: Principal, router: RouterEntry) -> bool:
         """Whether a token limit (tpm, tph, tpd) applies to the caller on `router`."""
-        key_limits = principal.key_limits or {}
-        return any(self._limits(principal, router).get(kind) or key_limits.get(kind) for kind in TOKEN_LIMITS)
+        return self._windows(principal, router).counts_tokens
 
     def plan(
         self, principal: Principal, router: RouterEntry, estimate: Callable[[], int], completion_bound: int = 0
@@ -107,24 +120,25 @@ class Limiter:
         The token windows count the prompt's `estimate` (only computed when a token limit
         applies) plus `completion_bound`, the most tokens the answer may have."""
         windows = self._windows(principal, router)
-        if not windows:
+        if not windows.windows:
             return None
         reserved = 0
-        if any(window.counts_tokens for window in windows):
+        if windows.has_token_windows:
             prompt = estimate()
             reserved = prompt + completion_bound
-            # The shortest window first: the refusal names the limit a client most likely set.
-            for token_kind in TOKEN_LIMITS:
-                for window in windows:
-                    if window.kind == token_kind and reserved > window.limit:
-                        self._too_large(router, window.label, window.limit, prompt, completion_bound)
+            if reserved > windows.smallest_token_limit:
+                # The shortest window first: the refusal names the limit a client most likely set.
+                for token_kind in TOKEN_LIMITS:
+                    for window in windows.windows:
+                        if window.kind == token_kind and reserved > window.limit:
+                            self._too_large(router, window.label, window.limit, prompt, completion_bound)
         checks = [
             WindowCheck(window.key, window.limit, window.seconds, reserved if window.counts_tokens else 1)
-            for window in windows
+            for window in windows.windows
         ]
-        return LimitPlan([window.label for window in windows], checks, reserved)
+        return LimitPlan(windows.labels, checks, reserved)
 
-    def _windows(self, principal: Principal, router: RouterEntry) -> list[_Window]:
+    def _windows(self, principal: Principal, router: RouterEntry) -> _Windows:
         """The windows a caller counts in on a router: the role's on this router, then the
         key's own on every router. Worked out once per caller and router as read (the
         principal and the router are replaced when they change), not on every call."""
@@ -133,15 +147,17 @@ class Limiter:
         if cached is not None and cached[0] is principal and cached[1] is router:
             return cached[2]
         limits = self._limits(principal, router)  # a limit of 0 was refused before (api.calls.steps.Authorise)
-        windows = [_Window(kind, kind, f"{principal.user_id}:{router.id}:{kind}", limits[kind] or 0)
+        windows = [_Window(kind, kind, f"{principal.user_id}:{router.id}:{kind}", limits[kind] or 0, WINDOWS[kind],
+                           kind in TOKEN_LIMITS)
                    for kind, value in sorted(limits.items()) if value is not None and kind in WINDOWS]
         if principal.key_limits:
-            windows += [_Window(f"key {kind}", kind, f"{KEY_WINDOW}{principal.key_id}:{kind}", value)
+            windows += [_Window(f"key {kind}", kind, f"{KEY_WINDOW}{principal.key_id}:{kind}", value, WINDOWS[kind],
+                                kind in TOKEN_LIMITS)
                         for kind, value in sorted(principal.key_limits.items()) if kind in WINDOWS]
         if len(self._windows_cache) >= MAX_CACHED_WINDOWS:
             self._windows_cache.clear()
-        self._windows_cache[cache_key] = (principal, router, windows)
-        return windows
+        worked_out = self._windows_cache[cache_key] = (principal, router, _windows_of(windows))
+        return worked_out[2]
 
     def _too_large(self, router: RouterEntry, kind: str, limit: int, prompt: int, completion_bound: int) -> NoReturn:
         # Even an empty window could not take this call: waiting for one would not help.
@@ -193,7 +209,7 @@ class Limiter:
     def adjustments(ticket: Ticket, real_tokens: int) -> list[tuple[str, int]]:
         """Replace the tokens reserved by the real total in every token window."""
         delta = real_tokens - ticket.reserved_tokens
-        return [(state.key, delta) for label, state in ticket.windows.items() if _kind(label) in TOKEN_LIMITS and delta]
+        return [(state.key, delta) for state in ticket.token_windows] if delta else []
 
 
 def _kind(label: str) -> str:

@@ -145,7 +145,8 @@ def _fields(values: list[int | str]) -> str:
 # counter (without its window index), limit, length and amount; then h and, per hold, its
 # balance, reserved and epoch keys, its amount, its initial balance ('' when unknown: {3,
 # holds...} if a balance is not loaded) and the ttl of its keys in ms ('' for none). Its reply:
-# admitted, {1, then key, used, reset per window, then the holds' epochs}; refused by a window,
+# admitted, {1, the windows' counters (with their index) joined by spaces, then used and reset
+# per window, then the holds' epochs}; refused by a window,
 # {0, the window, its key, used, reset}; by a budget, {2, the first hold it could not cover}.
 # An admission that fails (a bug) is an error in its place; those before it stand.
 _ADMIT = _FIELDS + CURRENT_EPOCH + RESERVED_NOW + """
@@ -218,16 +219,17 @@ local function admit(F)
     redis.call('DECRBY', F[at], amounts[j])
     redis.call('INCRBY', F[at + 1], amounts[j])
   end
-  local out = {1}
+  -- The counters' keys as one string: one value for the client to decode, not one per window.
+  local out = {1, table.concat(keys, ' ')}
   for i = 1, n do
     redis.call('INCRBY', keys[i], F[4 * i + 1])
     if created[i] then
       redis.call('PEXPIRE', keys[i], resets[i] + 60000)
     end
-    out[3 * i - 1], out[3 * i], out[3 * i + 1] = keys[i], used[i], resets[i]
+    out[2 * i + 1], out[2 * i + 2] = used[i], resets[i]
   end
   for j = 1, h do
-    out[3 * n + 1 + j] = epochs[j]
+    out[2 * n + 2 + j] = epochs[j]
   end
   return out
 end
@@ -368,11 +370,11 @@ class RedisQuotaStore:
             index = int(result[1]) - 1
             state = WindowState(decode(result[2]), checks[index].limit, int(result[3]), int(result[4]) / 1000)
             return QuotaDecision(Admission(False, (state,)))
+        keys = decode(result[1]).split(" ")
         states = tuple(
-            WindowState(decode(result[1 + 3 * i]), check.limit, int(result[2 + 3 * i]), int(result[3 + 3 * i]) / 1000)
-            for i, check in enumerate(checks)
+            WindowState(keys[i], check.limit, result[2 + 2 * i], result[3 + 2 * i] / 1000) for i, check in enumerate(checks)
         )
-        return QuotaDecision(Admission(True, states), epochs=tuple(decode(e) for e in result[1 + 3 * len(checks):]))
+        return QuotaDecision(Admission(True, states), epochs=tuple(decode(e) for e in result[2 + 2 * len(checks):]))
 
     async def settle(self, adjustments: list[tuple[str, int]], releases: Sequence[BudgetRelease] = ()) -> None:
         # Not awaited: the answer (an error's included) need not wait out the linger; `flush`
