@@ -287,6 +287,8 @@ class Gateway:
         get an answer as large from any other."""
         limit = self._settings.max_response_bytes
         declared = response.content_length  # before decompression: a lower bound of the size
+        if declared is not None and declared <= limit and "Content-Encoding" not in response.headers:
+            return await response.read()  # the declared length is all aiohttp will read
         if declared is None or declared <= limit:
             body = bytearray()
             async for block in response.content.iter_chunked(64 * 1024):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.common.schemas import StorableStr
@@ -19,8 +20,13 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 def check_encodable(data: Any) -> Any:
     """Refuse unpaired surrogates (JSON's "\\ud800") anywhere in a body that goes upstream: it
-    cannot be written as UTF-8, so forwarding it would fail. A loop, not recursion: the body's
-    nesting is the client's choice."""
+    cannot be written as UTF-8, so forwarding it would fail."""
+    try:
+        orjson.dumps(data)  # in C: the whole body at once, and what is sent upstream is its like
+        return data
+    except orjson.JSONEncodeError:
+        pass  # a surrogate, or something else orjson refuses (an integer past 64 bits): look
+    # A loop, not recursion: the body's nesting is the client's choice.
     pending = [data]
     while pending:
         value = pending.pop()
