@@ -19,7 +19,7 @@ from api.policies.step import ApplyPolicies
 from api.calls.call import Call
 from api.calls.gateway import Gateway
 from api.calls.operations import Chat
-from api.calls.pipeline import Pipeline
+from api.calls.pipeline import Pipeline, StepBase
 from api.calls.steps import Admit, Authorise, Forward, Prepare, Price, Record, ResolveRouter
 from api.errors import DependencyUnavailableError, InvalidRequestError, NotFoundError, PermissionDeniedError, TooManyRequestsError
 from api.identity.principal import MASTER_PRINCIPAL
@@ -79,6 +79,30 @@ async def test_steps_enter_in_order_and_leave_in_reverse_once_the_status_is_know
     call = await pipeline.run(_call())
     assert log == ["enter a", "enter b", "enter c", "leave c 200", "leave b 200", "leave a 200"]
     assert call.answer == {"from": "c"} and call.status == 200
+
+
+class InOnly(StepBase):
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def enter(self, call: Call) -> None:
+        self.log.append("enter in-only")
+
+
+class OutOnly(StepBase):
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def leave(self, call: Call) -> None:
+        self.log.append(f"leave out-only {call.status}")
+
+
+async def test_steps_acting_on_one_side_keep_their_place_on_the_way_in_and_out() -> None:
+    log: list[str] = []
+    pipeline = Pipeline([OutOnly(log), Probe("a", log), InOnly(log), Probe("b", log, fail_with=TooManyRequestsError("busy", retry_after=1))])
+    with pytest.raises(TooManyRequestsError):
+        await pipeline.run(_call())
+    assert log == ["enter a", "enter in-only", "enter b", "leave a 429", "leave out-only 429"]
 
 
 async def test_a_refused_call_leaves_the_steps_it_entered_with_the_status_its_client_gets() -> None:

@@ -41,6 +41,21 @@ class Step(Protocol):
         ...
 
 
+class StepBase:
+    """A step with nothing to do on one side inherits that side from here, and the pipeline
+    skips it: awaiting a coroutine that does nothing still costs a call, on every model call."""
+
+    async def enter(self, call: Call) -> None:
+        pass
+
+    async def leave(self, call: Call) -> None:
+        pass
+
+
+def _acts(step: Step, side: str) -> bool:
+    return getattr(type(step), side, None) is not getattr(StepBase, side)
+
+
 @runtime_checkable
 class WatchesStreams(Protocol):
     def stream_opened(self, call: Call) -> None:
@@ -52,18 +67,22 @@ class WatchesStreams(Protocol):
 class Pipeline:
     def __init__(self, steps: Sequence[Step]) -> None:
         self.steps = tuple(steps)
+        # Per step: whether it acts on the way in, and on the way out.
+        self._sides = tuple((step, _acts(step, "enter"), _acts(step, "leave")) for step in self.steps)
         self._stream_watchers = [step for step in self.steps if isinstance(step, WatchesStreams)]
 
     async def run(self, call: Call) -> Call:
         """Carry `call` through the steps. Raises the DomainError its client gets (an outage of
         the database or Redis becomes its 503); the call is recorded either way."""
-        entered: list[Step] = []
+        entered: list[Step] = []  # those that leave, of the steps entered
         try:
-            for step in self.steps:
+            for step, enters, leaves in self._sides:
                 if call.answered:
                     break
-                await step.enter(call)
-                entered.append(step)
+                if enters:
+                    await step.enter(call)
+                if leaves:
+                    entered.append(step)
         except asyncio.CancelledError:
             call.status = CLIENT_CLOSED
             await asyncio.shield(self._leave(call, entered))

@@ -10,7 +10,7 @@ from api.calls.access import may_call
 from api.calls.caching import AnswerFromCache
 from api.calls.call import CLIENT_CLOSED, Call
 from api.calls.gateway import ENDPOINT_TYPES, Gateway
-from api.calls.pipeline import Step
+from api.calls.pipeline import Step, StepBase
 from api.catalog.catalog import ModelCatalog, no_provider
 from api.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from api.quota.quotas import Quotas
@@ -66,7 +66,7 @@ def _record_of(call: Call, status: int, prompt: int, completion: int, cost: int,
     )
 
 
-class ResolveRouter:
+class ResolveRouter(StepBase):
     """The model name or alias to a router the caller can see, of a type that serves the call."""
 
     def __init__(self, catalog: ModelCatalog) -> None:
@@ -84,11 +84,8 @@ class ResolveRouter:
             raise no_provider(router)
         call.router = router
 
-    async def leave(self, call: Call) -> None:
-        pass
 
-
-class Authorise:
+class Authorise(StepBase):
     """The caller's role may use the router: a limit of 0 on it forbids it (403)."""
 
     async def enter(self, call: Call) -> None:
@@ -97,19 +94,13 @@ class Authorise:
         if limits is not None and any(value == 0 for value in limits.get(call.router.id, {}).values()):
             raise PermissionDeniedError(f"Your role may not use model '{call.router.name}'")
 
-    async def leave(self, call: Call) -> None:
-        pass
 
-
-class Prepare:
+class Prepare(StepBase):
     """The operation's own work that needs the router and must precede admission: the search of
     a chat with search, the pages of a document to OCR (their count bounds the call)."""
 
     async def enter(self, call: Call) -> None:
         await call.operation.prepare(call)
-
-    async def leave(self, call: Call) -> None:
-        pass
 
 
 class Admit:
@@ -133,11 +124,8 @@ class Admit:
             await self._quotas.settle(call.quota, call.prompt_tokens + call.completion_tokens, call.cost_nanos)
 
 
-class Price:
+class Price(StepBase):
     """The call's cost at the router's prices and its carbon footprint, from its real tokens."""
-
-    async def enter(self, call: Call) -> None:
-        pass
 
     async def leave(self, call: Call) -> None:
         if call.quota is not None and call.quota.completion_bound is not None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from api.calls.call import Call
+from api.calls.pipeline import StepBase
 from api.policies.book import PolicyBook
 from api.policies.scanning import Findings, scan_body
 
 
-class ApplyPolicies:
+class ApplyPolicies(StepBase):
     def __init__(self, book: PolicyBook) -> None:
         self._book = book
 
@@ -26,6 +27,3 @@ class ApplyPolicies:
             scan_body(call.operation.endpoint, body, scanner, findings)
         finally:
             call.policy_findings = findings.summary()  # a refused call's record says why
-
-    async def leave(self, call: Call) -> None:
-        pass
