@@ -156,9 +156,18 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local function admit(F)
   local n = tonumber(F[1])
   -- Each redis.call and each number written into a string costs about a microsecond or two:
-  -- a window's suffix is made once per window length, and a counter's expiry is set once, when
-  -- it is created (its window's end does not move).
+  -- a window's suffix is made once per window length, and a counter is counted in at once
+  -- (INCRBY, not GET then INCRBY), then given back should the call be refused after all.
   local suffixes, keys, used, resets, created = {}, {}, {}, {}, {}
+  local function give_back(counted)
+    for k = 1, counted do
+      if created[k] then
+        redis.call('DEL', keys[k])  -- made by this call: nothing of it stays behind
+      else
+        redis.call('DECRBY', keys[k], F[4 * k + 1])
+      end
+    end
+  end
   for i = 1, n do
     local at = 4 * i - 2
     local limit = tonumber(F[at + 1])
@@ -171,13 +180,18 @@ local function admit(F)
       suffixes[window] = suffix
     end
     local key = F[at] .. suffix
-    local stored = redis.call('GET', key)
-    local current = tonumber(stored or '0')
+    local counted = redis.call('INCRBY', key, amount)
     local reset_ms = math.ceil(((index + 1) * window - now) * 1000)
-    if current + amount > limit then
-      return {0, i, key, current, reset_ms}
+    created[i] = counted == amount
+    if created[i] then
+      -- Created now (or back at 0): it expires after its window, whose end does not move.
+      redis.call('PEXPIRE', key, reset_ms + 60000)
     end
-    keys[i], used[i], resets[i], created[i] = key, current + amount, reset_ms, not stored
+    keys[i], used[i], resets[i] = key, counted, reset_ms
+    if counted > limit then
+      give_back(i)
+      return {0, i, key, counted - amount, reset_ms}
+    end
   end
   local h = tonumber(F[4 * n + 2])
   local epochs, lefts, amounts, unloaded = {}, {}, {}, {}
@@ -207,10 +221,12 @@ local function admit(F)
     lefts[j] = left
   end
   if #unloaded > 0 then
+    give_back(n)
     return {3, unpack(unloaded)}
   end
   for j = 1, h do
     if tonumber(lefts[j]) < tonumber(amounts[j]) then
+      give_back(n)
       return {2, j}
     end
   end
@@ -222,10 +238,6 @@ local function admit(F)
   -- The counters' keys as one string: one value for the client to decode, not one per window.
   local out = {1, table.concat(keys, ' ')}
   for i = 1, n do
-    redis.call('INCRBY', keys[i], F[4 * i + 1])
-    if created[i] then
-      redis.call('PEXPIRE', keys[i], resets[i] + 60000)
-    end
     out[2 * i + 1], out[2 * i + 2] = used[i], resets[i]
   end
   for j = 1, h do
