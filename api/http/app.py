@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.http.model_lane import TollgateAPI
 from api.calls.pipeline import Step
 from api.http.api_reference import add_api_reference
 from api.http.console import add_console
@@ -59,7 +60,7 @@ def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> Fas
             # the whole process's.
             yield
 
-    app = FastAPI(
+    app = TollgateAPI(
         title="Tollgate",
         summary="One OpenAI-compatible API in front of many model providers, with organisations, "
         "roles, users, keys, budgets, limits and accounting.",
@@ -83,7 +84,7 @@ def create_app(settings: Settings, extra_call_steps: Sequence[Step] = ()) -> Fas
 
     # The model endpoints first: routes are matched in order, and these carry the traffic.
     # (Only FastAPI's own route for /openapi.json comes before them.)
-    add_json_model_routes(app)
+    add_json_model_routes(app, lane=not settings.settings.opentelemetry)
     add_messages_route(app)
     app.include_router(models.routes)
 

@@ -17,16 +17,17 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from api.calls.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, RerankRequest
 from api.common import jsonutil
 from api.http.context import AppContext
+from api.http.model_lane import TollgateAPI
 from api.http.routes import models
 from api.identity.principal import Principal
 from api.usage.tags import TAG_HEADER
@@ -104,8 +105,11 @@ ROUTES: dict[str, tuple[type[BaseModel], Call]] = {
 }
 
 
-def add_json_model_routes(app: FastAPI) -> None:
+def add_json_model_routes(app: TollgateAPI, lane: bool) -> None:
     """Before `routes/models.py`'s routes, which then only document these: the first
-    route that matches a request serves it."""
-    for path, (model, call) in ROUTES.items():
-        app.add_route(path, _endpoint(model, call), methods=["POST"], include_in_schema=False)
+    route that matches a request serves it. `lane`: their POSTs also take the app's shorter
+    middleware stack (api/http/model_lane.py)."""
+    routes = [Route(path, _endpoint(model, call), methods=["POST"], include_in_schema=False)
+              for path, (model, call) in ROUTES.items()]
+    app.router.routes.extend(routes)
+    app.lane_routes = routes if lane else []
