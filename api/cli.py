@@ -104,6 +104,9 @@ def serve(args: argparse.Namespace) -> int:
         http="httptools",
         # No websocket endpoint: uvicorn would otherwise import a websockets implementation.
         ws="none",
+        # No `server: uvicorn` on every answer: it tells a scanner what to try, and nothing
+        # else reads it.
+        server_header=False,
     )
     if args.workers == 1:
         uvicorn.run("api.http.serving:create_served_app", **options)

@@ -94,6 +94,7 @@ def test_serve_applies_migrations_and_answers_health(tmp_path: Path) -> None:
                 assert server.poll() is None and time.monotonic() < deadline, "server did not start"
                 time.sleep(0.2)
         assert health.json() == {"status": "ok"}
+        assert "server" not in health.headers  # nothing told to a scanner about what serves it
         users = httpx.get(f"http://127.0.0.1:{port}/v1/admin/users", headers={"Authorization": "Bearer cli-test-master"})
         assert users.status_code == 200 and users.json()["total"] == 0
     finally:
