@@ -245,7 +245,10 @@ async def test_a_worker_dying_mid_ingestion_loses_nothing_and_duplicates_nothing
 
     from api.db.tables import Document
 
-    rag, user, document = await six_pages_waiting(app_factory, embedding_upstream)
+    # One embeddings call at a time: the document's progress moves a sixth per call, so the
+    # test sees it past 30% with most calls still to come (with several at once it went from
+    # a third to done between two reads of a busy machine, and the worker was not mid-document).
+    rag, user, document = await six_pages_waiting(app_factory, embedding_upstream, embedding_concurrency=1)
     client, pages = rag.client, SIX_PAGES
     context = client.app.state.context  # type: ignore[attr-defined]
 
