@@ -19,7 +19,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
-from starlette.routing import BaseRoute, Router
+from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
@@ -27,7 +27,7 @@ class TollgateAPI(FastAPI):
     """FastAPI, with `lane_routes` served through the shorter stack (`build_middleware_stack`
     is where Starlette builds an app's stack, on its first request)."""
 
-    lane_routes: list[BaseRoute]
+    lane_routes: list[Route]
 
     def build_middleware_stack(self) -> ASGIApp:
         whole = super().build_middleware_stack()
@@ -40,7 +40,7 @@ class TollgateAPI(FastAPI):
             lane = cls(lane, *args, **kwargs)
         error_handler = self.exception_handlers.get(500) or self.exception_handlers.get(Exception)
         lane = ServerErrorMiddleware(lane, handler=error_handler, debug=self.debug)
-        return _ByPath(whole, lane, frozenset(getattr(route, "path", "") for route in routes))
+        return _ByPath(whole, lane, frozenset(route.path for route in routes))
 
 
 class _ByPath:

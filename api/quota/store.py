@@ -347,7 +347,7 @@ class RedisQuotaStore:
             f"{EMPTY if hold.ttl_seconds is None else hold.ttl_seconds * 1000}"
             for hold in holds
         ]
-        reply = self._scripts.submit(self._admit, [], [" ".join(fields)],
+        reply = self._scripts.submit(self._admit, " ".join(fields),
                                      orphaned=lambda result: self._give_back(result, checks, holds))
         try:
             result = await reply
@@ -421,7 +421,7 @@ class RedisQuotaStore:
         for (account, epoch), (reserved, spent) in batch.releases.items():
             fields += [self._budget_keys(account), epoch or EMPTY, reserved, spent]
         # Ahead of the admissions waiting to be sent: what ended before them is applied first.
-        reply = self._scripts.submit(self._settle, [], [_fields(fields)], ahead=True)
+        reply = self._scripts.submit(self._settle, _fields(fields), ahead=True)
         self._sending.add(reply)
         reply.add_done_callback(lambda done: self._settled(done, batch))
 

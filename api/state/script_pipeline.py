@@ -40,8 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio import Connection, ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -55,14 +54,13 @@ DEFAULT_BATCH_TIMEOUT_SECONDS = 5.0
 class Script:
     source: str
     sha: str
-    batched: bool  # no KEYS, one ARGV per call, a list of one reply per call
+    batched: bool  # one ARGV per call, a list of one reply per call
 
 
 @dataclass(slots=True)
 class _Call:
     script: Script
-    keys: list[str]
-    args: list[Any]
+    argument: str  # the scripts name the keys they touch in it (api.quota.store)
     reply: asyncio.Future[Any]
     orphaned: Callable[[Any], None] | None  # gets the reply if `reply` was cancelled first
 
@@ -74,15 +72,16 @@ class ScriptPipeline:
         self._timeout = settings.get("socket_timeout") or DEFAULT_BATCH_TIMEOUT_SECONDS
         settings["socket_timeout"] = None  # the batch's own timeout bounds its reads and writes
         self._connections = ConnectionPool(connection_class=pool.connection_class, max_connections=1, **settings)
-        self._connection: AbstractConnection | None = None
+        self._connection: Connection | None = None
         self._queue: list[_Call] = []
         self._sender: asyncio.Task[None] | None = None
         self._scripts: list[Script] = []
         self._before_each_batch: list[Callable[[], None]] = []
 
     def register(self, source: str, batched: bool = False) -> Script:
-        """`batched`: the script takes no KEYS and one ARGV per call, and returns a list of one
-        reply per call (an error reply in its place for a call that failed)."""
+        """Each call of a script is one argument (and no KEYS). `batched`: the calls in a row are
+        one command, one ARGV per call, and it returns a list of one reply per call (an error
+        reply in its place for a call that failed)."""
         script = Script(source, hashlib.sha1(source.encode()).hexdigest(), batched)  # noqa: S324 - Redis names scripts so
         self._scripts.append(script)
         return script
@@ -92,17 +91,13 @@ class ScriptPipeline:
         self._before_each_batch.append(callback)
 
     def submit(
-        self, script: Script, keys: list[str], args: list[Any], orphaned: Callable[[Any], None] | None = None,
-        ahead: bool = False,
+        self, script: Script, argument: str, orphaned: Callable[[Any], None] | None = None, ahead: bool = False,
     ) -> asyncio.Future[Any]:
         """Queue the call, in the order calls are made (`ahead`: before every call not sent
         yet); the future gets its reply. Should the future be cancelled before the reply comes
-        (its caller left), `orphaned` gets the reply instead, unless it is an error. A batched
-        script's call has no keys and one argument."""
-        if script.batched and (keys or len(args) != 1):
-            raise ValueError("a call of a batched script has no keys and one argument")
+        (its caller left), `orphaned` gets the reply instead, unless it is an error."""
         reply = asyncio.get_running_loop().create_future()
-        call = _Call(script, keys, args, reply, orphaned)
+        call = _Call(script, argument, reply, orphaned)
         if ahead:
             self._queue.insert(0, call)
         else:
@@ -169,9 +164,7 @@ class ScriptPipeline:
         # EVALSHA, not EVAL: the scripts' source is sent once per connection's Redis, not per call.
         replies: list[Any] = []
         answers = await self._exchange([
-            ("EVALSHA", command[0].script.sha, 0, *[call.args[0] for call in command]) if command[0].script.batched
-            else ("EVALSHA", command[0].script.sha, len(command[0].keys), *command[0].keys, *command[0].args)
-            for command in commands
+            ("EVALSHA", command[0].script.sha, 0, *[call.argument for call in command]) for command in commands
         ])
         for command, reply in zip(commands, answers, strict=True):
             if isinstance(reply, Exception):
