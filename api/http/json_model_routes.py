@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from api.calls.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, RerankRequest
 from api.common import jsonutil
@@ -78,14 +79,22 @@ def _validate(model: type[BaseModel], data: Any) -> BaseModel:
         raise RequestValidationError(errors, body=data) from error
 
 
-def _endpoint(model: type[BaseModel], call: Call) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
+class _ModelEndpoint:
+    """A route's endpoint as a plain ASGI app (Starlette serves a class instance as one): a
+    function endpoint would be wrapped in Starlette's `request_response`, whose exception
+    handling repeats what the ExceptionMiddleware around every route already does, on every call."""
+
+    def __init__(self, model: type[BaseModel], call: Call) -> None:
+        self._model = model
+        self._call = call
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
         context: AppContext = request.app.state.context
         data = await _read_json(request)
         caller = await context.authenticator.authenticate(request.headers.get("authorization"))
-        return await call(_validate(model, data), caller, context, request.headers.get(TAG_HEADER))
-
-    return endpoint
+        response = await self._call(_validate(self._model, data), caller, context, request.headers.get(TAG_HEADER))
+        await response(scope, receive, send)
 
 
 ROUTES: dict[str, tuple[type[BaseModel], Call]] = {
@@ -109,7 +118,7 @@ def add_json_model_routes(app: TollgateAPI, lane: bool) -> None:
     """Before `routes/models.py`'s routes, which then only document these: the first
     route that matches a request serves it. `lane`: their POSTs also take the app's shorter
     middleware stack (api/http/model_lane.py)."""
-    routes = [Route(path, _endpoint(model, call), methods=["POST"], include_in_schema=False)
+    routes = [Route(path, _ModelEndpoint(model, call), methods=["POST"], include_in_schema=False)
               for path, (model, call) in ROUTES.items()]
     app.router.routes.extend(routes)
     app.lane_routes = routes if lane else []

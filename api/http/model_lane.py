@@ -19,7 +19,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
-from starlette.routing import Route, Router
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
@@ -35,12 +35,26 @@ class TollgateAPI(FastAPI):
         if not routes:
             return whole
         handlers = {key: handler for key, handler in self.exception_handlers.items() if key not in (500, Exception)}
-        lane: ASGIApp = ExceptionMiddleware(Router(routes=routes), handlers=handlers, debug=self.debug)
+        lane: ASGIApp = ExceptionMiddleware(_LaneRoutes(routes), handlers=handlers, debug=self.debug)
         for cls, args, kwargs in reversed(self.user_middleware):
             lane = cls(lane, *args, **kwargs)
         error_handler = self.exception_handlers.get(500) or self.exception_handlers.get(Exception)
         lane = ServerErrorMiddleware(lane, handler=error_handler, debug=self.debug)
         return _ByPath(whole, lane, frozenset(route.path for route in routes))
+
+
+class _LaneRoutes:
+    """The lane's routes by path: `_ByPath` sends only their paths, and only POSTs, which they
+    all take, so no route needs matching (a Starlette Router tries each route's pattern)."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self._routes = {route.path: route for route in routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self._routes[scope["path"]]
+        scope["endpoint"] = route.endpoint  # what a Router's match adds to the scope
+        scope["path_params"] = {}
+        await route.app(scope, receive, send)
 
 
 class _ByPath:

@@ -162,9 +162,12 @@ class ScriptPipeline:
             else:
                 commands.append([call])
         # EVALSHA, not EVAL: the scripts' source is sent once per connection's Redis, not per call.
+        # Every part as bytes: redis-py's encoder passes bytes through, and works out any other
+        # type first, part by part, batch after batch.
         replies: list[Any] = []
         answers = await self._exchange([
-            ("EVALSHA", command[0].script.sha, 0, *[call.argument for call in command]) for command in commands
+            (b"EVALSHA", command[0].script.sha.encode(), b"0", *[call.argument.encode() for call in command])
+            for command in commands
         ])
         for command, reply in zip(commands, answers, strict=True):
             if isinstance(reply, Exception):
