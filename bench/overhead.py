@@ -375,6 +375,12 @@ def main() -> None:
         before, after = (results[name] for name in tollgates[:2])
         print(f"- this checkout against the baseline: CPU per request {after['cpu_us'] / before['cpu_us'] - 1:+.1%}, "
               f"req/s {after['rps'] / before['rps'] - 1:+.1%}, added p50 {after['p50'] - before['p50']:+.2f} ms")
+        # Each round runs the two back to back: their ratio in that round is what the machine's
+        # drift from round to round (±7% on a shared VM) disturbs least.
+        ratios = [a / b - 1 for a, b in zip(cpu[tollgates[1]], cpu[tollgates[0]], strict=True)]
+        print(f"- CPU per request, round by round: baseline {', '.join(f'{v:.0f}' for v in cpu[tollgates[0]])} µs; "
+              f"this checkout {', '.join(f'{v:.0f}' for v in cpu[tollgates[1]])} µs; this checkout against the baseline "
+              f"{', '.join(f'{r:+.1%}' for r in ratios)} (median {statistics.median(ratios):+.1%})")
 
 
 if __name__ == "__main__":
