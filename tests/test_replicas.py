@@ -21,9 +21,11 @@ from test_cli import free_port
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "one two three"}], "max_tokens": 5}
 
 
-def serve(config: Path, port: int) -> subprocess.Popen:
+def serve(config: Path, port: int, log: Path | None = None) -> subprocess.Popen:
+    """`log`: where the server's output goes (else nowhere)."""
+    output = log.open("w") if log is not None else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", "api.cli", "--config", str(config), "serve", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=config.parent)
+                            stdout=output, stderr=subprocess.STDOUT, cwd=config.parent)
 
 
 def process_config(path: Path, client: httpx.AsyncClient, backend, settings: str = "", redis_prefix: str | None = None) -> Path:
@@ -239,7 +241,8 @@ async def test_graceful_shutdown_finishes_streams_up_to_a_deadline_and_accounts_
         )
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        process = serve(config, port)
+        log = tmp_path / f"grace-{grace}.log"
+        process = serve(config, port, log)
         upstream.behaviour.reply_words = words
         try:
             await wait_healthy([url])
@@ -259,7 +262,10 @@ async def test_graceful_shutdown_finishes_streams_up_to_a_deadline_and_accounts_
                             received += chunk
                     except httpx.RemoteProtocolError:
                         pass  # cut at the deadline
-            process.wait(timeout=grace + 20)
+            try:
+                process.wait(timeout=grace + 20)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the server did not exit {grace + 20}s after the stream; its log:\n{log.read_text()[-4000:]}")
             return received, time.monotonic() - stopped_at
         finally:
             if process.poll() is None:
