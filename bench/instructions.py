@@ -36,26 +36,15 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+# The child valgrind runs must not import this checkout's packages: its `api` is the one under
+# test (PYTHONPATH). So it gets bench/overhead.py's few constants here, and only the parent
+# imports that module.
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-MASTER_KEY = "bench-master-key"
+MASTER_KEY = "bench-master-key"  # bench/overhead.py's
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "hello there, how are you today?"}]}
 HIGH = 10**9  # limits
 BUDGET = 10**6  # as bench/overhead.py's: the commit before issue 16 mishandled budgets past 10^8 in Redis
-
-
-def write_config(folder: Path, database_url: str, redis_url: str | None, upstream: str, write_interval: float) -> Path:
-    redis = f'  redis:\n    url: {redis_url}\n    key_prefix: "instructions-{os.getpid()}-{folder.name}:"\n' if redis_url else ""
-    config = folder / "config.yml"
-    config.write_text(
-        f"settings:\n  auth_master_key: {MASTER_KEY}\n  log_level: WARNING\n  access_log: false\n"
-        f"  usage_write_interval_seconds: {write_interval}\n"
-        f"dependencies:\n  database:\n    url: {database_url}\n{redis}  qdrant:\n    path: {folder}/qdrant\n"
-        f"models:\n  - name: chat\n    type: text-generation\n    cost_prompt_tokens: 1\n    cost_completion_tokens: 2\n"
-        f"    providers:\n      - type: vllm\n        url: {upstream}\n        model_name: fake-chat\n"
-        f"        model_total_params: 8\n        model_active_params: 8\n        model_hosting_zone: FRA\n"
-    )
-    return config
 
 
 async def provision(client: Any, controls: str) -> str:
@@ -155,13 +144,15 @@ async def drive(config: Path, controls: str, calls: int, concurrency: int) -> No
 
 def count(code: Path, args: argparse.Namespace, upstream: str, label: str) -> float:
     """Instructions per call (millions) for the checkout in `code`."""
+    from bench.overhead import write_config
     database = f"bench_instructions_{label}"
     server = re.sub(r"/[^/]*$", "", args.database_url)
     psql = ["psql", "-q", "-d", server.replace("+asyncpg", "") + "/postgres"]
     subprocess.run([*psql, "-c", f"DROP DATABASE IF EXISTS {database}", "-c", f"CREATE DATABASE {database}"],
                    check=True, capture_output=True)
     with tempfile.TemporaryDirectory() as folder:
-        config = write_config(Path(folder), f"{server}/{database}", args.redis_url, upstream, args.write_interval)
+        config = write_config(Path(folder), f"{server}/{database}", args.redis_url, upstream,
+                              f"  usage_write_interval_seconds: {args.write_interval}\n")
         env = {**os.environ, "PYTHONPATH": str(code)}
         subprocess.run([PYTHON, "-m", "api.cli", "--config", str(config), "db", "upgrade"], env=env, cwd=folder,
                        check=True, capture_output=True)

@@ -186,22 +186,28 @@ def wrk(url: str, key: str | None, model: str, connections: int, duration: int, 
     return {"rps": rps, "p50": ms("50"), "p99": ms("99"), "cpu_us": cpu_us}
 
 
+def write_config(folder: Path, database_url: str, redis_url: str | None, upstream: str, settings: str = "") -> Path:
+    """A bench Tollgate's config in `folder`: its database, its own Redis key prefix, one chat
+    router on `upstream` with prices and a footprint. `settings`: more lines of its `settings:`."""
+    prefix = f"bench-{os.getpid()}-{free_port()}:"
+    redis = f"  redis:\n    url: {redis_url}\n    key_prefix: \"{prefix}\"\n" if redis_url else ""
+    config = folder / "config.yml"
+    config.write_text(
+        f"settings:\n  auth_master_key: {MASTER_KEY}\n  log_level: WARNING\n  access_log: false\n{settings}"
+        f"dependencies:\n  database:\n    url: {database_url}\n{redis}  qdrant:\n    path: {folder}/qdrant\n"
+        f"models:\n  - name: chat\n    type: text-generation\n    cost_prompt_tokens: 1\n    cost_completion_tokens: 2\n"
+        f"    providers:\n      - type: vllm\n        url: {upstream}\n        model_name: fake-chat\n"
+        f"        model_total_params: 8\n        model_active_params: 8\n        model_hosting_zone: FRA\n"
+    )
+    return config
+
+
 def serve_tollgate(stack: ExitStack, args: argparse.Namespace, tmp: Path, upstream: str, database_url: str | None,
                    code: Path = ROOT, granian: bool = False) -> tuple[str, str, str, int]:
     """Start Tollgate (the code in `code`) on its own database and Redis key prefix, with a role,
     a user and a key for the bench: its (url, key, model, pid). `granian`: served by Granian
     (`pip install granian`) with the app factory `tollgate serve` gives uvicorn."""
-    config = tmp / "config.yml"
-    database_url = database_url or f"sqlite+aiosqlite:///{tmp}/tollgate.db"
-    prefix = f"bench-{os.getpid()}-{free_port()}:"
-    redis = f"  redis:\n    url: {args.redis_url}\n    key_prefix: \"{prefix}\"\n" if args.redis_url else ""
-    config.write_text(
-        f"settings:\n  auth_master_key: {MASTER_KEY}\n  log_level: WARNING\n  access_log: false\n"
-        f"dependencies:\n  database:\n    url: {database_url}\n{redis}  qdrant:\n    path: {tmp}/qdrant\n"
-        f"models:\n  - name: chat\n    type: text-generation\n    cost_prompt_tokens: 1\n    cost_completion_tokens: 2\n"
-        f"    providers:\n      - type: vllm\n        url: {upstream}\n        model_name: fake-chat\n"
-        f"        model_total_params: 8\n        model_active_params: 8\n        model_hosting_zone: FRA\n"
-    )
+    config = write_config(tmp, database_url or f"sqlite+aiosqlite:///{tmp}/tollgate.db", args.redis_url, upstream)
     port = free_port()
     tollgate = f"http://127.0.0.1:{port}"
     # Imported from `code` first (ahead of the installed package), in the workers too.

@@ -23,9 +23,11 @@ BODY = {"model": "chat", "messages": [{"role": "user", "content": "one two three
 
 def serve(config: Path, port: int, log: Path | None = None) -> subprocess.Popen:
     """`log`: where the server's output goes (else nowhere)."""
-    output = log.open("w") if log is not None else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "api.cli", "--config", str(config), "serve", "--port", str(port)],
-                            stdout=output, stderr=subprocess.STDOUT, cwd=config.parent)
+    command = [sys.executable, "-m", "api.cli", "--config", str(config), "serve", "--port", str(port)]
+    if log is None:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=config.parent)
+    with log.open("w") as output:  # the server has its own copy of the file once started
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=config.parent)
 
 
 def process_config(path: Path, client: httpx.AsyncClient, backend, settings: str = "", redis_prefix: str | None = None) -> Path:

@@ -48,13 +48,10 @@ class _LaneRoutes:
     all take, so no route needs matching (a Starlette Router tries each route's pattern)."""
 
     def __init__(self, routes: list[Route]) -> None:
-        self._routes = {route.path: route for route in routes}
+        self._apps = {route.path: route.app for route in routes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self._routes[scope["path"]]
-        scope["endpoint"] = route.endpoint  # what a Router's match adds to the scope
-        scope["path_params"] = {}
-        await route.app(scope, receive, send)
+        await self._apps[scope["path"]](scope, receive, send)
 
 
 class _ByPath:
