@@ -175,7 +175,7 @@ async def open_call_path(
     conversations = ConversationKeeper(stores.session_factory, secrets, general.conversation_retention_days)
     every(stack, "conversations-purge", functools.partial(purge_conversations, conversations), PURGE_EVERY_SECONDS,
           first_after=FIRST_PURGE_AFTER_SECONDS)
-    steps = build_steps(catalog, quotas, gateway, usage_writer, metrics.observe, cache,
+    steps = build_steps(catalog, quotas, gateway, usage_writer, metrics.records.observe, cache,
                         extra=(ApplyPolicies(policies), KeepConversations(conversations), *extra_steps))
     return CallPath(
         secrets, upstreams, catalog, authenticator, gateway, quotas, usage_writer, metrics, Pipeline(steps),

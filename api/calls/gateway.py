@@ -135,7 +135,7 @@ class Gateway:
         else:
             lease = await self._tracker.acquire(provider.id, cap, self._lease_seconds(provider))
         if lease is not None:
-            self._metrics.provider_in_flight(provider.id).inc()
+            self._metrics.records.provider_started(provider.id)
             self.traffic.started(provider.id)
         return lease
 
@@ -193,7 +193,7 @@ class Gateway:
         return chosen
 
     async def release(self, lease: Lease) -> None:
-        self._metrics.provider_in_flight(lease.provider_id).dec()
+        self._metrics.records.provider_ended(lease.provider_id)
         self.traffic.ended(lease.provider_id)
         await self._tracker.release(lease)
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
+from operator import add
 from typing import NamedTuple, NoReturn
 
 from api.errors import TooManyRequestsError
@@ -28,34 +31,33 @@ KEY_WINDOW = "key-"  # a key's windows are named after it, a user's role windows
 
 
 class LimitPlan(NamedTuple):
-    kinds: list[str]
-    checks: list[WindowCheck]
+    layout: _Windows
+    checks: list[WindowCheck]  # in the layout's order
     reserved_tokens: int
 
     def ticket(self, admission: Admission) -> Ticket:
-        return Ticket(dict(zip(self.kinds, admission.windows, strict=True)), self.reserved_tokens)
+        return Ticket(admission.windows, self.layout, self.reserved_tokens)
 
 
 class Ticket(NamedTuple):
     """What one request was admitted with, to settle when it ends."""
 
-    windows: dict[str, WindowState]
+    windows: tuple[WindowState, ...]  # as counted at admission, in the layout's order
+    layout: _Windows
     reserved_tokens: int  # counted in the token windows at admission: prompt estimate + completion bound
 
     @property
-    def token_windows(self) -> list[WindowState]:
-        return [state for label, state in self.windows.items() if label.endswith(TOKEN_LIMITS)]  # "tpm", "key tph"
+    def token_windows(self) -> tuple[WindowState, ...]:
+        return self.windows[self.layout.first_token:]
 
     def headers(self) -> dict[str, str]:
         """OpenAI-style x-ratelimit-* headers, from the per-minute windows (else per-day)."""
         headers: dict[str, str] = {}
-        for kind, minute, day in (("requests", "rpm", "rpd"), ("tokens", "tpm", "tpd")):
-            state = (self.windows.get(minute) or self.windows.get(day) or self.windows.get(f"key {minute}")
-                     or self.windows.get(f"key {day}"))
-            if state is not None:
-                headers[f"x-ratelimit-limit-{kind}"] = str(state.limit)
-                headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, state.limit - state.used))
-                headers[f"x-ratelimit-reset-{kind}"] = f"{math.ceil(state.reset_in)}s"
+        for kind, index in self.layout.header_windows:
+            state = self.windows[index]
+            headers[f"x-ratelimit-limit-{kind}"] = str(state.limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, state.limit - state.used))
+            headers[f"x-ratelimit-reset-{kind}"] = f"{math.ceil(state.reset_in)}s"
         return headers
 
 
@@ -78,19 +80,37 @@ class _Window(NamedTuple):
 
 
 class _Windows(NamedTuple):
-    """A caller's windows on a router, worked out once (`Limiter._windows`)."""
+    """A caller's windows on a router, worked out once (`Limiter._windows`): its request
+    windows first, then its token windows, so a call's checks are the request windows' own,
+    the same call after call, and the token windows' with the call's tokens."""
 
     windows: list[_Window]
-    labels: list[str]
-    has_token_windows: bool
+    request_checks: list[WindowCheck]  # each counts 1
+    token_windows: list[tuple[str, int, int]]  # key, limit and length: each counts the call's tokens
+    first_token: int  # the index of the first token window
+    header_windows: tuple[tuple[str, int], ...]  # ("requests" or "tokens", the window's index): the headers' windows
     smallest_token_limit: int  # a call reserving more than this is refused before it is counted
     counts_tokens: bool  # a token limit above 0 applies (one of 0 refuses every call anyway)
 
 
 def _windows_of(windows: list[_Window]) -> _Windows:
+    windows = sorted(windows, key=lambda window: window.counts_tokens)  # stable: the role's before the key's
+    requests = [window for window in windows if not window.counts_tokens]
     token_limits = [window.limit for window in windows if window.counts_tokens]
-    return _Windows(windows, [window.label for window in windows], bool(token_limits), min(token_limits, default=0),
-                    any(token_limits))
+    labels = [window.label for window in windows]
+    header_windows = []
+    for kind, minute, day in (("requests", "rpm", "rpd"), ("tokens", "tpm", "tpd")):
+        shown = next((label for label in (minute, day, f"key {minute}", f"key {day}") if label in labels), None)
+        if shown is not None:
+            header_windows.append((kind, labels.index(shown)))
+    return _Windows(
+        windows, [WindowCheck(window.key, window.limit, window.seconds, 1) for window in requests],
+        [(window.key, window.limit, window.seconds) for window in windows if window.counts_tokens], len(requests),
+        tuple(header_windows), min(token_limits, default=0), any(token_limits),
+    )
+
+
+_window_check = partial(tuple.__new__, WindowCheck)  # from a tuple of its fields, in C
 
 
 # Callers × routers whose windows are kept worked out; past it the cache starts again.
@@ -123,7 +143,7 @@ class Limiter:
         if not windows.windows:
             return None
         reserved = 0
-        if windows.has_token_windows:
+        if windows.token_windows:
             prompt = estimate()
             reserved = prompt + completion_bound
             if reserved > windows.smallest_token_limit:
@@ -132,11 +152,9 @@ class Limiter:
                     for window in windows.windows:
                         if window.kind == token_kind and reserved > window.limit:
                             self._too_large(router, window.label, window.limit, prompt, completion_bound)
-        checks = [
-            WindowCheck(window.key, window.limit, window.seconds, reserved if window.counts_tokens else 1)
-            for window in windows.windows
-        ]
-        return LimitPlan(windows.labels, checks, reserved)
+        # Made by C code (maps and tuple.__new__), not a Python loop: every call, up to ten windows.
+        checks = [*windows.request_checks, *map(_window_check, map(add, windows.token_windows, repeat((reserved,))))]
+        return LimitPlan(windows, checks, reserved)
 
     def _windows(self, principal: Principal, router: RouterEntry) -> _Windows:
         """The windows a caller counts in on a router: the role's on this router, then the

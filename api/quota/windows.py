@@ -121,7 +121,3 @@ class RedisLimitStore:
             WindowState(key, check.limit, int(value or 0), reset)
             for key, check, value, reset in zip(keys, checks, values, resets, strict=True)
         ]
-
-
-def decode(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
