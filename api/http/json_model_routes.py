@@ -34,6 +34,11 @@ from api.identity.principal import Principal
 from api.usage.tags import TAG_HEADER
 
 _EMPTY = object()  # no body at all
+_TAG_HEADER = TAG_HEADER.lower().encode()  # as ASGI gives header names
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")  # as Starlette decodes header values
 
 # An endpoint's function called with its validated body, the caller, the app's context and
 # the X-Tollgate-Tag header (checked by the function).
@@ -49,13 +54,13 @@ def _is_json(content_type: str | None) -> bool:
     return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-async def _read_json(request: Request) -> Any:
+async def _read_json(request: Request, content_type: str | None) -> Any:
     """The body as FastAPI gives it to validation: parsed if it is declared JSON, else bytes;
     `_EMPTY` when there is none. Invalid JSON is a 422 before anything else is checked."""
     raw = await request.body()
     if not raw:
         return _EMPTY
-    if not _is_json(request.headers.get("content-type")):
+    if not _is_json(content_type):
         return raw
     try:
         return jsonutil.loads(raw)
@@ -91,9 +96,12 @@ class _ModelEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         context: AppContext = request.app.state.context
-        data = await _read_json(request)
-        caller = await context.authenticator.authenticate(request.headers.get("authorization"))
-        response = await self._call(_validate(self._model, data), caller, context, request.headers.get(TAG_HEADER))
+        # The three headers read in one pass over them, in C (each `request.headers.get` is a
+        # Python loop over all of them); the first of a repeated name, as Starlette's gives.
+        headers = dict(reversed(scope["headers"]))
+        data = await _read_json(request, _text(headers.get(b"content-type")))
+        caller = await context.authenticator.authenticate(_text(headers.get(b"authorization")))
+        response = await self._call(_validate(self._model, data), caller, context, _text(headers.get(_TAG_HEADER)))
         await response(scope, receive, send)
 
 

@@ -111,8 +111,11 @@ _SILENCE = silent_wav()
 def completion_limit(body: dict[str, Any]) -> int | None:
     """The completion bound a chat body asks for: the smaller of `max_tokens` and
     `max_completion_tokens` where both are given."""
-    limits = [body[f] for f in ("max_tokens", "max_completion_tokens") if isinstance(body.get(f), int) and not isinstance(body.get(f), bool)]
-    return min(limits) if limits else None
+    max_tokens, max_completion_tokens = body.get("max_tokens"), body.get("max_completion_tokens")
+    # `type(...) is int`: a bool is an int too, and bounds nothing
+    if type(max_tokens) is int:
+        return min(max_tokens, max_completion_tokens) if type(max_completion_tokens) is int else max_tokens
+    return max_completion_tokens if type(max_completion_tokens) is int else None
 
 
 class ProviderAdapter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC
+from operator import add
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -62,8 +63,4 @@ async def add_to_rollups(connection: AsyncConnection, rows: list[dict[str, Any]]
 def _add(totals: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], values: Sequence[Any]) -> None:
     """Add `values` to the running sums under `key`, column by column."""
     row = totals.get(key)
-    if row is None:
-        totals[key] = list(values)
-    else:
-        for n, value in enumerate(values):
-            row[n] += value
+    totals[key] = list(values) if row is None else list(map(add, row, values))  # in C: every record, every column
