@@ -16,8 +16,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from functools import partial
-from itertools import repeat
-from operator import attrgetter, truediv
+from itertools import groupby, repeat
+from operator import attrgetter, itemgetter, truediv
 from typing import Any, NamedTuple, Protocol
 
 from redis.asyncio import Redis
@@ -300,20 +300,34 @@ return 0
 class _Settlements:
     """The settlements made until the next admission (or `linger` fires), merged into one
     script call: deltas on the same window add up, releases of the same budget too (the
-    script's effect is the same as applying them one by one)."""
+    script's effect is the same as applying them one by one). They are merged once, as the
+    batch leaves, by sorting and grouping (C code for each settlement, Python for each window
+    or budget), not one by one as calls end."""
 
     def __init__(self, linger: asyncio.TimerHandle) -> None:
         self.linger = linger
-        self.deltas: dict[str, int] = {}
-        self.releases: dict[tuple[str, str], list[int]] = {}  # (account, epoch) → [reserved, spent]
+        self.adjustments: list[tuple[str, int]] = []
+        self.released: list[BudgetRelease] = []
 
     def add(self, adjustments: list[tuple[str, int]], releases: Sequence[BudgetRelease]) -> None:
-        for key, delta in adjustments:
-            self.deltas[key] = self.deltas.get(key, 0) + delta
-        for release in releases:
-            totals = self.releases.setdefault((release.account, release.epoch), [0, 0])
-            totals[0] += release.reserved
-            totals[1] += release.spent
+        self.adjustments += adjustments
+        self.released += releases
+
+    def deltas(self) -> dict[str, int]:
+        return {key: sum(map(_delta_of, same)) for key, same in groupby(sorted(self.adjustments, key=_key_of), _key_of)}
+
+    def releases(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(account, epoch) → (reserved, spent)."""
+        merged: dict[tuple[str, str], tuple[int, int]] = {}
+        for slot, same in groupby(sorted(self.released, key=_slot_of), _slot_of):
+            held = list(same)
+            merged[slot] = (sum(map(_reserved_of, held)), sum(map(_spent_of, held)))
+        return merged
+
+
+_key_of, _delta_of = itemgetter(0), itemgetter(1)
+_slot_of = attrgetter("account", "epoch")
+_reserved_of, _spent_of = attrgetter("reserved"), attrgetter("spent")
 
 
 class RedisQuotaStore:
@@ -422,17 +436,18 @@ class RedisQuotaStore:
         if batch is None:
             return
         batch.linger.cancel()
-        fields: list[int | str] = [len(batch.deltas)]
-        for key, delta in batch.deltas.items():
+        deltas, releases = batch.deltas(), batch.releases()
+        fields: list[int | str] = [len(deltas)]
+        for key, delta in deltas.items():
             fields += [key, delta]  # as the admission named it: prefix and window index included
-        for (account, epoch), (reserved, spent) in batch.releases.items():
+        for (account, epoch), (reserved, spent) in releases.items():
             fields += [self._budget_keys(account), epoch or EMPTY, reserved, spent]
         # Ahead of the admissions waiting to be sent: what ended before them is applied first.
         reply = self._scripts.submit(self._settle, _fields(fields), ahead=True)
         self._sending.add(reply)
-        reply.add_done_callback(lambda done: self._settled(done, batch))
+        reply.add_done_callback(lambda done: self._settled(done, deltas, releases))
 
-    def _settled(self, reply: asyncio.Future[Any], batch: _Settlements) -> None:
+    def _settled(self, reply: asyncio.Future[Any], deltas: dict[str, int], releases: dict[tuple[str, str], tuple[int, int]]) -> None:
         self._sending.discard(reply)
         error = None if reply.cancelled() else reply.exception()
         if error is None:
@@ -443,8 +458,8 @@ class RedisQuotaStore:
         # and the database budgets, are written all the same.
         level = logging.WARNING if isinstance(error, REDIS_DOWN) else logging.ERROR
         logger.log(level, "settlement of %d windows and %d budget holds dropped (%s: %s); "
-                   "left reserved, nanos by budget: %s", len(batch.deltas), len(batch.releases), type(error).__name__,
-                   error, {account: reserved - spent for (account, _), (reserved, spent) in batch.releases.items()})
+                   "left reserved, nanos by budget: %s", len(deltas), len(releases), type(error).__name__,
+                   error, {account: reserved - spent for (account, _), (reserved, spent) in releases.items()})
 
     async def close(self) -> None:
         await self.flush()
