@@ -153,3 +153,22 @@ async def test_metrics_need_read_metric(client, models: Models, seed, upstream) 
     text = (await client.get("/metrics", headers=reader.headers)).text
     assert 'tollgate_requests_total{endpoint="/v1/chat/completions",model="chat",status="200"} 1.0' in text
     assert "tollgate_request_latency_seconds_bucket" in text and 'tollgate_tokens_total{kind="completion",model="chat"} 5.0' in text
+
+    # Every call counts once, in every series it updates; the histograms' buckets are cumulative.
+    refused = {"model": "nowhere", "messages": [{"role": "user", "content": "a"}]}
+    assert (await client.post("/v1/chat/completions", json=refused, headers=user.headers)).status_code == 404
+    await client.post("/v1/chat/completions", json={"model": "chat", "messages": [{"role": "user", "content": "a"}]}, headers=user.headers)
+    samples = {}
+    for line in (await client.get("/metrics", headers=reader.headers)).text.splitlines():
+        if line.startswith("tollgate_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    chat = 'endpoint="/v1/chat/completions"'
+    assert samples[f'tollgate_requests_total{{{chat},model="chat",status="200"}}'] == 2
+    assert samples[f'tollgate_requests_total{{{chat},model="",status="404"}}'] == 1  # the client's free text is no label
+    assert samples[f'tollgate_request_latency_seconds_count{{{chat}}}'] == 3
+    buckets = [value for name, value in samples.items() if name.startswith(f"tollgate_request_latency_seconds_bucket{{{chat}")]
+    assert buckets == sorted(buckets) and buckets[-1] == 3
+    assert samples['tollgate_tokens_total{kind="completion",model="chat"}'] == 10
+    assert 'tollgate_cost_total{model="chat"}' in samples and 'tollgate_carbon_kgco2eq_total{model="chat"}' in samples
+    assert [value for name, value in samples.items() if name.startswith("tollgate_provider_in_flight")] == [0]

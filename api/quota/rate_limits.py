@@ -15,8 +15,6 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from itertools import repeat
-from operator import add
 from typing import NamedTuple, NoReturn
 
 from api.errors import TooManyRequestsError
@@ -47,8 +45,8 @@ class Ticket(NamedTuple):
     reserved_tokens: int  # counted in the token windows at admission: prompt estimate + completion bound
 
     @property
-    def token_windows(self) -> tuple[WindowState, ...]:
-        return self.windows[self.layout.first_token:]
+    def token_windows(self) -> list[WindowState]:
+        return [self.windows[index] for index, _ in self.layout.token_windows]
 
     def headers(self) -> dict[str, str]:
         """OpenAI-style x-ratelimit-* headers, from the per-minute windows (else per-day)."""
@@ -80,22 +78,19 @@ class _Window(NamedTuple):
 
 
 class _Windows(NamedTuple):
-    """A caller's windows on a router, worked out once (`Limiter._windows`): its request
-    windows first, then its token windows, so a call's checks are the request windows' own,
-    the same call after call, and the token windows' with the call's tokens."""
+    """A caller's windows on a router, worked out once (`Limiter._windows`): the role's, then
+    the key's, each by kind (the first full one refuses a call). A call's checks are the
+    request windows' own, the same call after call, with its token windows' put in their place."""
 
     windows: list[_Window]
-    request_checks: list[WindowCheck]  # each counts 1
-    token_windows: list[tuple[str, int, int]]  # key, limit and length: each counts the call's tokens
-    first_token: int  # the index of the first token window
+    request_checks: list[WindowCheck | None]  # each counts 1; None in a token window's place
+    token_windows: list[tuple[int, tuple[str, int, int]]]  # place; key, limit, length: each counts the call's tokens
     header_windows: tuple[tuple[str, int], ...]  # ("requests" or "tokens", the window's index): the headers' windows
     smallest_token_limit: int  # a call reserving more than this is refused before it is counted
     counts_tokens: bool  # a token limit above 0 applies (one of 0 refuses every call anyway)
 
 
 def _windows_of(windows: list[_Window]) -> _Windows:
-    windows = sorted(windows, key=lambda window: window.counts_tokens)  # stable: the role's before the key's
-    requests = [window for window in windows if not window.counts_tokens]
     token_limits = [window.limit for window in windows if window.counts_tokens]
     labels = [window.label for window in windows]
     header_windows = []
@@ -104,8 +99,8 @@ def _windows_of(windows: list[_Window]) -> _Windows:
         if shown is not None:
             header_windows.append((kind, labels.index(shown)))
     return _Windows(
-        windows, [WindowCheck(window.key, window.limit, window.seconds, 1) for window in requests],
-        [(window.key, window.limit, window.seconds) for window in windows if window.counts_tokens], len(requests),
+        windows, [None if window.counts_tokens else WindowCheck(window.key, window.limit, window.seconds, 1) for window in windows],
+        [(index, (window.key, window.limit, window.seconds)) for index, window in enumerate(windows) if window.counts_tokens],
         tuple(header_windows), min(token_limits, default=0), any(token_limits),
     )
 
@@ -152,9 +147,11 @@ class Limiter:
                     for window in windows.windows:
                         if window.kind == token_kind and reserved > window.limit:
                             self._too_large(router, window.label, window.limit, prompt, completion_bound)
-        # Made by C code (maps and tuple.__new__), not a Python loop: every call, up to ten windows.
-        checks = [*windows.request_checks, *map(_window_check, map(add, windows.token_windows, repeat((reserved,))))]
-        return LimitPlan(windows, checks, reserved)
+        checks = windows.request_checks.copy()
+        amount = (reserved,)
+        for index, fields in windows.token_windows:
+            checks[index] = _window_check(fields + amount)
+        return LimitPlan(windows, checks, reserved)  # type: ignore[arg-type]  # every place filled
 
     def _windows(self, principal: Principal, router: RouterEntry) -> _Windows:
         """The windows a caller counts in on a router: the role's on this router, then the
