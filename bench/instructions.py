@@ -187,7 +187,7 @@ def count(code: Path, args: argparse.Namespace, upstream: str, label: str) -> An
     """Instructions per call (millions) for the checkout in `code`; with `--bytecodes`, the
     bytecodes per call of each function instead (file:line:name → count)."""
     from bench.overhead import write_config
-    database = f"bench_instructions_{label}"
+    database = f"bench_instructions_{label}_{os.getpid()}"  # two runs at once never share one
     server = re.sub(r"/[^/]*$", "", args.database_url)
     psql = ["psql", "-q", "-d", server.replace("+asyncpg", "") + "/postgres"]
     subprocess.run([*psql, "-c", f"DROP DATABASE IF EXISTS {database}", "-c", f"CREATE DATABASE {database}"],
