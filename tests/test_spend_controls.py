@@ -81,6 +81,22 @@ async def test_a_keys_rate_limit_applies_on_every_model_together(client, models:
     assert (await client.post("/v1/chat/completions", json=BODY, headers=user.headers)).status_code == 200
 
 
+async def test_when_a_roles_window_and_a_keys_are_both_full_the_roles_refuses(client, models: Models, upstream) -> None:
+    """The role's windows are checked before the key's: with the role's tpd and the key's rpm
+    both full, the refusal (its message and Retry-After) is the role's tpd."""
+    router = await priced(models, upstream)
+    probe = await models.user_for(router, limits={"tpd": 1_000_000})
+    answer = await client.post("/v1/chat/completions", json=BODY, headers=probe.headers)
+    reserved = 1_000_000 - int(answer.headers["x-ratelimit-remaining-tokens"])  # prompt estimate + max_tokens
+    user = await models.user_for(router, limits={"tpd": reserved})  # room for one call's reservation
+    _, headers = await key_for(client, user, limits={"rpm": 1})
+    assert (await client.post("/v1/chat/completions", json=BODY, headers=headers)).status_code == 200
+    refused = await client.post("/v1/chat/completions", json=BODY, headers=headers)
+    assert refused.status_code == 429
+    assert "tpd" in refused.json()["detail"] and "your role's limit" in refused.json()["detail"]
+    assert int(refused.headers["retry-after"]) > 60  # the day's window, not the key's minute
+
+
 async def test_a_key_is_renamed_tagged_listed_and_revoked_keeping_its_history(client, models: Models, upstream) -> None:
     router = await priced(models, upstream)
     user = await models.user_for(router)

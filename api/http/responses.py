@@ -22,7 +22,9 @@ class FastJSONResponse(JSONResponse):
 
     def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
         """Starlette's, with the headers encoded by maps (in C) rather than a Python loop: a
-        model call's answer carries about ten (its limits, the overhead, the request id)."""
+        model call's answer carries about ten (its limits, the overhead, the request id).
+        `init_headers` is the hook Starlette's own responses (streaming, file) call from their
+        constructors; the constructor has no other way to take headers than a str mapping."""
         names = list(map(_latin1, map(str.lower, headers))) if headers else []
         if b"content-length" in names or b"content-type" in names:
             super().init_headers(headers)

@@ -51,7 +51,7 @@ class RecordMetrics:
         self._latency: dict[str, _Histogram] = {}
         self._ttft: dict[str, _Histogram] = {}
         self._models: dict[str, _ModelTotals] = {}
-        self._in_flight: dict[str, int] = {}
+        self._in_flight: dict[int, int] = {}  # by provider id
 
     def observe(self, record: UsageRecord) -> None:
         # A name that resolved to no router is the client's free text: not a label value, or
@@ -61,43 +61,38 @@ class RecordMetrics:
         key = (endpoint, model, str(record.status))
         count = self._requests.get(key)
         if count is None:
-            count = self._first(key)
+            self._start_series(endpoint, model)
+            count = 0
         self._requests[key] = count + 1
         if record.latency_ms is not None:
             self._add(self._latency[endpoint], record.latency_ms / 1000)
         if record.ttft_ms is not None:
             self._add(self._ttft[endpoint], record.ttft_ms / 1000)
         totals = self._models[model]
-        totals.prompt_tokens += record.prompt_tokens or 0
-        totals.completion_tokens += record.completion_tokens or 0
-        if record.cost_nanos:
-            totals.cost += record.cost_nanos / 1e9
-        if record.kwh_max:
-            totals.kwh += record.kwh_max
-            totals.kgco2eq += record.kgco2eq_max or 0.0
+        totals.prompt_tokens += record.prompt_tokens
+        totals.completion_tokens += record.completion_tokens
+        totals.cost += record.cost_nanos / 1e9
+        totals.kwh += record.kwh_max
+        totals.kgco2eq += record.kgco2eq_max
 
-    def _first(self, key: tuple[str, str, str]) -> int:
-        """A series' first record: its endpoint's and model's series start too, at 0, as
+    def _start_series(self, endpoint: str, model: str) -> None:
+        """A series' first record: its endpoint's and its model's series start too, at 0, as
         prometheus_client's labelled children appear once made."""
-        endpoint, model, _ = key
         if endpoint not in self._latency:
             self._latency[endpoint] = _Histogram(len(self._bounds))
             self._ttft[endpoint] = _Histogram(len(self._bounds))
         if model not in self._models:
             self._models[model] = _ModelTotals()
-        return 0
 
     def _add(self, histogram: _Histogram, seconds: float) -> None:
         histogram.counts[bisect_left(self._bounds, seconds)] += 1  # the first bound ≥ the value
         histogram.total += seconds
 
     def provider_started(self, provider_id: int) -> None:
-        label = str(provider_id)
-        self._in_flight[label] = self._in_flight.get(label, 0) + 1
+        self._in_flight[provider_id] = self._in_flight.get(provider_id, 0) + 1
 
     def provider_ended(self, provider_id: int) -> None:
-        label = str(provider_id)
-        self._in_flight[label] = self._in_flight.get(label, 0) - 1
+        self._in_flight[provider_id] = self._in_flight.get(provider_id, 0) - 1
 
     def describe(self) -> Iterator[Metric]:
         """The families without their samples: the registry learns their names from these."""
@@ -132,7 +127,7 @@ class RecordMetrics:
                 for endpoint, histogram in histograms.items():
                     family.add_metric([endpoint], self._cumulative(histogram), histogram.total)
             for provider, count in self._in_flight.items():
-                in_flight.add_metric([provider], count)
+                in_flight.add_metric([str(provider)], count)
         yield from (requests, latency, ttft, tokens, cost, energy, carbon, in_flight)
 
     def _cumulative(self, histogram: _Histogram) -> list[tuple[str, float]]:

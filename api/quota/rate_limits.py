@@ -14,14 +14,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import NamedTuple, NoReturn
 
 from api.errors import TooManyRequestsError
 from api.identity.principal import Principal
 from api.observability.metrics import GatewayMetrics
 from api.catalog.catalog import RouterEntry
-from api.quota.windows import Admission, LimitStore, WindowCheck, WindowState
+from api.quota.windows import Admission, LimitStore, WindowCheck, WindowState, check_from_fields
 
 WINDOWS = {"rpm": 60, "rph": 3_600, "rpd": 86_400, "tpm": 60, "tph": 3_600, "tpd": 86_400}
 TOKEN_LIMITS = ("tpm", "tph", "tpd")
@@ -105,9 +104,6 @@ def _windows_of(windows: list[_Window]) -> _Windows:
     )
 
 
-_window_check = partial(tuple.__new__, WindowCheck)  # from a tuple of its fields, in C
-
-
 # Callers × routers whose windows are kept worked out; past it the cache starts again.
 MAX_CACHED_WINDOWS = 50_000
 
@@ -150,7 +146,7 @@ class Limiter:
         checks = windows.request_checks.copy()
         amount = (reserved,)
         for index, fields in windows.token_windows:
-            checks[index] = _window_check(fields + amount)
+            checks[index] = check_from_fields(fields + amount)
         return LimitPlan(windows, checks, reserved)  # type: ignore[arg-type]  # every place filled
 
     def _windows(self, principal: Principal, router: RouterEntry) -> _Windows:

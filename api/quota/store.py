@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from functools import partial
 from itertools import groupby, repeat
 from operator import attrgetter, itemgetter, truediv
 from typing import Any, NamedTuple, Protocol
@@ -25,7 +24,7 @@ from redis.asyncio import Redis
 from api.quota.balances import CURRENT_EPOCH, RESERVED_NOW, MemoryBudgetStore, budget_keys
 from api.state.redis_client import REDIS_DOWN, redis_unavailable
 from api.state.script_pipeline import ScriptPipeline
-from api.quota.windows import Admission, MemoryLimitStore, WindowCheck, WindowState
+from api.quota.windows import Admission, MemoryLimitStore, WindowCheck, WindowState, state_from_fields
 
 logger = logging.getLogger("tollgate.state")
 
@@ -136,7 +135,6 @@ end
 
 EMPTY = "-"  # an empty field
 
-_window_state = partial(tuple.__new__, WindowState)  # from a tuple of its fields, in C
 _limit_of = attrgetter("limit")
 
 
@@ -314,7 +312,9 @@ class _Settlements:
         self.released += releases
 
     def deltas(self) -> dict[str, int]:
-        return {key: sum(map(_delta_of, same)) for key, same in groupby(sorted(self.adjustments, key=_key_of), _key_of)}
+        """Each window's total delta, those that add up to nothing left out."""
+        totals = {key: sum(map(_delta_of, same)) for key, same in groupby(sorted(self.adjustments, key=_key_of), _key_of)}
+        return {key: delta for key, delta in totals.items() if delta}
 
     def releases(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(account, epoch) → (reserved, spent)."""
@@ -405,7 +405,7 @@ class RedisQuotaStore:
         # Every window's state, made by C code (maps, slices and tuple.__new__) rather than by
         # a Python loop: a call counts in up to ten windows, every call.
         end = 2 + 2 * len(checks)
-        states = tuple(map(_window_state, zip(result[1].split(), map(_limit_of, checks), result[2:end:2],
+        states = tuple(map(state_from_fields, zip(result[1].split(), map(_limit_of, checks), result[2:end:2],
                                               map(truediv, result[3:end:2], repeat(1000)), strict=True)))
         return QuotaDecision(Admission(True, states), epochs=tuple(result[end:]))
 
@@ -415,7 +415,6 @@ class RedisQuotaStore:
         self._queue_settlement(adjustments, releases)
 
     def _queue_settlement(self, adjustments: list[tuple[str, int]], releases: Sequence[BudgetRelease]) -> None:
-        adjustments = [(key, delta) for key, delta in adjustments if delta]
         if not adjustments and not releases:
             return
         batch = self._settlements
@@ -437,6 +436,8 @@ class RedisQuotaStore:
             return
         batch.linger.cancel()
         deltas, releases = batch.deltas(), batch.releases()
+        if not deltas and not releases:
+            return  # deltas that added up to nothing: no script call
         fields: list[int | str] = [len(deltas)]
         for key, delta in deltas.items():
             fields += [key, delta]  # as the admission named it: prefix and window index included

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import NamedTuple, Protocol
 
 from redis.asyncio import Redis
@@ -30,6 +31,12 @@ class WindowState(NamedTuple):
     limit: int
     used: int
     reset_in: float
+
+
+# A check or a state from a tuple of its fields, made in C: a NamedTuple's own `__new__` is a
+# Python function, and the quota path makes one per window, up to ten a call.
+check_from_fields = partial(tuple.__new__, WindowCheck)
+state_from_fields = partial(tuple.__new__, WindowState)
 
 
 class Admission(NamedTuple):
